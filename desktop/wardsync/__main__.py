@@ -1,0 +1,5 @@
+import sys
+
+from wardsync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""SMART on FHIR sign-in, token refresh and keyring storage."""

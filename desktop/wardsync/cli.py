@@ -1,0 +1,46 @@
+"""The `wardsync` command: the launcher and composition root.
+
+`wardsync` starts the desktop app (on the embedded sandbox when no FHIR server is configured),
+`wardsync sandbox ...` runs the backend headless. Qt is imported only when a window is needed,
+so the headless commands work on machines without a display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wardsync._version import __version__
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wardsync",
+        description="WardSync clinical workstation. With no FHIR server configured it runs on "
+        "the embedded sandbox with synthetic data.",
+    )
+    parser.add_argument("--version", action="version", version=f"wardsync {__version__}")
+    parser.add_argument(
+        "--demo", action="store_true", help="run on the embedded sandbox (synthetic data)"
+    )
+    sub = parser.add_subparsers(dest="command")
+    sandbox = sub.add_parser("sandbox", help="run the embedded backend headless")
+    from wardsync.sandbox.cli import add_arguments
+
+    add_arguments(sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "sandbox":
+        from wardsync.sandbox.cli import run
+
+        return run(args)
+    from wardsync.ui.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

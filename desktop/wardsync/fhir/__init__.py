@@ -1,0 +1,1 @@
+"""FHIR R4 REST client: one httpx.AsyncClient, typed errors, R4B parsing, paging."""

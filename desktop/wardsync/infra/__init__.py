@@ -1,0 +1,1 @@
+"""Settings, paths, logging and the metrics log."""

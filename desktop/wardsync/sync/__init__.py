@@ -1,0 +1,1 @@
+"""The shared realtime connection, poke intake and the pull engine (headless, no Qt)."""
