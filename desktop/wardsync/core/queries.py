@@ -1,0 +1,164 @@
+"""Query keys: what a panel asks for, which FHIR searches fetch it, which pokes invalidate it.
+
+Keys are hashable values; the sync layer runs one pull loop per open key. Searches filter only
+on fields that never change for a resource (patient, category, code, ward); mutable state such
+as a Task's status is filtered by the view. That way an incremental pull
+(`_lastUpdated=gt<cursor>`) always brings back a resource whose state changed, even when the
+new state no longer matches what the panel shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from wardsync.core import codes
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """One FHIR search: `GET [resource_type]?params`."""
+
+    resource_type: str
+    params: tuple[tuple[str, str], ...]
+
+    def with_params(self, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+        return [*self.params, *extra]
+
+
+class PokeLike(Protocol):
+    resource_type: str
+    id: str
+    patient_id: str | None
+
+
+class QueryKey(Protocol):
+    """A keyed query. `patient_id` is None for ward-level keys."""
+
+    @property
+    def patient_id(self) -> str | None: ...
+
+    def searches(self) -> tuple[Search, ...]: ...
+
+    def touched_by(self, poke: PokeLike) -> bool: ...
+
+    def label(self) -> str: ...
+
+
+def _patient_search(rtype: str, patient_id: str, *extra: tuple[str, str]) -> Search:
+    return Search(rtype, (("patient", f"Patient/{patient_id}"), *extra))
+
+
+@dataclass(frozen=True, slots=True)
+class WardCensus:
+    """The ward's beds, in-progress stays and their patients."""
+
+    ward_id: str
+    patient_id: None = None
+
+    def searches(self) -> tuple[Search, ...]:
+        ward = f"Location/{self.ward_id}"
+        return (
+            Search("Location", (("partof", ward),)),
+            Search("Encounter", (("location", ward), ("_include", "Encounter:subject"))),
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        return poke.resource_type in ("Encounter", "Location", "Patient")
+
+    def label(self) -> str:
+        return f"census Location/{self.ward_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientVitals:
+    """All vital-sign Observations of one patient."""
+
+    patient_id: str
+
+    def searches(self) -> tuple[Search, ...]:
+        return (
+            _patient_search(
+                "Observation", self.patient_id, ("category", codes.CATEGORY_VITAL_SIGNS)
+            ),
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        return poke.resource_type == "Observation" and poke.patient_id == self.patient_id
+
+    def label(self) -> str:
+        return f"vitals Patient/{self.patient_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientLabs:
+    """One patient's lab reports with their result Observations."""
+
+    patient_id: str
+
+    def searches(self) -> tuple[Search, ...]:
+        return (
+            _patient_search(
+                "DiagnosticReport", self.patient_id, ("_include", "DiagnosticReport:result")
+            ),
+            # Results corrected on their own (without a new report version) come from here.
+            _patient_search(
+                "Observation", self.patient_id, ("category", codes.CATEGORY_LABORATORY)
+            ),
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        return (
+            poke.resource_type in ("DiagnosticReport", "Observation")
+            and poke.patient_id == self.patient_id
+        )
+
+    def label(self) -> str:
+        return f"labs Patient/{self.patient_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRecord:
+    """Identity, problems, immunizations, medications and tasks of one patient."""
+
+    patient_id: str
+
+    _TYPES = ("Condition", "Immunization", "MedicationRequest", "Task", "AllergyIntolerance")
+
+    def searches(self) -> tuple[Search, ...]:
+        return (
+            Search("Patient", (("_id", self.patient_id),)),
+            *(_patient_search(t, self.patient_id) for t in self._TYPES),
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        if poke.resource_type == "Patient":
+            return poke.id == self.patient_id
+        return poke.resource_type in self._TYPES and poke.patient_id == self.patient_id
+
+    def label(self) -> str:
+        return f"record Patient/{self.patient_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class LabReport:
+    """One DiagnosticReport with its results (the lab result detail window)."""
+
+    report_id: str
+    patient_id: str
+
+    def searches(self) -> tuple[Search, ...]:
+        return (
+            Search(
+                "DiagnosticReport",
+                (("_id", self.report_id), ("_include", "DiagnosticReport:result")),
+            ),
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        if poke.resource_type == "DiagnosticReport":
+            return poke.id == self.report_id
+        return poke.resource_type == "Observation" and poke.patient_id == self.patient_id
+
+    def label(self) -> str:
+        return f"report DiagnosticReport/{self.report_id}"

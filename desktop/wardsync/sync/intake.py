@@ -1,0 +1,88 @@
+"""Poke intake: validate every realtime message, drop duplicates, notice gaps, invalidate keys.
+
+A poke is a hint, never data (ARCHITECTURE.md §2). A message that is not exactly a poke is
+rejected, counted and logged by reason only — its content could carry patient data if a relay
+misbehaved — and the connection stays up. A sequence gap that is still open after a short grace
+period (pokes may arrive out of order) triggers a catch-up pull of every open query.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.events import PokeAccepted, PokeRejectedEvent
+from wardsync.core.metrics import MetricsSink, NullMetrics
+from wardsync.core.pokes import Poke, PokeRejected, parse_poke
+from wardsync.core.seq import SeqTracker
+
+log = logging.getLogger(__name__)
+
+SEQ_GAP_GRACE_S = 2.0
+
+
+class PokeIntake:
+    """Turns messages of one poke channel into key invalidations."""
+
+    def __init__(
+        self,
+        *,
+        invalidate: Callable[[Poke], int],
+        on_gap: Callable[[], None],
+        publish: Callable[[object], None] | None = None,
+        clock: Clock | None = None,
+        metrics: MetricsSink | None = None,
+        gap_grace_s: float = SEQ_GAP_GRACE_S,
+    ) -> None:
+        self._invalidate = invalidate
+        self._on_gap = on_gap
+        self._publish = publish
+        self._clock = clock or SystemClock()
+        self._metrics = metrics or NullMetrics()
+        self.gap_grace_s = gap_grace_s
+        self.seq = SeqTracker()
+        self.accepted = 0
+        self.duplicates = 0
+        self.rejected: Counter[str] = Counter()
+        self.gaps = 0
+
+    def on_message(self, message: Any) -> None:
+        """Realtime listener: `message` is an ably Message (its `data`) or raw data."""
+        data = getattr(message, "data", message)
+        try:
+            poke = parse_poke(data)
+        except PokeRejected as exc:
+            self.rejected[exc.reason] += 1
+            log.warning("rejected a realtime message: %s", exc.reason)
+            self._metrics.emit("poke_rejected", reason=exc.reason)
+            if self._publish is not None:
+                self._publish(PokeRejectedEvent(reason=exc.reason))
+            return
+        if self.seq.observe(poke.seq, self._clock.monotonic()) == "duplicate":
+            self.duplicates += 1
+            return
+        self.accepted += 1
+        self._metrics.emit(
+            "poke_received", ref=poke.ref, versionId=poke.version_id, seq=poke.seq,
+            priority=poke.priority, type=poke.type,
+        )
+        if self._publish is not None:
+            self._publish(PokeAccepted(poke=poke))
+        self._invalidate(poke)
+
+    def check_gaps(self) -> bool:
+        """Called periodically: run the catch-up if a gap outlived the grace period."""
+        due = self.seq.due_gaps(self._clock.monotonic(), self.gap_grace_s)
+        if not due:
+            return False
+        self.gaps += len(due)
+        log.info("poke sequence gap (%d missing): catching up", sum(g.count for g in due))
+        self._on_gap()
+        return True
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())

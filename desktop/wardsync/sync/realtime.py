@@ -1,0 +1,239 @@
+"""The one realtime connection of a workstation process (the only module importing `ably`).
+
+Every window shares this connection. Channels are reference-counted: the first lease attaches,
+the last release detaches after a grace period, so a panel closed and reopened (or a record
+shown in two windows one after the other) does not churn attach/detach (Medplum's
+SubscriptionManager does the same for its one socket).
+
+Authentication is token-only through `auth_callback`: the workstation exchanges its FHIR access
+token for a short-lived Ably token at the hospital relay (the sandbox stands in for it), so the
+Ably API key never reaches a workstation. No `client_id` option is set: the clientId comes from
+the token via CONNECTED.connectionDetails (see the "clientId trap" in the protocol brief).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ably import AblyRealtime
+from ably.types.channelstate import ChannelState, ChannelStateChange
+from ably.types.connectionstate import ConnectionStateChange
+
+from wardsync.fhir.client import is_loopback_host
+
+log = logging.getLogger(__name__)
+
+CHANNEL_RELEASE_GRACE_S = 5.0
+# SDK retry settings (milliseconds, the SDK's unit). A ward must not wait the SDK's default
+# 15 s to retry a dropped link; the polling watchdog covers longer outages.
+DISCONNECTED_RETRY_MS = 2000
+SUSPENDED_RETRY_MS = 5000
+REALTIME_REQUEST_TIMEOUT_MS = 5000
+
+TokenProvider = Callable[[], Awaitable[dict]]
+MessageListener = Callable[[Any], None]
+StateListener = Callable[[str, str], None]
+ContinuityListener = Callable[[str], None]
+
+
+def ably_options(endpoint: str) -> dict[str, Any]:
+    """Client options for `host:port` (loopback: plain ws; anything else: TLS).
+
+    `endpoint` gets a trailing slash so ONE client serves both websocket and REST with the
+    port in the host (ably 3.1.4 ignores `port` for realtime; protocol brief §1).
+    """
+    host = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
+    loopback = is_loopback_host(host)
+    return {"endpoint": endpoint.rstrip("/") + "/", "tls": not loopback}
+
+
+@dataclass
+class _Channel:
+    name: str
+    channel: Any
+    listeners: list[MessageListener] = field(default_factory=list)
+    leases: int = 0
+    attached_once: bool = False
+    release_timer: asyncio.TimerHandle | None = None
+
+
+class ChannelLease:
+    """A claim on a channel; `close()` releases it (detach after the grace period)."""
+
+    def __init__(self, conn: SyncConnection, name: str, listener: MessageListener | None):
+        self._conn = conn
+        self.name = name
+        self._listener = listener
+        self._closed = False
+
+    @property
+    def channel(self) -> Any:
+        return self._conn.channel(self.name)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._conn._release(self.name, self._listener)
+
+
+class SyncConnection:
+    """ONE AblyRealtime per process, shared by every window."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        token_provider: TokenProvider,
+        on_state: StateListener | None = None,
+        on_continuity_lost: ContinuityListener | None = None,
+        channel_grace_s: float = CHANNEL_RELEASE_GRACE_S,
+        use_binary_protocol: bool = True,
+        disconnected_retry_ms: int = DISCONNECTED_RETRY_MS,
+        suspended_retry_ms: int = SUSPENDED_RETRY_MS,
+        request_timeout_ms: int = REALTIME_REQUEST_TIMEOUT_MS,
+    ) -> None:
+        self._token_provider = token_provider
+        self._on_state = on_state
+        self._on_continuity_lost = on_continuity_lost
+        self._grace_s = channel_grace_s
+        self._channels: dict[str, _Channel] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.state = "initialized"
+        self.reason = ""
+        self.token_requests = 0
+        self._closed = False
+        self.client = AblyRealtime(
+            auth_callback=self._auth_callback,
+            use_binary_protocol=use_binary_protocol,
+            disconnected_retry_timeout=disconnected_retry_ms,
+            suspended_retry_timeout=suspended_retry_ms,
+            realtime_request_timeout=request_timeout_ms,
+            **ably_options(endpoint),
+        )
+        self.client.connection.on(self._on_connection_state)
+
+    # ------------------------------------------------------------------ auth
+    async def _auth_callback(self, token_params: dict[str, Any]) -> dict:
+        # Must be a coroutine function: ably 3.1.4 treats a plain function's result as an
+        # error (protocol brief §8).
+        self.token_requests += 1
+        return await self._token_provider()
+
+    @property
+    def client_id(self) -> str | None:
+        return self.client.auth.client_id
+
+    @property
+    def connection_id(self) -> str | None:
+        return self.client.connection.connection_manager.connection_id
+
+    # ------------------------------------------------------------------ state
+    def _on_connection_state(self, change: ConnectionStateChange) -> None:
+        state = str(getattr(change.current, "value", change.current))
+        reason = ""
+        if change.reason is not None:
+            reason = f"{getattr(change.reason, 'code', '')} {getattr(change.reason, 'message', '')}"
+        self.state, self.reason = state, reason.strip()
+        log.info("realtime connection %s %s", state, self.reason)
+        if self._on_state is not None:
+            self._on_state(state, self.reason)
+
+    def _channel_state_listener(self, name: str) -> Callable[[ChannelStateChange], None]:
+        def on_change(change: ChannelStateChange) -> None:
+            entry = self._channels.get(name)
+            if entry is None or change.current != ChannelState.ATTACHED:
+                return
+            if entry.attached_once and not change.resumed:
+                # RTL2f: ATTACHED without RESUMED means messages may have been missed while
+                # the channel was away (new connection, hub restart): catch up from FHIR.
+                log.info("channel %s re-attached without continuity", name)
+                if self._on_continuity_lost is not None:
+                    self._on_continuity_lost(name)
+            entry.attached_once = True
+
+        return on_change
+
+    # ------------------------------------------------------------------ channels
+    def channel(self, name: str) -> Any:
+        return self._channels[name].channel
+
+    async def acquire(self, name: str, listener: MessageListener | None = None) -> ChannelLease:
+        """Lease channel `name` (attaching it if needed); `listener` gets each Message."""
+        if self._closed:
+            raise RuntimeError("realtime connection is closed")
+        entry = self._channels.get(name)
+        if entry is None:
+            channel = self.client.channels.get(name)
+            entry = _Channel(name, channel)
+            self._channels[name] = entry
+            channel.on(self._channel_state_listener(name))
+            await channel.subscribe(self._dispatcher(name))
+        elif entry.release_timer is not None:
+            entry.release_timer.cancel()
+            entry.release_timer = None
+        entry.leases += 1
+        if listener is not None:
+            entry.listeners.append(listener)
+        return ChannelLease(self, name, listener)
+
+    def _dispatcher(self, name: str) -> Callable[[Any], None]:
+        def dispatch(message: Any) -> None:
+            entry = self._channels.get(name)
+            for listener in list(entry.listeners if entry else ()):
+                try:
+                    listener(message)
+                except Exception:
+                    log.exception("message listener failed on %s", name)
+
+        return dispatch
+
+    def _release(self, name: str, listener: MessageListener | None) -> None:
+        entry = self._channels.get(name)
+        if entry is None:
+            return
+        if listener is not None and listener in entry.listeners:
+            entry.listeners.remove(listener)
+        entry.leases -= 1
+        if entry.leases <= 0 and not self._closed:
+            loop = asyncio.get_running_loop()
+            entry.release_timer = loop.call_later(self._grace_s, self._detach_now, name)
+
+    def _detach_now(self, name: str) -> None:
+        entry = self._channels.get(name)
+        if entry is None or entry.leases > 0:
+            return
+        del self._channels[name]
+        task = asyncio.get_running_loop().create_task(self._detach(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _detach(self, entry: _Channel) -> None:
+        try:
+            entry.channel.unsubscribe()
+            await entry.channel.detach()
+            self.client.channels.release(entry.name)
+        except Exception:
+            log.exception("detaching %s failed", entry.name)
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self._channels)
+
+    # ------------------------------------------------------------------ lifetime
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for entry in self._channels.values():
+            if entry.release_timer is not None:
+                entry.release_timer.cancel()
+        self._channels.clear()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.close()
