@@ -33,7 +33,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -580,6 +580,12 @@ class Settings:
         """Every key, in the order of the settings table."""
         return tuple(self.values)
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.values
+
 
 # -------------------------------------------------------------------------------- layers
 
@@ -616,14 +622,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.load(fh)
 
 
-@dataclass
-class _Policy:
-    values: dict[str, Any]
+@dataclass(frozen=True)
+class MachinePolicy:
+    """A parsed machine policy file: the values it sets, the keys it locks, its problems."""
+
+    values: Mapping[str, Any]
     locked: frozenset[str]
-    problems: list[str]
+    problems: tuple[str, ...]
 
 
-def _parse_policy(doc: Mapping[str, object], definitions: Mapping[str, Setting]) -> _Policy:
+def _parse_policy(
+    doc: Mapping[str, object], definitions: Mapping[str, Setting]
+) -> MachinePolicy:
     problems: list[str] = []
     locked: set[str] = set()
     body = dict(doc)
@@ -666,7 +676,23 @@ def _parse_policy(doc: Mapping[str, object], definitions: Mapping[str, Setting])
             problem = insecure_url_problem(value) if definitions[key].tls_checked else None
             if problem:
                 problems.append(f"{key}: {problem}")
-    return _Policy(values=values, locked=frozenset(locked), problems=problems)
+    return MachinePolicy(
+        values=MappingProxyType(values), locked=frozenset(locked), problems=tuple(problems)
+    )
+
+
+def read_policy_file(
+    path: str | Path, *, definitions: Sequence[Setting] = SETTINGS
+) -> MachinePolicy:
+    """Parse a machine policy file without raising; problems are in `.problems`."""
+    path = Path(path)
+    try:
+        doc = _read_toml(path)
+    except OSError as exc:
+        return MachinePolicy({}, frozenset(), (f"{path}: cannot read: {exc.strerror or exc}",))
+    except tomllib.TOMLDecodeError as exc:
+        return MachinePolicy({}, frozenset(), (f"{path}: not valid TOML: {exc}",))
+    return _parse_policy(doc, _index(definitions))
 
 
 def check_policy_file(
@@ -678,14 +704,7 @@ def check_policy_file(
     `[locked] keys` an array of known keys, URLs allowed by `security.require_tls`.
     Returns an empty list if the file is fine.
     """
-    path = Path(path)
-    try:
-        doc = _read_toml(path)
-    except OSError as exc:
-        return [f"{path}: cannot read: {exc.strerror or exc}"]
-    except tomllib.TOMLDecodeError as exc:
-        return [f"{path}: not valid TOML: {exc}"]
-    return _parse_policy(doc, _index(definitions)).problems
+    return list(read_policy_file(path, definitions=definitions).problems)
 
 
 def _user_layer(
@@ -776,7 +795,7 @@ def load_settings(
     warnings: list[str] = []
 
     policy_source = f"policy:{policy_file}"
-    policy = _Policy({}, frozenset(), [])
+    policy = MachinePolicy(MappingProxyType({}), frozenset(), ())
     try:
         policy_doc: dict[str, Any] | None = _read_toml(policy_file)
     except FileNotFoundError:
