@@ -1,0 +1,190 @@
+"""Who may log in and which applications may ask for tokens: demo users and OAuth clients.
+
+Everything here is synthetic: the demo users are obviously fake people with a shared demo
+password, and client secrets come from the caller so the sandbox can persist them in its data
+directory and print the lab client's secret in its ready line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+#: Where a client secret comes from: a function of the client id, or a mapping keyed by it.
+SecretSource = Callable[[str], str] | Mapping[str, str]
+
+DESKTOP_CLIENT_ID = "wardsync-desktop"
+LAB_CLIENT_ID = "lab-system"
+DEVICES_CLIENT_ID = "ward-devices"
+
+GRANT_AUTHORIZATION_CODE = "authorization_code"
+GRANT_REFRESH_TOKEN = "refresh_token"
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A synthetic clinician who can log in on the sandbox's authorize page.
+
+    `practitioner_id` is the logical id of the user's FHIR Practitioner resource;
+    `role` is what the ward calls them ("Doctor", "Nurse").
+    """
+
+    username: str
+    password: str
+    practitioner_id: str
+    display_name: str
+    role: str
+
+    @property
+    def fhir_user(self) -> str:
+        """The user as a relative FHIR reference (`Practitioner/demo-clinician`)."""
+        return f"Practitioner/{self.practitioner_id}"
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """A registered application (RFC 6749 §2).
+
+    `secret` is None for a public client (the desktop app, which must use PKCE), set for a
+    confidential one (client_secret_basic or client_secret_post, RFC 6749 §2.3.1).
+    `allowed_scopes` are patterns: a requested SMART scope is granted as far as some pattern
+    covers it (`user/*.cruds` covers `user/Observation.rs`); other scopes must match exactly.
+    `redirect_uris` are compared exactly, except that a loopback IP literal registered without
+    a port matches any port (RFC 8252 §7.3).
+    """
+
+    client_id: str
+    secret: str | None
+    grant_types: frozenset[str]
+    allowed_scopes: tuple[str, ...]
+    redirect_uris: tuple[str, ...] = ()
+    display_name: str = ""
+
+    @property
+    def is_public(self) -> bool:
+        """True for a client that cannot keep a secret (RFC 6749 §2.1)."""
+        return self.secret is None
+
+    def accepts_redirect_uri(self, redirect_uri: str) -> bool:
+        """True if `redirect_uri` is one registered for this client.
+
+        Exact string match (RFC 6749 §3.1.2.3), except for loopback redirects: a registered
+        `http://127.0.0.1/callback` accepts `http://127.0.0.1:<any port>/callback`, because a
+        native app binds an ephemeral port at login time (RFC 8252 §7.3).
+        """
+        if redirect_uri in self.redirect_uris:
+            return True
+        try:
+            asked = urlsplit(redirect_uri)
+            asked_port = asked.port
+        except ValueError:
+            return False
+        if asked.scheme != "http" or not _is_loopback_literal(asked.hostname) or asked.fragment:
+            return False
+        for registered in self.redirect_uris:
+            reg = urlsplit(registered)
+            if (
+                reg.scheme == "http"
+                and _is_loopback_literal(reg.hostname)
+                and reg.port is None
+                and reg.hostname == asked.hostname
+                and reg.path == asked.path
+                and reg.query == asked.query
+                and asked_port is not None
+            ):
+                return True
+        return False
+
+
+def _is_loopback_literal(host: str | None) -> bool:
+    """True for 127.0.0.0/8 and ::1 written as IP literals; `localhost` is not one
+    (RFC 8252 §8.3: the name may resolve elsewhere)."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_demo_users() -> list[DemoUser]:
+    """The sandbox's synthetic staff. Both use the password "demo"."""
+    return [
+        DemoUser(
+            username="demo.clinician",
+            password="demo",
+            practitioner_id="demo-clinician",
+            display_name="Dr Demo Clinician",
+            role="Doctor",
+        ),
+        DemoUser(
+            username="demo.nurse",
+            password="demo",
+            practitioner_id="demo-nurse",
+            display_name="Nurse Demo Nightingale",
+            role="Nurse",
+        ),
+    ]
+
+
+def _secret_for(source: SecretSource, client_id: str) -> str:
+    secret = source[client_id] if isinstance(source, Mapping) else source(client_id)
+    if not isinstance(secret, str) or not secret:
+        raise ValueError(f"the secret source gave no secret for client {client_id!r}")
+    return secret
+
+
+def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
+    """The sandbox's registered applications.
+
+    - `wardsync-desktop`: the desktop app, a public native client using the authorization
+      code flow with PKCE and a loopback redirect (RFC 8252), user-level SMART scopes.
+    - `lab-system`: a laboratory system writing results (client_credentials).
+    - `ward-devices`: bedside monitors writing vital signs (client_credentials).
+
+    `secret_source(client_id)` (or `secret_source[client_id]`) supplies the confidential
+    clients' secrets, so the caller decides where they are kept.
+    """
+    return [
+        OAuthClient(
+            client_id=DESKTOP_CLIENT_ID,
+            secret=None,
+            grant_types=frozenset({GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN}),
+            allowed_scopes=("openid", "fhirUser", "offline_access", "user/*.cruds"),
+            # Loopback IP literals, any port (RFC 8252 §7.3); both address families (§8.3).
+            redirect_uris=(
+                "http://127.0.0.1/callback",
+                "http://127.0.0.1/",
+                "http://[::1]/callback",
+                "http://[::1]/",
+            ),
+            display_name="WardSync Desktop",
+        ),
+        OAuthClient(
+            client_id=LAB_CLIENT_ID,
+            secret=_secret_for(secret_source, LAB_CLIENT_ID),
+            grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
+            allowed_scopes=(
+                "system/Observation.cru",
+                "system/DiagnosticReport.cru",
+                "system/Patient.rs",
+                "system/Encounter.rs",
+            ),
+            display_name="Laboratory system (synthetic)",
+        ),
+        OAuthClient(
+            client_id=DEVICES_CLIENT_ID,
+            secret=_secret_for(secret_source, DEVICES_CLIENT_ID),
+            grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
+            allowed_scopes=(
+                "system/Observation.cru",
+                "system/Patient.rs",
+                "system/Encounter.rs",
+                "system/Location.rs",
+            ),
+            display_name="Ward bedside devices (synthetic)",
+        ),
+    ]
