@@ -1,0 +1,77 @@
+"""FHIR date/time values parsed into comparable, timezone-aware datetimes.
+
+Ordering resources by `meta.lastUpdated` or vitals by `effectiveDateTime` must compare
+instants, never strings: "2024-05-01T10:00:00+02:00" is earlier than
+"2024-05-01T09:00:00Z" although it sorts after it as text.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+# FHIR R4 datatypes.html#instant: full precision, timezone mandatory. Seconds may be 60 (leap
+# second); fractions may have any number of digits.
+_INSTANT = re.compile(
+    r"(?P<y>[0-9]{4})-(?P<mo>0[1-9]|1[0-2])-(?P<d>0[1-9]|[12][0-9]|3[01])"
+    r"T(?P<h>[01][0-9]|2[0-3]):(?P<mi>[0-5][0-9]):(?P<s>[0-5][0-9]|60)(?:\.(?P<f>[0-9]+))?"
+    r"(?P<tz>Z|[+-](?:0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)"
+)
+# FHIR R4 datatypes.html#dateTime: YYYY, YYYY-MM, YYYY-MM-DD, or a full time with a zone.
+_PARTIAL_DATE = re.compile(r"(?P<y>[0-9]{4})(?:-(?P<mo>0[1-9]|1[0-2])(?:-(?P<d>[0-9]{2}))?)?")
+
+
+def _zone(tz: str) -> timezone:
+    if tz == "Z":
+        return UTC
+    sign = 1 if tz[0] == "+" else -1
+    hours, minutes = int(tz[1:3]), int(tz[4:6])
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def parse_instant(value: object) -> datetime | None:
+    """Parse a FHIR `instant` into an aware datetime; None if it is not a valid instant.
+
+    Fractions beyond microseconds are truncated; a leap second (:60) becomes :59.999999 so
+    the order with its neighbours is kept.
+    """
+    if not isinstance(value, str):
+        return None
+    m = _INSTANT.fullmatch(value)
+    if m is None:
+        return None
+    second = int(m["s"])
+    micro = int((m["f"] or "0")[:6].ljust(6, "0"))
+    if second == 60:
+        second, micro = 59, 999_999
+    try:
+        return datetime(
+            int(m["y"]),
+            int(m["mo"]),
+            int(m["d"]),
+            int(m["h"]),
+            int(m["mi"]),
+            second,
+            micro,
+            tzinfo=_zone(m["tz"]),
+        )
+    except ValueError:  # e.g. 2023-02-30: well formed but not a calendar date
+        return None
+
+
+def parse_datetime(value: object) -> datetime | None:
+    """Parse a FHIR `dateTime` (possibly partial) into an aware datetime, or None.
+
+    A partial value (year, year-month, date) stands for the start of that period in UTC;
+    FHIR gives partial dates no zone (datatypes.html#dateTime), so UTC is a documented choice.
+    """
+    instant = parse_instant(value)
+    if instant is not None or not isinstance(value, str):
+        return instant
+    m = _PARTIAL_DATE.fullmatch(value)
+    if m is None:
+        return None
+    try:
+        return datetime(int(m["y"]), int(m["mo"] or 1), int(m["d"] or 1), tzinfo=UTC)
+    except ValueError:
+        return None
