@@ -89,16 +89,17 @@ def show(settings: Settings) -> str:
         if settings.is_locked(key):
             source = f"{source} {LOCKED_MARK}"
         rows.append((key, render_value(settings.definitions.get(key), settings[key]), source))
+    # The value goes last: a long one (the scope list) then cannot push the columns apart.
     key_width = max(len("KEY"), *(len(r[0]) for r in rows))
-    value_width = min(48, max(len("VALUE"), *(len(r[1]) for r in rows)))
+    source_width = max(len("SOURCE"), *(len(r[2]) for r in rows))
     lines = [
         "WardSync effective settings "
         "(last wins: default < policy < user < env < cli; locked keys keep the policy value)",
         "",
-        f"{'KEY':<{key_width}}  {'VALUE':<{value_width}}  SOURCE",
+        f"{'KEY':<{key_width}}  {'SOURCE':<{source_width}}  VALUE",
     ]
     for key, value, source in rows:
-        lines.append(f"{key:<{key_width}}  {value:<{value_width}}  {source}")
+        lines.append(f"{key:<{key_width}}  {source:<{source_width}}  {value}")
     lines.append("")
     if settings.warnings:
         lines.append(f"Warnings ({len(settings.warnings)}):")

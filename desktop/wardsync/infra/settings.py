@@ -55,6 +55,8 @@ MAX_ESCALATION_AFTER_MIN = 60.0
 MAX_IDLE_LOCK_MIN = 60.0
 # Polling more often than this loads the FHIR server for no clinical gain.
 MIN_POLLING_INTERVAL_S = 1.0
+# How alike (difflib ratio) a misspelt key must be to a real one to be suggested.
+SUGGESTION_CUTOFF = 0.8
 
 # The narrow SMART App Launch v2 scopes the desktop needs (read/search what it shows, update
 # Task status, create Communication and AuditEvent for acknowledgements). Never user/*.*.
@@ -511,7 +513,8 @@ SETTINGS: tuple[Setting, ...] = (
             between(0.0, MAX_IDLE_LOCK_MIN)),
     Setting("security.require_tls", BOOL, True,
             "Refuse http:// and ws:// URLs to non-loopback hosts (https/wss only)."),
-    Setting("ui.theme", choice("light", "high-contrast"), "light", "Window theme."),
+    Setting("ui.theme", choice("light", "high-contrast"), "light",
+            "Window theme: light, or high-contrast for bright wards and low vision."),
     Setting("logging.level", choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
             "Lowest level written to the application log (never clinical content)."),
     Setting("metrics.log", OPTIONAL_PATH, None,
@@ -530,7 +533,7 @@ def _index(definitions: Sequence[Setting]) -> Mapping[str, Setting]:
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=SUGGESTION_CUTOFF)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
