@@ -1,0 +1,301 @@
+"""FHIR REST writes as a backend system: OAuth client credentials and typed errors.
+
+`ClientCredentialsToken` gets and caches a bearer token with the client_credentials grant
+(RFC 6749 §4.4), authenticating with HTTP Basic (client_secret_basic, RFC 6749 §2.3.1).
+`FhirRestWriter` creates, reads and updates resources on one FHIR base (FHIR R4 http.html),
+retries exactly once with a fresh token on 401, and maps failures to `FhirWriteError`s.
+Error messages name the interaction and status only: never a resource's content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from urllib.parse import quote
+
+import httpx
+
+FHIR_JSON = "application/fhir+json"
+TOKEN_REFRESH_MARGIN_S = 30.0  # renew this long before expiry (never more than 10 % of life)
+DEFAULT_TOKEN_LIFETIME_S = 300.0  # when the token response has no expires_in (RFC 6749 §5.1)
+HTTP_TIMEOUT_S = 10.0
+MAX_UNFINISHED_BATCHES = 64  # partially written batches remembered for a retry
+
+
+class FhirWriteError(Exception):
+    """A write did not happen. `transient` errors may succeed if retried later."""
+
+    transient = True
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnavailable(FhirWriteError):
+    """Network failure, timeout, 5xx or 429: try again later."""
+
+
+class AuthFailed(FhirWriteError):
+    """The token endpoint refused the client, or the server refused a fresh token (401/403)."""
+
+
+class Rejected(FhirWriteError):
+    """The server refused the request itself (400, 404, 409, 422, ...): retrying won't help."""
+
+    transient = False
+
+
+class Conflict(Rejected):
+    """412 Precondition Failed: the resource changed since it was read (http.html#concurrency).
+
+    A conflict is reported, never overwritten.
+    """
+
+
+def _basic_auth(client_id: str, client_secret: str) -> str:
+    # RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding.
+    raw = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
+
+
+def _issue_codes(response: httpx.Response) -> str:
+    """The OperationOutcome issue codes of an error response (codes only: no diagnostics)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return ""
+    found = [i.get("code") for i in body.get("issue", []) if isinstance(i, dict)]
+    return ",".join(str(c) for c in found if c)
+
+
+class ClientCredentialsToken:
+    """A cached client-credentials bearer token; one token request at a time."""
+
+    def __init__(
+        self,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        http: httpx.AsyncClient,
+        scope: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._token_url = token_url
+        self._authorization = _basic_auth(client_id, client_secret)
+        self._http = http
+        self._scope = scope
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._renew_at = 0.0
+
+    async def get(self) -> str:
+        """A bearer token valid for a while yet; fetched only when the cached one is stale."""
+        async with self._lock:
+            if self._token is None or self._clock() >= self._renew_at:
+                await self._fetch()
+            assert self._token is not None
+            return self._token
+
+    def invalidate(self, token: str) -> None:
+        """Forget `token` (the server refused it) unless it was already replaced."""
+        if self._token == token:
+            self._token = None
+
+    async def _fetch(self) -> None:
+        form = {"grant_type": "client_credentials"}
+        if self._scope:
+            form["scope"] = self._scope
+        try:
+            response = await self._http.post(
+                self._token_url,
+                data=form,
+                headers={"Authorization": self._authorization, "Accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"token request failed: {type(exc).__name__}") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ServerUnavailable(
+                f"token endpoint -> {response.status_code}", status=response.status_code
+            )
+        if response.status_code != 200:
+            # RFC 6749 §5.2: the error code is safe to show; the description is left out.
+            error = ""
+            try:
+                error = str(response.json().get("error", ""))
+            except (ValueError, AttributeError):
+                pass
+            raise AuthFailed(
+                f"token endpoint -> {response.status_code} {error}".rstrip(),
+                status=response.status_code,
+            )
+        try:
+            body = response.json()
+            token = body["access_token"]
+            lifetime = float(body.get("expires_in", DEFAULT_TOKEN_LIFETIME_S))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise AuthFailed("token endpoint returned no usable access_token") from exc
+        if not isinstance(token, str) or not token:
+            raise AuthFailed("token endpoint returned no usable access_token")
+        margin = min(TOKEN_REFRESH_MARGIN_S, lifetime * 0.1)
+        self._token = token
+        self._renew_at = self._clock() + lifetime - margin
+
+
+class FhirRestWriter:
+    """Create, read and update resources on one FHIR server with a client-credentials token.
+
+    Owns its `httpx.AsyncClient` unless one is passed in (then the caller closes it).
+    """
+
+    def __init__(
+        self,
+        *,
+        fhir_base: str,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        http: httpx.AsyncClient | None = None,
+        scope: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._base = fhir_base.rstrip("/")
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
+        self._token = ClientCredentialsToken(
+            token_url=token_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            http=self._http,
+            scope=scope,
+            clock=clock,
+        )
+        # batch key -> slot -> created resource, for batches a failure interrupted.
+        self._unfinished: OrderedDict[str, dict[str, dict]] = OrderedDict()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this writer created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def create(self, resource: dict) -> dict:
+        """POST a new resource (http.html#create) and return it as the server stored it."""
+        rtype = resource["resourceType"]
+        response = await self._send(
+            "POST", f"{self._base}/{rtype}", resource, {"Prefer": "return=representation"}
+        )
+        if response.status_code not in (200, 201):
+            raise _error_for("POST", rtype, response)
+        return await self._stored(response, rtype)
+
+    async def read(self, resource_type: str, logical_id: str) -> dict:
+        """GET the current version of a resource (http.html#read)."""
+        response = await self._send("GET", f"{self._base}/{resource_type}/{logical_id}")
+        if response.status_code != 200:
+            raise _error_for("GET", resource_type, response)
+        return _json_resource(response, resource_type)
+
+    async def update(self, resource: dict) -> dict:
+        """PUT a changed resource guarded by If-Match on the version it was read at.
+
+        FHIR R4 http.html#concurrency: a 412 means someone else changed it first; that is
+        raised as `Conflict`, never retried as an overwrite.
+        """
+        rtype, rid = resource["resourceType"], resource["id"]
+        version = resource.get("meta", {}).get("versionId")
+        if not version:
+            raise ValueError("an update needs the meta.versionId it was read at")
+        response = await self._send(
+            "PUT",
+            f"{self._base}/{rtype}/{rid}",
+            resource,
+            {"If-Match": f'W/"{version}"', "Prefer": "return=representation"},
+        )
+        if response.status_code not in (200, 201):
+            raise _error_for("PUT", rtype, response)
+        return await self._stored(response, rtype)
+
+    async def create_batch(self, batch_key: str, items: list[tuple[str, dict]]) -> list[dict]:
+        """Create several resources; after a failure, a retry with the same key resumes.
+
+        `items` are (slot, resource) pairs; a slot already created under `batch_key` by an
+        interrupted earlier call is not created again, so retrying a half-written batch does
+        not leave duplicates behind.
+        """
+        done = self._unfinished.pop(batch_key, {})
+        try:
+            for slot, resource in items:
+                if slot not in done:
+                    done[slot] = await self.create(resource)
+        except BaseException:
+            if done:
+                self._unfinished[batch_key] = done
+                while len(self._unfinished) > MAX_UNFINISHED_BATCHES:
+                    self._unfinished.popitem(last=False)
+            raise
+        return [done[slot] for slot, _ in items]
+
+    async def _stored(self, response: httpx.Response, rtype: str) -> dict:
+        if response.content:
+            return _json_resource(response, rtype)
+        # return=minimal servers answer with an empty body and a Location (http.html#create).
+        location = response.headers.get("Location") or response.headers.get("Content-Location")
+        if not location:
+            raise ServerUnavailable(f"{rtype} write returned neither body nor Location")
+        parts = location.rstrip("/").split("/")
+        if "_history" in parts:
+            parts = parts[: parts.index("_history")]
+        return await self.read(rtype, parts[-1])
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        all_headers = {"Accept": FHIR_JSON, **(headers or {})}
+        if body is not None:
+            all_headers["Content-Type"] = FHIR_JSON
+        for attempt in (1, 2):
+            token = await self._token.get()
+            all_headers["Authorization"] = f"Bearer {token}"
+            try:
+                response = await self._http.request(method, url, json=body, headers=all_headers)
+            except httpx.HTTPError as exc:
+                raise ServerUnavailable(f"{method} failed: {type(exc).__name__}") from exc
+            if response.status_code != 401 or attempt == 2:
+                return response
+            # The token was revoked or expired early: fetch a new one and retry once.
+            self._token.invalidate(token)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _json_resource(response: httpx.Response, rtype: str) -> dict:
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise ServerUnavailable(f"{rtype}: response is not JSON") from exc
+    if not isinstance(body, dict) or body.get("resourceType") != rtype:
+        raise ServerUnavailable(f"{rtype}: response is not a {rtype}")
+    return body
+
+
+def _error_for(method: str, rtype: str, response: httpx.Response) -> FhirWriteError:
+    status = response.status_code
+    codes = _issue_codes(response)
+    message = f"{method} {rtype} -> {status}" + (f" ({codes})" if codes else "")
+    if status in (401, 403):
+        return AuthFailed(message, status=status)
+    if status == 412:
+        return Conflict(message, status=status)
+    if status >= 500 or status in (408, 429):
+        return ServerUnavailable(message, status=status)
+    return Rejected(message, status=status)
