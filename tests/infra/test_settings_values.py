@@ -283,3 +283,13 @@ def test_policy_url_rejected_when_a_later_layer_requires_tls(load, policy_file):
         f"fhir.base_url: the value from policy:{policy_file} was ignored" in w
         for w in settings.warnings
     )
+
+
+def test_ca_bundle_must_name_an_existing_file(load, tmp_path):
+    bundle = tmp_path / "hospital-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load(env={"WARDSYNC_FHIR_CA_BUNDLE": str(bundle)})
+    assert settings["fhir.ca_bundle"] == bundle
+    missing = load(env={"WARDSYNC_FHIR_CA_BUNDLE": str(tmp_path / "gone.pem")})
+    assert missing["fhir.ca_bundle"] is None
+    assert any("gone.pem" in w and "not an existing file" in w for w in missing.warnings)
