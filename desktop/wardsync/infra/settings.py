@@ -595,10 +595,10 @@ class Settings:
 
 @dataclass
 class _Layer:
-    source: str  # "policy:<path>", "user:<path>", "env:" (per variable), "cli"
-    entries: dict[str, tuple[str, object]]  # key -> (source label, raw value)
-    from_text: bool
-    strict: bool
+    # key -> (source label: "policy:<path>", "user:<path>", "env:<VAR>" or "cli", raw value)
+    entries: dict[str, tuple[str, object]]
+    from_text: bool  # env and command line give strings; files give typed TOML values
+    strict: bool  # a bad value is a ConfigError (command line) rather than a warning
 
 
 def _flatten(
@@ -732,7 +732,7 @@ def _user_layer(
     entries, unknown = _flatten(doc, definitions)
     for name in unknown:
         warnings.append(f"{source}: unknown key {name!r} ignored{_suggest(name, definitions)}")
-    return _Layer(source, {k: (source, v) for k, v in entries.items()}, False, False)
+    return _Layer({k: (source, v) for k, v in entries.items()}, from_text=False, strict=False)
 
 
 def _env_layer(
@@ -751,7 +751,7 @@ def _env_layer(
                 )
             continue
         entries[key] = (f"env:{var}", environ[var])
-    return _Layer("env", entries, True, False)
+    return _Layer(entries, from_text=True, strict=False)
 
 
 def _cli_layer(overrides: Mapping[str, str], definitions: Mapping[str, Setting]) -> _Layer:
@@ -761,7 +761,7 @@ def _cli_layer(overrides: Mapping[str, str], definitions: Mapping[str, Setting])
                 f"{CLI_SOURCE}: --set {key}: not a setting{_suggest(key, list(definitions))}",
                 key=key, layer=CLI_SOURCE,
             )
-    return _Layer(CLI_SOURCE, {k: (CLI_SOURCE, v) for k, v in overrides.items()}, True, True)
+    return _Layer({k: (CLI_SOURCE, v) for k, v in overrides.items()}, from_text=True, strict=True)
 
 
 def _resolve_order(definitions: Mapping[str, Setting]) -> list[str]:
@@ -821,8 +821,9 @@ def load_settings(
             )
 
     layers: list[_Layer] = [
-        _Layer(policy_source, {k: (policy_source, v) for k, v in policy.values.items()},
-               False, False),
+        # Already parsed and validated by _parse_policy (problems raised above).
+        _Layer({k: (policy_source, v) for k, v in policy.values.items()},
+               from_text=False, strict=False),
     ]
     user_layer = _user_layer(user_file, defs, warnings)
     if user_layer is not None:
