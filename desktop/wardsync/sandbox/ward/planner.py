@@ -190,21 +190,21 @@ class WritePlanner:
         """A corrected value for one test: a critical one comes back sane (a haemolysed or
         contaminated sample), a sane one shifts a little or, rarely, turns critical."""
         rng = self._rng
-        test = rng.choice(sorted(original.values))
+        # A critical result is what gets re-checked; otherwise any test may be corrected.
+        critical = [t for t, v in original.values.items() if lab_range(t).is_critical(v)]
+        test = critical[0] if critical else rng.choice(sorted(original.values))
         table = lab_range(test)
         before = original.values[test]
-        makes_critical = (
+        if table.is_critical(before):
+            after = self._usual_value(self._patient(original.patient_id), test)
+        elif (
             rng.random() < self._config.critical_probability
             and test in CRITICAL_TESTS_BY_PANEL[original.panel_code]
-        )
-        if makes_critical:
+        ):
             after = self._critical_value(test)
-        elif table.is_critical(before):
-            after = self._usual_value(self._patient(original.patient_id), test)
         else:
-            after = self._clamp_sane(
-                table, before * (1 + rng.choice([-1, 1]) * rng.uniform(0.03, 0.15))
-            )
+            shift = rng.choice([-1, 1]) * rng.uniform(0.03, 0.15)
+            after = self._clamp_sane(table, before * (1 + shift))
         if after == before:
             after = self._clamp_sane(table, before + _precision(table))
             if after == before:
