@@ -53,14 +53,16 @@ def test_show_lists_every_key_with_value_and_source(load, policy_file, user_file
 def test_show_prints_values_as_toml(load):
     settings = load(
         cli={
-            "alerts.critical_limits": '{"2823-3" = {low = 2.8, high = 6.2, unit = "mmol/L"}}',
+            "alerts.critical_limits": '{"2823-3" = {low = 2.8, high = 6.2, unit = "mmol/L"}, '
+            '"718-7" = {low = 0, unit = "g/L", name = "Hb"}}',
             "auth.scopes": "openid user/Task.u",
             "alerts.sound": "off",
         }
     )
     text = config_cli.show(settings)
     assert _row(text, "alerts.critical_limits").endswith(
-        '{"2823-3" = {low = 2.8, high = 6.2, unit = "mmol/L"}}'
+        '{"2823-3" = {low = 2.8, high = 6.2, unit = "mmol/L"}, '
+        '"718-7" = {low = 0.0, unit = "g/L", name = "Hb"}}'
     )
     assert _row(text, "auth.scopes").endswith('["openid", "user/Task.u"]')
     assert _row(text, "alerts.sound").endswith("false")

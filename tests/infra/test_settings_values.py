@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wardsync.core import codes
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, CriticalLimits
 from wardsync.infra.settings import (
     DEFAULT_SCOPES,
     SETTINGS,
     SETTINGS_BY_NAME,
     ConfigError,
-    CriticalLimit,
     InvalidValue,
     loinc_check_digit,
 )
@@ -175,14 +175,19 @@ def test_any_positive_float_round_trips_through_text(value):
 
 def test_critical_limits_from_a_file(load):
     settings = load(
-        user='[alerts.critical_limits]\n"2823-3" = { low = 2.8, high = 6.2, unit = "mmol/L" }\n'
-        '"718-7" = { low = 70, unit = "g/L" }\n'
+        user='[alerts.critical_limits]\n"2823-3" = { low = 3.0, high = 6.0, unit = "mmol/L" }\n'
+        '"718-7" = { low = 0, unit = "g/L", name = "Hb" }\n'
     )
     limits = settings["alerts.critical_limits"]
-    assert limits["2823-3"] == CriticalLimit(low=2.8, high=6.2, unit="mmol/L")
-    assert limits["718-7"] == CriticalLimit(low=70.0, high=None, unit="g/L")
+    # The value is the alert rules' own type, ready to merge over the built-in table.
+    assert isinstance(limits, CriticalLimits)
+    assert limits["2823-3"] == CriticalLimit("2823-3", low=3.0, high=6.0, unit="mmol/L")
+    assert limits["718-7"] == CriticalLimit("718-7", low=0.0, high=None, unit="g/L", name="Hb")
+    merged = DEFAULT_CRITICAL_LIMITS.merged(limits)
+    assert merged["2823-3"].high == 6.0
+    assert merged["2951-2"] == DEFAULT_CRITICAL_LIMITS["2951-2"]
     with pytest.raises(TypeError):
-        limits["2345-7"] = CriticalLimit(2.5, 25, "mmol/L")
+        limits["2345-7"] = CriticalLimit("2345-7", 2.5, 25, "mmol/L")  # type: ignore[index]
 
 
 def test_critical_limits_from_the_environment_as_a_toml_inline_table(load):
@@ -193,7 +198,7 @@ def test_critical_limits_from_the_environment_as_a_toml_inline_table(load):
         }
     )
     assert dict(settings["alerts.critical_limits"]) == {
-        "2524-7": CriticalLimit(low=None, high=4.0, unit="mmol/L")
+        "2524-7": CriticalLimit("2524-7", low=None, high=4.0, unit="mmol/L")
     }
 
 
@@ -203,12 +208,13 @@ def test_critical_limits_from_the_environment_as_a_toml_inline_table(load):
         ('{"2823-4" = {low = 2.8, unit = "mmol/L"}}', "'2823-4' has a wrong check digit "
                                                      "(expected 2823-3)"),
         ('{"potassium" = {low = 2.8, unit = "mmol/L"}}', "'potassium' is not a LOINC code"),
-        ('{"2823-3" = {low = 6.2, high = 2.8, unit = "mmol/L"}}', "'low' (6.2) must be below"),
-        ('{"2823-3" = {low = 2.8}}', "'unit' (UCUM) is required"),
-        ('{"2823-3" = {unit = "mmol/L"}}', "give 'low', 'high' or both"),
-        ('{"2823-3" = {low = "2.8", unit = "mmol/L"}}', "2823-3: expected a number"),
-        ('{"2823-3" = {low = 2.8, unit = "mmol/L", hi = 6}}', "unknown field(s) ['hi']"),
-        ('{"2823-3" = 2.8}', "expected a table {low, high, unit}"),
+        ('{"2823-3" = {low = 6.2, high = 2.8, unit = "mmol/L"}}', "low must be below high"),
+        ('{"2823-3" = {low = 2.8}}', "critical_limits['2823-3'].unit: must be a UCUM unit"),
+        ('{"2823-3" = {unit = "mmol/L"}}', "needs a low or a high"),
+        ('{"2823-3" = {low = "2.8", unit = "mmol/L"}}', "['2823-3'].low: must be a number"),
+        ('{"2823-3" = {low = 2.8, unit = "mmol/L", hi = 6}}', "unknown field(s) hi"),
+        ('{"2823-3" = 2.8}', "must be a table with low/high/unit"),
+        ('["2823-3"]', "must be a table keyed by LOINC code"),
         ("{bad", "not a valid TOML value"),
     ],
 )

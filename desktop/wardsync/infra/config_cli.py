@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from wardsync.core.critical import CriticalLimit
 from wardsync.infra.settings import (
     ConfigError,
-    CriticalLimit,
     Setting,
     Settings,
     load_settings,
@@ -62,7 +62,8 @@ def _toml_literal(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, CriticalLimit):
         parts = [f"{name} = {_toml_literal(getattr(value, name))}"
-                 for name in ("low", "high", "unit") if getattr(value, name) is not None]
+                 for name in ("low", "high", "unit", "name")
+                 if getattr(value, name) not in (None, "")]
         return "{" + ", ".join(parts) + "}"
     if isinstance(value, Mapping):
         items = [f"{json.dumps(str(k))} = {_toml_literal(v)}" for k, v in value.items()]

@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from wardsync.core.critical import CriticalLimits, CriticalLimitsError
 from wardsync.infra import paths
 
 ENV_PREFIX = "WARDSYNC_"
@@ -95,19 +96,6 @@ class InvalidValue(ValueError):
 
 
 # ---------------------------------------------------------------------------------- types
-
-
-@dataclass(frozen=True, slots=True)
-class CriticalLimit:
-    """A site's critical limits for one LOINC-coded test: alert below `low` or above `high`.
-
-    `unit` is the UCUM unit the limits are written in; the alert rules compare it with the
-    result's unit, so a limit is never applied to a value reported in another unit.
-    """
-
-    low: float | None
-    high: float | None
-    unit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,39 +235,19 @@ def _check_loinc(code: str) -> None:
         )
 
 
-_LIMIT_FIELDS = frozenset({"low", "high", "unit"})
+def _toml_critical_limits(value: object) -> CriticalLimits:
+    # The table's shape and bounds are the alert rules' own (core.critical); the LOINC check
+    # digit is checked here too, because a mistyped code would silently never match a result.
+    if isinstance(value, Mapping):
+        for code in value:
+            _check_loinc(str(code))
+    try:
+        return CriticalLimits.from_mapping(value)  # type: ignore[arg-type]
+    except CriticalLimitsError as exc:
+        raise InvalidValue(str(exc)) from None
 
 
-def _toml_critical_limits(value: object) -> Mapping[str, CriticalLimit]:
-    if not isinstance(value, dict):
-        raise InvalidValue(f"expected a table keyed by LOINC code, got {_describe(value)}")
-    limits: dict[str, CriticalLimit] = {}
-    for code, entry in value.items():
-        _check_loinc(code)
-        if not isinstance(entry, dict):
-            raise InvalidValue(f"{code}: expected a table {{low, high, unit}}")
-        extra = set(entry) - _LIMIT_FIELDS
-        if extra:
-            raise InvalidValue(
-                f"{code}: unknown field(s) {sorted(extra)} (allowed: low, high, unit)"
-            )
-        unit = entry.get("unit")
-        if not isinstance(unit, str) or not unit.strip():
-            raise InvalidValue(f"{code}: 'unit' (UCUM) is required")
-        try:
-            low = _toml_float(entry["low"]) if "low" in entry else None
-            high = _toml_float(entry["high"]) if "high" in entry else None
-        except InvalidValue as exc:
-            raise InvalidValue(f"{code}: {exc}") from None
-        if low is None and high is None:
-            raise InvalidValue(f"{code}: give 'low', 'high' or both")
-        if low is not None and high is not None and not low < high:
-            raise InvalidValue(f"{code}: 'low' ({low}) must be below 'high' ({high})")
-        limits[code] = CriticalLimit(low=low, high=high, unit=unit.strip())
-    return MappingProxyType(limits)
-
-
-def _text_critical_limits(text: str) -> Mapping[str, CriticalLimit]:
+def _text_critical_limits(text: str) -> CriticalLimits:
     return _toml_critical_limits(_parse_toml_value(text))
 
 
@@ -304,7 +272,7 @@ BOOL = ValueType("bool", _toml_bool, _text_bool)
 OPTIONAL_PATH = ValueType("path | None", _toml_opt_path, _text_opt_path)
 STR_LIST = ValueType("list[str]", _toml_str_list, _text_str_list)
 CRITICAL_LIMITS = ValueType(
-    "table {LOINC = {low, high, unit}}", _toml_critical_limits, _text_critical_limits
+    "table {LOINC = {low, high, unit, name}}", _toml_critical_limits, _text_critical_limits
 )
 
 # ----------------------------------------------------------------------------- validators
@@ -499,9 +467,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync.backoff_cap_s", FLOAT, 30.0,
             "Longest wait in seconds between retries of a failing pull (exponential backoff).",
             positive),
-    Setting("alerts.critical_limits", CRITICAL_LIMITS, MappingProxyType({}),
-            "Site critical limits keyed by LOINC code: {low, high, unit}; a code listed here "
-            "replaces the built-in limits for that test; empty = the built-in table.", None),
+    Setting("alerts.critical_limits", CRITICAL_LIMITS, CriticalLimits(),
+            "Site critical limits keyed by LOINC code: {low, high, unit, name}; a code listed "
+            "here replaces the built-in limit for that test (core.critical "
+            "DEFAULT_CRITICAL_LIMITS.merged); empty = the built-in table.", None),
     Setting("alerts.escalation_after_min", FLOAT, 15.0,
             "Minutes an unacknowledged critical alert waits before escalating (at most 60).",
             between(0.0, MAX_ESCALATION_AFTER_MIN)),
@@ -545,7 +514,7 @@ class Settings:
     """The effective configuration: one typed value per key, where it came from, warnings.
 
     `settings["sync.polling_interval_s"]` returns the value parsed to the key's type
-    (float, int, bool, str, Path, tuple of str, mapping of CriticalLimit, or None for unset
+    (float, int, bool, str, Path, tuple of str, core.critical.CriticalLimits, or None for unset
     optional keys). An unknown key raises KeyError rather than quietly returning None, so a
     misspelt name cannot, for example, turn a hospital configuration into demo mode.
     """
