@@ -19,7 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from aiohttp import web
 
-from wardsync.sandbox.oauth import OAuthServer, default_clients, default_demo_users
+from wardsync.sandbox.oauth import (
+    OAuthClient,
+    OAuthServer,
+    default_clients,
+    default_demo_users,
+)
 
 WARD = "ward-7a"
 REDIRECT_URI = "http://127.0.0.1:53123/callback"  # nothing listens: tests read Location only
@@ -207,6 +212,7 @@ def build_server(
     *,
     signing_key: bytes,
     db_path: str | Path = ":memory:",
+    extra_clients: tuple[OAuthClient, ...] = (),
     **kwargs: Any,
 ) -> OAuthServer:
     return OAuthServer(
@@ -214,7 +220,7 @@ def build_server(
         fhir_base=lambda: f"{base_holder['base']}/fhir",
         signing_key=signing_key,
         users=default_demo_users(),
-        clients=default_clients(client_secrets),
+        clients=[*default_clients(client_secrets), *extra_clients],
         ward=WARD,
         db_path=db_path,
         clock=clock,

@@ -100,7 +100,7 @@ async def test_wrong_code_verifier_is_rejected(oauth: OAuthBed):
 
 
 async def test_missing_code_verifier_is_rejected(oauth: OAuthBed):
-    auth, code = await oauth.login_code()
+    _auth, code = await oauth.login_code()
     response = await oauth.http.post(
         "/oauth/token",
         data={
@@ -181,7 +181,7 @@ async def test_redirect_uri_must_match_at_the_token_endpoint(oauth: OAuthBed):
 
 async def test_loopback_redirect_accepts_any_port(oauth: OAuthBed):
     for uri in ("http://127.0.0.1:1/callback", "http://[::1]:65535/callback"):
-        auth, params = oauth.authorize_params(redirect_uri=uri)
+        _auth, params = oauth.authorize_params(redirect_uri=uri)
         response = await oauth.submit_login(params)
         assert response.status_code == 302
         assert response.headers["Location"].startswith(uri + "?")
