@@ -14,7 +14,7 @@ import base64
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from urllib.parse import quote
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -58,7 +58,7 @@ class Conflict(Rejected):
 
 def _basic_auth(client_id: str, client_secret: str) -> str:
     # RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding.
-    raw = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
     return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
 
 
