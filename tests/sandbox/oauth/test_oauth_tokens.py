@@ -8,6 +8,7 @@ import secrets
 
 import httpx
 import pytest
+from aiohttp import web
 from oauth_driver import FakeClock, OAuthBed, build_server, start_oauth_app
 
 from wardsync.sandbox.oauth import OAuthServer, default_clients, default_demo_users
@@ -279,3 +280,31 @@ async def test_revocations_outlive_housekeeping(oauth: OAuthBed):
     refreshed = await oauth.refresh(revoked_access["refresh_token"])
     assert refreshed.status_code == 200
     assert oauth.server.verify_bearer(refreshed.json()["access_token"]) is not None
+
+
+async def test_discovery_under_fhir_is_not_shadowed_by_a_fhir_sub_application(client_secrets):
+    """The FHIR server mounts a sub-app at /fhir with `/{type}/{id}` routes; the SMART
+    document at /fhir/.well-known/smart-configuration must still be the OAuth server's."""
+
+    async def fhir_read(request: web.Request) -> web.Response:
+        return web.json_response({"resourceType": request.match_info["type"]})
+
+    holder: dict[str, str] = {}
+    server = build_server(FakeClock(), holder, client_secrets, signing_key=secrets.token_bytes(32))
+    fhir = web.Application()
+    fhir.router.add_get("/{type}/{id}", fhir_read)
+    app = web.Application()
+    app.add_subapp("/fhir", fhir)  # mounted first, the less favourable order
+    server.install(app)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    holder["base"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with httpx.AsyncClient(base_url=holder["base"]) as http:
+            doc = (await http.get("/fhir/.well-known/smart-configuration")).json()
+            assert doc["token_endpoint"] == f"{holder['base']}/oauth/token"
+            assert (await http.get("/fhir/Patient/p1")).json() == {"resourceType": "Patient"}
+    finally:
+        await runner.cleanup()

@@ -207,8 +207,8 @@ class OAuthServer:
 
     def install(self, app: web.Application) -> None:
         """Add the discovery, authorize, token and revocation routes to `app`, and close the
-        session database when the app is cleaned up. Install before any catch-all `/fhir/...`
-        route so the FHIR-relative discovery path is not shadowed."""
+        session database when the app is cleaned up. The FHIR server's `/fhir` sub-application
+        may be added before or after: aiohttp resolves the exact discovery path first."""
         for path in SMART_CONFIGURATION_PATHS:
             app.router.add_get(path, self._on_smart_configuration)
         app.router.add_get(ROUTE_AUTHORIZE, self._on_authorize_get)
