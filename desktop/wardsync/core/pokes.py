@@ -138,7 +138,9 @@ def _decode(data: str | bytes | bytearray) -> object:
         return json.loads(
             text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
         )
-    except ValueError:  # JSONDecodeError and the like; PokeRejected is re-raised below
+    except PokeRejected:  # from the hooks (a ValueError too): keep its specific reason
+        raise
+    except (ValueError, RecursionError):  # JSONDecodeError; nesting deeper than the stack
         raise PokeRejected("bad_json") from None
 
 
@@ -157,15 +159,7 @@ def parse_poke(data: str | bytes | bytearray | Mapping[str, object]) -> Poke:
     Raises `PokeRejected` with a reason code for anything that is not exactly a poke; no
     other exception escapes, whatever the input.
     """
-    if isinstance(data, str | bytes | bytearray):
-        try:
-            obj = _decode(data)
-        except PokeRejected:
-            raise
-        except RecursionError:  # deeply nested arrays within the size limit
-            raise PokeRejected("bad_json") from None
-    else:
-        obj = data
+    obj = _decode(data) if isinstance(data, str | bytes | bytearray) else data
     if not isinstance(obj, Mapping):
         raise PokeRejected("not_object")
 
