@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,3 +16,16 @@ async def fhir_double() -> AsyncIterator[FhirDouble]:
         yield double
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture(autouse=True)
+async def no_dangling_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves tasks running (the simulator must own and await its task)."""
+    yield
+    current = asyncio.current_task()
+    for _ in range(50):  # let transports finish closing
+        left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not left:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"tasks left running: {[t.get_name() for t in left]}")

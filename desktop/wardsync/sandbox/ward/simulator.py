@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .devices import WardDevices
@@ -64,11 +64,13 @@ class WardSimulator:
         patients: Sequence[str],
         encounters: dict[str, str],
         config: SimulatorConfig,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._lab = lab
         self._devices = devices
         self._encounters = dict(encounters)
         self._config = config
+        self._sleep = sleep  # injectable so tests can assert the exact timeline
         self._planner = WritePlanner(patients, config)
         # A per-run prefix keeps accession numbers unique when the same seed runs again
         # against the same data directory.
@@ -99,7 +101,7 @@ class WardSimulator:
 
     async def _run_plan(self) -> None:
         for write in self._planner:
-            await asyncio.sleep(write.delay_s)
+            await self._sleep(write.delay_s)
             await self._write_until_done(write)
         log.info("ward simulator: nothing to write (both rates are zero)")
 
@@ -135,7 +137,7 @@ class WardSimulator:
                     exc,
                     delay,
                 )
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             delay = min(max(delay * 2, self._config.retry_initial_s), self._config.retry_max_s)
 
     async def _write(self, write: PlannedWrite) -> None:
