@@ -143,6 +143,20 @@ async def test_rejected_writes_are_dropped_and_the_simulator_goes_on(clients, fh
     assert sim.stats.failed_attempts == 0
 
 
+async def test_an_unusable_reply_drops_that_write_and_the_simulation_goes_on(
+    clients, fhir_double, caplog
+):
+    fhir_double.reply_without_id = {"DiagnosticReport"}
+    sim = simulator(clients, **FAST)
+    sim.start()
+    await wait_for(lambda: sim.stats.rejected >= 3 and sim.stats.vitals_rounds >= 3)
+    assert sim.running
+    await sim.stop()
+    assert sim.stats.lab_results == 0
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped and all(r.exc_info for r in dropped)
+
+
 async def test_keeps_trying_while_the_server_is_down_and_stops_promptly(clients, fhir_double):
     lab, devices = clients
     down = {

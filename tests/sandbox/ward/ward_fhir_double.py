@@ -41,6 +41,8 @@ class FhirDouble:
     # After answering a GET of this type, bump the stored version as if another client had
     # updated the resource right after our read (to lose an If-Match race on cue).
     concurrent_update_after_read: str | None = None
+    # Resource types whose stored copy is returned without its id (an unusable reply).
+    reply_without_id: set[str] = field(default_factory=set)
     requests: list[Recorded] = field(default_factory=list)
     token_requests: list[Recorded] = field(default_factory=list)
     resources: dict[str, dict[str, dict]] = field(default_factory=dict)
@@ -145,6 +147,8 @@ class FhirDouble:
         }
         if self.minimal_responses and status == 201:
             return web.Response(status=status, headers=headers)
+        if resource["resourceType"] in self.reply_without_id:
+            resource = {k: v for k, v in resource.items() if k != "id"}
         return web.Response(
             status=status,
             text=json.dumps(resource),

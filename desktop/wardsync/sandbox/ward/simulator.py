@@ -111,17 +111,6 @@ class WardSimulator:
             try:
                 await self._write(write)
                 return
-            except (ValueError, KeyError) as exc:
-                # The server answered with something this client cannot use (a report with
-                # unknown results, a resource without id): retrying will not change that.
-                self.stats.rejected += 1
-                log.warning(
-                    "ward simulator: write %d (%s) dropped: %s",
-                    write.seq,
-                    type(write).__name__,
-                    type(exc).__name__,
-                )
-                return
             except FhirWriteError as exc:
                 kind = type(write).__name__
                 if not exc.transient:
@@ -137,6 +126,15 @@ class WardSimulator:
                     exc,
                     delay,
                 )
+            except Exception:
+                # Anything else (a reply this client cannot use, a bug) must not end the
+                # simulation: drop this write with its traceback (code and ids only, no
+                # resource content) and carry on with the plan.
+                self.stats.rejected += 1
+                log.exception(
+                    "ward simulator: write %d (%s) dropped", write.seq, type(write).__name__
+                )
+                return
             await self._sleep(delay)
             delay = min(max(delay * 2, self._config.retry_initial_s), self._config.retry_max_s)
 
