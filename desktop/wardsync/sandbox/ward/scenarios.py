@@ -10,6 +10,7 @@ and the open ward tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 from dataclasses import dataclass, field
@@ -77,10 +78,10 @@ def latest_vitals(acuity: Acuity, rng: random.Random) -> VitalSigns:
         fields: dict = {}
         for change in changes:
             fields.update(change)
-        return _replace(v, **fields)
+        return dataclasses.replace(v, **fields)
     if acuity is Acuity.DETERIORATING:
         tachycardia = rng.choice([rng.randint(95, 108), rng.randint(111, 124)])  # 1 or 2
-        return _replace(
+        return dataclasses.replace(
             v,
             heart_rate=tachycardia,
             respiratory_rate=rng.randint(21, 24),  # 2
@@ -88,7 +89,7 @@ def latest_vitals(acuity: Acuity, rng: random.Random) -> VitalSigns:
             spo2=rng.randint(94, 95),  # 1
         )
     systolic = rng.choice([rng.randint(112, 128), rng.randint(96, 100)])  # 0 or 2
-    return _replace(
+    return dataclasses.replace(
         v,
         heart_rate=rng.randint(112, 128),  # 2
         respiratory_rate=rng.randint(23, 24),  # 2
@@ -97,12 +98,6 @@ def latest_vitals(acuity: Acuity, rng: random.Random) -> VitalSigns:
         systolic=systolic,
         diastolic=rng.randint(50, min(75, systolic - 30)),
     )
-
-
-def _replace(v: VitalSigns, **changes: object) -> VitalSigns:
-    fields = {name: getattr(v, name) for name in VitalSigns.__slots__}
-    fields.update(changes)
-    return VitalSigns(**fields)
 
 
 @dataclass(frozen=True, slots=True)
