@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandbox_fixtures import (  # noqa: F401  (fixtures)
+    clinician,
+    http,
+    sandbox,
+    seeded_data_dir,
+)
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REPO = Path(__file__).resolve().parents[1]

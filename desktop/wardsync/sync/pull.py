@@ -142,12 +142,21 @@ class PullLoop:
             except FhirError as exc:
                 attempt += 1
                 self._failed(exc)
+                o.report(exc)
                 self._urgent = self._urgent or urgent
                 self._dirty.set()  # the data is still stale: try again after the backoff
-                delay = o.backoff.delay(attempt)
+                delay = o.backoff.delay(attempt - 1)
+            except Exception as exc:
+                # A bug must not end this key's freshness for good: log it, back off, retry.
+                log.exception("pull %s failed unexpectedly", self.key.label())
+                attempt += 1
+                self._failed(FhirError(f"unexpected {type(exc).__name__}"))
+                self._dirty.set()
+                delay = o.backoff.delay(attempt - 1)
             else:
                 attempt = 0
                 delay = 0.0
+                o.report(None)
             finally:
                 o.gate.release()
             if delay:
@@ -234,6 +243,7 @@ class QueryCache:
         store: ResourceStore,
         *,
         publish: Callable[[object], None] | None = None,
+        on_pull_result: Callable[[FhirError | None], None] | None = None,
         clock: Clock | None = None,
         metrics: MetricsSink | None = None,
         backoff: Backoff | None = None,
@@ -245,6 +255,7 @@ class QueryCache:
         self.fetcher = fetcher
         self.store = store
         self._publish = publish
+        self._on_pull_result = on_pull_result
         self.clock = clock or SystemClock()
         self.metrics = metrics or NullMetrics()
         self.backoff = backoff or Backoff(initial_s=0.5, factor=2.0, cap_s=30.0)
@@ -310,10 +321,16 @@ class QueryCache:
     def keys(self) -> list[QueryKey]:
         return list(self._loops)
 
+    def report(self, error: FhirError | None) -> None:
+        if self._on_pull_result is not None:
+            self._on_pull_result(error)
+
     def publish_state(self, loop: PullLoop) -> None:
         if self._publish is not None:
             st = loop.state
-            self._publish(QueryStateChanged(key=loop.key, state=st.status, error=st.user_message))
+            self._publish(
+                QueryStateChanged(key=loop.key.label(), state=st.status, error=st.user_message)
+            )
 
     async def aclose(self) -> None:
         self.closed = True

@@ -1,0 +1,256 @@
+"""The poke publisher: every committed FHIR write becomes one poke on `ward:<id>`.
+
+It plays the hospital's notification relay: it listens to the FHIR store's commits, numbers
+each poke with a per-channel `seq` and publishes through the real Ably REST client with token
+auth (key + `use_token_auth`, so the key's secret never leaves this process). A poke carries
+logical ids only (ARCHITECTURE.md §3).
+
+Type rules: a released DiagnosticReport (final, amended, corrected) with a critical result is a
+`CRITICAL_LAB_RESULT` with priority `urgent`; other released lab reports and final lab
+Observations are `LAB_RESULT_READY`; everything else is `RESOURCE_CHANGED`. Result
+Observations are never urgent on their own: the laboratory releases a result by writing its
+report, which is what raises the alert (one urgent poke per report version).
+
+Sequence numbers are assigned when a write commits and the high-water mark is saved before a
+batch is published, so a restarted sandbox never reuses a number a client has seen; pokes
+dropped because the queue overflowed leave a gap that clients detect and catch up on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ably import AblyRest
+from ably.types.message import Message
+from ably.util.exceptions import AblyException
+
+from wardsync.core import codes
+from wardsync.core.critical import (
+    DEFAULT_CRITICAL_LIMITS,
+    CriticalLimit,
+    assess_report,
+    relative_ref,
+)
+from wardsync.core.pokes import (
+    CRITICAL_LAB_RESULT,
+    LAB_RESULT_READY,
+    POKE_RESOURCE_TYPES,
+    RESOURCE_CHANGED,
+    ROUTINE,
+    URGENT,
+    Poke,
+    poke_to_dict,
+)
+from wardsync.sandbox.fhir.store import FhirStore, ResourceChange
+
+log = logging.getLogger(__name__)
+
+POKE_MESSAGE_NAME = "poke"
+PUBLISH_BATCH_MAX = 100  # pokes per REST publish
+QUEUE_LIMIT = 20_000  # pokes waiting for the hub; older ones are dropped beyond this
+RETRY_INITIAL_S = 0.25
+RETRY_CAP_S = 5.0
+RELEASED_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
+
+# Where each resource type names its patient.
+_PATIENT_FIELDS = ("subject", "patient", "for")
+
+
+def patient_id_of(resource: Mapping[str, Any]) -> str | None:
+    """The logical id of the patient a resource is about (None for ward-level resources)."""
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    for name in _PATIENT_FIELDS:
+        value = resource.get(name)
+        if isinstance(value, Mapping):
+            ref = relative_ref(value.get("reference"))
+            if ref and ref.startswith("Patient/"):
+                return ref.split("/", 1)[1]
+    return None
+
+
+def _is_lab(resource: Mapping[str, Any]) -> bool:
+    for cat in resource.get("category") or ():
+        for coding in (cat or {}).get("coding") or ():
+            if coding.get("code") in (codes.CATEGORY_LABORATORY, "LAB"):
+                return True
+    return False
+
+
+class PokeClassifier:
+    """Decides a change's poke type and priority (reads report results from the store)."""
+
+    def __init__(
+        self, store: FhirStore, limits: Mapping[str, CriticalLimit] = DEFAULT_CRITICAL_LIMITS
+    ) -> None:
+        self._store = store
+        self._limits = limits
+
+    def __call__(self, change: ResourceChange) -> tuple[str, str]:
+        res = change.resource
+        rtype = change.resource_type
+        if rtype == "DiagnosticReport" and res.get("status") in RELEASED_REPORT_STATUSES:
+            results = {}
+            for item in res.get("result") or ():
+                ref = relative_ref((item or {}).get("reference"))
+                if ref and ref.startswith("Observation/"):
+                    with contextlib.suppress(LookupError):
+                        results[ref] = self._store.read("Observation", ref.split("/", 1)[1])
+            if assess_report(res, results, self._limits).is_critical:
+                return CRITICAL_LAB_RESULT, URGENT
+            return LAB_RESULT_READY, ROUTINE
+        if rtype == "Observation" and _is_lab(res) and res.get("status") == "final":
+            return LAB_RESULT_READY, ROUTINE
+        return RESOURCE_CHANGED, ROUTINE
+
+
+class SeqFile:
+    """The channel's sequence high-water mark, kept in the data dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.saved = int(path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            self.saved = 0
+
+    def save(self, seq: int) -> None:
+        if seq > self.saved:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(str(seq))
+            tmp.replace(self.path)
+            self.saved = seq
+
+
+class PokePublisher:
+    """Listens to FHIR commits and publishes pokes in order, retrying while the hub is down."""
+
+    def __init__(
+        self,
+        *,
+        store: FhirStore,
+        ward: str,
+        key: str,
+        hub_host: str,
+        hub_port: Callable[[], int],
+        seq_file: Path,
+        classify: Callable[[ResourceChange], tuple[str, str]] | None = None,
+        use_binary_protocol: bool = True,
+    ) -> None:
+        self.channel_name = f"ward:{ward}"
+        self._key = key
+        self._hub_host = hub_host
+        self._hub_port = hub_port
+        self._use_binary = use_binary_protocol
+        self._classify = classify or PokeClassifier(store)
+        self._seq = SeqFile(seq_file)
+        self._next_seq = self._seq.saved + 1
+        self._queue: deque[Poke] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._rest: AblyRest | None = None
+        self._rest_port: int | None = None
+        self.published = 0
+        self.dropped = 0
+        self.failures = 0
+        self._remove_listener = store.add_listener(self.on_change)
+
+    # ------------------------------------------------------------------ intake
+    def on_change(self, change: ResourceChange) -> None:
+        """FhirStore listener (called after commit, on the event loop thread)."""
+        if change.resource_type not in POKE_RESOURCE_TYPES:
+            return
+        ptype, priority = self._classify(change)
+        poke = Poke(
+            type=ptype, resource_type=change.resource_type, id=change.id,
+            version_id=change.version_id, patient_id=patient_id_of(change.resource),
+            seq=self._next_seq, priority=priority,
+        )
+        self._next_seq += 1
+        self._queue.append(poke)
+        if len(self._queue) > QUEUE_LIMIT:
+            self._queue.popleft()
+            self.dropped += 1
+        self._idle.clear()
+        self._wake.set()
+
+    @property
+    def last_seq(self) -> int:
+        return self._next_seq - 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ lifetime
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="poke publisher")
+
+    async def stop(self) -> None:
+        self._remove_listener()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._close_rest()
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait until every queued poke was published (tests and orderly shutdown)."""
+        await asyncio.wait_for(self._idle.wait(), timeout_s)
+
+    # ------------------------------------------------------------------ publishing
+    def _client(self) -> AblyRest:
+        port = self._hub_port()
+        if self._rest is None or self._rest_port != port:
+            # REST-only client: host without the port, port separately (protocol brief §1).
+            self._rest = AblyRest(
+                key=self._key, use_token_auth=True, endpoint=self._hub_host, port=port,
+                tls=False, use_binary_protocol=self._use_binary,
+            )
+            self._rest_port = port
+        return self._rest
+
+    async def _close_rest(self) -> None:
+        if self._rest is not None:
+            await self._rest.close()
+            self._rest = None
+
+    async def _run(self) -> None:
+        delay = RETRY_INITIAL_S
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._queue[i] for i in range(min(PUBLISH_BATCH_MAX, len(self._queue)))]
+            self._seq.save(batch[-1].seq)
+            try:
+                channel = self._client().channels.get(self.channel_name)
+                await channel.publish(
+                    [Message(name=POKE_MESSAGE_NAME, data=poke_to_dict(p)) for p in batch]
+                )
+            except (AblyException, httpx.HTTPError, OSError) as exc:
+                # Hub down or restarting: keep the batch, in order, and retry with backoff.
+                self.failures += 1
+                log.warning("poke publish failed (%s); retrying in %.2f s",
+                            type(exc).__name__, delay)
+                await self._close_rest()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_CAP_S)
+                continue
+            delay = RETRY_INITIAL_S
+            for _ in batch:
+                if self._queue and self._queue[0].seq <= batch[-1].seq:
+                    self._queue.popleft()
+            self.published += len(batch)
+            if not self._queue:
+                self._idle.set()

@@ -1,0 +1,248 @@
+"""A workstation's whole sync stack, without Qt: the app wraps it, benchmarks run many of them.
+
+One instance per process owns the one httpx client, the one realtime connection, the event bus,
+the resource store, the open queries and the freshness watchdog. Every window reads from it.
+
+Freshness (ARCHITECTURE.md §2): pokes invalidate query keys; anything that may have lost a poke
+(a channel re-attached without continuity, a sequence gap) triggers a catch-up of every open
+query; when realtime stays down longer than `degraded_after_s` the watchdog polls every
+`polling_interval_s` and the status says so, and the first live moment after that catches up
+once more and stops polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from wardsync.core.backoff import Backoff
+from wardsync.core.bus import EventBus
+from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.connection_status import (
+    ConnectionSignal,
+    ConnectionStatus,
+    FhirOk,
+    FhirUnreachable,
+    PollingStarted,
+    PollingStopped,
+    RealtimeChanged,
+    RealtimeState,
+    Tick,
+    initial_status,
+    next_status,
+)
+from wardsync.core.events import ConnectionStatusChanged
+from wardsync.core.metrics import MetricsSink, NullMetrics
+from wardsync.core.pokes import Poke
+from wardsync.core.queries import QueryKey
+from wardsync.core.store import ResourceStore
+from wardsync.fhir.client import FhirClient, TokenSource
+from wardsync.fhir.errors import FhirError, Unreachable
+from wardsync.sync.intake import SEQ_GAP_GRACE_S, PokeIntake
+from wardsync.sync.pull import MAX_CONCURRENT_PULLS, PULL_DEBOUNCE_S, QueryCache, QueryLease
+from wardsync.sync.realtime import SyncConnection
+from wardsync.sync.realtime_token import RealtimeTokenExchange
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_TICK_S = 0.5
+POLLING_INTERVAL_S = 15.0
+DEGRADED_AFTER_S = 10.0
+
+
+@dataclass(frozen=True)
+class WorkstationConfig:
+    """Where the servers are and how eagerly to keep data fresh."""
+
+    fhir_base: str
+    ward: str
+    realtime_endpoint: str | None = None  # None: no realtime, polling only
+    realtime_token_url: str | None = None
+    polling_interval_s: float = POLLING_INTERVAL_S
+    degraded_after_s: float = DEGRADED_AFTER_S
+    gap_grace_s: float = SEQ_GAP_GRACE_S
+    pull_debounce_s: float = PULL_DEBOUNCE_S
+    max_concurrent_pulls: int = MAX_CONCURRENT_PULLS
+    backoff_cap_s: float = 30.0
+    fhir_timeout_s: float = 10.0
+    use_binary_protocol: bool = True
+    require_tls: bool = True
+    verify: Any = True  # True, False (never for a hospital) or a CA bundle path / SSLContext
+
+
+class Workstation:
+    """The shared sync stack of one workstation process."""
+
+    def __init__(
+        self,
+        config: WorkstationConfig,
+        tokens: TokenSource,
+        *,
+        schedule: Callable[[Callable[[], None]], None] | None = None,
+        clock: Clock | None = None,
+        metrics: MetricsSink | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or NullMetrics()
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=config.fhir_timeout_s, verify=config.verify
+        )
+        self.tokens = tokens
+        self.bus = EventBus(schedule)
+        self.store = ResourceStore(self.bus)
+        self.fhir = FhirClient(config.fhir_base, tokens, http=self.http,
+                               require_tls=config.require_tls)
+        self.queries = QueryCache(
+            self.fhir, self.store, publish=self.bus.publish, on_pull_result=self._on_pull_result,
+            clock=self.clock, metrics=self.metrics, debounce_s=config.pull_debounce_s,
+            max_concurrent=config.max_concurrent_pulls,
+            backoff=Backoff(initial_s=0.5, factor=2.0, cap_s=config.backoff_cap_s),
+        )
+        self.intake = PokeIntake(
+            invalidate=self._on_poke, on_gap=self.catch_up, publish=self.bus.publish,
+            clock=self.clock, metrics=self.metrics, gap_grace_s=config.gap_grace_s,
+        )
+        self.status: ConnectionStatus = initial_status(self.clock.monotonic())
+        self.status_history: list[ConnectionStatus] = [self.status]
+        self.realtime: SyncConnection | None = None
+        self._ward_lease: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._polling = False
+        self._last_poll = 0.0
+        self.catch_ups = 0
+        self.polls = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifetime
+    async def start(self) -> None:
+        """Connect realtime (if configured), join the ward channel, start the watchdog."""
+        cfg = self.config
+        if cfg.realtime_endpoint and cfg.realtime_token_url:
+            exchange = RealtimeTokenExchange(self.http, cfg.realtime_token_url, self.tokens)
+            self.realtime = SyncConnection(
+                endpoint=cfg.realtime_endpoint, token_provider=exchange,
+                on_state=self._on_realtime_state, on_continuity_lost=self._on_continuity_lost,
+                use_binary_protocol=cfg.use_binary_protocol,
+            )
+            self._ward_lease = await self.realtime.acquire(
+                f"ward:{cfg.ward}", self.intake.on_message
+            )
+        else:
+            self._signal(RealtimeChanged(RealtimeState.FAILED, "realtime not configured"))
+            self._start_polling()
+        self._watchdog = asyncio.get_running_loop().create_task(
+            self._watch(), name="freshness watchdog"
+        )
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+        await self.queries.aclose()
+        if self.realtime is not None:
+            await self.realtime.aclose()
+        await self.fhir.aclose()
+        if self._own_http:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> Workstation:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ queries
+    def open(self, key: QueryKey, *, urgent: bool = False) -> QueryLease:
+        return self.queries.open(key, urgent=urgent)
+
+    def catch_up(self) -> None:
+        """Pull every open query now (incrementally): nothing missed stays missed."""
+        self.catch_ups += 1
+        self.intake.seq.reset()
+        self.queries.invalidate_all()
+
+    def _on_poke(self, poke: Poke) -> int:
+        return self.queries.invalidate_matching(poke, urgent=poke.is_urgent)
+
+    # ------------------------------------------------------------------ status
+    def _signal(self, signal: ConnectionSignal) -> None:
+        new = next_status(
+            self.status, signal, self.clock.monotonic(),
+            degraded_after_s=self.config.degraded_after_s,
+        )
+        if new is self.status:
+            return
+        changed = new.state != self.status.state or new.reason != self.status.reason
+        self.status = new
+        if changed:
+            self.status_history.append(new)
+            del self.status_history[:-200]
+            self.metrics.emit("connection_state", state=str(new.state), reason=new.reason)
+            self.bus.publish(ConnectionStatusChanged(status=new))
+
+    def _on_realtime_state(self, state: str, reason: str) -> None:
+        try:
+            rt = RealtimeState(state)
+        except ValueError:
+            return  # "update" and other non-state events
+        was_live = self.status.realtime is RealtimeState.CONNECTED
+        self._signal(RealtimeChanged(rt, reason))
+        if rt is RealtimeState.CONNECTED and self._polling:
+            self._stop_polling()
+            if not was_live:
+                self.catch_up()
+
+    def _on_continuity_lost(self, channel: str) -> None:
+        if channel.startswith("ward:"):
+            self.catch_up()
+
+    def _on_pull_result(self, error: FhirError | None) -> None:
+        if error is None:
+            if not self.status.fhir_reachable:
+                self._signal(FhirOk())
+        elif isinstance(error, Unreachable):
+            self._signal(FhirUnreachable(error.user_message))
+
+    def _start_polling(self) -> None:
+        self._polling = True
+        self._last_poll = self.clock.monotonic()
+        self._signal(PollingStarted(self.config.polling_interval_s))
+        self.polls += 1
+        self.queries.invalidate_all()
+
+    def _stop_polling(self) -> None:
+        self._polling = False
+        self._signal(PollingStopped())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_TICK_S)
+            now = self.clock.monotonic()
+            self._signal(Tick())
+            self.intake.check_gaps()
+            st = self.status
+            down_since = st.realtime_down_since
+            down_long = (
+                st.realtime is not RealtimeState.CONNECTED
+                and down_since is not None
+                and now - down_since >= self.config.degraded_after_s
+            )
+            if down_long and not self._polling:
+                log.info("realtime down for %.0f s: polling", now - down_since)
+                self._start_polling()
+            elif self._polling and now - self._last_poll >= self.config.polling_interval_s:
+                self._last_poll = now
+                self.polls += 1
+                self.queries.invalidate_all()
