@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 # R4 datatypes.html#id
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 SCHEMA_VERSION = 1
+# Refresh the query planner's statistics when the version table has doubled since the last
+# ANALYZE (starting at this size): without them SQLite scans a whole type instead of using the
+# selective index (10k Observations: ~5 ms instead of <1 ms for `patient=`).
+ANALYZE_MIN_VERSIONS = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resource (
@@ -173,8 +177,13 @@ class FhirStore:
             raise RuntimeError(f"{self._path}: schema version {found}, expected {SCHEMA_VERSION}")
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        last = self._conn.execute("SELECT MAX(lu_us) FROM version").fetchone()[0]
+        last, count = self._conn.execute("SELECT MAX(lu_us), COUNT(*) FROM version").fetchone()
         self._last_lu_us: int = last if last is not None else 0
+        self._version_count: int = count
+        has_stats = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone() is not None
+        self._next_analyze = 2 * count if has_stats else ANALYZE_MIN_VERSIONS
+        self._maybe_analyze()
 
     # ------------------------------------------------------------------ listeners
 
@@ -285,16 +294,22 @@ class FhirStore:
 
     def _in_transaction(self, body: Callable[[], _T]) -> _T:
         self._ensure_open()
-        last_before = self._last_lu_us
+        last_before, count_before = self._last_lu_us, self._version_count
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             result = body()
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
-            self._last_lu_us = last_before
+            self._last_lu_us, self._version_count = last_before, count_before
             raise
+        self._maybe_analyze()
         return result
+
+    def _maybe_analyze(self) -> None:
+        if self._version_count >= self._next_analyze:
+            self._conn.execute("ANALYZE")
+            self._next_analyze = 2 * self._version_count
 
     def _write(
         self, rtype: str, id: str, resource: dict[str, Any], if_match: str | None, method: str
@@ -333,6 +348,7 @@ class FhirStore:
         )
         self._index(rtype, seq, body)
         self._last_lu_us = lu_us
+        self._version_count += 1
         return ResourceChange(rtype, id, str(version), format_instant(lu_us), interaction, body)
 
     def _index(self, rtype: str, seq: int, body: dict[str, Any]) -> None:

@@ -7,11 +7,14 @@ code bindings, so the status-like codes the app relies on are checked here from 
 
 from __future__ import annotations
 
+import functools
 import json
+from datetime import date, time
+from decimal import Decimal
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from wardsync.sandbox.fhir.errors import InvalidResource, Issue
 
@@ -62,14 +65,17 @@ _MESSAGES = {
     "missing": "is required",
     "model_field_validation.missing": "is required",
     "extra_forbidden": "is not an element of this type",
+    "json_invalid": "must be a JSON object",  # the models would parse a string as JSON
 }
 
 
 def validate_resource(resource: dict[str, Any]) -> dict[str, Any]:
-    """Check `resource` against its R4B model; return it in canonical JSON form.
+    """Check `resource` against its R4B model and return it unchanged.
 
-    Raises InvalidResource with one Issue per problem, each naming the element
-    (`Observation.status`) and saying what is wrong.
+    The client's JSON is kept as sent (the models would rewrite instants and decimals), so
+    the checks also reject what the models only accept by coercion: a JSON string where an
+    object, number or boolean belongs, and nulls (R4 json.html). Raises InvalidResource with
+    one Issue per problem, each naming the element (`Observation.status`) and what is wrong.
     """
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str):
@@ -89,9 +95,52 @@ def validate_resource(resource: dict[str, Any]) -> dict[str, Any]:
         raise InvalidResource(tuple(issues)) from None
     except RecursionError:
         raise InvalidResource((Issue("structure", "the resource is nested too deeply"),)) from None
+    issues.extend(_shape_issues(resource, model, rtype))
     if issues:
         raise InvalidResource(tuple(issues))
-    return model.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return resource
+
+
+def _shape_issues(given: Any, parsed: Any, where: str) -> list[Issue]:
+    """Where the JSON as sent has another shape than what the model made of it."""
+    if isinstance(parsed, BaseModel):
+        if not isinstance(given, dict):
+            return [Issue("structure", f"{where}: must be a JSON object", where)]
+        attributes = _attributes_by_json_name(type(parsed))
+        issues = []
+        for key, value in given.items():
+            path = f"{where}.{key}"
+            if value is None:
+                issues.append(Issue("structure", f"{path}: null is not allowed", path))
+            elif key in attributes:
+                issues.extend(_shape_issues(value, getattr(parsed, attributes[key]), path))
+        return issues
+    if isinstance(parsed, list):
+        if not isinstance(given, list):
+            return [Issue("structure", f"{where}: must be a JSON array", where)]
+        issues = []
+        for i, (item, parsed_item) in enumerate(zip(given, parsed, strict=False)):
+            issues.extend(_shape_issues(item, parsed_item, f"{where}[{i}]"))
+        return issues
+    expected = _json_kind(parsed)
+    if parsed is not None and _json_kind(given) != expected:
+        return [Issue("value", f"{where}: must be a JSON {expected}", where)]
+    return []
+
+
+@functools.cache
+def _attributes_by_json_name(model: type[BaseModel]) -> dict[str, str]:
+    return {(field.alias or name): name for name, field in model.model_fields.items()}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str | date | time):  # datetime is a date
+        return "string"
+    return type(value).__name__
 
 
 def _issue(rtype: str, err: Any) -> Issue:
@@ -104,7 +153,7 @@ def _issue(rtype: str, err: Any) -> Issue:
     kind = str(err.get("type", ""))
     message = _MESSAGES.get(kind, str(err.get("msg", "is invalid")))
     code = {"missing": "required", "model_field_validation.missing": "required",
-            "extra_forbidden": "structure"}.get(kind, "value")
+            "extra_forbidden": "structure", "json_invalid": "structure"}.get(kind, "value")
     return Issue(code, f"{where}: {message}", where)
 
 
