@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,17 +41,27 @@ def seeded_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-async def sandbox(seeded_data_dir: Path, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    data = tmp_path / "sandbox"
+@contextlib.asynccontextmanager
+async def running_sandbox(
+    seeded_data_dir: Path, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[Sandbox]:
+    """A sandbox on a copy of the seeded ward; `overrides` go to SandboxConfig."""
+    data = tmp_path / f"sandbox-{uuid.uuid4().hex[:6]}"
     shutil.copytree(seeded_data_dir, data)
-    sb = Sandbox(SandboxConfig(data_dir=data, simulator=False, seed=SEED,
-                               hub_config=fast_hub_config()))
+    config = {"data_dir": data, "simulator": False, "seed": SEED,
+              "hub_config": fast_hub_config(), **overrides}
+    sb = Sandbox(SandboxConfig(**config))
     await sb.start()
     try:
         yield sb
     finally:
         await sb.stop()
+
+
+@pytest.fixture
+async def sandbox(seeded_data_dir: Path, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with running_sandbox(seeded_data_dir, tmp_path) as sb:
+        yield sb
 
 
 @pytest.fixture
