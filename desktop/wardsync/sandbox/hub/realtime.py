@@ -118,6 +118,13 @@ class RealtimeSession:
                 if frame is None:
                     break
                 try:
+                    frame.encoded(self.binary)
+                except (TypeError, ValueError):
+                    # Validation should make this impossible; never let it stop the writer.
+                    log.exception("frame for %s could not be encoded; dropped", conn.id)
+                    self.state.counters["unencodable_frames"] += 1
+                    continue
+                try:
                     await self._write(frame)
                 except (ConnectionError, RuntimeError) as exc:
                     # Nothing was written (aiohttp refuses before writing): keep the frame

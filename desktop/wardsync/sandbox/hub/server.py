@@ -50,6 +50,7 @@ class Hub:
         self._host = "127.0.0.1"
         self._port = 0
         self._refuse_until = 0.0
+        self._stopping = False
 
     @property
     def config(self) -> HubConfig:
@@ -75,7 +76,7 @@ class Hub:
         if self._runner is not None:
             raise RuntimeError("hub already started")
         state = HubState(self._keys, self._config)
-        endpoint = RealtimeEndpoint(state, refusing=lambda: time.monotonic() < self._refuse_until)
+        endpoint = RealtimeEndpoint(state, refusing=self._refusing)
         rest = RestApi(state)
         app = web.Application(client_max_size=self._config.max_inbound_frame_bytes)
         app.router.add_get("/time", rest.time)
@@ -97,6 +98,7 @@ class Hub:
         self._host, self._port = host, int(bound[1])
         self._state, self._endpoint, self._runner = state, endpoint, runner
         self._refuse_until = 0.0
+        self._stopping = False
         self._maintenance = asyncio.create_task(self._maintain(state), name="hub-maintenance")
         log.info("hub listening on %s", self.endpoint)
         return self._port
@@ -106,6 +108,9 @@ class Hub:
         runner, endpoint, task = self._runner, self._endpoint, self._maintenance
         if runner is None:
             return
+        # Clients reconnect at once when their socket drops; until the listener is gone
+        # they are refused (503) rather than resuming into state about to be forgotten.
+        self._stopping = True
         self._runner = self._endpoint = self._maintenance = None
         self._state = None
         if task is not None:
@@ -163,6 +168,9 @@ class Hub:
         sessions = len(self._endpoint.sessions) if self._endpoint else 0
         stats.update(running=True, sockets=sessions, caps=caps)
         return stats
+
+    def _refusing(self) -> bool:
+        return self._stopping or time.monotonic() < self._refuse_until
 
     async def _maintain(self, state: HubState) -> None:
         while True:

@@ -11,7 +11,6 @@ Section numbers (§n) refer to the project's protocol brief
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -53,6 +52,7 @@ from wardsync.sandbox.hub.wire import (
     HubError,
     OutFrame,
     PresenceAction,
+    encode_json,
     error_frame,
 )
 
@@ -83,7 +83,7 @@ def _payload_size(item: Mapping[str, Any]) -> int:
         elif isinstance(value, (bytes, bytearray)):
             size += len(value)
     if item.get("extras") is not None:
-        size += len(json.dumps(item["extras"], default=str))
+        size += len(encode_json(item["extras"]))
     return size
 
 
@@ -97,8 +97,15 @@ def _check_payload(item: object, *, presence: bool) -> dict[str, Any]:
     for key in ("name", "encoding", "clientId", "id"):
         if item.get(key) is not None and not isinstance(item[key], str):
             raise HubError(INVALID_MESSAGE_DATA, 400, f"{key} must be a string")
-    if item.get("extras") is not None and not isinstance(item["extras"], dict):
-        raise HubError(INVALID_MESSAGE_DATA, 400, "extras must be an object")
+    extras = item.get("extras")
+    if extras is not None:
+        # Must survive JSON for JSON peers: a msgpack map with binary keys would not.
+        try:
+            if not isinstance(extras, dict):
+                raise TypeError("not a map")
+            encode_json(extras)
+        except (TypeError, ValueError) as exc:
+            raise HubError(INVALID_MESSAGE_DATA, 400, "extras must be a JSON object") from exc
     if presence and item.get("action") not in (
         PresenceAction.ENTER, PresenceAction.UPDATE, PresenceAction.LEAVE,
     ):
