@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -64,7 +64,9 @@ headers = st.fixed_dictionaries(
                                              "application/fhir+xml", "application/json"])),
         "Content-Type": st.one_of(st.sampled_from(
             ["application/fhir+json", "application/json", "application/fhir+xml",
-             "application/x-www-form-urlencoded", "text/plain; charset=latin-1"]),
+             "application/x-www-form-urlencoded", "text/plain; charset=latin-1",
+             "multipart/form-data", "multipart/form-data; boundary=xx",
+             "application/x-www-form-urlencoded; charset=utf-16"]),
             printable.map(str.strip)),
         "If-Match": st.one_of(st.sampled_from(['W/"1"', '"1"', "*", 'W/"x"']),
                               printable.map(str.strip)),
@@ -113,8 +115,10 @@ def fhir_request(draw: st.DrawFn) -> tuple[str, str, list[tuple[str, str]], byte
     if kind == "read":
         return "GET", draw(path), draw(query), None
     if kind == "search":
+        form = st.one_of(st.none(), query.map(lambda q: urlencode(
+            [(k, v.encode("utf-8", "surrogatepass")) for k, v in q]).encode()), body)
         return draw(st.sampled_from(["GET", "POST"])), (
-            rtype if draw(st.booleans()) else f"{rtype}/_search"), draw(query), None
+            rtype if draw(st.booleans()) else f"{rtype}/_search"), draw(query), draw(form)
     if kind == "create":
         return "POST", rtype, [], draw(st.one_of(as_resource, body))
     if kind == "update":

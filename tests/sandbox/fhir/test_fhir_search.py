@@ -267,3 +267,12 @@ async def test_escaped_commas_are_literal(ward: httpx.AsyncClient, fhir_server: 
                              "identifier": [{"system": "urn:x", "value": "A,B"}]}])
     assert await ids(ward, "Patient", {"identifier": r"urn:x|A\,B"}) == {"pat-comma"}
     assert await ids(ward, "Patient", {"identifier": "urn:x|A,B"}) == set()
+
+
+async def test_post_search_takes_only_readable_form_bodies(ward: httpx.AsyncClient) -> None:
+    multipart = await ward.post("/Observation/_search", files={"patient": (None, "pat-b")})
+    assert multipart.status_code == 415
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for content in (b"patient=%ff%fe", b"\xff\xfe=\x00"):
+        r = await ward.post("/Observation/_search", content=content, headers=form)
+        assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
@@ -50,6 +50,7 @@ ACCEPT_RANGES = frozenset({
     "*/*", "application/*", "application/json", "application/fhir+json", "application/json+fhir",
 })
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
+MAX_FORM_FIELDS = 200
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,12})"$')
 
 _GRANT = web.RequestKey("grant", Grant)
@@ -265,9 +266,7 @@ class FhirApi:
         rtype = self._type(request, "s")
         pairs = [(k, v) for k, v in request.query.items()]
         if request.method == "POST":
-            # R4 http.html#search: POST [type]/_search with form parameters.
-            form = await request.post()
-            pairs += [(k, v) for k, v in form.items() if isinstance(v, str)]
+            pairs += await self._form(request)
         for key, value in pairs:
             if not _encodable(key) or not _encodable(value):
                 raise InvalidSearch("search parameters must be valid UTF-8 text")
@@ -308,6 +307,21 @@ class FhirApi:
             return str(self._store.read(rtype, id)["meta"]["versionId"])
         except ResourceNotFound:
             return None
+
+    @staticmethod
+    async def _form(request: web.Request) -> list[tuple[str, str]]:
+        """Parameters of `POST [type]/_search` (R4 http.html#search: form-encoded only)."""
+        raw = await request.read()
+        if not raw.strip():
+            return []
+        if request.content_type != "application/x-www-form-urlencoded":
+            raise _Problem(415, Issue("not-supported", "POST _search takes "
+                                      "application/x-www-form-urlencoded parameters"))
+        try:
+            return parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict",
+                             max_num_fields=MAX_FORM_FIELDS)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidSearch(f"the form body cannot be read: {exc}") from None
 
     @staticmethod
     async def _body(request: web.Request, rtype: str) -> dict[str, Any]:

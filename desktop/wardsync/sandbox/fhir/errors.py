@@ -24,7 +24,7 @@ class FhirStoreError(Exception):
     """Base of every error the store raises on purpose."""
 
 
-class UnknownResourceType(FhirStoreError):
+class UnknownResourceType(FhirStoreError, LookupError):
     """The resource type is not served here (HTTP 404)."""
 
     def __init__(self, resource_type: str) -> None:
@@ -32,8 +32,8 @@ class UnknownResourceType(FhirStoreError):
         self.resource_type = resource_type
 
 
-class ResourceNotFound(FhirStoreError):
-    """No such resource, or no such version of it (HTTP 404)."""
+class ResourceNotFound(FhirStoreError, LookupError):
+    """No such resource, or no such version of it (HTTP 404). A LookupError, like KeyError."""
 
     def __init__(self, resource_type: str, id: str, version_id: str | None = None) -> None:
         what = f"{resource_type}/{id}" + (f"/_history/{version_id}" if version_id else "")
