@@ -1,18 +1,82 @@
-"""`wardsync sandbox`: run the embedded backend headless and print one JSON ready line."""
+"""`wardsync sandbox`: run the embedded backend headless and print one JSON ready line.
+
+The ready line (ARCHITECTURE.md §3) is the only thing written to stdout; logs go to stderr.
+Ctrl-C and SIGTERM stop the sandbox cleanly (servers closed, simulator stopped, pokes drained).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from wardsync.sandbox.ward.planner import SimulatorConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    parser.add_argument("--port", type=int, default=0, help="FHIR/OAuth port (0: any free)")
+    parser.add_argument("--port", type=int, default=0, help="FHIR/sign-in port (0: any free)")
     parser.add_argument("--hub-port", type=int, default=0, help="realtime hub port (0: any free)")
-    parser.add_argument("--data-dir", default=None, help="where the SQLite data lives")
+    parser.add_argument("--data-dir", default=None,
+                        help="keep the sandbox's data here (default: a temporary directory)")
     parser.add_argument("--seed", type=int, default=1, help="synthetic ward seed")
-    parser.add_argument("--no-simulator", action="store_true", help="do not write new results")
+    parser.add_argument("--patients", type=int, default=24, help="patients on the ward")
+    parser.add_argument("--no-simulator", action="store_true",
+                        help="do not write new vitals and lab results")
+    parser.add_argument("--results-per-min", type=float, default=6.0,
+                        help="simulated lab events per minute")
+    parser.add_argument("--vitals-per-min", type=float, default=12.0,
+                        help="simulated rounds of vital signs per minute")
+    parser.add_argument("--critical-probability", type=float, default=0.05,
+                        help="share of simulated lab panels with a critical value")
+    parser.add_argument("--access-token-ttl", type=float, default=900.0,
+                        help="lifetime of access tokens in seconds")
+    parser.add_argument("--log-level", default="WARNING", help="stderr log level")
+
+
+def _config(args: argparse.Namespace):  # -> SandboxConfig (imported lazily below)
+    from wardsync.sandbox.server import SandboxConfig
+
+    return SandboxConfig(
+        host=args.host, port=args.port, hub_port=args.hub_port,
+        data_dir=Path(args.data_dir) if args.data_dir else None, seed=args.seed,
+        patients=args.patients, simulator=not args.no_simulator,
+        simulator_config=SimulatorConfig(
+            seed=args.seed, results_per_min=args.results_per_min,
+            vitals_per_min=args.vitals_per_min,
+            critical_probability=args.critical_probability,
+        ),
+        access_token_ttl_s=args.access_token_ttl,
+    )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from wardsync.sandbox.server import Sandbox
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C raises instead
+            loop.add_signal_handler(sig, stop.set)
+    async with Sandbox(_config(args)) as sandbox:
+        sys.stdout.write(json.dumps(sandbox.ready_info()) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("the sandbox backend is not assembled yet")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"wardsync sandbox: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

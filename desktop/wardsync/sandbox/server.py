@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -348,7 +349,7 @@ class Sandbox:
             "hub": self.hub.stats(),
             "pokes": {"published": self.publisher.published, "pending": self.publisher.pending,
                       "dropped": self.publisher.dropped, "last_seq": self.publisher.last_seq},
-            "simulator": vars(self.simulator.stats) if self.simulator else None,
+            "simulator": dataclasses.asdict(self.simulator.stats) if self.simulator else None,
         }, dumps=lambda o: json.dumps(o, default=str))
 
 

@@ -1,0 +1,99 @@
+"""`wardsync sandbox` as a child process: the ready-line contract and a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from ably import AblyRest
+
+REQUIRED = {"fhir_base", "ably_endpoint", "smart_config", "token_url", "ably_token_url",
+            "ably_key", "lab_client", "ward"}
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], dict]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wardsync", "sandbox", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read()
+    return proc, json.loads(line)
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=20)
+
+
+async def test_ready_line_names_working_endpoints(tmp_path: Path) -> None:
+    proc, info = start("--port", "0", "--data-dir", str(tmp_path / "d"), "--seed", "3",
+                       "--no-simulator")
+    try:
+        assert info.keys() >= REQUIRED
+        assert info["fhir_base"].startswith("http://127.0.0.1:") and info["fhir_base"].endswith(
+            "/fhir")
+        assert info["ward"] == "ward-7a"
+        async with httpx.AsyncClient(timeout=10) as http:
+            meta = await http.get(f"{info['fhir_base']}/metadata")
+            assert meta.json()["resourceType"] == "CapabilityStatement"
+            smart = (await http.get(info["smart_config"])).json()
+            assert smart["token_endpoint"] == info["token_url"]
+            lab = info["lab_client"]
+            token = await http.post(info["token_url"], data={"grant_type": "client_credentials"},
+                                    auth=(lab["client_id"], lab["client_secret"]))
+            bearer = token.json()["access_token"]
+            patients = await http.get(f"{info['fhir_base']}/Patient",
+                                      headers={"Authorization": f"Bearer {bearer}"})
+            assert patients.json()["total"] == 24
+            # A lab system is not a clinician: no realtime token for it.
+            refused = await http.post(info["ably_token_url"],
+                                      headers={"Authorization": f"Bearer {bearer}"})
+            assert refused.status_code == 403
+        host, port = info["ably_endpoint"].rsplit(":", 1)
+        rest = AblyRest(key=info["ably_key"], use_token_auth=True, endpoint=host,
+                        port=int(port), tls=False)
+        history = await rest.channels.get(f"ward:{info['ward']}").history()
+        assert history.items == []  # nothing written yet: no pokes
+        await rest.close()
+    finally:
+        assert stop(proc) == 0
+    assert (tmp_path / "d" / "fhir.sqlite3").exists()  # data kept where asked
+
+
+def test_sigterm_stops_cleanly_and_removes_the_temporary_data() -> None:
+    proc, info = start("--no-simulator")
+    data_dir = Path(info["data_dir"])
+    assert data_dir.exists()
+    t0 = time.monotonic()
+    assert stop(proc) == 0
+    assert time.monotonic() - t0 < 10
+    assert not data_dir.exists()
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_simulator_writes_pokes_by_default(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wardsync", "sandbox", "--results-per-min", "120",
+         "--vitals-per-min", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    info = json.loads(proc.stdout.readline())
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            stats = httpx.get(f"{info['admin_url']}/stats",
+                              headers={"Authorization": f"Bearer {info['admin_token']}"}).json()
+            if stats["pokes"]["published"] >= 5:
+                break
+            assert time.monotonic() < deadline, stats
+            time.sleep(0.2)
+    finally:
+        assert stop(proc) == 0
