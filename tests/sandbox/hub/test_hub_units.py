@@ -248,7 +248,8 @@ def test_history_query_pages_both_ways():
 def _connection(limit: int = 3) -> Connection:
     creds = Credentials("app.key", None, Capability.parse(None), None, None, is_token=False)
     return Connection(connection_id="c1", key="c1!k", credentials=creds, client_id=None,
-                      frame_limit=limit, byte_limit=1000, ack_cache_size=2)
+                      buffer_limits=(limit, 1000), queue_limits=(100, 100_000),
+                      ack_cache_size=2)
 
 
 def test_outbox_overflow_marks_connection_unresumable():

@@ -28,6 +28,8 @@ HISTORY_LIMIT = 200  # messages kept per channel
 HISTORY_MAX_BYTES = 256 * 1024  # payload bytes kept per channel
 RESUME_BUFFER_LIMIT = 500  # frames kept per connection while it has no socket
 RESUME_BUFFER_MAX_BYTES = 512 * 1024
+SEND_QUEUE_LIMIT = 2_000  # frames queued for a live socket; more means a stuck client
+SEND_QUEUE_MAX_BYTES = 4 * 1024 * 1024
 ACK_CACHE_PER_CONNECTION = 256  # msgSerials remembered to dedupe re-sent publishes
 IDEMPOTENT_IDS_PER_CHANNEL = 1_000  # client-supplied message ids remembered per channel
 MAX_MALFORMED_FRAMES_PER_CONNECTION = 50
@@ -53,6 +55,8 @@ class HubConfig:
     history_max_bytes: int = HISTORY_MAX_BYTES
     resume_buffer_limit: int = RESUME_BUFFER_LIMIT
     resume_buffer_max_bytes: int = RESUME_BUFFER_MAX_BYTES
+    send_queue_limit: int = SEND_QUEUE_LIMIT
+    send_queue_max_bytes: int = SEND_QUEUE_MAX_BYTES
     max_connections: int = MAX_CONNECTIONS
     max_channels: int = MAX_CHANNELS
     max_channels_per_connection: int = MAX_CHANNELS_PER_CONNECTION
@@ -70,9 +74,9 @@ class HubConfig:
             # The SDK drops a connection that is silent for maxIdleInterval (RTN23a).
             raise ValueError("heartbeat_interval_s must be shorter than max_idle_interval_ms")
         for name in (
-            "history_limit", "resume_buffer_limit", "max_connections", "max_channels",
-            "max_channels_per_connection", "max_members_per_channel", "sync_page_size",
-            "ack_cache_size", "idempotent_ids_per_channel",
+            "history_limit", "resume_buffer_limit", "send_queue_limit", "max_connections",
+            "max_channels", "max_channels_per_connection", "max_members_per_channel",
+            "sync_page_size", "ack_cache_size", "idempotent_ids_per_channel",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -1,9 +1,10 @@
 """A realtime connection's state, which outlives any one websocket (Ably RTN15 resume).
 
-While a connection has a socket its `outbox` is the queue the socket's writer drains; while
-it has none, the MESSAGE and PRESENCE frames kept in `outbox` are its resume buffer (§7 of
-the protocol brief). Both are bounded: going over the cap marks the connection `overflowed`,
-which makes the next resume fail (80008) so the client knows it must catch up.
+While a connection has a socket its `outbox` is the queue the socket's writer drains (capped
+by the send-queue limits: more means a stuck client); while it has none, the MESSAGE and
+PRESENCE frames kept in `outbox` are its resume buffer (§7 of the protocol brief, capped by
+the resume-buffer limits). Going over either cap marks the connection `overflowed`, which
+makes the next resume fail (80008) so the client knows it must catch up.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class Connection:
     """One client connection: identity, credentials, attachments, outbox and ACK memory."""
 
     def __init__(self, *, connection_id: str, key: str, credentials: Credentials,
-                 client_id: str | None, frame_limit: int, byte_limit: int,
-                 ack_cache_size: int) -> None:
+                 client_id: str | None, buffer_limits: tuple[int, int],
+                 queue_limits: tuple[int, int], ack_cache_size: int) -> None:
         self.id = connection_id
         self.key = key
         self.credentials = credentials
@@ -52,8 +53,8 @@ class Connection:
         self.malformed_frames = 0
         self.created = time.monotonic()
         self._acks: OrderedDict[int, OutFrame] = OrderedDict()
-        self._frame_limit = frame_limit
-        self._byte_limit = byte_limit
+        self._buffer_limits = buffer_limits  # (frames, bytes) while there is no socket
+        self._queue_limits = queue_limits  # (frames, bytes) for a live socket
         self._ack_cache_size = ack_cache_size
 
     @property
@@ -69,14 +70,21 @@ class Connection:
             return True
         self.outbox.append(frame)
         self.outbox_bytes += frame.size
-        if len(self.outbox) > self._frame_limit or self.outbox_bytes > self._byte_limit:
-            self.overflowed = True
-            self.outbox.clear()
-            self.outbox_bytes = 0
+        if self._over_limit():
+            self._overflow()
             return False
         if self.transport is not None:
             self.transport.notify()
         return True
+
+    def _over_limit(self) -> bool:
+        frames, size = self._queue_limits if self.transport is not None else self._buffer_limits
+        return len(self.outbox) > frames or self.outbox_bytes > size
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self.outbox.clear()
+        self.outbox_bytes = 0
 
     def take_frame(self) -> OutFrame | None:
         if not self.outbox:
@@ -90,11 +98,16 @@ class Connection:
         self.outbox.appendleft(frame)
         self.outbox_bytes += frame.size
 
-    def keep_only_bufferable(self) -> None:
-        """On losing the socket, keep what the client cannot regenerate: MESSAGE, PRESENCE."""
+    def keep_only_bufferable(self) -> bool:
+        """On losing the socket, keep what the client cannot regenerate: MESSAGE, PRESENCE.
+        False if that is already more than the resume buffer may hold."""
         kept = [frame for frame in self.outbox if frame.bufferable]
         self.outbox = deque(kept)
         self.outbox_bytes = sum(frame.size for frame in kept)
+        if self.transport is None and self._over_limit():
+            self._overflow()
+            return False
+        return True
 
     def remembered_ack(self, msg_serial: int) -> OutFrame | None:
         """The ACK/NACK already sent for this msgSerial: the SDK re-sends un-ACKed messages

@@ -220,8 +220,8 @@ class HubState:
             key=f"{connection_id}!{secrets.token_urlsafe(12)}",
             credentials=credentials,
             client_id=client_id,
-            frame_limit=self.config.resume_buffer_limit,
-            byte_limit=self.config.resume_buffer_max_bytes,
+            buffer_limits=(self.config.resume_buffer_limit, self.config.resume_buffer_max_bytes),
+            queue_limits=(self.config.send_queue_limit, self.config.send_queue_max_bytes),
             ack_cache_size=self.config.ack_cache_size,
         )
         self.connections[conn.id] = conn
@@ -257,7 +257,9 @@ class HubState:
             return
         conn.detached_at = time.monotonic()
         conn.renewal_requested = False
-        conn.keep_only_bufferable()
+        if not conn.keep_only_bufferable():
+            self.counters["outbox_overflows"] += 1
+            log.warning("connection %s lost its socket with too much unsent; no resume", conn.id)
 
     def drop_transport(self, conn: Connection, final: OutFrame | None = None) -> None:
         """Close the connection's socket, keeping its state; `final` is written first."""
