@@ -1,8 +1,9 @@
 """The `wardsync` command: the launcher and composition root.
 
 `wardsync` starts the desktop app (on the embedded sandbox when no FHIR server is configured),
-`wardsync sandbox ...` runs the backend headless. Qt is imported only when a window is needed,
-so the headless commands work on machines without a display.
+`wardsync sandbox ...` runs the backend headless, `wardsync config show|check` explains the
+effective configuration. Qt is imported only when a window is needed, so the headless commands
+work on machines without a display.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from wardsync._version import __version__
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from wardsync.infra import config_cli
+    from wardsync.sandbox.cli import add_arguments as add_sandbox_arguments
+
     parser = argparse.ArgumentParser(
         prog="wardsync",
         description="WardSync clinical workstation. With no FHIR server configured it runs on "
@@ -23,11 +27,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo", action="store_true", help="run on the embedded sandbox (synthetic data)"
     )
+    config_cli.add_override_arguments(parser)
     sub = parser.add_subparsers(dest="command")
-    sandbox = sub.add_parser("sandbox", help="run the embedded backend headless")
-    from wardsync.sandbox.cli import add_arguments
-
-    add_arguments(sandbox)
+    add_sandbox_arguments(sub.add_parser("sandbox", help="run the embedded backend headless"))
+    config_cli.add_arguments(
+        sub.add_parser("config", help="show the effective settings or check a policy file")
+    )
     return parser
 
 
@@ -35,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "sandbox":
         from wardsync.sandbox.cli import run
+
+        return run(args)
+    if args.command == "config":
+        from wardsync.infra.config_cli import run
 
         return run(args)
     from wardsync.ui.app import run_app

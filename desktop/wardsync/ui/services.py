@@ -1,0 +1,167 @@
+"""What one signed-in workstation process owns, assembled from settings (no widgets here).
+
+Demo mode (no FHIR server configured, or `--demo`): the embedded sandbox runs as a child
+process and the demo clinician is signed in through the sandbox's SMART flow. Hospital mode:
+the configured FHIR server, a session restored from the OS keyring when possible, otherwise a
+sign-in in the system browser (RFC 8252).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import webbrowser
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from wardsync.auth.demo_login import DemoBrowser
+from wardsync.auth.keyring_store import KeyringUnavailable, RefreshTokenStore
+from wardsync.auth.login import OpenUrl, sign_in
+from wardsync.auth.session import Session
+from wardsync.auth.smart import TokenSet, discover, refresh
+from wardsync.core.errors import SignInError
+from wardsync.core.metrics import MetricsSink
+from wardsync.infra.sandbox_process import SandboxProcess
+from wardsync.infra.settings import Settings
+from wardsync.sync.workstation import Workstation, WorkstationConfig
+
+log = logging.getLogger(__name__)
+
+DEMO_USER = "demo.clinician"
+DEMO_PASSWORD = "demo"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the servers are, as the app uses them."""
+
+    fhir_base: str
+    ward: str
+    realtime_endpoint: str | None
+    realtime_token_url: str | None
+    demo: bool
+
+
+async def _system_browser(url: str) -> None:
+    await asyncio.to_thread(webbrowser.open, url)
+
+
+class AppServices:
+    """The sandbox child (demo), the HTTP client, the session and the workstation sync stack."""
+
+    def __init__(self, settings: Settings, metrics: MetricsSink, *, demo: bool,
+                 open_url: OpenUrl | None = None,
+                 on_signed_out: Callable[[SignInError], None] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.demo = demo
+        self._open_url = open_url or _system_browser
+        self._on_signed_out = on_signed_out
+        self.sandbox: SandboxProcess | None = None
+        self.backend: Backend | None = None
+        self.http: httpx.AsyncClient | None = None
+        self.session: Session | None = None
+        self.workstation: Workstation | None = None
+        self.keyring_message: str = ""
+
+    @property
+    def user_name(self) -> str:
+        return self.session.user_display_name if self.session else ""
+
+    async def start(self, schedule: Callable[[Callable[[], None]], Any] | None = None,
+                    progress: Callable[[str], Awaitable[None] | None] | None = None) -> None:
+        """Bring everything up; raises SignInError / SandboxStartError / FhirError on failure."""
+
+        async def say(text: str) -> None:
+            if progress is not None:
+                result = progress(text)
+                if result is not None:
+                    await result
+
+        s = self.settings
+        verify: Any = str(s["fhir.ca_bundle"]) if s["fhir.ca_bundle"] else True
+        self.http = httpx.AsyncClient(timeout=s["fhir.timeout_s"], verify=verify)
+        if self.demo:
+            await say("Starting the demo server (synthetic data)…")
+            self.sandbox = await SandboxProcess.start()
+            info = self.sandbox.info
+            self.metrics.emit("sandbox_ready", sandbox=info)
+            self.backend = Backend(info["fhir_base"], info["ward"], info["ably_endpoint"],
+                                   info["ably_token_url"], demo=True)
+            await say("Signing in the demo clinician…")
+            config, tokens = await sign_in(
+                self.http, fhir_base=self.backend.fhir_base, client_id=s["auth.client_id"],
+                scopes=s["auth.scopes"],
+                open_url=DemoBrowser(self.http, username=DEMO_USER, password=DEMO_PASSWORD),
+            )
+            self.session = Session(tokens, http=self.http, config=config,
+                                   client_id=s["auth.client_id"],
+                                   on_signed_out=self._on_signed_out)
+        else:
+            fhir_base = s["fhir.base_url"]
+            await say("Signing in…")
+            self.session = await self._hospital_session(fhir_base)
+            ward = s["realtime.ward"] or self.session.tokens.ward
+            if not ward:
+                raise SignInError("no ward is configured for this workstation (realtime.ward)")
+            self.backend = Backend(fhir_base, ward, s["realtime.endpoint"],
+                                   s["realtime.token_url"], demo=False)
+        await say("Connecting…")
+        b = self.backend
+        self.workstation = Workstation(
+            WorkstationConfig(
+                fhir_base=b.fhir_base, ward=b.ward, realtime_endpoint=b.realtime_endpoint,
+                realtime_token_url=b.realtime_token_url,
+                polling_interval_s=s["sync.polling_interval_s"],
+                degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
+                pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
+                backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
+                require_tls=s["security.require_tls"], verify=verify,
+            ),
+            self.session, schedule=schedule, metrics=self.metrics, http=self.http,
+        )
+        await self.workstation.start()
+
+    async def _hospital_session(self, fhir_base: str) -> Session:
+        assert self.http is not None
+        s = self.settings
+        client_id = s["auth.client_id"]
+        store: RefreshTokenStore | None
+        try:
+            store = RefreshTokenStore(f"{client_id}@{fhir_base}")
+        except KeyringUnavailable as exc:
+            store, self.keyring_message = None, exc.user_message
+        config = await discover(self.http, fhir_base)
+        tokens: TokenSet | None = None
+        saved = store.load() if store else None
+        if saved:
+            try:
+                stub = TokenSet(access_token="", expires_at=0, refresh_token=saved)
+                tokens = await refresh(self.http, config, client_id=client_id, tokens=stub)
+            except SignInError:
+                log.info("stored session no longer valid; signing in again")
+                store.delete()  # type: ignore[union-attr]
+        if tokens is None:
+            config, tokens = await sign_in(
+                self.http, fhir_base=fhir_base, client_id=client_id, scopes=s["auth.scopes"],
+                open_url=self._open_url,
+            )
+        if store and tokens.refresh_token:
+            store.save(tokens.refresh_token)
+        return Session(tokens, http=self.http, config=config, client_id=client_id,
+                       save_refresh_token=store.save if store else None,
+                       on_signed_out=self._on_signed_out)
+
+    async def aclose(self) -> None:
+        """Stop in reverse order: sync stack, session, HTTP client, then the demo server."""
+        if self.workstation is not None:
+            await self.workstation.aclose()
+        if self.session is not None:
+            await self.session.aclose()
+        if self.http is not None:
+            await self.http.aclose()
+        if self.sandbox is not None:
+            await self.sandbox.stop()

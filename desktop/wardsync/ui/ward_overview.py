@@ -1,0 +1,287 @@
+"""The ward overview window: beds and patients with their latest vitals and NEWS2 score."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
+
+from wardsync.core.events import QueryStateChanged, ResourcesChanged
+from wardsync.core.news2 import RiskBand
+from wardsync.core.queries import PatientVitals, WardCensus
+from wardsync.ui.ward_rows import (
+    WardRow,
+    build_row,
+    is_vital_sign,
+    patient_ref_of,
+    ward_encounters,
+)
+from wardsync.ui.window_base import PanelWindow
+from wardsync.ui.workspace import Workspace
+
+HIGHLIGHT_S = 3.0  # how long a changed row stays highlighted
+LOADING_HINT_AFTER_MS = 300  # a fetch slower than this shows a loading message
+
+COLUMNS = ("Bed", "Patient", "Age/Sex", "MRN", "NEWS2", "HR", "RR", "SpO₂", "Temp", "BP",
+           "Last obs")
+BAND_COLOURS = {
+    RiskBand.LOW: None,
+    RiskBand.LOW_MEDIUM: QColor("#ffe08a"),
+    RiskBand.MEDIUM: QColor("#ffb366"),
+    RiskBand.HIGH: QColor("#ff6b6b"),
+}
+HIGHLIGHT_COLOUR = QColor("#cfe8ff")
+
+
+def _fmt(value: float | None, places: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{places}f}"
+
+
+def _bed_sort_key(row: WardRow) -> tuple[int, str]:
+    digits = "".join(ch for ch in row.bed if ch.isdigit())
+    return (int(digits) if digits else 10**6, row.bed)
+
+
+class WardTableModel(QAbstractTableModel):
+    """Rows of the ward; updated per patient, highlighting changed rows for a few seconds."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.rows: list[WardRow] = []
+        self._changed_at: dict[str, float] = {}
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex,
+             role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        col = index.column()
+        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
+            return self._text(row, col)
+        if role == Qt.ItemDataRole.BackgroundRole:
+            if col == 4 and row.news2 is not None and row.news2.band is not None:
+                colour = BAND_COLOURS.get(row.news2.band)
+                if colour is not None:
+                    return QBrush(colour)
+            if time.monotonic() - self._changed_at.get(row.patient_ref, -1e9) < HIGHLIGHT_S:
+                return QBrush(HIGHLIGHT_COLOUR)
+        if role == Qt.ItemDataRole.ToolTipRole and col == 4 and row.news2 is not None:
+            if row.news2.band is None:
+                return "NEWS2 incomplete: missing " + ", ".join(
+                    str(m) for m in row.news2.missing)
+            return f"NEWS2 {row.news2.total}: {row.news2.band} clinical risk"
+        if role == Qt.ItemDataRole.TextAlignmentRole and col >= 4:
+            return int(Qt.AlignmentFlag.AlignCenter)
+        return None
+
+    @staticmethod
+    def _text(row: WardRow, col: int) -> str:
+        news = row.news2
+        match col:
+            case 0:
+                return row.bed
+            case 1:
+                return row.name
+            case 2:
+                return row.age_sex
+            case 3:
+                return row.mrn
+            case 4:
+                if news is None:
+                    return "—"
+                return str(news.total) if news.total is not None else f"{news.partial_total}+"
+            case 5:
+                return _fmt(row.heart_rate)
+            case 6:
+                return _fmt(row.respiratory_rate)
+            case 7:
+                return _fmt(row.spo2)
+            case 8:
+                return _fmt(row.temperature, 1)
+            case 9:
+                if row.systolic is None:
+                    return "—"
+                return f"{_fmt(row.systolic)}/{_fmt(row.diastolic)}"
+            case 10:
+                return row.last_vitals[11:16] if len(row.last_vitals) >= 16 else ""
+        return ""
+
+    def replace_all(self, rows: list[WardRow]) -> None:
+        self.beginResetModel()
+        self.rows = sorted(rows, key=_bed_sort_key)
+        self.endResetModel()
+
+    def update_rows(self, rows: dict[str, WardRow]) -> None:
+        """Replace the rows of these patients in place and highlight them."""
+        now = time.monotonic()
+        for i, row in enumerate(self.rows):
+            new = rows.get(row.patient_ref)
+            if new is not None:
+                self.rows[i] = new
+                self._changed_at[row.patient_ref] = now
+                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+
+    def row_of(self, patient_ref: str) -> WardRow | None:
+        return next((r for r in self.rows if r.patient_ref == patient_ref), None)
+
+
+class WardOverviewWindow(PanelWindow):
+    """Beds and patients of the ward, fed by the shared store; one census query plus one
+    vitals query per patient on the ward."""
+
+    kind = "ward"
+    title = "Ward overview"
+
+    def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(workspace, parent)
+        self.title = f"Ward overview — {workspace.ward}"
+        self.setWindowTitle(self._window_title())
+        self.model = WardTableModel(self)
+        self.table = QTableView(self)
+        self.table.setObjectName("wardTable")
+        self.table.setAccessibleName("Patients on the ward")
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.message = QLabel("", self)
+        self.message.setObjectName("panelMessage")
+        self.message.setWordWrap(True)
+        self.message.hide()
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.message)
+        layout.addWidget(self.table)
+        self.setCentralWidget(central)
+        self.resize(1100, 700)
+
+        self._census_key = WardCensus(workspace.ward)
+        self._vitals: dict[str, dict[str, dict]] = {}  # patient ref -> obs ref -> obs
+        self._loading_timer = QTimer(self)
+        self._loading_timer.setSingleShot(True)
+        self._loading_timer.timeout.connect(self._on_loading_timer_timeout)
+        self._highlight_timer = QTimer(self)
+        self._highlight_timer.setSingleShot(True)
+        self._highlight_timer.timeout.connect(self._on_highlight_timer_timeout)
+        self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
+        self.subscribe(QueryStateChanged, self._on_bus_query_state)
+        self.open_query(self._census_key)
+        self._loading_timer.start(LOADING_HINT_AFTER_MS)
+        self._rebuild_all()
+
+    # ------------------------------------------------------------------ data
+    def _sync_vitals_queries(self) -> None:
+        wanted = {PatientVitals(r.patient_id) for r in self.model.rows}
+        for key in list(self.open_keys):
+            if isinstance(key, PatientVitals) and key not in wanted:
+                self.close_query(key)
+        for key in wanted:
+            self.open_query(key)
+
+    def _rebuild_all(self) -> dict[str, str]:
+        store = self.workspace.store
+        self._vitals.clear()
+        for obs in store.select("Observation", is_vital_sign):
+            ref = patient_ref_of(obs)
+            if ref is not None:
+                self._vitals.setdefault(ref, {})[f"Observation/{obs['id']}"] = obs
+        rows = []
+        for enc in ward_encounters(store, self.workspace.ward):
+            row = build_row(enc, store, self._vitals.get(patient_ref_of(enc) or "", {}).values())
+            if row is not None:
+                rows.append(row)
+        before = {r.patient_ref: r.refs for r in self.model.rows}
+        self.model.replace_all(rows)
+        self._sync_vitals_queries()
+        return {ref: v for r in rows for ref, v in r.refs.items()
+                if before.get(r.patient_ref, {}).get(ref) != v}
+
+    def _on_bus_resources_changed(self, events: list[ResourcesChanged]) -> None:
+        store = self.workspace.store
+        refs = {ref for e in events for ref in e.refs}
+        structural = any(r.split("/", 1)[0] in ("Encounter", "Location", "Patient") for r in refs)
+        if structural:
+            visible = self._rebuild_all()
+        else:
+            dirty: set[str] = set()
+            for ref in refs:
+                if not ref.startswith("Observation/"):
+                    continue
+                obs = store.get(ref)
+                if obs is None or not is_vital_sign(obs):
+                    continue
+                patient_ref = patient_ref_of(obs)
+                if patient_ref is not None and self.model.row_of(patient_ref) is not None:
+                    self._vitals.setdefault(patient_ref, {})[ref] = obs
+                    dirty.add(patient_ref)
+            visible = {}
+            new_rows: dict[str, WardRow] = {}
+            for patient_ref in dirty:
+                old = self.model.row_of(patient_ref)
+                enc = store.get(old.encounter_ref) if old else None
+                row = build_row(enc, store, self._vitals[patient_ref].values()) if enc else None
+                if row is None or old is None:
+                    continue
+                new_rows[patient_ref] = row
+                visible.update({r: v for r, v in row.refs.items() if old.refs.get(r) != v})
+            self.model.update_rows(new_rows)
+            if new_rows:
+                self._highlight_timer.start(int(HIGHLIGHT_S * 1000) + 50)
+        self.emit_rendered({r: v for r, v in visible.items() if r in refs})
+        self._refresh_message()
+
+    def _on_bus_query_state(self, events: list[QueryStateChanged]) -> None:
+        mine = {k.label() for k in self.open_keys}
+        if any(e.key in mine for e in events):
+            self._refresh_message()
+
+    def _refresh_message(self) -> None:
+        try:
+            st = self.workspace.queries.state(self._census_key)
+        except KeyError:
+            return
+        if st.status == "error":
+            self.message.setText(
+                f"The ward list could not be loaded: {st.user_message} — retrying")
+            self.message.setProperty("severity", "error")
+            self.message.show()
+        elif st.status == "loading" and not self.model.rows:
+            if not self._loading_timer.isActive():
+                self.message.setText("Loading the ward…")
+                self.message.setProperty("severity", "info")
+                self.message.show()
+        else:
+            self.message.hide()
+            # Fresh as of the oldest confirmation among this window's queries.
+            stamps = [self.workspace.queries.state(k).last_ok_wall for k in self.open_keys]
+            if stamps and all(t is not None for t in stamps):
+                self.mark_fresh(min(stamps))
+
+    def _on_loading_timer_timeout(self) -> None:
+        self._refresh_message()
+
+    def _on_highlight_timer_timeout(self) -> None:
+        if self.model.rows:
+            self.model.dataChanged.emit(
+                self.model.index(0, 0),
+                self.model.index(len(self.model.rows) - 1, len(COLUMNS) - 1),
+            )

@@ -1,0 +1,192 @@
+"""The ward overview's rows, computed from the resource store (plain Python, no widgets).
+
+A row is one in-progress stay on the ward: bed, patient identity, the latest vital signs and
+the NEWS2 early-warning score (RCP 2017) with its risk band. Rows are rebuilt only for the
+patients whose resources changed, so a burst of vitals repaints a few rows, not the ward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from wardsync.core import codes
+from wardsync.core.news2 import News2, news2_from_observations
+from wardsync.core.store import ResourceStore
+
+Resource = Mapping[str, Any]
+
+
+def patient_ref_of(resource: Resource) -> str | None:
+    for name in ("subject", "patient", "for"):
+        ref = (resource.get(name) or {}).get("reference")
+        if isinstance(ref, str) and ref.startswith("Patient/"):
+            return ref
+    return None
+
+
+def display_name(patient: Resource | None) -> str:
+    """"FAMILY, Given" — the hospital convention for identity banners and lists."""
+    if not patient:
+        return "Unknown patient"
+    names = patient.get("name") or []
+    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+    family = str(name.get("family", "")).upper()
+    given = " ".join(name.get("given") or [])
+    return f"{family}, {given}".strip(", ") or "Unnamed patient"
+
+
+def mrn(patient: Resource | None) -> str:
+    for ident in (patient or {}).get("identifier") or []:
+        if ident.get("system") == codes.MRN_SYSTEM:
+            return str(ident.get("value", ""))
+    return ""
+
+
+def age_sex(patient: Resource | None, today: date | None = None) -> str:
+    if not patient:
+        return ""
+    today = today or date.today()
+    text = ""
+    born = patient.get("birthDate")
+    if isinstance(born, str) and len(born) >= 4:
+        try:
+            b = date.fromisoformat(born) if len(born) == 10 else date(int(born[:4]), 1, 1)
+            years = today.year - b.year - ((today.month, today.day) < (b.month, b.day))
+            text = f"{years}y"
+        except ValueError:
+            text = ""
+    sex = {"male": "M", "female": "F", "other": "X", "unknown": "U"}.get(
+        str(patient.get("gender", "")), "")
+    return f"{text} {sex}".strip()
+
+
+def is_vital_sign(obs: Resource) -> bool:
+    for cat in obs.get("category") or []:
+        for coding in (cat or {}).get("coding") or []:
+            if coding.get("code") == codes.CATEGORY_VITAL_SIGNS:
+                return True
+    return False
+
+
+def _code(obs: Resource) -> str | None:
+    for coding in (obs.get("code") or {}).get("coding") or []:
+        if coding.get("system") == codes.LOINC:
+            return coding.get("code")
+    return None
+
+
+def _latest(observations: Iterable[Resource]) -> dict[str, Resource]:
+    latest: dict[str, Resource] = {}
+    for obs in observations:
+        code = _code(obs)
+        if code is None:
+            continue
+        held = latest.get(code)
+        if held is None or str(obs.get("effectiveDateTime", "")) > str(
+                held.get("effectiveDateTime", "")):
+            latest[code] = obs
+    return latest
+
+
+def _quantity(obs: Resource | None, code: str | None = None) -> float | None:
+    if obs is None:
+        return None
+    if code is not None:
+        for comp in obs.get("component") or []:
+            if _code(comp) == code:
+                return (comp.get("valueQuantity") or {}).get("value")
+        return None
+    return (obs.get("valueQuantity") or {}).get("value")
+
+
+@dataclass
+class WardRow:
+    """One bed's line in the ward overview."""
+
+    encounter_ref: str
+    patient_ref: str
+    bed: str
+    name: str
+    age_sex: str
+    mrn: str
+    news2: News2 | None = None
+    heart_rate: float | None = None
+    respiratory_rate: float | None = None
+    spo2: float | None = None
+    temperature: float | None = None
+    systolic: float | None = None
+    diastolic: float | None = None
+    last_vitals: str = ""
+    refs: dict[str, str] = field(default_factory=dict)  # ref -> versionId shown in this row
+
+    @property
+    def patient_id(self) -> str:
+        return self.patient_ref.split("/", 1)[1]
+
+
+def bed_label(encounter: Resource, store: ResourceStore) -> str:
+    for loc in encounter.get("location") or []:
+        ref = (loc.get("location") or {}).get("reference")
+        location = store.get(ref) if isinstance(ref, str) else None
+        if location is None:
+            continue
+        for coding in (location.get("physicalType") or {}).get("coding") or []:
+            if coding.get("code") == "bd":
+                return str(location.get("name", ""))
+    return ""
+
+
+def ward_encounters(store: ResourceStore, ward_id: str) -> list[Resource]:
+    """In-progress stays with a location on this ward (bed or the ward itself)."""
+    ward_ref = f"Location/{ward_id}"
+
+    def on_ward(enc: Resource) -> bool:
+        if enc.get("status") != "in-progress":
+            return False
+        for loc in enc.get("location") or []:
+            ref = (loc.get("location") or {}).get("reference")
+            if ref == ward_ref:
+                return True
+            location = store.get(ref) if isinstance(ref, str) else None
+            if location and (location.get("partOf") or {}).get("reference") == ward_ref:
+                return True
+        return False
+
+    return store.select("Encounter", on_ward)
+
+
+def _version(resource: Resource | None) -> str:
+    return str(((resource or {}).get("meta") or {}).get("versionId", ""))
+
+
+def build_row(encounter: Resource, store: ResourceStore,
+              vitals: Iterable[Resource]) -> WardRow | None:
+    patient_ref = patient_ref_of(encounter)
+    if patient_ref is None:
+        return None
+    patient = store.get(patient_ref)
+    vitals = list(vitals)
+    latest = _latest(vitals)
+    row = WardRow(
+        encounter_ref=f"Encounter/{encounter['id']}", patient_ref=patient_ref,
+        bed=bed_label(encounter, store), name=display_name(patient), age_sex=age_sex(patient),
+        mrn=mrn(patient), news2=news2_from_observations(vitals) if vitals else None,
+        heart_rate=_quantity(latest.get(codes.HEART_RATE.code)),
+        respiratory_rate=_quantity(latest.get(codes.RESPIRATORY_RATE.code)),
+        spo2=_quantity(latest.get(codes.OXYGEN_SATURATION.code)),
+        temperature=_quantity(latest.get(codes.BODY_TEMPERATURE.code)),
+        systolic=_quantity(latest.get(codes.BLOOD_PRESSURE_PANEL.code), codes.SYSTOLIC_BP.code),
+        diastolic=_quantity(latest.get(codes.BLOOD_PRESSURE_PANEL.code),
+                            codes.DIASTOLIC_BP.code),
+        last_vitals=max((str(o.get("effectiveDateTime", "")) for o in latest.values()),
+                        default=""),
+    )
+    row.refs[row.encounter_ref] = _version(encounter)
+    if patient is not None:
+        row.refs[patient_ref] = _version(patient)
+    for obs in latest.values():
+        row.refs[f"Observation/{obs['id']}"] = _version(obs)
+    return row

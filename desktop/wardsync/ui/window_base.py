@@ -1,0 +1,154 @@
+"""The base of every panel window: status bar, demo marker, subscriptions and leases it owns.
+
+Every window shows the shared connection's state and reason, when its data was last confirmed
+fresh, who is signed in, and — on the sandbox — a permanent "DEMO — synthetic data" marker.
+Closing a window releases its query leases and bus subscriptions (napari's closeEvent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import QLabel, QMainWindow, QStatusBar, QWidget
+
+from wardsync.core.bus import Subscription
+from wardsync.core.connection_status import ConnectionState, ConnectionStatus
+from wardsync.core.events import ConnectionStatusChanged
+from wardsync.core.queries import QueryKey
+from wardsync.sync.pull import QueryLease
+from wardsync.ui.workspace import Workspace
+
+DEMO_TEXT = "DEMO — synthetic data"
+_STATE_WORDS = {
+    ConnectionState.LIVE: "Live",
+    ConnectionState.RECONNECTING: "Reconnecting",
+    ConnectionState.DEGRADED: "Degraded (polling)",
+    ConnectionState.OFFLINE: "Offline",
+}
+
+
+class ConnectionIndicator(QLabel):
+    """"● Live — Live updates" with a colour per state (styled in the .qss by property)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("connectionIndicator")
+        self.setAccessibleName("Connection status")
+        self.setTextFormat(Qt.TextFormat.PlainText)
+
+    def show_status(self, status: ConnectionStatus) -> None:
+        word = _STATE_WORDS.get(status.state, str(status.state))
+        self.setText(f"● {word} — {status.reason}")
+        self.setProperty("state", str(status.state))
+        self.setToolTip(status.detail or status.reason)
+        # Re-polish so the stylesheet's [state="..."] selector applies.
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+
+class PanelWindow(QMainWindow):
+    """Base class: subclasses open queries and subscribe through `open_query`/`subscribe`."""
+
+    kind = "panel"
+    title = "WardSync"
+    closed = Signal(str)  # window id, after the window released what it owned
+
+    def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.workspace = workspace
+        self.window_id = workspace.new_window_id(self.kind)
+        self.setObjectName(self.window_id)
+        self._subs: list[Subscription] = []
+        self._leases: dict[QueryKey, QueryLease] = {}
+        self._closed = False
+        self.last_fresh_wall: float | None = None
+        self._build_status_bar()
+        self.setWindowTitle(self._window_title())
+        self.subscribe(ConnectionStatusChanged, self._on_bus_connection_status)
+        self.connection.show_status(workspace.workstation.status)
+
+    # ------------------------------------------------------------------ chrome
+    def _window_title(self) -> str:
+        demo = f" [{DEMO_TEXT}]" if self.workspace.demo else ""
+        return f"{self.title} — {self.workspace.user_name}{demo}"
+
+    def _build_status_bar(self) -> None:
+        bar = QStatusBar(self)
+        self.setStatusBar(bar)
+        self.connection = ConnectionIndicator(bar)
+        self.freshness = QLabel("Not yet loaded", bar)
+        self.freshness.setObjectName("freshness")
+        self.freshness.setAccessibleName("Data last confirmed fresh")
+        self.user_label = QLabel(f"Signed in: {self.workspace.user_name}", bar)
+        self.user_label.setObjectName("signedInUser")
+        bar.addWidget(self.connection, 1)
+        bar.addPermanentWidget(self.freshness)
+        bar.addPermanentWidget(self.user_label)
+        self.demo_marker: QLabel | None = None
+        if self.workspace.demo:
+            self.demo_marker = QLabel(DEMO_TEXT, bar)
+            self.demo_marker.setObjectName("demoMarker")
+            self.demo_marker.setAccessibleName("Demo mode: synthetic data only")
+            bar.addPermanentWidget(self.demo_marker)
+
+    def mark_fresh(self, wall: float | None) -> None:
+        """Show when this window's data was last confirmed by the server."""
+        if wall is None:
+            return
+        self.last_fresh_wall = wall
+        stale = self.workspace.workstation.status.state is not ConnectionState.LIVE
+        stamp = time.strftime("%H:%M:%S", time.localtime(wall))
+        self.freshness.setText(f"Updated {stamp}" + (" (may be out of date)" if stale else ""))
+        self.freshness.setProperty("stale", stale)
+
+    def _on_bus_connection_status(self, events: list[ConnectionStatusChanged]) -> None:
+        self.connection.show_status(events[-1].status)
+        self.mark_fresh(self.last_fresh_wall)
+
+    # ------------------------------------------------------------------ ownership
+    def subscribe(self, event_types: type | tuple[type, ...], handler: Callable) -> Subscription:
+        sub = self.workspace.bus.subscribe(event_types, handler)
+        self._subs.append(sub)
+        return sub
+
+    def open_query(self, key: QueryKey, *, urgent: bool = False) -> QueryLease:
+        lease = self._leases.get(key)
+        if lease is None:
+            lease = self.workspace.queries.open(key, urgent=urgent)
+            self._leases[key] = lease
+        return lease
+
+    def close_query(self, key: QueryKey) -> None:
+        lease = self._leases.pop(key, None)
+        if lease is not None:
+            lease.close()
+
+    @property
+    def open_keys(self) -> Iterable[QueryKey]:
+        return list(self._leases)
+
+    def emit_rendered(self, refs: Mapping[str, str]) -> None:
+        """Metrics contract: one `rendered` per repaint caused by new data (refs only)."""
+        if refs:
+            self.workspace.metrics.emit(
+                "rendered", window=self.window_id, refs=sorted(refs), versions=dict(refs),
+            )
+
+    def release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in self._subs:
+            sub.close()
+        self._subs.clear()
+        for lease in self._leases.values():
+            lease.close()
+        self._leases.clear()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.release()
+        super().closeEvent(event)
+        self.closed.emit(self.window_id)

@@ -1,0 +1,35 @@
+"""UI tests run their coroutines on a qasync loop, so Qt events and asyncio share one thread
+exactly as in the app."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import qasync
+from PySide6.QtWidgets import QApplication
+
+from wardsync.core.metrics import MemoryMetrics
+from wardsync.infra.settings import Settings, load_settings
+
+
+def _qt_event_loop() -> asyncio.AbstractEventLoop:
+    app = QApplication.instance() or QApplication([])
+    return qasync.QEventLoop(app)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item):
+    return {"qasync": _qt_event_loop}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Built-in defaults only: no policy file, no user file, no WARDSYNC_* variables."""
+    return load_settings(environ={}, policy_path=tmp_path / "no-policy.toml",
+                         user_path=tmp_path / "no-user.toml")
+
+
+@pytest.fixture
+def metrics() -> MemoryMetrics:
+    return MemoryMetrics()
