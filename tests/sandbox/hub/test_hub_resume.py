@@ -142,7 +142,8 @@ async def test_expired_connection_state_fails_resume(make_bed):
 async def test_restart_on_the_same_port_gives_a_new_connection(make_bed):
     bed = await make_bed()
     port = bed.port
-    client = bed.realtime(client_id="ward-screen")
+    # A refused connect costs the SDK realtime_request_timeout before it retries (§3).
+    client = bed.realtime(client_id="ward-screen", realtime_request_timeout=1000)
     inbox, changes, attached = Inbox(), Inbox(), Inbox()
     channel = client.channels.get("ward:4")
     await channel.subscribe(inbox.put)

@@ -63,6 +63,11 @@ async def test_malformed_frames_are_dropped_and_harm_nobody(bed: HubBed, binary:
     if binary:
         await _expect_nack(raw, {"action": 15, "channel": "room", "msgSerial": 7,
                                  "messages": [{"data": "x", "extras": {b"k": 1}}]}, 40013)
+    else:
+        await raw.ws.send_str('{"action": 15, "channel": "room", "msgSerial": 7,'
+                              ' "messages": [{"data": "\\ud800 lone surrogate"}]}')
+        nack = await raw.recv_action(2)
+        assert (nack["msgSerial"], nack["error"]["code"]) == (7, 40013)
     # The raw connection still works, and so does everyone else.
     await raw.send({"action": 0, "id": "still-here"})
     assert (await raw.recv_action(0))["id"] == "still-here"
@@ -224,3 +229,36 @@ def test_stuck_consumer_is_dropped_and_cannot_resume():
     assert connected_frame["action"] == Action.CONNECTED
     assert connected_frame["error"]["code"] == 80008
     assert conn.id not in state.connections
+
+
+async def test_oversized_frame_closes_only_that_socket(make_bed):
+    bed = await make_bed(fast_config(max_inbound_frame_bytes=64 * 1024))
+    bystander = bed.realtime(client_id="bystander")
+    await connected(bystander)
+    raw = await bed.raw()
+    await raw.recv_action(4)
+    await raw.ws.send_str("x" * (65 * 1024))
+    with pytest.raises(ConnectionError):
+        await raw.recv(within_s=2.0)
+    await bystander.connection.ping()
+    assert bystander.connection.state == "connected"
+    assert bed.hub.stats()["detached_connections"] == 1  # resumable, like any drop
+
+
+async def test_hub_lifecycle_api(make_bed):
+    bed = await make_bed()
+    hub = bed.hub
+    assert hub.running and hub.endpoint == f"127.0.0.1:{hub.port}" and hub.port > 0
+    with pytest.raises(RuntimeError):
+        await hub.start()
+    with pytest.raises(ValueError):
+        hub.mint_token(key_name="no.such.key", client_id=None, capability={"*": ["*"]},
+                       ttl_s=60)
+    await hub.stop()
+    await hub.stop()  # idempotent
+    assert not hub.running and hub.stats()["running"] is False
+    # Tokens are verified by signature alone, so ones minted now work after a restart.
+    token = bed.token(client_id="later")["token"]
+    await hub.start(port=bed.port)
+    raw = await bed.raw(token=token)
+    assert (await raw.recv())["action"] == 4

@@ -94,13 +94,16 @@ class RealtimeSession:
 
     async def send_now(self, frame: OutFrame) -> None:
         """Write one frame before any connection exists (handshake errors)."""
-        with contextlib.suppress(ConnectionError, RuntimeError):
+        try:
             await self._write(frame)
+        except (ConnectionError, RuntimeError, TypeError, ValueError) as exc:
+            log.info("handshake reply not written: %s", type(exc).__name__)
 
     async def _write(self, frame: OutFrame) -> None:
         data = frame.encoded(self.binary)
         if isinstance(data, str):
-            await self._ws.send_str(data)
+            data = data.encode("utf-8")  # before any I/O, so a bad frame writes nothing
+            await self._ws.send_frame(data, WSMsgType.TEXT)
         else:
             await self._ws.send_bytes(data)
         self.last_write = time.monotonic()
@@ -118,14 +121,12 @@ class RealtimeSession:
                 if frame is None:
                     break
                 try:
-                    frame.encoded(self.binary)
+                    await self._write(frame)
                 except (TypeError, ValueError):
                     # Validation should make this impossible; never let it stop the writer.
                     log.exception("frame for %s could not be encoded; dropped", conn.id)
                     self.state.counters["unencodable_frames"] += 1
                     continue
-                try:
-                    await self._write(frame)
                 except (ConnectionError, RuntimeError) as exc:
                     # Nothing was written (aiohttp refuses before writing): keep the frame
                     # for the resume buffer and treat the socket as gone.
@@ -140,7 +141,7 @@ class RealtimeSession:
         if self._final is not None:
             try:
                 await self._write(self._final)
-            except (ConnectionError, RuntimeError) as exc:
+            except (ConnectionError, RuntimeError, TypeError, ValueError) as exc:
                 log.debug("final frame not written: %s", type(exc).__name__)
         self._shutdown_tcp()
 

@@ -54,6 +54,7 @@ from wardsync.sandbox.hub.wire import (
     PresenceAction,
     encode_json,
     error_frame,
+    is_text,
 )
 
 log = logging.getLogger("wardsync.sandbox.hub")
@@ -66,11 +67,11 @@ _MESSAGE_FIELDS = ("name", "data", "encoding", "clientId", "id", "extras")
 def check_channel_name(name: object) -> str:
     """Ably channel-name rules: non-empty, no newline, not starting with `[` or `:`."""
     if (
-        not isinstance(name, str) or not name or len(name) > MAX_CHANNEL_NAME_CHARS
+        not is_text(name) or not name or len(name) > MAX_CHANNEL_NAME_CHARS
         or name[0] in "[:" or "\n" in name or "\r" in name
     ):
         raise HubError(INVALID_CHANNEL_NAME, 400, "invalid channel name")
-    return name
+    return name  # type: ignore[return-value]
 
 
 def _payload_size(item: Mapping[str, Any]) -> int:
@@ -92,10 +93,10 @@ def _check_payload(item: object, *, presence: bool) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise HubError(INVALID_MESSAGE_DATA, 400, "message must be an object")
     data = item.get("data")
-    if data is not None and not isinstance(data, (str, bytes)):
+    if data is not None and not isinstance(data, bytes) and not is_text(data):
         raise HubError(INVALID_MESSAGE_DATA, 400, "data must be a string or binary")
     for key in ("name", "encoding", "clientId", "id"):
-        if item.get(key) is not None and not isinstance(item[key], str):
+        if item.get(key) is not None and not is_text(item[key]):
             raise HubError(INVALID_MESSAGE_DATA, 400, f"{key} must be a string")
     extras = item.get("extras")
     if extras is not None:

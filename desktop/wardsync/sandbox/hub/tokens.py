@@ -33,6 +33,7 @@ from wardsync.sandbox.hub.config import (
 )
 from wardsync.sandbox.hub.wire import (
     INCOMPATIBLE_CREDENTIALS,
+    INVALID_CLIENT_ID,
     INVALID_CREDENTIALS,
     INVALID_PARAMETER,
     NONCE_REPLAYED,
@@ -41,6 +42,7 @@ from wardsync.sandbox.hub.wire import (
     TOKEN_FORMAT,
     TOKEN_UNRECOGNISED,
     HubError,
+    is_text,
 )
 
 WILDCARD_CLIENT_ID = "*"
@@ -96,7 +98,7 @@ def mint_token(
     cap = Capability.parse(capability)
     if not 0 < ttl_s <= MAX_TOKEN_TTL_S:
         raise ValueError(f"ttl_s must be in (0, {MAX_TOKEN_TTL_S:.0f}]")
-    if client_id is not None and (not isinstance(client_id, str) or not client_id):
+    if client_id is not None and (not is_text(client_id) or not client_id):
         raise ValueError("client_id must be a non-empty string or None")
     issued = now_ms() if issued_ms is None else issued_ms
     expires = issued + int(ttl_s * 1000)
@@ -133,7 +135,7 @@ def verify_token(token: str, keys: Mapping[str, str], *, at_ms: int | None = Non
         raise HubError(TOKEN_UNRECOGNISED, 401, "token unrecognised (bad signature or key)")
     if expires <= (now_ms() if at_ms is None else at_ms):
         raise HubError(TOKEN_EXPIRED, 401, "token expired")
-    if client_id is not None and not isinstance(client_id, str):
+    if client_id is not None and not is_text(client_id):
         raise HubError(TOKEN_FORMAT, 401, "invalid token format")
     return Credentials(key_name, client_id, capability, issued, expires, is_token=True)
 
@@ -154,6 +156,8 @@ def resolve_client_id(credentials: Credentials, requested: str | None) -> str | 
     """
     if requested == "":
         requested = None
+    if requested is not None and not is_text(requested):
+        raise HubError(INVALID_CLIENT_ID, 400, "clientId must be valid text")
     if not credentials.is_token:
         return requested
     if credentials.client_id == WILDCARD_CLIENT_ID:

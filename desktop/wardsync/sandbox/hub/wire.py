@@ -118,6 +118,18 @@ class HubError(Exception):
         return {"code": self.code, "statusCode": self.status, "message": self.message}
 
 
+def is_text(value: object) -> bool:
+    """A str that is valid Unicode (JSON input may carry lone surrogates; msgpack and
+    UTF-8 websocket frames cannot)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class MalformedFrame(ValueError):
     """A frame that cannot be understood at all; it is counted and dropped."""
 
