@@ -33,6 +33,7 @@ __all__ = ["SimulatorConfig", "SimulatorStats", "WardSimulator"]
 
 log = logging.getLogger(__name__)
 
+STOP_WRITE_TIMEOUT_S = 10.0  # how long stop() lets a write in flight finish
 REMEMBERED_REPORTS = 200  # released reports kept by plan seq, so they can be corrected
 
 
@@ -77,6 +78,9 @@ class WardSimulator:
         self._run = uuid.uuid4().hex[:8].upper()
         self._reports: OrderedDict[int, str] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._idle = asyncio.Event()  # set while no write is in flight
+        self._idle.set()
         self.stats = SimulatorStats()
 
     @property
@@ -90,11 +94,15 @@ class WardSimulator:
             raise RuntimeError("the ward simulator was already started")
         self._task = asyncio.get_running_loop().create_task(self._run_plan(), name="ward-simulator")
 
-    async def stop(self) -> None:
-        """Cancel the writing task and wait for it to finish. Safe to call twice."""
+    async def stop(self, write_timeout_s: float = STOP_WRITE_TIMEOUT_S) -> None:
+        """Let a write in flight finish (so `stats` matches what the server holds), then cancel
+        the task and wait for it. Safe to call twice."""
         task, self._task = self._task, None
         if task is None:
             return
+        self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), write_timeout_s)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -102,12 +110,15 @@ class WardSimulator:
     async def _run_plan(self) -> None:
         for write in self._planner:
             await self._sleep(write.delay_s)
+            if self._stopping:
+                return
             await self._write_until_done(write)
         log.info("ward simulator: nothing to write (both rates are zero)")
 
     async def _write_until_done(self, write: PlannedWrite) -> None:
         delay = self._config.retry_initial_s
         while True:
+            self._idle.clear()
             try:
                 await self._write(write)
                 return
@@ -135,6 +146,10 @@ class WardSimulator:
                     "ward simulator: write %d (%s) dropped", write.seq, type(write).__name__
                 )
                 return
+            finally:
+                self._idle.set()
+            if self._stopping:
+                return  # a failed write is not retried once stop() was asked for
             await self._sleep(delay)
             delay = min(max(delay * 2, self._config.retry_initial_s), self._config.retry_max_s)
 
