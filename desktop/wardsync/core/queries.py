@@ -5,6 +5,11 @@ on fields that never change for a resource (patient, category, code, ward); muta
 as a Task's status is filtered by the view. That way an incremental pull
 (`_lastUpdated=gt<cursor>`) always brings back a resource whose state changed, even when the
 new state no longer matches what the panel shows.
+
+`_lastUpdated` filters a search's matches only, never the resources it `_include`s (R4
+search.html#_lastUpdated, #include). A search whose included resources can change on their
+own therefore either has a companion search for them (PatientLabs) or is pulled in full each
+time (`Search.incremental=False`).
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from wardsync.core import codes
 
 @dataclass(frozen=True, slots=True)
 class Search:
-    """One FHIR search: `GET [resource_type]?params`."""
+    """One FHIR search: `GET [resource_type]?params`.
+
+    `incremental=False` means every pull asks for the whole result, without `_lastUpdated`.
+    """
 
     resource_type: str
     params: tuple[tuple[str, str], ...]
+    incremental: bool = True
 
     def with_params(self, *extra: tuple[str, str]) -> list[tuple[str, str]]:
         return [*self.params, *extra]
@@ -60,7 +69,12 @@ class WardCensus:
         ward = f"Location/{self.ward_id}"
         return (
             Search("Location", (("partof", ward),)),
-            Search("Encounter", (("location", ward), ("_include", "Encounter:subject"))),
+            # In full: a corrected Patient (the name beside a bed) changes no Encounter, so
+            # an incremental pull would never bring it.
+            Search(
+                "Encounter", (("location", ward), ("_include", "Encounter:subject")),
+                incremental=False,
+            ),
         )
 
     def touched_by(self, poke: PokeLike) -> bool:
@@ -149,9 +163,12 @@ class LabReport:
 
     def searches(self) -> tuple[Search, ...]:
         return (
+            # In full: a result corrected on its own leaves the report's lastUpdated as it
+            # was, so an incremental pull of the report would miss the correction.
             Search(
                 "DiagnosticReport",
                 (("_id", self.report_id), ("_include", "DiagnosticReport:result")),
+                incremental=False,
             ),
         )
 

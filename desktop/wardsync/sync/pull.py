@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
 from wardsync.core.events import QueryStateChanged
+from wardsync.core.fhirtime import parse_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.queries import QueryKey
 from wardsync.core.store import ResourceStore
@@ -47,21 +48,47 @@ class Fetcher(Protocol):
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass(order=True)
+class _Waiter:
+    priority: int  # 0 urgent, 1 routine; lowered in place by `promote`
+    order: int
+    future: asyncio.Future[None] = field(compare=False)
+    holder: object = field(compare=False, default=None)
+
+
 class PriorityGate:
-    """At most `limit` pulls run at once; waiting urgent pulls are admitted first."""
+    """At most `limit` pulls run at once; waiting urgent pulls are admitted first.
+
+    Waiters are admitted by priority, then in arrival order. A waiter cancelled in the queue
+    leaves a cancelled future that `release` skips; one cancelled in the same turn as it was
+    admitted hands its slot straight on. Either way no slot is leaked.
+    """
 
     def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a pull gate needs at least one slot, got {limit}")
         self._limit = limit
         self._active = 0
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
         self._order = itertools.count()
 
-    async def acquire(self, urgent: bool) -> None:
+    @property
+    def active(self) -> int:
+        """Slots in use."""
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """Pulls queued for a slot (cancelled ones not counted)."""
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    async def acquire(self, urgent: bool, *, holder: object = None) -> None:
+        """Wait for a slot; `holder` names the request so `promote` can find it."""
         if self._active < self._limit and not self._waiters:
             self._active += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (0 if urgent else 1, next(self._order), fut))
+        heapq.heappush(self._waiters, _Waiter(0 if urgent else 1, next(self._order), fut, holder))
         try:
             await fut
         except asyncio.CancelledError:
@@ -69,10 +96,19 @@ class PriorityGate:
                 self.release()  # admitted just as we were cancelled: pass the slot on
             raise
 
+    def promote(self, holder: object) -> bool:
+        """Make `holder`'s queued request urgent (a critical poke came while it waited)."""
+        for waiter in self._waiters:
+            if waiter.holder is holder and waiter.priority and not waiter.future.done():
+                waiter.priority = 0
+                heapq.heapify(self._waiters)
+                return True
+        return False
+
     def release(self) -> None:
         self._active -= 1
         while self._waiters and self._active < self._limit:
-            _, _, fut = heapq.heappop(self._waiters)
+            fut = heapq.heappop(self._waiters).future
             if not fut.done():
                 self._active += 1
                 fut.set_result(None)
@@ -96,13 +132,10 @@ class QueryState:
 
 
 def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
-    raw = (resource.get("meta") or {}).get("lastUpdated")
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        return None
+    # A FHIR instant always has a zone (R4 datatypes.html#instant); anything else is ignored
+    # rather than compared, as a naive datetime cannot be ordered against an aware one.
+    meta = resource.get("meta")
+    return parse_instant(meta.get("lastUpdated")) if isinstance(meta, Mapping) else None
 
 
 def _instant(dt: datetime) -> str:
@@ -120,47 +153,82 @@ class PullLoop:
         self._owner = owner
         self._incremental = incremental
         self._dirty = asyncio.Event()
-        self._urgent = False
+        self._urgent = asyncio.Event()  # an urgent pull is wanted (cuts the debounce short)
+        self._published: tuple[str, str] | None = None
         self.leases = 0
 
+    @property
+    def closed(self) -> bool:
+        """True once the last lease is gone or the cache is closed."""
+        return self._owner.closed or self.leases <= 0
+
     def request(self, *, urgent: bool = False) -> None:
-        self._urgent = self._urgent or urgent
+        """Mark the key stale: one pull follows, however many requests come first."""
+        if urgent:
+            self._urgent.set()
+            self._owner.gate.promote(self)
         self._dirty.set()
 
     async def run(self) -> None:
         o = self._owner
         attempt = 0
-        while True:
+        retrying = False
+        while not self.closed:
             await self._dirty.wait()
-            if not self._urgent and o.debounce_s > 0:
-                await o.sleep(o.debounce_s)  # let a burst of pokes coalesce into one pull
-            urgent, self._urgent = self._urgent, False
-            self._dirty.clear()
-            await o.gate.acquire(urgent)
+            if not retrying:  # after a backoff the burst has had time to gather already
+                await self._debounce()
+            urgent = self._urgent.is_set()
+            await o.gate.acquire(urgent, holder=self)
             try:
+                # Everything requested until now is answered by this pull, whose request is
+                # sent after this point; a request during the pull gets exactly one more.
+                urgent = urgent or self._urgent.is_set()
+                self._urgent.clear()
+                self._dirty.clear()
                 await self._pull_once(urgent)
             except FhirError as exc:
-                attempt += 1
-                self._failed(exc)
-                o.report(exc)
-                self._urgent = self._urgent or urgent
-                self._dirty.set()  # the data is still stale: try again after the backoff
-                delay = o.backoff.delay(attempt - 1)
+                error: FhirError | None = exc
             except Exception as exc:
                 # A bug must not end this key's freshness for good: log it, back off, retry.
                 log.exception("pull %s failed unexpectedly", self.key.label())
-                attempt += 1
-                self._failed(FhirError(f"unexpected {type(exc).__name__}"))
-                self._dirty.set()
-                delay = o.backoff.delay(attempt - 1)
+                error = FhirError(f"unexpected {type(exc).__name__}")
             else:
-                attempt = 0
-                delay = 0.0
-                o.report(None)
+                error = None
             finally:
                 o.gate.release()
-            if delay:
-                await o.sleep(delay)
+            if self.closed:  # re-check after the awaits: a closed key reports nothing
+                return
+            if error is None:
+                attempt, retrying = 0, False
+                o.report(None)
+                continue
+            attempt += 1
+            self._failed(error)
+            o.report(error)
+            # The data is still stale: pull again after the backoff, as urgently as before.
+            if urgent:
+                self._urgent.set()
+            self._dirty.set()
+            retrying = True
+            await o.sleep(o.backoff.delay(attempt - 1))
+
+    async def _debounce(self) -> None:
+        """Let a burst of pokes coalesce into one pull, unless an urgent pull is wanted."""
+        o = self._owner
+        if o.debounce_s <= 0 or self._urgent.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        label = self.key.label()
+        window = loop.create_task(o.sleep(o.debounce_s), name=f"pull {label}: debounce")
+        urgent = loop.create_task(self._urgent.wait(), name=f"pull {label}: urgent wait")
+        try:
+            done, _ = await asyncio.wait((window, urgent), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            window.cancel()
+            urgent.cancel()
+            await asyncio.gather(window, urgent, return_exceptions=True)
+        if window in done:
+            window.result()  # surface a failing sleep function instead of hiding it
 
     async def _pull_once(self, urgent: bool) -> None:
         o = self._owner
@@ -174,23 +242,29 @@ class PullLoop:
         new_cursors: dict[int, datetime] = {}
         for i, search in enumerate(self.key.searches()):
             params = search.with_params(("_count", str(SEARCH_PAGE_SIZE)))
-            cursor = st.cursors.get(i) if self._incremental else None
+            incremental = self._incremental and search.incremental
+            cursor = st.cursors.get(i) if incremental else None
             if cursor is not None:
                 since = cursor - timedelta(seconds=o.overlap_s)
                 params.append(("_lastUpdated", f"gt{_instant(since)}"))
             result = await o.fetcher.search(search.resource_type, params)
             collected.extend(result.resources)
             invalid.extend(result.invalid)
+            # R4 search.html#_lastUpdated filters the matches only, never `_include`d ones.
             stamps = [t for t in map(_last_updated, result.matches) if t is not None]
-            if stamps:
+            if incremental and stamps:
                 new_cursors[i] = max(stamps + ([cursor] if cursor else []))
         # Re-check after the awaits: a key closed meanwhile must not touch shared state.
-        if self._owner.closed or self.leases <= 0:
+        if self.closed:
             return
+        # All or nothing: cursors move only with the results they describe.
         st.cursors.update(new_cursors)
         changed = o.store.apply(collected, urgent=urgent)
-        st.refs.update(f"{r.get('resourceType')}/{r.get('id')}" for r in collected)
-        st.invalid = [*(e for e in st.invalid if e.ref not in {i.ref for i in invalid}), *invalid]
+        arrived = {f"{r.get('resourceType')}/{r.get('id')}" for r in collected}
+        st.refs.update(arrived)
+        # An entry re-sent (now valid, or invalid again) replaces its old error row.
+        resent = arrived | {e.ref for e in invalid}
+        st.invalid = [*(e for e in st.invalid if e.ref not in resent), *invalid]
         for ref in changed:
             o.metrics.emit(
                 "pull_done", ref=ref, versionId=o.store.version(ref), key=self.key.label(),
@@ -211,6 +285,14 @@ class PullLoop:
         st.loading_since = None
         log.warning("pull %s failed: %s", self.key.label(), exc)
         self._owner.publish_state(self)
+
+    def state_changed(self) -> bool:
+        """True (once) if the status or message differs from the last one published."""
+        now = (self.state.status, self.state.user_message)
+        if now == self._published:
+            return False
+        self._published = now
+        return True
 
 
 class QueryLease:
@@ -265,6 +347,8 @@ class QueryCache:
         self.gate = PriorityGate(max_concurrent)
         self._loops: dict[QueryKey, PullLoop] = {}
         self._tasks: dict[QueryKey, asyncio.Task[None]] = {}
+        # Loops of released keys, cancelled but maybe not finished yet: `aclose` awaits them.
+        self._stopping: set[asyncio.Task[None]] = set()
         self.closed = False
 
     # ------------------------------------------------------------------ leases
@@ -290,7 +374,11 @@ class QueryCache:
         loop.leases -= 1
         if loop.leases <= 0:
             del self._loops[key]
-            self._tasks.pop(key).cancel()
+            task = self._tasks.pop(key)
+            task.cancel()
+            if not task.done():
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
 
     # ------------------------------------------------------------------ invalidation
     def invalidate(self, keys: Iterable[QueryKey], *, urgent: bool = False) -> int:
@@ -326,7 +414,8 @@ class QueryCache:
             self._on_pull_result(error)
 
     def publish_state(self, loop: PullLoop) -> None:
-        if self._publish is not None:
+        """Announce `loop`'s state if its status or message changed since the last time."""
+        if loop.state_changed() and self._publish is not None:
             st = loop.state
             self._publish(
                 QueryStateChanged(key=loop.key.label(), state=st.status, error=st.user_message)
@@ -334,7 +423,8 @@ class QueryCache:
 
     async def aclose(self) -> None:
         self.closed = True
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._stopping]
+        self._stopping.clear()
         self._loops.clear()
         self._tasks.clear()
         for t in tasks:
