@@ -194,3 +194,14 @@ async def test_publishing_needs_no_attach_and_only_attached_connections_receive(
     assert (received[0].name, received[0].data, received[0].client_id) == ("hi", "there", "raw")
     with pytest.raises(TimeoutError):
         await raw.recv(within_s=0.3)  # no echo to a connection that is not attached
+
+
+async def test_history_carries_binary_payloads_across_formats(bed: HubBed):
+    msgpack_rest, json_rest = bed.rest(binary=True), bed.rest(binary=False)
+    await msgpack_rest.channels.get("bin").publish("from-msgpack", b"\x00\xff")
+    await json_rest.channels.get("bin").publish("from-json", b"\x01\x02")
+    for reader in (msgpack_rest, json_rest):
+        page = await reader.channels.get("bin").history(direction="forwards")
+        assert [(m.name, m.data) for m in page.items] == [
+            ("from-msgpack", bytearray(b"\x00\xff")), ("from-json", bytearray(b"\x01\x02")),
+        ]
