@@ -75,11 +75,15 @@ class PokeIntake:
 
     def check_gaps(self) -> bool:
         """Called periodically: run the catch-up if a gap outlived the grace period."""
-        due = self.seq.due_gaps(self._clock.monotonic(), self.gap_grace_s)
+        now = self._clock.monotonic()
+        due = self.seq.due_gaps(now, self.gap_grace_s)
         if not due:
             return False
-        self.gaps += len(due)
-        log.info("poke sequence gap (%d missing): catching up", sum(g.count for g in due))
+        # The catch-up pulls everything changed until now, so it also covers the gaps still
+        # inside their grace period: forget those too rather than catch up again for them.
+        covered = [*due, *self.seq.due_gaps(now, 0.0)]
+        self.gaps += len(covered)
+        log.info("poke sequence gap (%d missing): catching up", sum(g.count for g in covered))
         self._on_gap()
         return True
 
