@@ -1,13 +1,16 @@
 """Pull loops: one single-flight loop per open query key (Replicache's ConnectionLoop pattern).
 
 A poke only marks a key dirty. The key's loop waits a short debounce so a burst coalesces, then
-pulls; pokes that arrive during a pull schedule exactly one more pull. Errors back off
-exponentially up to a cap. Urgent keys (critical results) skip the debounce and go to the front
-of the queue for the limited pull slots. Pulls are incremental: each search remembers the newest
-`meta.lastUpdated` it has seen and asks only for resources updated after it (R4 search.html
-`_lastUpdated`), so a catch-up after a reconnect is the same operation as a normal pull.
-Results are applied to the ResourceStore, which keeps only newer versions, so late or reordered
-replies are harmless.
+pulls; pokes that arrive before the pull is admitted are answered by it, and pokes that arrive
+during it schedule exactly one more. Errors back off exponentially up to a cap and the key keeps
+retrying, each retry after exactly the backoff delay. Urgent requests (critical results) skip or
+cut short the debounce and go to the front of the queue for the limited pull slots, even if the
+key was already waiting there. Pulls are incremental: each search remembers the newest
+`meta.lastUpdated` of its matches and asks only for resources updated after it (R4 search.html
+`_lastUpdated`), so a catch-up after a reconnect is the same operation as a normal pull; a
+search marked `incremental=False` is pulled in full. Results are applied to the ResourceStore,
+which keeps only newer versions, so late or reordered replies are harmless. Timeline tests:
+tests/sync/test_pull_loop.py.
 """
 
 from __future__ import annotations
