@@ -33,7 +33,10 @@ BAND_COLOURS = {
     RiskBand.MEDIUM: QColor("#ffb366"),
     RiskBand.HIGH: QColor("#ff6b6b"),
 }
+BAND_WORDS = {RiskBand.LOW: "", RiskBand.LOW_MEDIUM: "low-med", RiskBand.MEDIUM: "medium",
+              RiskBand.HIGH: "HIGH"}
 HIGHLIGHT_COLOUR = QColor("#cfe8ff")
+BAND_TEXT = QColor("#000000")
 
 
 def _fmt(value: float | None, places: int = 0) -> str:
@@ -82,6 +85,13 @@ class WardTableModel(QAbstractTableModel):
                     return QBrush(colour)
             if time.monotonic() - self._changed_at.get(row.patient_ref, -1e9) < HIGHLIGHT_S:
                 return QBrush(HIGHLIGHT_COLOUR)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            # Dark text on the band colours and on the highlight, whatever the theme.
+            banded = col == 4 and row.news2 is not None and BAND_COLOURS.get(row.news2.band)
+            highlighted = (time.monotonic() - self._changed_at.get(row.patient_ref, -1e9)
+                           < HIGHLIGHT_S)
+            if banded or highlighted:
+                return QBrush(BAND_TEXT)
         if role == Qt.ItemDataRole.ToolTipRole and col == 4 and row.news2 is not None:
             if row.news2.band is None:
                 return "NEWS2 incomplete: missing " + ", ".join(
@@ -106,7 +116,10 @@ class WardTableModel(QAbstractTableModel):
             case 4:
                 if news is None:
                     return "—"
-                return str(news.total) if news.total is not None else f"{news.partial_total}+"
+                if news.total is None:
+                    return f"{news.partial_total}+ (incomplete)"
+                word = BAND_WORDS.get(news.band, "") if news.band else ""
+                return f"{news.total} {word}".strip()
             case 5:
                 return _fmt(row.heart_rate)
             case 6:
@@ -134,8 +147,9 @@ class WardTableModel(QAbstractTableModel):
         for i, row in enumerate(self.rows):
             new = rows.get(row.patient_ref)
             if new is not None:
+                if row.news2 is not None:  # an update, not the first vitals to arrive
+                    self._changed_at[row.patient_ref] = now
                 self.rows[i] = new
-                self._changed_at[row.patient_ref] = now
                 self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
 
     def row_of(self, patient_ref: str) -> WardRow | None:
@@ -162,7 +176,8 @@ class WardOverviewWindow(PanelWindow):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(
+            1, QHeaderView.ResizeMode.Stretch)  # the patient's name takes the spare width
         self.message = QLabel("", self)
         self.message.setObjectName("panelMessage")
         self.message.setWordWrap(True)

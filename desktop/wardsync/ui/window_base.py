@@ -102,7 +102,11 @@ class PanelWindow(QMainWindow):
         stale = self.workspace.workstation.status.state is not ConnectionState.LIVE
         stamp = time.strftime("%H:%M:%S", time.localtime(wall))
         self.freshness.setText(f"Updated {stamp}" + (" (may be out of date)" if stale else ""))
-        self.freshness.setProperty("stale", stale)
+        # A string, not a bool: the stylesheet matches [stale="true"], and bool QVariants
+        # have shown reference-count trouble in shiboken at interpreter exit.
+        self.freshness.setProperty("stale", "true" if stale else "false")
+        self.freshness.style().unpolish(self.freshness)
+        self.freshness.style().polish(self.freshness)
 
     def _on_bus_connection_status(self, events: list[ConnectionStatusChanged]) -> None:
         self.connection.show_status(events[-1].status)
