@@ -1,7 +1,9 @@
 """The embedded sandbox as a child process of the desktop app (demo and training mode).
 
 The app runs `wardsync sandbox` (the same executable, so it works from a source checkout and
-from the installed bundle), reads its one JSON ready line and stops it on exit. The sandbox's
+from the installed bundle), reads its one JSON ready line and stops it on exit. The child
+holds the read end of a pipe as stdin and stops when it closes, so it also ends when the app
+is killed outright. The sandbox's
 data lives in a temporary directory that it deletes when stopped: synthetic or not, nothing
 that looks like a patient record is left on the workstation.
 """
@@ -47,8 +49,9 @@ class SandboxProcess:
         env.pop("WARDSYNC_METRICS_LOG", None)  # the app's metrics are the app's own
         try:
             proc = await asyncio.to_thread(
-                subprocess.Popen, sandbox_command(*args), stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env,
+                subprocess.Popen, sandbox_command("--stop-on-stdin-eof", *args),
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.PIPE,
+                text=True, env=env,
             )
         except OSError as exc:
             raise SandboxStartError(f"the demo server could not be started ({exc})") from exc
@@ -71,6 +74,8 @@ class SandboxProcess:
     async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM, wait, then kill if it does not stop in time. Returns the exit code."""
         proc = self.process
+        if proc.stdin is not None:
+            proc.stdin.close()  # the sandbox stops on EOF too, if the signal is lost
         if proc.poll() is None:
             proc.terminate()  # SIGTERM on POSIX: the sandbox stops cleanly
             try:

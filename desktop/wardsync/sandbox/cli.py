@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from wardsync.sandbox.ward.planner import SimulatorConfig
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--access-token-ttl", type=float, default=900.0,
                         help="lifetime of access tokens in seconds")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level")
+    parser.add_argument("--stop-on-stdin-eof", action="store_true",
+                        help="stop when standard input closes (a parent app that ends, "
+                        "however it ends, takes its demo sandbox with it)")
 
 
 def _config(args: argparse.Namespace):  # -> SandboxConfig (imported lazily below)
@@ -66,7 +70,21 @@ async def _serve(args: argparse.Namespace) -> None:
     async with Sandbox(_config(args)) as sandbox:
         sys.stdout.write(json.dumps(sandbox.ready_info()) + "\n")
         sys.stdout.flush()
+        if args.stop_on_stdin_eof:
+            watcher = threading.Thread(target=_wait_for_eof, args=(loop, stop), daemon=True,
+                                       name="parent watch")
+            watcher.start()
         await stop.wait()
+
+
+def _wait_for_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Blocks until the parent closes our stdin (or dies), then asks the loop to stop."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass  # stdin unusable: treat as closed
+    loop.call_soon_threadsafe(stop.set)
 
 
 def run(args: argparse.Namespace) -> int:

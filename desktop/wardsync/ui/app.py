@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -128,10 +129,14 @@ def run_app(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings["logging.level"], stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "ably", "websockets"):
+        # Per-request lines say nothing a clinician or IT needs; errors still show.
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     for warning in settings.warnings:
         log.warning("settings: %s", warning)
 
     import qasync
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -146,6 +151,19 @@ def run_app(args: argparse.Namespace) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     exit_code = 0
+
+    def request_quit(signum: int, frame: object) -> None:
+        # SIGTERM (session logout, service stop) and Ctrl-C close the app properly: the
+        # sync stack disconnects and the demo server stops.
+        loop.call_soon_threadsafe(controller.all_windows_closed.set)
+
+    signal.signal(signal.SIGTERM, request_quit)
+    signal.signal(signal.SIGINT, request_quit)
+    # Python runs signal handlers only when it gets control; a light timer makes sure it
+    # does even while Qt is idle.
+    wake = QTimer()
+    wake.start(250)
+    wake.timeout.connect(lambda: None)
 
     async def main() -> None:
         nonlocal exit_code

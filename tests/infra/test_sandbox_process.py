@@ -1,0 +1,55 @@
+"""The demo sandbox child never outlives the app, however the app ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from wardsync.infra.sandbox_process import SandboxProcess
+
+PARENT = """
+import asyncio
+from wardsync.infra.sandbox_process import SandboxProcess
+
+async def main():
+    sb = await SandboxProcess.start("--no-simulator")
+    print(sb.process.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its dead parent's adopter) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_killed_app_takes_its_sandbox_with_it() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert _alive(child_pid)
+    parent.send_signal(signal.SIGKILL)  # no cleanup code runs in the parent
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while _alive(child_pid):
+        assert time.monotonic() < deadline, "the sandbox outlived its killed parent"
+        time.sleep(0.1)
+
+
+async def test_orderly_stop_returns_zero() -> None:
+    sb = await SandboxProcess.start("--no-simulator")
+    assert sb.running and sb.info["ward"] == "ward-7a"
+    assert await sb.stop() == 0
+    assert not sb.running
