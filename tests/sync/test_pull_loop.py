@@ -115,7 +115,7 @@ class Call:
     @property
     def identity(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         """The search without paging and cursor: which key's search this is."""
-        core = tuple(p for p in self.params if p[0] not in ("_count", "_lastUpdated"))
+        core = tuple(p for p in self.params if p[0] not in ("_count", "_sort", "_lastUpdated"))
         return self.resource_type, core
 
     def succeed(self, *matches: dict, included: tuple[dict, ...] = (),
@@ -552,7 +552,7 @@ async def test_incremental_pulls_send_the_newest_last_updated_minus_the_overlap(
     [first] = rig.calls
     assert first.resource_type == "Observation"
     assert first.params == [("patient", "Patient/p1"), ("category", codes.CATEGORY_VITAL_SIGNS),
-                            ("_count", str(SEARCH_PAGE_SIZE))]
+                            ("_count", str(SEARCH_PAGE_SIZE)), ("_sort", "_lastUpdated")]
     first.succeed(
         obs("o1", 1, "2026-01-01T10:00:05Z"),
         obs("o2", 3, "2026-01-01T10:00:09.5Z"),

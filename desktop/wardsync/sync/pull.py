@@ -246,6 +246,10 @@ class PullLoop:
         for i, search in enumerate(self.key.searches()):
             params = search.with_params(("_count", str(SEARCH_PAGE_SIZE)))
             incremental = self._incremental and search.incremental
+            if incremental:
+                # Oldest change first: if paging stops early (page limit), the cursor covers
+                # exactly what arrived and the next pull continues from there.
+                params.append(("_sort", "_lastUpdated"))
             cursor = st.cursors.get(i) if incremental else None
             if cursor is not None:
                 since = cursor - timedelta(seconds=o.overlap_s)
