@@ -1,0 +1,122 @@
+"""Record access is audited on the server as FHIR AuditEvents, never in a local file.
+
+Opening a patient's record writes one AuditEvent (R4 auditevent.html; type `rest`, subtype
+`read`, action `R`) naming the signed-in practitioner, this workstation and the patient. Views
+of the same patient by the same user within `COALESCE_S` count as one access, so moving
+between windows does not flood the audit log. Writes happen in the background with a few
+retries; a write that keeps failing is logged (reference only) and counted, and never blocks
+or breaks the clinician's view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from wardsync.fhir.client import FhirClient
+from wardsync.fhir.errors import FhirError
+
+log = logging.getLogger(__name__)
+
+COALESCE_S = 300.0  # repeat views of one patient within 5 min are one access
+RETRY_DELAYS_S = (1.0, 5.0, 30.0)
+AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+
+
+def access_event(
+    *, practitioner_id: str, patient_id: str, workstation_id: str, app_version: str,
+    recorded: datetime,
+) -> dict:
+    """One AuditEvent for a clinician viewing a patient's record (R4 AuditEvent)."""
+    return {
+        "resourceType": "AuditEvent",
+        "type": {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
+        "subtype": [{"system": RESTFUL_INTERACTION, "code": "read", "display": "read"}],
+        "action": "R",
+        "recorded": recorded.isoformat(timespec="milliseconds"),
+        "outcome": "0",
+        "agent": [{
+            "who": {"reference": f"Practitioner/{practitioner_id}"},
+            "requestor": True,
+            "network": {"address": workstation_id, "type": "1"},  # 1 = machine name
+        }],
+        "source": {
+            "site": workstation_id,
+            "observer": {"display": f"WardSync {app_version}"},
+            "type": [{"system": SOURCE_TYPE, "code": "1", "display": "User Device"}],
+        },
+        "entity": [{
+            "what": {"reference": f"Patient/{patient_id}"},
+            "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+        }],
+    }
+
+
+class AuditTrail:
+    """Writes access AuditEvents for one signed-in user on one workstation."""
+
+    def __init__(
+        self, fhir: FhirClient, *, practitioner_id: str, workstation_id: str, app_version: str,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
+        self._fhir = fhir
+        self._practitioner_id = practitioner_id
+        self._workstation_id = workstation_id
+        self._version = app_version
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.written = 0
+        self.failed = 0
+
+    def record_access(self, patient_id: str) -> bool:
+        """Note that the user opened this patient's record; True if an event will be written."""
+        now = self._monotonic()
+        last = self._last.get(patient_id)
+        if last is not None and now - last < COALESCE_S:
+            return False
+        self._last[patient_id] = now
+        event = access_event(
+            practitioner_id=self._practitioner_id, patient_id=patient_id,
+            workstation_id=self._workstation_id, app_version=self._version,
+            recorded=datetime.now(UTC),
+        )
+        task = asyncio.get_running_loop().create_task(self._write(event, patient_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _write(self, event: dict, patient_id: str) -> None:
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                await self._fhir.create(event)
+            except FhirError as exc:
+                if delay is None:
+                    self.failed += 1
+                    log.warning("audit event for Patient/%s not written: %s", patient_id, exc)
+                    return
+                await self._sleep(delay)
+            else:
+                self.written += 1
+                return
+
+    def forget(self) -> None:
+        """User switch: the next user's views are new accesses."""
+        self._last.clear()
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait for pending writes (sign-out, shutdown); then cancel what is still waiting."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
