@@ -10,6 +10,8 @@ from wardsync.core import codes
 from wardsync.core.pokes import POKE_RESOURCE_TYPES, POKE_TYPES, Poke, parse_poke
 from wardsync.core.queries import (
     LabReport,
+    PatientAllergies,
+    PatientIdentity,
     PatientLabs,
     PatientRecord,
     PatientVitals,
@@ -18,7 +20,7 @@ from wardsync.core.queries import (
     WardCensus,
 )
 
-RECORD_TYPES = ("Condition", "Immunization", "MedicationRequest", "Task", "AllergyIntolerance")
+RECORD_TYPES = ("Condition", "Immunization", "MedicationRequest", "Task")
 # Search parameters on fields a resource keeps for life; mutable state (status) is filtered
 # by the view, or an incremental pull would never bring back a resource that left the filter.
 IMMUTABLE_FILTERS = {"patient", "category", "code", "_id", "partof", "location"}
@@ -34,7 +36,8 @@ def poke(rtype: str, rid: str, patient: str | None) -> Poke:
 
 def all_keys(patient: str = "p1", report: str = "r1", ward: str = "w1") -> list[QueryKey]:
     return [WardCensus(ward), PatientVitals(patient), PatientLabs(patient),
-            PatientRecord(patient), LabReport(report, patient)]
+            PatientRecord(patient), LabReport(report, patient), PatientIdentity(patient),
+            PatientAllergies(patient)]
 
 
 # ---------------------------------------------------------------------------- searches
@@ -73,6 +76,24 @@ def test_patient_record_searches_the_patient_and_each_record_type() -> None:
     assert searches[0] == Search("Patient", (("_id", "p1"),))
     assert searches[1:] == tuple(Search(t, (("patient", "Patient/p1"),)) for t in RECORD_TYPES)
     assert PatientRecord("p1").label() == "record Patient/p1"
+
+
+def test_patient_identity_searches_the_patient_and_stays_with_locations_in_full() -> None:
+    assert PatientIdentity("p1").searches() == (
+        Search("Patient", (("_id", "p1"),)),
+        Search("Encounter", (("patient", "Patient/p1"), ("_include", "Encounter:location")),
+               incremental=False),
+    )
+    assert PatientIdentity("p1").label() == "identity Patient/p1"
+
+
+def test_patient_allergies_search_every_allergy_record_of_the_patient() -> None:
+    assert PatientAllergies("p1").searches() == (
+        Search("AllergyIntolerance", (("patient", "Patient/p1"),)),
+    )
+    assert PatientAllergies("p1").label() == "allergies Patient/p1"
+    # Not part of the record: a server without allergies must not stop problems loading.
+    assert all(s.resource_type != "AllergyIntolerance" for s in PatientRecord("p1").searches())
 
 
 def test_lab_report_searches_one_report_with_its_results_in_full() -> None:
@@ -115,7 +136,7 @@ def test_with_params_appends_without_changing_the_search() -> None:
 
 def test_keys_are_values_usable_as_dictionary_keys() -> None:
     assert PatientVitals("p1") == PatientVitals("p1") and PatientVitals("p1") != PatientLabs("p1")
-    assert len({*all_keys(), *all_keys()}) == 5
+    assert len({*all_keys(), *all_keys()}) == 7
     labels = [k.label() for k in [*all_keys(), *all_keys("p2", "r2", "w2")]]
     assert len(set(labels)) == len(labels)
 
@@ -131,14 +152,17 @@ CASES: list[tuple[str, str, str | None, set[str]]] = [
     ("DiagnosticReport", "r2", "p1", {"labs"}),
     ("DiagnosticReport", "r1", "p2", {"report"}),  # the report's own id decides
     ("DiagnosticReport", "r2", "p2", set()),
-    ("Patient", "p1", "p1", {"census", "record"}),
-    ("Patient", "p1", None, {"census", "record"}),
+    ("Patient", "p1", "p1", {"census", "record", "identity"}),
+    ("Patient", "p1", None, {"census", "record", "identity"}),
     ("Patient", "p2", "p2", {"census"}),
-    ("Encounter", "e1", "p1", {"census"}),
+    ("Encounter", "e1", "p1", {"census", "identity"}),
     ("Encounter", "e1", "p2", {"census"}),
     ("Location", "bed-1", None, {"census"}),
     *((t, "x1", "p1", {"record"}) for t in RECORD_TYPES),
     *((t, "x1", "p2", set()) for t in RECORD_TYPES),
+    ("AllergyIntolerance", "a1", "p1", {"allergies"}),
+    ("AllergyIntolerance", "a1", "p2", set()),
+    ("AllergyIntolerance", "a1", None, set()),
     ("Observation", "o1", None, set()),
     ("Task", "t1", None, set()),
     ("Practitioner", "dr-1", None, set()),
@@ -155,7 +179,8 @@ def test_touched_by_is_exactly_the_expected_keys(
 ) -> None:
     kinds = {type(k).__name__: k for k in all_keys()}
     names = {"census": "WardCensus", "vitals": "PatientVitals", "labs": "PatientLabs",
-             "record": "PatientRecord", "report": "LabReport"}
+             "record": "PatientRecord", "report": "LabReport", "identity": "PatientIdentity",
+             "allergies": "PatientAllergies"}
     the_poke = poke(rtype, rid, patient)
     touched = {kind for kind, cls in names.items() if kinds[cls].touched_by(the_poke)}
     assert touched == expected
@@ -182,6 +207,6 @@ def test_a_patient_key_is_only_touched_by_its_own_patient(
         assert own or own_report, f"{key.label()} touched by {p}"
     # A poke about none of the watched types touches nothing.
     watched = {"Observation", "DiagnosticReport", "Patient", "Encounter", "Location",
-               *RECORD_TYPES}
+               "AllergyIntolerance", *RECORD_TYPES}
     if rtype not in watched:
         assert not any(k.touched_by(p) for k in all_keys())

@@ -137,7 +137,10 @@ class PatientRecord:
 
     patient_id: str
 
-    _TYPES = ("Condition", "Immunization", "MedicationRequest", "Task", "AllergyIntolerance")
+    # Allergies have their own key (PatientAllergies): a server without AllergyIntolerance
+    # must not keep the problems, drugs and tasks from loading, and "allergies unknown" must
+    # never look like "no allergies".
+    _TYPES = ("Condition", "Immunization", "MedicationRequest", "Task")
 
     def searches(self) -> tuple[Search, ...]:
         return (
@@ -152,6 +155,51 @@ class PatientRecord:
 
     def label(self) -> str:
         return f"record Patient/{self.patient_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientIdentity:
+    """Who and where the patient is: the Patient and their stays with the stays' locations
+    (bed and ward), as the identity banner shows them."""
+
+    patient_id: str
+
+    def searches(self) -> tuple[Search, ...]:
+        return (
+            Search("Patient", (("_id", self.patient_id),)),
+            # In full: the included beds and wards would be missed by an incremental pull
+            # (R4 search.html#_lastUpdated filters matches only). A move to another bed
+            # updates the Encounter, so Location pokes need not touch this key.
+            Search(
+                "Encounter",
+                (("patient", f"Patient/{self.patient_id}"), ("_include", "Encounter:location")),
+                incremental=False,
+            ),
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        if poke.resource_type == "Patient":
+            return poke.id == self.patient_id
+        return poke.resource_type == "Encounter" and poke.patient_id == self.patient_id
+
+    def label(self) -> str:
+        return f"identity Patient/{self.patient_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientAllergies:
+    """One patient's AllergyIntolerance records (any clinical status; the view filters)."""
+
+    patient_id: str
+
+    def searches(self) -> tuple[Search, ...]:
+        return (_patient_search("AllergyIntolerance", self.patient_id),)
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        return poke.resource_type == "AllergyIntolerance" and poke.patient_id == self.patient_id
+
+    def label(self) -> str:
+        return f"allergies Patient/{self.patient_id}"
 
 
 @dataclass(frozen=True, slots=True)
