@@ -10,6 +10,7 @@ import pytest
 import qasync
 from PySide6.QtWidgets import QApplication
 
+from tests.ui.xvfb import xvfb_display  # noqa: F401  (fixture for screenshot tests)
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings, load_settings
 

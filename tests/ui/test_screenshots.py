@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtGui import QImage
 
 from tests.conftest import REPO
-from tests.ui.xvfb import xvfb_display, xvfb_env  # noqa: F401  (fixture)
+from tests.ui.xvfb import xvfb_env
 
 
 def distinct_colours(image: QImage, step: int = 7) -> int:
