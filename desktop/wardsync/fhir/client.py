@@ -11,11 +11,13 @@ import asyncio
 import ipaddress
 import json
 import logging
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import certifi
 import httpx
 
 from wardsync.core.errors import SignInError
@@ -25,6 +27,7 @@ from wardsync.fhir.errors import (
     InvalidResource,
     ServerError,
     Unreachable,
+    UntrustedCertificate,
     error_for_status,
 )
 from wardsync.fhir.validation import BULK_VALIDATION_THRESHOLD, validate_resource
@@ -77,6 +80,15 @@ def require_secure_url(url: str, *, require_tls: bool = True) -> str:
             "unencrypted over a network"
         )
     return url
+
+
+def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """Certificate verification for every HTTPS call: the public CAs (certifi) plus, when IT
+    configures one (`fhir.ca_bundle`), the hospital's own CA. Verification is never off."""
+    ctx = ssl.create_default_context(cafile=certifi.where())
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +182,8 @@ class FhirClient:
             except httpx.TimeoutException as exc:
                 raise Unreachable(f"{what}: timed out") from exc
             except httpx.TransportError as exc:
+                if _is_certificate_error(exc):
+                    raise UntrustedCertificate(f"{what}: certificate not trusted") from exc
                 raise Unreachable(f"{what}: {type(exc).__name__}") from exc
             if resp.status_code == 401 and auth and attempt == 1:
                 # Refresh exactly once, then retry (the ably SDK's reauth_if_expired pattern).
@@ -277,6 +291,15 @@ class FhirClient:
             what=f"update {rtype}",
         )
         return validate_resource(self._body(resp, rtype))
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _json_or_none(resp: httpx.Response) -> Any:

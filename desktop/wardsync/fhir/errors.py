@@ -38,6 +38,15 @@ class Unreachable(FhirError):
     user_message = "server not reachable"
 
 
+class UntrustedCertificate(Unreachable):
+    """TLS verification failed: the server's certificate is not trusted on this workstation.
+
+    Hospitals with their own certificate authority add it with the `fhir.ca_bundle` setting.
+    """
+
+    user_message = "the server's security certificate is not trusted — please contact IT"
+
+
 class AuthError(FhirError):
     """401 after one token refresh: the user has to sign in again."""
 

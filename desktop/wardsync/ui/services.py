@@ -24,6 +24,7 @@ from wardsync.auth.session import Session
 from wardsync.auth.smart import TokenSet, discover, refresh
 from wardsync.core.errors import SignInError
 from wardsync.core.metrics import MetricsSink
+from wardsync.fhir.client import tls_context
 from wardsync.infra.sandbox_process import SandboxProcess
 from wardsync.infra.settings import Settings
 from wardsync.sync.workstation import Workstation, WorkstationConfig
@@ -82,7 +83,7 @@ class AppServices:
                     await result
 
         s = self.settings
-        verify: Any = str(s["fhir.ca_bundle"]) if s["fhir.ca_bundle"] else True
+        verify = tls_context(str(s["fhir.ca_bundle"]) if s["fhir.ca_bundle"] else None)
         self.http = httpx.AsyncClient(timeout=s["fhir.timeout_s"], verify=verify)
         if self.demo:
             await say("Starting the demo server (synthetic data)…")
