@@ -1,0 +1,389 @@
+"""The fault bed: a sandbox, two fault proxies, several headless workstations and ward traffic.
+
+Every workstation reaches the sandbox only through the proxies (FHIR, the realtime token
+exchange and the hub), the way a workstation reaches its servers over the hospital network; the
+laboratory and the ward devices write to the FHIR server directly (their own network). Sign-in
+happens directly too, before the faults start.
+
+After a fault, `FaultBed.assert_consistent()` checks what the issue asks of every workstation:
+its data for every open query equals the server's, nothing was applied twice, and no version
+replaced a newer one; `FaultBed.states()` gives each workstation's `connection_state` timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.faults.proxy import FaultProxy
+from tests.sandbox_fixtures import DESKTOP_CLIENT, SCOPES, running_sandbox
+from wardsync.auth.demo_login import DemoBrowser
+from wardsync.auth.login import sign_in
+from wardsync.auth.session import Session
+from wardsync.core import codes
+from wardsync.core.connection_status import ConnectionState
+from wardsync.core.metrics import MemoryMetrics
+from wardsync.core.queries import PatientLabs, PatientVitals, QueryKey
+from wardsync.fhir.errors import Conflict, FhirError
+from wardsync.sandbox.hub import HubConfig
+from wardsync.sandbox.server import Sandbox
+from wardsync.sandbox.ward.fhir_writer import FhirWriteError
+from wardsync.sandbox.ward.observations import VitalSigns, vital_sign_observations
+from wardsync.sync.pull import QueryLease
+from wardsync.sync.workstation import Workstation, WorkstationConfig
+
+log = logging.getLogger(__name__)
+
+STATIONS = 3
+PATIENTS = ("pat-02", "pat-03", "pat-04")
+# Shrunk timings (production: maxIdleInterval 15 s, degraded after 10 s, polling every 15 s).
+HEARTBEAT_INTERVAL_S = 0.5
+MAX_IDLE_INTERVAL_MS = 1500
+DEGRADED_AFTER_S = 2.0
+POLLING_INTERVAL_S = 1.0
+BACKOFF_CAP_S = 2.0
+GAP_GRACE_S = 1.0
+POLL_STEP_S = 0.05
+
+
+def fault_hub_config(**overrides: Any) -> HubConfig:
+    """Hub timings for the fault suite: silence is noticed within seconds."""
+    base = {"max_idle_interval_ms": MAX_IDLE_INTERVAL_MS,
+            "heartbeat_interval_s": HEARTBEAT_INTERVAL_S, "presence_grace_s": 2.0}
+    return HubConfig(**{**base, **overrides})
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float,
+                     what: str = "condition") -> float:
+    """Wait until `predicate()` holds; return how long that took (AssertionError on timeout)."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        await asyncio.sleep(POLL_STEP_S)
+    return time.monotonic() - start
+
+
+class TimedMetrics(MemoryMetrics):
+    """MemoryMetrics whose events carry `t` (monotonic seconds), like the log's t_mono_ns."""
+
+    def emit(self, event: str, **fields: Any) -> None:
+        super().emit(event, t=time.monotonic(), **fields)
+
+
+@dataclass
+class Station:
+    """One headless workstation with its own HTTP client, session and metrics."""
+
+    name: str
+    ws: Workstation
+    metrics: TimedMetrics
+    session: Session
+    http: httpx.AsyncClient
+    leases: list[QueryLease] = field(default_factory=list)
+
+    @property
+    def state(self) -> ConnectionState:
+        return self.ws.status.state
+
+    def states_since(self, t0: float) -> list[str]:
+        return [e["state"] for e in self.metrics.of("connection_state") if e["t"] >= t0]
+
+    def first_state_after(self, state: str, t0: float) -> float | None:
+        """Monotonic time the station first entered `state` at or after `t0`."""
+        return next((e["t"] for e in self.metrics.of("connection_state")
+                     if e["t"] >= t0 and e["state"] == state), None)
+
+
+def server_view(sandbox: Sandbox, key: QueryKey) -> dict[str, str]:
+    """ref -> versionId of everything the server returns for `key` (matches and includes)."""
+    assert sandbox.store is not None
+    out: dict[str, str] = {}
+    for search in key.searches():
+        page = sandbox.store.search(search.resource_type, [*search.params, ("_count", "1000")])
+        assert page.next_offset is None, "the fault suite's queries fit in one page"
+        for r in [*page.matches, *page.includes]:
+            out[f"{r['resourceType']}/{r['id']}"] = r["meta"]["versionId"]
+    return out
+
+
+def station_view(station: Station, refs: set[str]) -> dict[str, str | None]:
+    return {ref: station.ws.store.version(ref) for ref in refs}
+
+
+@dataclass
+class WriteLog:
+    """Writes the servers acknowledged (ref -> newest acknowledged versionId) and refusals."""
+
+    acknowledged: dict[str, int] = field(default_factory=dict)
+    failures: Counter[str] = field(default_factory=Counter)
+    conflicts: int = 0
+
+    def ack(self, resource: dict[str, Any]) -> None:
+        ref = f"{resource['resourceType']}/{resource['id']}"
+        version = int(resource["meta"]["versionId"])
+        self.acknowledged[ref] = max(version, self.acknowledged.get(ref, 0))
+
+
+class WardTraffic:
+    """Writes that go on through a fault: lab panels and corrections (direct to the server),
+    and vital signs recorded and amended at the workstations (through the proxies, If-Match).
+
+    A write the fault refuses is retried on the next tick (the laboratory with the same
+    accession, so no half-written panel is duplicated); a 412 is a conflict, never retried as
+    an overwrite.
+    """
+
+    def __init__(self, bed: FaultBed, interval_s: float) -> None:
+        self._bed = bed
+        self.interval_s = interval_s
+        self.log = WriteLog()
+        self._task: asyncio.Task[None] | None = None
+        self._ticks = itertools.count()
+        self._pending_accession: tuple[str, str] | None = None
+        self._last_report: str | None = None
+        self._recorded: list[tuple[str, int]] = []  # (Observation id, station index)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ward traffic")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    @property
+    def writes(self) -> int:
+        return len(self.log.acknowledged)
+
+    async def _run(self) -> None:
+        while True:
+            tick = next(self._ticks)
+            await self._lab(tick)
+            await self._bedside(tick)
+            await asyncio.sleep(self.interval_s)
+
+    async def _lab(self, tick: int) -> None:
+        lab = self._bed.sandbox.lab
+        patient = PATIENTS[tick % len(PATIENTS)]
+        try:
+            if tick % 4 == 3 and self._last_report is not None:
+                report, observations = await lab.correct_report(
+                    self._last_report, {codes.LACTATE.code: 1.0 + tick / 100})
+            else:
+                if self._pending_accession is None:
+                    self._pending_accession = (patient, f"LAB-FAULT-{tick:05d}")
+                patient, accession = self._pending_accession
+                report, observations = await lab.post_panel(
+                    patient, codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.5 + tick / 100},
+                    accession=accession)
+                self._pending_accession = None
+                self._last_report = report["id"]
+        except FhirWriteError as exc:
+            self.log.failures[f"lab {type(exc).__name__}"] += 1
+            return
+        for resource in (report, *observations):
+            self.log.ack(resource)
+
+    async def _bedside(self, tick: int) -> None:
+        stations = self._bed.stations
+        station_ix = tick % len(stations)
+        station = stations[station_ix]
+        try:
+            if tick % 2 == 1 and self._recorded:
+                # Another nurse amends a recorded heart rate, guarded by the version her
+                # workstation shows: a stale screen gets 412, never a silent overwrite.
+                obs_id, _ = self._recorded[-1]
+                held = station.ws.store.get(f"Observation/{obs_id}")
+                if held is None:
+                    return
+                amended = {**held, "valueQuantity": {**held["valueQuantity"],
+                                                     "value": 60 + tick % 50}}
+                stored = await station.ws.fhir.update(
+                    amended, if_match_version=held["meta"]["versionId"])
+            else:
+                patient = PATIENTS[tick % len(PATIENTS)]
+                vitals = VitalSigns(heart_rate=70 + tick % 30, respiratory_rate=16, spo2=97,
+                                    temperature=36.8, systolic=120, diastolic=75)
+                heart_rate = vital_sign_observations(
+                    patient, vitals, effective=datetime.now(UTC))[0]
+                stored = await station.ws.fhir.create(heart_rate)
+                self._recorded.append((stored["id"], station_ix))
+        except Conflict:
+            self.log.conflicts += 1
+            return
+        except FhirError as exc:
+            self.log.failures[f"bedside {type(exc).__name__}"] += 1
+            return
+        self.log.ack(stored)
+
+
+@dataclass
+class FaultBed:
+    """Everything one fault test drives (see the module docstring)."""
+
+    sandbox: Sandbox
+    hub_proxy: FaultProxy
+    fhir_proxy: FaultProxy
+    stations: list[Station]
+    keys: list[QueryKey]
+
+    def traffic(self, interval_s: float = 0.3) -> WardTraffic:
+        return WardTraffic(self, interval_s)
+
+    # ------------------------------------------------------------------ waiting
+    def all_live(self) -> bool:
+        return all(s.state is ConnectionState.LIVE for s in self.stations)
+
+    def all_loaded(self) -> bool:
+        return all(s.ws.queries.state(k).status == "ok" for s in self.stations for k in self.keys)
+
+    def converged(self) -> bool:
+        """Every station holds exactly the server's versions for every open query."""
+        for key in self.keys:
+            truth = server_view(self.sandbox, key)
+            for s in self.stations:
+                if station_view(s, set(truth)) != truth:
+                    return False
+        return True
+
+    async def wait_converged(self, timeout_s: float, what: str = "convergence") -> float:
+        """Wait until `converged()`; returns the seconds it took."""
+        try:
+            return await eventually(self.converged, timeout_s, what)
+        except AssertionError:
+            raise AssertionError(f"{what}: {self.divergence()}") from None
+
+    def divergence(self) -> str:
+        """What differs (refs and versions only), for failure messages."""
+        out = []
+        for key in self.keys:
+            truth = server_view(self.sandbox, key)
+            for s in self.stations:
+                held = station_view(s, set(truth))
+                wrong = {r: (held[r], v) for r, v in truth.items() if held[r] != v}
+                if wrong:
+                    sample = dict(list(wrong.items())[:4])
+                    out.append(f"{s.name} {key.label()}: held/server {sample} "
+                               f"({len(wrong)} differ)")
+        return "; ".join(out) or "none"
+
+    async def settle(self, timeout_s: float = 20.0) -> None:
+        """Wait until the pokes of every write so far have been published."""
+        assert self.sandbox.publisher is not None
+        await self.sandbox.publisher.drain(timeout_s)
+
+    # ------------------------------------------------------------------ checks
+    def assert_consistent(self, writes: WriteLog | None = None) -> None:
+        """After convergence: nothing lost, nothing applied twice, nothing went backwards."""
+        assert self.converged(), self.divergence()
+        for s in self.stations:
+            done = s.metrics.of("pull_done")
+            applied = Counter((e["ref"], e["versionId"]) for e in done)
+            twice = [k for k, n in applied.items() if n > 1]
+            assert not twice, f"{s.name} applied a version twice: {twice[:5]}"
+            seen: dict[str, int] = {}
+            for e in done:
+                v = int(e["versionId"])
+                assert v > seen.get(e["ref"], 0), (
+                    f"{s.name} applied {e['ref']} v{v} after v{seen[e['ref']]}")
+                seen[e["ref"]] = v
+            # The store is what windows show: it must agree with what was applied.
+            for ref, v in seen.items():
+                assert s.ws.store.version(ref) == str(v), f"{s.name} {ref} store/pull mismatch"
+        if writes is not None:
+            assert writes.acknowledged, "the traffic wrote nothing"
+            truth: dict[str, str] = {}
+            for key in self.keys:
+                truth.update(server_view(self.sandbox, key))
+            for ref, version in writes.acknowledged.items():
+                # No lost update: every acknowledged write is on the server, at that version
+                # or newer, and (by convergence) on every workstation.
+                assert ref in truth, f"acknowledged {ref} is not on the server"
+                assert int(truth[ref]) >= version, f"{ref} went back from v{version}"
+
+
+@contextlib.asynccontextmanager
+async def fault_bed(
+    seeded_data_dir: Path,
+    tmp_path: Path,
+    *,
+    stations: int = STATIONS,
+    hub_config: HubConfig | None = None,
+    session_kwargs: dict[str, Any] | None = None,
+    sandbox_overrides: dict[str, Any] | None = None,
+    **workstation_overrides: Any,
+) -> AsyncIterator[FaultBed]:
+    """A running bed: every station signed in, its queries loaded and its realtime live."""
+    async with contextlib.AsyncExitStack() as stack:
+        sb = await stack.enter_async_context(running_sandbox(
+            seeded_data_dir, tmp_path, hub_config=hub_config or fault_hub_config(),
+            **(sandbox_overrides or {})))
+        assert sb.hub is not None
+        hub_proxy = await stack.enter_async_context(FaultProxy(sb.config.host, sb.hub.port))
+        fhir_proxy = await stack.enter_async_context(FaultProxy(sb.config.host, sb.port))
+        keys: list[QueryKey] = [k for p in PATIENTS for k in (PatientLabs(p), PatientVitals(p))]
+        config = {
+            "fhir_base": fhir_proxy.url("fhir"), "ward": sb.ward,
+            "realtime_endpoint": hub_proxy.endpoint,
+            "realtime_token_url": fhir_proxy.url("realtime/token"),
+            "degraded_after_s": DEGRADED_AFTER_S, "polling_interval_s": POLLING_INTERVAL_S,
+            "backoff_cap_s": BACKOFF_CAP_S, "gap_grace_s": GAP_GRACE_S,
+            **workstation_overrides,
+        }
+        bed = FaultBed(sb, hub_proxy, fhir_proxy, [], keys)
+        for i in range(stations):
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
+            smart, tokens = await sign_in(
+                http, fhir_base=sb.fhir_base, client_id=DESKTOP_CLIENT, scopes=SCOPES,
+                open_url=DemoBrowser(http, username="demo.clinician", password="demo"))
+            session = Session(tokens, http=http, config=smart, client_id=DESKTOP_CLIENT,
+                              **(session_kwargs or {}))
+            stack.push_async_callback(session.aclose)
+            metrics = TimedMetrics()
+            ws = Workstation(WorkstationConfig(**config), session, metrics=metrics, http=http,
+                             schedule=asyncio.get_running_loop().call_soon)
+            await ws.start()
+            stack.push_async_callback(ws.aclose)
+            station = Station(f"ws{i + 1}", ws, metrics, session, http)
+            station.leases = [ws.open(k) for k in keys]
+            bed.stations.append(station)
+        await eventually(lambda: bed.all_loaded() and bed.all_live(), 20.0,
+                         "every station loaded and live")
+        yield bed
+
+
+async def post_marker(bed: FaultBed, patient: str = PATIENTS[0]) -> str:
+    """One lab panel written now (directly, retried until the server takes it); its report ref."""
+    for _ in range(50):
+        try:
+            report, _ = await bed.sandbox.lab.post_panel(
+                patient, codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.9},
+                accession=f"LAB-MARK-{id(bed):x}-{time.monotonic_ns()}")
+        except FhirWriteError:
+            await asyncio.sleep(0.2)
+            continue
+        return f"DiagnosticReport/{report['id']}"
+    raise AssertionError("the marker write never succeeded")
+
+
+def assert_states(bed: FaultBed, t0: float, *, must: set[str], allowed: set[str],
+                  last: str = "live") -> None:
+    """Each station's states since `t0` include `must`, stay within `allowed`, end at `last`."""
+    for s in bed.stations:
+        states = s.states_since(t0)
+        assert must <= set(states), f"{s.name} never said {must - set(states)}: {states}"
+        assert set(states) <= allowed, f"{s.name} said {set(states) - allowed}: {states}"
+        assert states and states[-1] == last, f"{s.name} ended {states[-1:]}, not {last}"
