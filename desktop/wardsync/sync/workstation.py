@@ -178,19 +178,41 @@ class Workstation:
 
     # ------------------------------------------------------------------ status
     def _signal(self, signal: ConnectionSignal) -> None:
+        now = self.clock.monotonic()
         new = next_status(
-            self.status, signal, self.clock.monotonic(),
-            degraded_after_s=self.config.degraded_after_s,
+            self.status, signal, now, degraded_after_s=self.config.degraded_after_s,
         )
-        if new is self.status:
-            return
-        changed = new.state != self.status.state or new.reason != self.status.reason
-        self.status = new
-        if changed:
-            self.status_history.append(new)
-            del self.status_history[:-200]
-            self.metrics.emit("connection_state", state=str(new.state), reason=new.reason)
-            self.bus.publish(ConnectionStatusChanged(status=new))
+        start_polling = not self._polling and self._realtime_down_long(new, now)
+        if start_polling:
+            # Start the fallback in the same step that crosses `degraded_after_s` (an SDK
+            # state change can cross it between watchdog ticks): the status goes straight to
+            # "degraded: polling" instead of showing "offline" until the next tick.
+            log.info("realtime down for %.0f s: polling", now - (new.realtime_down_since or now))
+            self._polling = True
+            self._last_poll = now
+            new = next_status(
+                new, PollingStarted(self.config.polling_interval_s), now,
+                degraded_after_s=self.config.degraded_after_s,
+            )
+        if new is not self.status:
+            changed = new.state != self.status.state or new.reason != self.status.reason
+            self.status = new
+            if changed:
+                self.status_history.append(new)
+                del self.status_history[:-200]
+                self.metrics.emit("connection_state", state=str(new.state), reason=new.reason)
+                self.bus.publish(ConnectionStatusChanged(status=new))
+        if start_polling:
+            self.polls += 1
+            self.queries.invalidate_all()
+
+    def _realtime_down_long(self, status: ConnectionStatus, now: float) -> bool:
+        down_since = status.realtime_down_since
+        return (
+            status.realtime is not RealtimeState.CONNECTED
+            and down_since is not None
+            and now - down_since >= self.config.degraded_after_s
+        )
 
     def _on_realtime_state(self, state: str, reason: str) -> None:
         try:
@@ -230,19 +252,9 @@ class Workstation:
         while True:
             await asyncio.sleep(WATCHDOG_TICK_S)
             now = self.clock.monotonic()
-            self._signal(Tick())
+            self._signal(Tick())  # starts polling once realtime has been down long enough
             self.intake.check_gaps()
-            st = self.status
-            down_since = st.realtime_down_since
-            down_long = (
-                st.realtime is not RealtimeState.CONNECTED
-                and down_since is not None
-                and now - down_since >= self.config.degraded_after_s
-            )
-            if down_long and not self._polling:
-                log.info("realtime down for %.0f s: polling", now - down_since)
-                self._start_polling()
-            elif self._polling and now - self._last_poll >= self.config.polling_interval_s:
+            if self._polling and now - self._last_poll >= self.config.polling_interval_s:
                 self._last_poll = now
                 self.polls += 1
                 self.queries.invalidate_all()
