@@ -1,0 +1,354 @@
+"""The app side of the realtime benchmarks, run as its own process.
+
+It composes a workstation the way `ui.services.AppServices` does in demo mode — one httpx
+client, the demo clinician signed in through the sandbox's SMART flow with `DemoBrowser`, a
+`Session`, the `Workstation` sync stack configured from the app's own settings — but against a
+sandbox that already runs in another process (the benchmark driver started it and writes to
+it). With `--windows N` (N > 0) it runs on the qasync loop like the app and opens N ward
+overview windows (offscreen Qt); with `--windows 0` it is a headless workstation on plain
+asyncio that opens the census and the per-patient keys itself.
+
+The app's metrics go to `WARDSYNC_METRICS_LOG` through its own file sink (ARCHITECTURE.md §3).
+This process also records what only it can see: every request of the shared HTTP client, a
+10 ms heartbeat on its event loop (stalls), when each window's table was painted, and
+counters (`FhirClient.requests_sent`, pulls per key) when the driver asks.
+
+Protocol with the driver, one JSON object per line:
+  stdout  {"ready": true, ...}  once every open query has loaded (and realtime is live)
+  stdin   {"cmd": "snapshot", "label": L}  ->  stdout {"snapshot": L, ...}
+  stdin   {"cmd": "stop"} or end of input  ->  the report is written to --report, exit 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from wardsync.auth.demo_login import DemoBrowser
+from wardsync.auth.login import sign_in
+from wardsync.auth.session import Session
+from wardsync.core.connection_status import ConnectionState
+from wardsync.core.queries import PatientLabs, PatientVitals, QueryKey, WardCensus
+from wardsync.infra.metrics import metrics_from_env
+from wardsync.infra.settings import Settings, load_settings
+from wardsync.sync.workstation import Workstation, WorkstationConfig
+
+log = logging.getLogger("benchmarks.app_process")
+
+DEMO_USER = "demo.clinician"  # the sandbox's demo clinician (ui.services.DEMO_USER)
+DEMO_PASSWORD = "demo"
+HEARTBEAT_INTERVAL_S = 0.010
+READY_TIMEOUT_S = 60.0
+READY_POLL_S = 0.05
+SETTLE_AFTER_READY_S = 0.5
+
+
+@dataclass
+class Recorder:
+    """Timestamps this process collects besides the metrics log (monotonic ns)."""
+
+    requests: list[tuple[int, str, str, str]] = field(default_factory=list)
+    ticks: list[int] = field(default_factory=list)
+    paints: dict[str, list[int]] = field(default_factory=dict)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+
+    async def on_request(self, request: httpx.Request) -> None:
+        """httpx request hook: every request the shared client sends, FHIR or not."""
+        self.requests.append((time.monotonic_ns(), request.method, request.url.path,
+                              request.url.query.decode("ascii", "replace")))
+
+    async def heartbeat(self) -> None:
+        """Tick every 10 ms; a late tick is a stall of the event loop (GUI thread)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            self.ticks.append(time.monotonic_ns())
+
+
+def bench_settings(args: argparse.Namespace) -> Settings:
+    """The app's built-in settings (no policy, user file or environment) plus our flags."""
+    overrides = {"sync.pull_debounce_ms": str(args.debounce_ms)}
+    if args.polling_interval_s is not None:
+        overrides["sync.polling_interval_s"] = str(args.polling_interval_s)
+    with tempfile.TemporaryDirectory() as tmp:
+        none = Path(tmp) / "absent.toml"
+        return load_settings(argv_overrides=overrides, environ={}, policy_path=none,
+                             user_path=none)
+
+
+def workstation_config(s: Settings, args: argparse.Namespace) -> WorkstationConfig:
+    """As `AppServices.start` builds it; without realtime for the polling baseline."""
+    realtime = not args.no_realtime
+    return WorkstationConfig(
+        fhir_base=args.fhir_base, ward=args.ward,
+        realtime_endpoint=args.realtime_endpoint if realtime else None,
+        realtime_token_url=args.realtime_token_url if realtime else None,
+        polling_interval_s=s["sync.polling_interval_s"],
+        degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
+        pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
+        backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
+        require_tls=s["security.require_tls"],
+    )
+
+
+def ward_patients(ws: Workstation, ward: str) -> list[str]:
+    """Patients with an in-progress stay on the ward, from the census in the store."""
+    ward_beds = {f"Location/{r['id']}" for r in ws.store.of_type("Location")
+                 if (r.get("partOf") or {}).get("reference") == f"Location/{ward}"}
+    ward_beds.add(f"Location/{ward}")
+    out = set()
+    for enc in ws.store.of_type("Encounter"):
+        here = any((loc.get("location") or {}).get("reference") in ward_beds
+                   for loc in enc.get("location") or ())
+        subject = (enc.get("subject") or {}).get("reference", "")
+        if here and enc.get("status") == "in-progress" and subject.startswith("Patient/"):
+            out.add(subject.split("/", 1)[1])
+    return sorted(out)
+
+
+class AppSide:
+    """The workstation under test and the windows it shows."""
+
+    def __init__(self, args: argparse.Namespace, recorder: Recorder) -> None:
+        self.args = args
+        self.rec = recorder
+        self.settings = bench_settings(args)
+        self.metrics = metrics_from_env()
+        self.http: httpx.AsyncClient | None = None
+        self.session: Session | None = None
+        self.ws: Workstation | None = None
+        self.windows: list[Any] = []
+        self.leases: list[Any] = []
+        self.patients: list[str] = []
+        self._probes: list[Any] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.http = httpx.AsyncClient(timeout=s["fhir.timeout_s"],
+                                      event_hooks={"request": [self.rec.on_request]})
+        config, tokens = await sign_in(
+            self.http, fhir_base=self.args.fhir_base, client_id=s["auth.client_id"],
+            scopes=s["auth.scopes"],
+            open_url=DemoBrowser(self.http, username=DEMO_USER, password=DEMO_PASSWORD),
+        )
+        self.session = Session(tokens, http=self.http, config=config,
+                               client_id=s["auth.client_id"])
+        self.ws = Workstation(workstation_config(s, self.args), self.session,
+                              schedule=loop.call_soon, metrics=self.metrics, http=self.http)
+        await self.ws.start()
+        census = WardCensus(self.args.ward)
+        if self.args.windows > 0:
+            self._open_windows()
+        else:
+            self.leases.append(self.ws.open(census))
+        await self._until(lambda: self._loaded([census]), "the ward census")
+        self.patients = ward_patients(self.ws, self.args.ward)
+        keys: list[QueryKey] = [census]
+        if self.args.windows == 0 and self.args.vitals:
+            keys += [PatientVitals(p) for p in self.patients]
+        if self.args.labs:
+            keys += [PatientLabs(p) for p in self.patients]
+        for key in keys[1:]:
+            self.leases.append(self.ws.open(key))
+        if self.args.windows > 0:
+            keys += [PatientVitals(p) for p in self.patients]  # the windows open these
+        await self._until(lambda: self._loaded(keys) and self._windows_filled(),
+                          "every query and window")
+        if self.args.what_if_columns_sized_once:
+            self._columns_sized_once()  # again, now that every row is there
+        if not self.args.no_realtime:
+            await self._until(lambda: self.ws.status.state is ConnectionState.LIVE, "live")
+        await asyncio.sleep(SETTLE_AFTER_READY_S)
+
+    def _open_windows(self) -> None:
+        from benchmarks.paint_probe import PaintProbe
+        from wardsync.ui.ward_overview import WardOverviewWindow
+        from wardsync.ui.workspace import Workspace
+
+        assert self.ws is not None and self.session is not None
+        workspace = Workspace(workstation=self.ws, metrics=self.metrics,
+                              user_name=self.session.user_display_name, demo=True,
+                              ward=self.args.ward)
+        for _ in range(self.args.windows):
+            window = WardOverviewWindow(workspace)
+            paints = self.rec.paints.setdefault(window.window_id, [])
+            probe = PaintProbe(paints, window)
+            window.table.viewport().installEventFilter(probe)
+            self._probes.append(probe)
+            window.show()
+            self.windows.append(window)
+
+    def _columns_sized_once(self) -> None:
+        """What-if experiment, not the app: size the ward table's columns once, after load.
+
+        The ward overview's header sizes its columns with ResizeToContents, so every
+        `dataChanged` of one row makes Qt measure every cell of the table again. This shows
+        what the latency would be without that, for the report; the app is unchanged.
+        """
+        from PySide6.QtWidgets import QHeaderView
+
+        header_modes = QHeaderView.ResizeMode
+        for window in self.windows:
+            window.table.resizeColumnsToContents()
+            header = window.table.horizontalHeader()
+            for col in range(window.model.columnCount()):
+                if header.sectionResizeMode(col) == header_modes.ResizeToContents:
+                    header.setSectionResizeMode(col, header_modes.Interactive)
+
+    def _loaded(self, keys: list[QueryKey]) -> bool:
+        assert self.ws is not None
+        open_keys = set(self.ws.queries.keys)
+        return all(k in open_keys and self.ws.queries.state(k).status == "ok" for k in keys)
+
+    def _windows_filled(self) -> bool:
+        return all(len(w.model.rows) == len(self.patients) and self.patients
+                   for w in self.windows)
+
+    async def _until(self, predicate: Any, what: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"app side: timed out waiting for {what}")
+            await asyncio.sleep(READY_POLL_S)
+
+    def counters(self) -> dict[str, Any]:
+        """What the driver compares before and after a phase."""
+        ws = self.ws
+        assert ws is not None
+        return {
+            "t_wall": time.time(), "t_mono_ns": time.monotonic_ns(),
+            "fhir_requests_sent": ws.fhir.requests_sent,
+            "http_requests": len(self.rec.requests),
+            "pulls": {st.key.label(): st.pulls for st in ws.queries.states()},
+            "pokes_accepted": ws.intake.accepted, "pokes_duplicate": ws.intake.duplicates,
+            "pokes_rejected": ws.intake.rejected_total, "seq_gaps": ws.intake.gaps,
+            "catch_ups": ws.catch_ups, "polls": ws.polls, "state": str(ws.status.state),
+            "bus_flushes": ws.bus.flushes, "handler_errors": ws.bus.handler_errors,
+        }
+
+    async def aclose(self) -> None:
+        for window in self.windows:
+            window.close()
+        self.windows.clear()
+        for lease in self.leases:
+            lease.close()
+        if self.ws is not None:
+            await self.ws.aclose()
+        if self.session is not None:
+            await self.session.aclose()
+        if self.http is not None:
+            await self.http.aclose()
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
+    """Blocks on the driver's commands; ends at end of input (the driver closes it)."""
+    try:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(inbox.put_nowait, line)
+        loop.call_soon_threadsafe(inbox.put_nowait, None)
+    except RuntimeError:
+        return  # the loop already closed after a "stop": nobody is waiting for input
+
+
+def _say(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(args: argparse.Namespace) -> None:
+    rec = Recorder()
+    app = AppSide(args, rec)
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[str | None] = asyncio.Queue()
+    heartbeat: asyncio.Task[None] | None = None
+    error: str | None = None
+    try:
+        await app.start()
+        heartbeat = loop.create_task(rec.heartbeat(), name="benchmark heartbeat")
+        threading.Thread(target=_read_stdin, args=(loop, inbox), daemon=True,
+                         name="driver commands").start()
+        ready = app.counters()
+        _say({"ready": True, "patients": app.patients, "keys": len(app.ws.queries.keys),
+              "windows": [w.window_id for w in app.windows], **ready})
+        while (line := await inbox.get()) is not None:
+            command = json.loads(line)
+            if command.get("cmd") == "stop":
+                break
+            if command.get("cmd") == "snapshot":
+                snap = {"label": command.get("label"), **app.counters()}
+                rec.snapshots.append(snap)
+                _say({"snapshot": snap["label"], **snap})
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("app side failed")
+        raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        final = app.counters() if app.ws is not None else {}
+        await app.aclose()
+        report = {
+            "error": error, "patients": app.patients, "final": final,
+            "snapshots": rec.snapshots, "requests": rec.requests, "ticks": rec.ticks,
+            "paints": rec.paints, "clock": {"t_wall": time.time(),
+                                            "t_mono_ns": time.monotonic_ns()},
+        }
+        await asyncio.to_thread(Path(args.report).write_text, json.dumps(report), "utf-8")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.app_process")
+    p.add_argument("--fhir-base", required=True)
+    p.add_argument("--ward", required=True)
+    p.add_argument("--realtime-endpoint", required=True)
+    p.add_argument("--realtime-token-url", required=True)
+    p.add_argument("--report", required=True, help="where to write the final report (JSON)")
+    p.add_argument("--windows", type=int, default=0,
+                   help="ward overview windows to open (0: headless, no Qt)")
+    p.add_argument("--vitals", action="store_true",
+                   help="headless: open a PatientVitals key per patient (windows always do)")
+    p.add_argument("--labs", action="store_true", help="open a PatientLabs key per patient")
+    p.add_argument("--debounce-ms", type=int, default=50, help="sync.pull_debounce_ms")
+    p.add_argument("--polling-interval-s", type=float, default=None,
+                   help="sync.polling_interval_s (default: the app's)")
+    p.add_argument("--what-if-columns-sized-once", action="store_true",
+                   help="experiment: ward table columns sized once, not on every change")
+    p.add_argument("--no-realtime", action="store_true",
+                   help="no realtime connection: the watchdog polls (the baseline client)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.windows <= 0:
+        asyncio.run(serve(args))
+        return 0
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    # As AppController: closing the windows at the end must not stop the loop under us.
+    qt_app.setQuitOnLastWindowClosed(False)
+    loop = qasync.QEventLoop(qt_app)
+    asyncio.set_event_loop(loop)
+    with loop:
+        loop.run_until_complete(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

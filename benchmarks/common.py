@@ -1,0 +1,394 @@
+"""What every benchmark script shares: the processes it runs, statistics, result files.
+
+Three processes take part in every run, as on a real ward: the sandbox backend
+(`wardsync sandbox`, started through the app's own `SandboxProcess`), the app side
+(`benchmarks.app_process`, one per workstation under test) and the benchmark driver itself,
+which writes to the FHIR server as a laboratory or bedside-device system would. The writer is
+therefore never on the app's event loop, and times that cross processes use the wall clock
+(`t_wall`, and the server's `meta.lastUpdated` as the commit time of a write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from wardsync.core import codes
+from wardsync.core.fhirtime import parse_instant
+from wardsync.infra.sandbox_process import SandboxProcess
+from wardsync.sandbox.ward.devices import WardDevices
+from wardsync.sandbox.ward.fhir_writer import FhirRestWriter
+from wardsync.sandbox.ward.lab import LabSystem
+from wardsync.sandbox.ward.observations import VitalSigns
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+APP_READY_TIMEOUT_S = 90.0
+APP_STOP_TIMEOUT_S = 30.0
+SNAPSHOT_TIMEOUT_S = 10.0
+WRITER_HTTP_TIMEOUT_S = 10.0
+NS_PER_MS = 1_000_000
+# A normal electrolytes panel (values do not matter to timing; never critical, so routine).
+NORMAL_LYTES = {codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 4.1, codes.UREA.code: 5.2,
+                codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.5}
+
+
+# ---------------------------------------------------------------------------- statistics
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of already sorted values, linearly interpolated."""
+    if not sorted_values:
+        return math.nan
+    if len(sorted_values) == 1:
+        return float(sorted_values[0])
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
+
+
+def distribution(values: Iterable[float], places: int = 1) -> dict[str, Any]:
+    """n, mean, p50, p95, p99, min and max of `values` (rounded), or just n=0."""
+    data = sorted(values)
+    if not data:
+        return {"n": 0}
+
+    def r(x: float) -> float:
+        return round(x, places)
+
+    return {
+        "n": len(data),
+        "mean": r(sum(data) / len(data)),
+        "p50": r(percentile(data, 50)),
+        "p95": r(percentile(data, 95)),
+        "p99": r(percentile(data, 99)),
+        "min": r(data[0]),
+        "max": r(data[-1]),
+    }
+
+
+def ratio(numerator: float, denominator: float, places: int = 2) -> float | None:
+    if not denominator or math.isnan(numerator) or math.isnan(denominator):
+        return None
+    return round(numerator / denominator, places)
+
+
+def commit_wall(resource: dict[str, Any]) -> float:
+    """When the server committed this version: its `meta.lastUpdated`, epoch seconds.
+
+    The sandbox stamps lastUpdated (microseconds) with the host clock at commit, the same
+    clock the app's `t_wall` uses, so the two can be subtracted.
+    """
+    stamp = parse_instant((resource.get("meta") or {}).get("lastUpdated"))
+    if stamp is None:
+        raise ValueError("stored resource has no usable meta.lastUpdated")
+    return stamp.timestamp()
+
+
+@dataclass(frozen=True)
+class Written:
+    """One resource version a benchmark wrote, and when the server committed it."""
+
+    ref: str
+    version: str
+    commit_wall: float
+    patient: str
+
+    @classmethod
+    def of(cls, stored: dict[str, Any], patient: str) -> Written:
+        return cls(f"{stored['resourceType']}/{stored['id']}", str(stored["meta"]["versionId"]),
+                   commit_wall(stored), patient)
+
+
+def random_vitals(rng: random.Random) -> VitalSigns:
+    """A plausible round of bedside observations (values do not matter to timing)."""
+    return VitalSigns(
+        heart_rate=rng.randint(60, 110), respiratory_rate=rng.randint(12, 24),
+        spo2=rng.randint(92, 99), temperature=round(rng.uniform(36.2, 38.4), 1),
+        systolic=rng.randint(100, 150), diastolic=rng.randint(60, 90),
+    )
+
+
+# ---------------------------------------------------------------------------- machine
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a result was measured on (every result file carries it)."""
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "packages": {d: _version(d) for d in ("pyside6-essentials", "qasync", "httpx", "ably",
+                                              "aiohttp", "fhir.resources")},
+        "git_commit": _git_commit(),
+    }
+
+
+def write_result(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:
+    """Write `benchmarks/results/<name>.json` (or into `out_dir`) with the machine noted."""
+    directory = out_dir or RESULTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    body = {"benchmark": name, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine_info(), **payload}
+    body["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    path.write_text(json.dumps(body, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------- sandbox
+@contextlib.asynccontextmanager
+async def running_sandbox(*args: str) -> AsyncIterator[dict[str, Any]]:
+    """`wardsync sandbox <args>` as a child process; yields its JSON ready line."""
+    sandbox = await SandboxProcess.start(*args)
+    try:
+        yield sandbox.info
+    finally:
+        await sandbox.stop()
+
+
+async def sandbox_stats(http: httpx.AsyncClient, info: dict[str, Any]) -> dict[str, Any]:
+    """The sandbox's control endpoint: hub counters and the poke publisher's last seq."""
+    resp = await http.get(f"{info['admin_url']}/stats",
+                          headers={"Authorization": f"Bearer {info['admin_token']}"})
+    resp.raise_for_status()
+    return resp.json()
+
+
+@dataclass
+class WardWriters:
+    """The sandbox's laboratory and bedside-device clients, with its own credentials.
+
+    `reader` is a plain FHIR REST client with the device credentials, for timing reads.
+    """
+
+    http: httpx.AsyncClient
+    lab: LabSystem
+    devices: WardDevices
+    reader: FhirRestWriter
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, info: dict[str, Any]) -> AsyncIterator[WardWriters]:
+        async with httpx.AsyncClient(timeout=WRITER_HTTP_TIMEOUT_S) as http:
+            common = {"fhir_base": info["fhir_base"], "token_url": info["token_url"],
+                      "http": http}
+            yield cls(
+                http=http,
+                lab=LabSystem(client_id=info["lab_client"]["client_id"],
+                              client_secret=info["lab_client"]["client_secret"], **common),
+                devices=WardDevices(client_id=info["devices_client"]["client_id"],
+                                    client_secret=info["devices_client"]["client_secret"],
+                                    **common),
+                reader=FhirRestWriter(client_id=info["devices_client"]["client_id"],
+                                      client_secret=info["devices_client"]["client_secret"],
+                                      **common),
+            )
+
+
+# ---------------------------------------------------------------------------- app side
+class AppProcessError(RuntimeError):
+    """The app side did not start, answer or stop as the protocol says."""
+
+
+@dataclass
+class AppProcess:
+    """Driver's handle on one `benchmarks.app_process` child (see its docstring)."""
+
+    proc: asyncio.subprocess.Process
+    metrics_path: Path
+    report_path: Path
+    stderr_path: Path
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def run(cls, info: dict[str, Any], work_dir: Path, name: str,
+                  *args: str) -> AsyncIterator[AppProcess]:
+        """Start the app side against the sandbox `info`, wait until it is ready."""
+        metrics_path, report_path, stderr_path = _fresh_paths(work_dir, name)
+        env = dict(os.environ)
+        env["WARDSYNC_METRICS_LOG"] = str(metrics_path)
+        env.setdefault("QT_QPA_PLATFORM", "offscreen")
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+        cmd = [sys.executable, "-m", "benchmarks.app_process",
+               "--fhir-base", info["fhir_base"], "--ward", info["ward"],
+               "--realtime-endpoint", info["ably_endpoint"],
+               "--realtime-token-url", info["ably_token_url"],
+               "--report", str(report_path), *args]
+        stderr = await asyncio.to_thread(open, stderr_path, "wb")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=stderr, cwd=str(REPO), env=env,
+            )
+        finally:
+            stderr.close()  # the child has its own copy
+        app = cls(proc, metrics_path, report_path, stderr_path)
+        try:
+            app.ready = await app._read_line("ready", APP_READY_TIMEOUT_S)
+            yield app
+        finally:
+            await app._terminate()
+
+    def _stderr_tail(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    async def _read_line(self, key: str, timeout_s: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        except TimeoutError as exc:
+            raise AppProcessError(f"app side gave no {key!r} line in {timeout_s:.0f} s:\n"
+                                  f"{self._stderr_tail()}") from exc
+        if not line:
+            await self.proc.wait()
+            raise AppProcessError(f"app side ended (exit {self.proc.returncode}) before "
+                                  f"{key!r}:\n{self._stderr_tail()}")
+        message = json.loads(line)
+        if key not in message:
+            raise AppProcessError(f"expected {key!r} from the app side, got {message}")
+        return message
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(message) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    async def snapshot(self, label: str) -> dict[str, Any]:
+        """Ask the app side to record its counters now; returns its acknowledgement."""
+        await self._send({"cmd": "snapshot", "label": label})
+        return await self._read_line("snapshot", SNAPSHOT_TIMEOUT_S)
+
+    async def stop(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Stop the app side cleanly; returns its report and its metrics-log events."""
+        await self._send({"cmd": "stop"})
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), APP_STOP_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise AppProcessError("app side did not stop in time") from exc
+        if code != 0:
+            raise AppProcessError(f"app side exited with {code}:\n{self._stderr_tail()}")
+        report = json.loads(await asyncio.to_thread(self.report_path.read_text, "utf-8"))
+        return report, await asyncio.to_thread(read_metrics, self.metrics_path)
+
+    async def _terminate(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), APP_STOP_TIMEOUT_S)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def _fresh_paths(work_dir: Path, name: str) -> tuple[Path, Path, Path]:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths = (work_dir / f"{name}.metrics.jsonl", work_dir / f"{name}.report.json",
+             work_dir / f"{name}.stderr.log")
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return paths
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a WARDSYNC_METRICS_LOG file."""
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@contextlib.contextmanager
+def work_directory(keep: Path | None = None) -> Any:
+    """Where app processes put their metrics logs and reports (temporary unless `keep`)."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="wardsync-bench-") as tmp:
+        yield Path(tmp)
+
+
+# ---------------------------------------------------------------------------- app reports
+def tick_gaps_ms(ticks: Sequence[int], start_ns: int | None = None,
+                 end_ns: int | None = None) -> list[float]:
+    """Gaps between consecutive heartbeat ticks (ms) whose later tick is in [start, end]."""
+    out = []
+    for prev, cur in itertools.pairwise(ticks):
+        if (start_ns is None or cur >= start_ns) and (end_ns is None or cur <= end_ns):
+            out.append((cur - prev) / NS_PER_MS)
+    return out
+
+
+def loop_stalls(ticks: Sequence[int], start_ns: int | None = None, end_ns: int | None = None,
+                interval_ms: float = 10.0, stall_over_ms: float = 100.0) -> dict[str, Any]:
+    """How regularly the app's 10 ms heartbeat ticked in a window: a gap between two ticks
+    is how long the event loop (in the app: the GUI thread) could not run anything else."""
+    gaps = tick_gaps_ms(ticks, start_ns, end_ns)
+    return {
+        "heartbeat_interval_ms": interval_ms,
+        "tick_gap_ms": distribution(gaps),
+        "max_gap_ms": round(max(gaps), 1) if gaps else None,
+        "gaps_over_ms": stall_over_ms,
+        "gaps_over": sum(1 for g in gaps if g > stall_over_ms),
+    }
