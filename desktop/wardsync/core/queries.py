@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from wardsync.core import codes
+from wardsync.core.alerts import ACK_CODE, ALERT_CODE_SYSTEM, ESCALATION_CODE
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,3 +228,53 @@ class LabReport:
 
     def label(self) -> str:
         return f"report DiagnosticReport/{self.report_id}"
+
+
+# Patients per search of a ward-level key: keeps each URL well under the 8 KB that servers
+# and proxies commonly accept, whatever the length of the patients' ids.
+MAX_PATIENTS_PER_SEARCH = 50
+
+
+@dataclass(frozen=True, slots=True)
+class WardAlerts:
+    """What critical-result alerts need for a ward's patients (core.alerts): their reports
+    with results, and the acknowledgement Communications and escalation Tasks recorded.
+
+    `patient_ids` are sorted logical ids (comma-separated OR values, R4 search.html#combining);
+    `since` is a FHIR instant: only resources updated from then on count (the rebuild
+    lookback). `_lastUpdated=ge` only ever keeps matching a resource it matched once, as
+    updates move `lastUpdated` forward, so it is as safe for incremental pulls as a filter on
+    a field that never changes. The reports' results come with them (`_include`) and need no
+    companion search: an alert is about a report version, and the laboratory releases every
+    change of a result by writing a new report version (sandbox/pokes.py), which brings the
+    current results with it.
+    """
+
+    ward_id: str
+    patient_ids: tuple[str, ...]
+    since: str
+    patient_id: None = None
+
+    def searches(self) -> tuple[Search, ...]:
+        since = ("_lastUpdated", f"ge{self.since}")
+        out: list[Search] = []
+        ids = list(self.patient_ids)
+        for start in range(0, len(ids), MAX_PATIENTS_PER_SEARCH):
+            patients = ("patient", ",".join(
+                f"Patient/{p}" for p in ids[start:start + MAX_PATIENTS_PER_SEARCH]))
+            out += [
+                Search("DiagnosticReport",
+                       (patients, since, ("_include", "DiagnosticReport:result"))),
+                Search("Communication",
+                       (patients, ("category", f"{ALERT_CODE_SYSTEM}|{ACK_CODE}"), since)),
+                Search("Task",
+                       (patients, ("code", f"{ALERT_CODE_SYSTEM}|{ESCALATION_CODE}"), since)),
+            ]
+        return tuple(out)
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        return (poke.resource_type in ("DiagnosticReport", "Communication", "Task")
+                and poke.patient_id in self.patient_ids)
+
+    def label(self) -> str:
+        return f"alerts Location/{self.ward_id} ({len(self.patient_ids)} patients)"
