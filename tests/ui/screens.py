@@ -11,10 +11,16 @@ from pathlib import Path
 import qasync
 from PySide6.QtWidgets import QApplication
 
+from wardsync.core import codes
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import NullMetrics
 from wardsync.infra.settings import load_settings
+from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.ui.app import AppController, load_stylesheet
+from wardsync.ui.lab_report import LabReportWindow
+from wardsync.ui.patient_chart import TABS, PatientChartWindow
+
+CRITICAL_POTASSIUM = 6.9  # mmol/L, above the 6.2 critical limit: shows a corrected, critical line
 
 
 async def wait_for(predicate, timeout_s: float = 30.0) -> None:
@@ -43,8 +49,83 @@ async def shoot(out: Path, theme: str) -> None:
         await asyncio.sleep(0.5)  # let the window manager-less X server map and paint
         shot = app.primaryScreen().grabWindow(ward.winId())
         shot.save(str(out / f"ward-overview-{theme}.png"))
+        await shoot_patient_windows(controller, ward, out, theme)
     finally:
         await controller.aclose()
+
+
+async def shoot_patient_windows(controller: AppController, ward, out: Path, theme: str) -> None:
+    """The chart of the sickest patient (every tab), and the lab detail of one of their
+    reports after the laboratory corrected a result to a critical (or high) value."""
+    ws = controller.workspace
+    patient_id = max(ward.model.rows,
+                     key=lambda r: r.news2.partial_total if r.news2 else 0).patient_id
+    chart = PatientChartWindow(ws, patient_id)
+    try:
+        chart.resize(1400, 900)
+        chart.show()
+        await wait_for(lambda: all(ws.queries.state(k).status == "ok"
+                                   for k in (chart.record_key, chart.vitals_key,
+                                             chart.labs_key))
+                       and chart.vitals.has_readings and chart.labs.group_keys())
+        report_id = await _correct_one_result(controller, chart)
+        await asyncio.sleep(3.5)  # let the update highlight fade: shots show the steady state
+        for index, (section, _text, _name) in enumerate(TABS):
+            chart.tabs.setCurrentIndex(index)
+            await asyncio.sleep(0.4)
+            _grab(chart, out / f"patient-chart-{section}-{theme}.png")
+    finally:
+        chart.close()
+    detail = LabReportWindow(ws, report_id, patient_id)
+    try:
+        detail.resize(1100, 800)
+        detail.show()
+        await wait_for(lambda: detail.history_loads >= 1 and len(detail.history.row_keys()) >= 3)
+        await asyncio.sleep(0.5)
+        _grab(detail, out / f"lab-report-{theme}.png")
+    finally:
+        detail.close()
+        await detail.wait_closed()
+
+
+def _grab(window, path: Path) -> None:
+    QApplication.instance().primaryScreen().grabWindow(window.winId()).save(str(path))
+
+
+async def _correct_one_result(controller: AppController, chart: PatientChartWindow) -> str:
+    """Correct a result of one of the chart's reports as the laboratory would; returns the
+    report id once the chart's store holds the corrected report."""
+    ws = controller.workspace
+    reports = [ws.store.get(k) for k in chart.labs.group_keys()
+               if k.startswith("DiagnosticReport/")]
+    if not reports:
+        raise LookupError("the sickest patient has no lab report to show")
+
+    def results(report: dict) -> list[dict]:
+        return [ws.store.get(r["reference"]) for r in report["result"]]
+
+    with_potassium = [r for r in reports if any(
+        o["code"]["coding"][0]["code"] == codes.POTASSIUM.code for o in results(r))]
+    report = (with_potassium or reports)[0]
+    target = next((o for o in results(report)
+                   if o["code"]["coding"][0]["code"] == codes.POTASSIUM.code),
+                  results(report)[0])
+    code = target["code"]["coding"][0]["code"]
+    if code == codes.POTASSIUM.code:
+        value = CRITICAL_POTASSIUM
+    else:  # no potassium: a clearly high value for the test's range
+        value = round(float(target["referenceRange"][0]["high"]["value"]) * 1.5, 1)
+    info = controller.services.sandbox.info
+    lab = LabSystem(fhir_base=info["fhir_base"], token_url=info["token_url"],
+                    client_id=info["lab_client"]["client_id"],
+                    client_secret=info["lab_client"]["client_secret"])
+    try:
+        await lab.correct_report(report["id"], {code: value})
+    finally:
+        await lab.aclose()
+    ref = f"DiagnosticReport/{report['id']}"
+    await wait_for(lambda: (ws.store.get(ref) or {}).get("status") == "corrected")
+    return report["id"]
 
 
 def main() -> int:

@@ -6,10 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PySide6.QtGui import QImage
 
 from tests.conftest import REPO
 from tests.ui.xvfb import xvfb_env
+
+THEMES = ("light", "high-contrast")
+CHART_TABS = ("vitals", "labs", "problems", "medicines", "tasks")
 
 
 def distinct_colours(image: QImage, step: int = 7) -> int:
@@ -20,15 +24,36 @@ def distinct_colours(image: QImage, step: int = 7) -> int:
     return len(seen)
 
 
-def test_ward_overview_screenshots_under_xvfb(xvfb_display: str, artifacts_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def screenshots(xvfb_display: str, artifacts_dir: Path) -> Path:
+    """Runs every window once per theme on the Xvfb display (one run for all shots)."""
     out = artifacts_dir / "screenshots"
     proc = subprocess.run([sys.executable, "-m", "tests.ui.screens", str(out)], cwd=REPO,
                           env=xvfb_env(xvfb_display), capture_output=True, text=True,
-                          timeout=120)
+                          timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for theme in ("light", "high-contrast"):
-        image = QImage(str(out / f"ward-overview-{theme}.png"))
-        assert not image.isNull()
-        assert image.width() >= 1200 and image.height() >= 700
-        # A real, painted window: many colours (text, bands, status bar), not a blank frame.
-        assert distinct_colours(image) > 20
+    return out
+
+
+def assert_painted_window(path: Path, min_width: int, min_height: int) -> QImage:
+    image = QImage(str(path))
+    assert not image.isNull(), f"{path.name} missing"
+    assert image.width() >= min_width and image.height() >= min_height, path.name
+    # A real, painted window: many colours (text, bands, status bar), not a blank frame.
+    assert distinct_colours(image) > 20, f"{path.name} looks blank"
+    return image
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_ward_overview_screenshots_under_xvfb(screenshots: Path, theme: str) -> None:
+    assert_painted_window(screenshots / f"ward-overview-{theme}.png", 1200, 700)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_patient_chart_and_lab_report_screenshots_under_xvfb(screenshots: Path,
+                                                             theme: str) -> None:
+    tabs = [assert_painted_window(screenshots / f"patient-chart-{tab}-{theme}.png", 1200, 800)
+            for tab in CHART_TABS]
+    # Each tab shows something different, not the same frame five times.
+    assert len({image.bits().tobytes() for image in tabs}) == len(CHART_TABS)
+    assert_painted_window(screenshots / f"lab-report-{theme}.png", 1000, 700)

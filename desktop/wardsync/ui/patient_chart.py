@@ -1,0 +1,205 @@
+"""The patient chart window: identity banner, vital-sign trends, lab results by report,
+problems and immunisations, medicines and tasks of one patient.
+
+Fed by the shared store through five query keys (identity, allergies, record, vitals, labs);
+a change repaints only the tabs whose resources changed, highlights the changed lines, and
+emits one `rendered` event naming the versions that became visible. Keyboard: Ctrl+1..5 (or
+Alt + the underlined letter) switch tabs, Ctrl+Tab cycles them, Enter on a lab report opens
+it in its own window (`report_requested`).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+
+from wardsync.core.queries import PatientLabs, PatientRecord, PatientVitals
+from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
+from wardsync.ui.chart_widgets.patient_window import PatientWindow
+from wardsync.ui.chart_widgets.vital_trends import VitalTrendsPanel
+from wardsync.ui.lab_rows import LAB_COLUMNS, lab_groups
+from wardsync.ui.record_rows import (
+    MEDICATION_COLUMNS,
+    PROBLEM_COLUMNS,
+    TASK_COLUMNS,
+    medication_groups,
+    problem_groups,
+    task_groups,
+)
+from wardsync.ui.table_rows import newly_visible, shown_versions
+from wardsync.ui.vital_series import vital_trends
+from wardsync.ui.ward_rows import is_vital_sign, patient_ref_of
+from wardsync.ui.workspace import Workspace
+
+# (section, tab text with its Alt mnemonic, accessible name)
+TABS = (
+    ("vitals", "&Vitals", "Vital signs"),
+    ("labs", "&Labs", "Lab results"),
+    ("problems", "&Problems && immunisations", "Problems and immunisations"),
+    ("medicines", "&Medicines", "Medicines"),
+    ("tasks", "&Tasks", "Tasks"),
+)
+SECTION_OF_TYPE = {
+    "DiagnosticReport": ("labs",),
+    "Condition": ("problems",),
+    "Immunization": ("problems",),
+    "MedicationRequest": ("medicines",),
+    "Task": ("tasks",),
+    # Names of prescribers and task owners.
+    "Practitioner": ("medicines", "tasks"),
+}
+
+
+class PatientChartWindow(PatientWindow):
+    """One patient's chart. The launcher connects `report_requested` / `patient_requested`."""
+
+    kind = "chart"
+    title = "Patient chart"
+
+    def __init__(self, workspace: Workspace, patient_id: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(workspace, patient_id, parent)
+        self.record_key = PatientRecord(patient_id)
+        self.vitals_key = PatientVitals(patient_id)
+        self.labs_key = PatientLabs(patient_id)
+
+        self.vitals = VitalTrendsPanel()
+        self.labs = GroupedTable(LAB_COLUMNS, object_name="labResults",
+                                 accessible_name="Lab results grouped by report",
+                                 numeric_columns=(1,))
+        self.problems = GroupedTable(
+            PROBLEM_COLUMNS, object_name="problemList",
+            accessible_name="Active and past problems, immunisation history")
+        self.medicines = GroupedTable(MEDICATION_COLUMNS, object_name="medicationList",
+                                      accessible_name="Medicines")
+        self.tasks = GroupedTable(TASK_COLUMNS, object_name="taskList", accessible_name="Tasks")
+        self.labs.activated_key.connect(self._on_labs_activated_key)
+
+        self.tabs = QTabWidget(self)
+        self.tabs.setObjectName("chartTabs")
+        self.tabs.setAccessibleName("Chart sections")
+        self.pages: dict[str, QWidget] = {}
+        has_record = self._has_record_rows
+        status = {
+            "vitals": self.status_line("Vital signs", [self.vitals_key],
+                                       lambda: self.vitals.has_readings),
+            "labs": self.status_line("Lab results", [self.labs_key],
+                                     lambda: bool(self.labs.group_keys())),
+            "problems": self.status_line("Problems and immunisations", [self.record_key],
+                                         has_record),
+            "medicines": self.status_line("Medicines", [self.record_key], has_record),
+            "tasks": self.status_line("Tasks", [self.record_key], has_record),
+        }
+        self.messages = status
+        scroll = QScrollArea()
+        scroll.setObjectName("vitalsScroll")
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.vitals)
+        contents: dict[str, QWidget] = {"vitals": scroll, "labs": self.labs,
+                                        "problems": self.problems,
+                                        "medicines": self.medicines, "tasks": self.tasks}
+        for index, (section, text, accessible) in enumerate(TABS):
+            page = QWidget()
+            page.setObjectName(f"{section}Page")
+            page.setAccessibleName(accessible)
+            layout = QVBoxLayout(page)
+            layout.addWidget(status[section])
+            if section == "labs":
+                hint = QLabel("Enter or double-click opens a report in its own window.", page)
+                hint.setObjectName("panelHint")
+                layout.addWidget(hint)
+            layout.addWidget(contents[section], 1)
+            self.tabs.addTab(page, text)
+            self.tabs.setTabToolTip(index, f"{accessible} (Ctrl+{index + 1})")
+            self.pages[section] = page
+            shortcut = QShortcut(QKeySequence(f"Ctrl+{index + 1}"), self)
+            shortcut.activated.connect(lambda i=index: self._on_tab_shortcut_activated(i))
+        self.tabs.currentChanged.connect(self._on_tabs_current_changed)
+
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.resize(1200, 820)
+
+        self.open_identity_queries()
+        for key in (self.record_key, self.vitals_key, self.labs_key):
+            self.open_query(key)
+        self.render_sections(None)  # whatever the store already holds (other windows)
+        self.refresh_status()
+
+    # ------------------------------------------------------------------ rendering
+    def _has_record_rows(self) -> bool:
+        return any(t.row_keys() for t in (self.problems, self.medicines, self.tasks))
+
+    def _sections_for(self, refs: set[str]) -> set[str]:
+        sections: set[str] = set()
+        store = self.workspace.store
+        for ref in refs:
+            rtype = ref.split("/", 1)[0]
+            if rtype == "Observation":
+                obs = store.get(ref)
+                if obs is None:
+                    sections |= {s for s in ("vitals", "labs") if ref in self.shown.get(s, {})}
+                elif self.is_mine(ref, "vitals", "labs"):
+                    sections.add("vitals" if is_vital_sign(obs) else "labs")
+                    if ref in self.shown.get("vitals", {}) and not is_vital_sign(obs):
+                        sections.add("vitals")
+            elif rtype == "Practitioner":
+                sections |= set(SECTION_OF_TYPE[rtype])
+            elif rtype in SECTION_OF_TYPE:
+                owners = SECTION_OF_TYPE[rtype]
+                if self.is_mine(ref, *owners):
+                    sections |= set(owners)
+        return sections
+
+    def render_sections(self, refs: set[str] | None) -> dict[str, str]:
+        visible = super().render_sections(refs)
+        sections = {s for s, _, _ in TABS} if refs is None else self._sections_for(refs)
+        for section in sections:
+            before = self.shown.get(section, {})
+            after = self._render(section)
+            self.shown[section] = after
+            visible.update(newly_visible(before, after, refs or ()))
+        return visible
+
+    def _render(self, section: str) -> dict[str, str]:
+        store, pid = self.workspace.store, self.patient_id
+        if section == "vitals":
+            mine = store.select(
+                "Observation",
+                lambda o: patient_ref_of(o) == self.patient_ref and is_vital_sign(o))
+            data = vital_trends(mine)
+            self.vitals.show_trends(data)
+            return dict(data.shown)
+        table, groups = {
+            "labs": lambda: (self.labs, lab_groups(store, pid)),
+            "problems": lambda: (self.problems, problem_groups(store, pid)),
+            "medicines": lambda: (self.medicines, medication_groups(store, pid)),
+            "tasks": lambda: (self.tasks, task_groups(store, pid)),
+        }[section]()
+        table.set_groups(groups)
+        return shown_versions(groups)
+
+    # ------------------------------------------------------------------ interaction
+    def _on_labs_activated_key(self, key: str) -> None:
+        item = self.labs.item_for(key)
+        if key.startswith("Observation/") and item is not None and item.parent() is not None:
+            key = str(item.parent().data(0, KEY_ROLE))
+        if key.startswith("DiagnosticReport/"):
+            self.report_requested.emit(key.split("/", 1)[1], self.patient_id)
+
+    def _on_tab_shortcut_activated(self, index: int) -> None:
+        self.tabs.setCurrentIndex(index)
+
+    def _on_tabs_current_changed(self, index: int) -> None:
+        # Keyboard users land in the tab's content, not on the tab bar.
+        section = TABS[index][0]
+        target = {"vitals": self.vitals.cards["hr"].view, "labs": self.labs,
+                  "problems": self.problems, "medicines": self.medicines,
+                  "tasks": self.tasks}[section]
+        if self.isActiveWindow():
+            target.setFocus(Qt.FocusReason.TabFocusReason)
+
