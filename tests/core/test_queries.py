@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wardsync.core import codes
+from wardsync.core.alerts import ACK_CODE, ALERT_CODE_SYSTEM, ESCALATION_CODE
 from wardsync.core.pokes import POKE_RESOURCE_TYPES, POKE_TYPES, Poke, parse_poke
 from wardsync.core.queries import (
+    MAX_PATIENTS_PER_SEARCH,
     LabReport,
     PatientAllergies,
     PatientIdentity,
@@ -17,6 +19,7 @@ from wardsync.core.queries import (
     PatientVitals,
     QueryKey,
     Search,
+    WardAlerts,
     WardCensus,
 )
 
@@ -210,3 +213,47 @@ def test_a_patient_key_is_only_touched_by_its_own_patient(
                "AllergyIntolerance", *RECORD_TYPES}
     if rtype not in watched:
         assert not any(k.touched_by(p) for k in all_keys())
+
+
+# ---------------------------------------------------------------------------- ward alerts
+
+
+def test_ward_alerts_search_reports_acknowledgements_and_escalations_of_the_ward() -> None:
+    since = ("_lastUpdated", "ge2026-01-01T00:00:00+00:00")
+    key = WardAlerts("w1", ("p1", "p2"), "2026-01-01T00:00:00+00:00")
+    patients = ("patient", "Patient/p1,Patient/p2")
+    assert key.searches() == (
+        Search("DiagnosticReport", (patients, since, ("_include", "DiagnosticReport:result"))),
+        Search("Communication", (patients, ("category", f"{ALERT_CODE_SYSTEM}|{ACK_CODE}"),
+                                 since)),
+        Search("Task", (patients, ("code", f"{ALERT_CODE_SYSTEM}|{ESCALATION_CODE}"), since)),
+    )
+    assert key.patient_id is None
+    assert key.label() == "alerts Location/w1 (2 patients)"
+    # Only fields a resource keeps for life, and a lower bound on lastUpdated, which a
+    # resource that matched once keeps matching as updates only move it forward.
+    for search in key.searches():
+        names = {name for name, _ in search.params if name != "_include"}
+        assert names <= IMMUTABLE_FILTERS | {"_lastUpdated"}
+        assert all(v.startswith("ge") for n, v in search.params if n == "_lastUpdated")
+
+
+def test_ward_alerts_split_a_large_ward_into_several_searches() -> None:
+    ids = tuple(f"p{n:03d}" for n in range(MAX_PATIENTS_PER_SEARCH * 2 + 1))
+    searches = WardAlerts("w1", ids, "2026-01-01T00:00:00+00:00").searches()
+    assert len(searches) == 9
+    covered = [p for s in searches if s.resource_type == "Task"
+               for p in dict(s.params)["patient"].split(",")]
+    assert covered == [f"Patient/{p}" for p in ids]
+
+
+@pytest.mark.parametrize(("rtype", "patient", "touched"), [
+    ("DiagnosticReport", "p1", True), ("Communication", "p2", True), ("Task", "p1", True),
+    ("DiagnosticReport", "p3", False), ("Communication", None, False),
+    ("Observation", "p1", False), ("Encounter", "p1", False), ("Patient", "p1", False),
+])
+def test_ward_alerts_are_touched_by_reports_acks_and_tasks_of_their_patients(
+    rtype: str, patient: str | None, touched: bool
+) -> None:
+    key = WardAlerts("w1", ("p1", "p2"), "2026-01-01T00:00:00+00:00")
+    assert key.touched_by(poke(rtype, "x1", patient)) is touched
