@@ -329,3 +329,26 @@ def test_a_failing_sink_does_not_stop_the_others(
     assert tee.failures[0] == 3
     failures = [r for r in caplog.records if "metrics sink BrokenSink failed" in r.getMessage()]
     assert len(failures) == 1  # logged once, then counted
+
+
+def test_unpoked_versions_of_one_pull_share_a_log_line(
+    rec: ActivityRecorder, clock: FakeClock
+) -> None:
+    poke(rec, "Observation/poked", "2")
+    for i in range(300):  # a first load: hundreds of versions nobody poked
+        pull(rec, f"Observation/o{i}", "1", key="vitals Patient/p1")
+    pull(rec, "Observation/poked", "2", key="vitals Patient/p1")  # answers the poke
+    pull(rec, "Observation/x", "1", key="vitals Patient/p1")  # new line after a poked one
+    pull(rec, "Observation/y", "1", key="labs Patient/p1")  # another query: another line
+    clock.advance(2.0)
+    pull(rec, "Observation/z", "1", key="labs Patient/p1")  # a later pull: another line
+    recent = rec.snapshot().recent
+    assert [(e.ref, e.version_id, e.detail, e.count, e.poked) for e in recent] == [
+        ("Observation/z", "1", "labs Patient/p1", 1, False),
+        ("Observation/y", "1", "labs Patient/p1", 1, False),
+        ("Observation/x", "1", "vitals Patient/p1", 1, False),
+        ("Observation/poked", "2", "vitals Patient/p1", 1, True),
+        ("Observation/o0", "", "vitals Patient/p1", 300, False),
+        ("Observation/poked", "2", "RESOURCE_CHANGED routine", 1, False),
+    ]
+    assert rec.snapshot().pulls_total == 304  # every version still counts in the rates

@@ -26,7 +26,7 @@ import math
 import threading
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from wardsync.core.clock import Clock, SystemClock
@@ -41,6 +41,7 @@ RECENT_UPDATES_MAX = 200  # entries of the recent update log
 LATENCY_SAMPLES_MAX = 1000  # latest latency samples the percentiles are computed from
 PENDING_POKES_MAX = 5000  # pokes waiting for their pull / repaint, oldest dropped first
 PENDING_POKE_TTL_S = 300.0  # a poke not answered within this long stops waiting
+PULL_GROUP_S = 1.0  # unpoked versions of one query pulled within this long share a log line
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,10 @@ class UpdateEntry:
     """One line of the recent update log: references and versions only.
 
     `kind` is "poke", "pull" or "rejected"; `detail` is the poke's type and priority, the
-    pulling query's label, or the rejection reason code.
+    pulling query's label, or the rejection reason code. A pull that answers a poke gets a
+    line of its own; versions pulled without a poke (first loads, catch-ups, polling) are
+    summed into one line per pull, `count` versions with `ref` the first of them, so a
+    first load of hundreds of resources does not push the pokes out of the log.
     """
 
     wall: float
@@ -65,6 +69,8 @@ class UpdateEntry:
     ref: str
     version_id: str
     detail: str
+    count: int = 1
+    poked: bool = False  # a pull line that answered a poke
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,9 +306,17 @@ class ActivityRecorder:
         ref, version = _text(fields.get("ref")), _text(fields.get("versionId"))
         self._pulls_total += 1
         self._pull_rate.add(now)
-        self._recent.append(UpdateEntry(wall, "pull", ref, version, _text(fields.get("key"))))
-        if ref and version:
-            self._to_pull.extend(now - t for t in self._awaiting_pull.resolve(ref, version))
+        key = _text(fields.get("key"))
+        answered = self._awaiting_pull.resolve(ref, version) if ref and version else []
+        self._to_pull.extend(now - t for t in answered)
+        last = self._recent[-1] if self._recent else None
+        if (not answered and last is not None and last.kind == "pull" and not last.poked
+                and last.detail == key and wall - last.wall < PULL_GROUP_S):
+            # The next version of the same pull: its `pull_done` events come back to back.
+            self._recent[-1] = replace(last, version_id="", count=last.count + 1)
+        else:
+            self._recent.append(
+                UpdateEntry(wall, "pull", ref, version, key, poked=bool(answered)))
 
     def _on_rendered(self, now: float, fields: Mapping[str, Any]) -> None:
         versions = fields.get("versions")
