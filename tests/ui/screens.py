@@ -13,10 +13,11 @@ from PySide6.QtWidgets import QApplication
 
 from wardsync.core import codes
 from wardsync.core.connection_status import ConnectionState
-from wardsync.core.metrics import NullMetrics
 from wardsync.infra.settings import load_settings
 from wardsync.sandbox.ward.lab import LabSystem
+from wardsync.sync.activity import ActivityRecorder
 from wardsync.ui.app import AppController, load_stylesheet
+from wardsync.ui.diagnostics import DiagnosticsWindow
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
 
@@ -36,7 +37,8 @@ async def shoot(out: Path, theme: str) -> None:
     app.setStyleSheet(load_stylesheet(theme))
     settings = load_settings(environ={}, policy_path=out / "none.toml",
                              user_path=out / "none.toml")
-    controller = AppController(settings, NullMetrics(), demo=True)
+    activity = ActivityRecorder()  # the metrics sink: the Diagnostics window reads it
+    controller = AppController(settings, activity, demo=True)
     await controller.start()
     try:
         ward = controller.open_ward_overview()
@@ -50,6 +52,7 @@ async def shoot(out: Path, theme: str) -> None:
         shot = app.primaryScreen().grabWindow(ward.winId())
         shot.save(str(out / f"ward-overview-{theme}.png"))
         await shoot_patient_windows(controller, ward, out, theme)
+        await shoot_diagnostics(controller, activity, out, theme)
     finally:
         await controller.aclose()
 
@@ -86,6 +89,38 @@ async def shoot_patient_windows(controller: AppController, ward, out: Path, them
     finally:
         detail.close()
         await detail.wait_closed()
+
+
+async def shoot_diagnostics(controller: AppController, activity: ActivityRecorder, out: Path,
+                            theme: str) -> None:
+    """The Diagnostics window after some live traffic and two rejected pokes, with one
+    query expanded to show the versions it holds."""
+    from ably import AblyRest
+
+    info = controller.services.sandbox.info
+    host, port = info["ably_endpoint"].rsplit(":", 1)
+    rest = AblyRest(key=info["ably_key"], use_token_auth=True, endpoint=host, port=int(port),
+                    tls=False)
+    try:
+        channel = rest.channels.get(f"ward:{info['ward']}")
+        await channel.publish("poke", "not json at all")
+        await channel.publish("poke", {"type": "RESOURCE_CHANGED", "resourceType": "Patient",
+                                       "id": "x", "versionId": "1", "seq": 10**9,
+                                       "priority": "routine", "note": "free text"})
+    finally:
+        await rest.close()
+    window = DiagnosticsWindow(controller.workspace, activity)
+    try:
+        window.resize(1400, 900)
+        window.show()
+        await wait_for(lambda: window.rejected.rowCount() == 2
+                       and activity.snapshot().poke_to_pull.count >= 1)
+        first = window.queries.topLevelItem(0)
+        window.queries.expandItem(first)
+        await asyncio.sleep(1.2)  # one timer refresh, so ages read as in normal use
+        _grab(window, out / f"diagnostics-{theme}.png")
+    finally:
+        window.close()
 
 
 def _grab(window, path: Path) -> None:

@@ -1,19 +1,23 @@
 """Shared set-up of the patient window tests: a signed-in workstation on the real in-process
 sandbox, wrapped in the Workspace windows receive, and helpers that read the server's copy.
-(No tests here; the chart and lab detail test modules import these fixtures.)"""
+(No tests here; the chart and lab detail test modules import these.)"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from PySide6.QtWidgets import QApplication, QWidget
+from pytestqt.qtbot import QtBot
 
+from tests.sandbox_fixtures import demo_sign_in, running_sandbox
 from tests.sync.test_sync_live import workstation
-from wardsync.auth.session import Session
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.sandbox.server import Sandbox
 from wardsync.ui.workspace import Workspace
@@ -30,14 +34,51 @@ async def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0,
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def workspace(sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
-                    ) -> AsyncIterator[Workspace]:
-    """A live workstation (real hub, real FHIR over HTTP) as the app's windows see it."""
-    async with workstation(sandbox, clinician, http) as (ws, metrics):
-        yield Workspace(workstation=ws, metrics=metrics, user_name=clinician.user_display_name,
-                        demo=True, ward=sandbox.ready_info()["ward"])
-        assert ws.bus.handler_errors == 0, "a window's bus handler raised"
+@dataclass
+class LiveChart:
+    """The sandbox, the workspace windows receive, and the windows a test opened."""
+
+    sandbox: Sandbox
+    workspace: Workspace
+    windows: list[QWidget] = field(default_factory=list)
+
+    def show(self, qtbot: QtBot, window: QWidget) -> None:
+        qtbot.addWidget(window)
+        self.windows.append(window)
+        window.show()
+
+
+@contextlib.asynccontextmanager
+async def live_chart(seeded_data_dir: Path, tmp_path: Path, **sandbox_config: Any
+                     ) -> AsyncIterator[LiveChart]:
+    """A live workstation (real hub, real FHIR over HTTP) on a fresh copy of the seeded ward.
+
+    Everything starts and stops inside the test body: pytest-qt processes Qt events between
+    test phases, which on a qasync loop would step asyncio tasks outside the running loop,
+    so fixtures must not leave servers or pull loops running into teardown.
+    """
+    # As in the app (AppController): closing the last window must not stop the event loop.
+    QApplication.instance().setQuitOnLastWindowClosed(False)
+    async with running_sandbox(seeded_data_dir, tmp_path, **sandbox_config) as sandbox, \
+            httpx.AsyncClient(timeout=10.0) as http:
+        session = await demo_sign_in(sandbox, http)
+        try:
+            async with workstation(sandbox, session, http) as (ws, metrics):
+                live = LiveChart(sandbox, Workspace(
+                    workstation=ws, metrics=metrics, user_name=session.user_display_name,
+                    demo=True, ward=sandbox.ready_info()["ward"]))
+                try:
+                    yield live
+                finally:
+                    for window in live.windows:
+                        window.close()
+                    for window in live.windows:
+                        wait_closed = getattr(window, "wait_closed", None)
+                        if wait_closed is not None:
+                            await wait_closed()
+                assert ws.bus.handler_errors == 0, "a window's bus handler raised"
+        finally:
+            await session.aclose()
 
 
 def metrics_of(workspace: Workspace) -> MemoryMetrics:

@@ -57,3 +57,8 @@ def test_patient_chart_and_lab_report_screenshots_under_xvfb(screenshots: Path,
     # Each tab shows something different, not the same frame five times.
     assert len({image.bits().tobytes() for image in tabs}) == len(CHART_TABS)
     assert_painted_window(screenshots / f"lab-report-{theme}.png", 1000, 700)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_diagnostics_screenshots_under_xvfb(screenshots: Path, theme: str) -> None:
+    assert_painted_window(screenshots / f"diagnostics-{theme}.png", 1200, 800)

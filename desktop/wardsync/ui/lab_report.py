@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -25,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from wardsync.core.backoff import Backoff
+from wardsync.core.backoff import Backoff, Jitter
 from wardsync.core.queries import LabReport
 from wardsync.fhir.errors import FhirError
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
@@ -128,8 +129,10 @@ class LabReportWindow(PatientWindow):
         self._history_again = False
         self._history_basis: dict[str, str] = {}
         self._history_failures = 0
+        # Equal jitter: windows of many workstations do not retry in step, and never sooner
+        # than half the base delay (core/backoff.py).
         self._history_backoff = Backoff(initial_s=HISTORY_RETRY_INITIAL_S, factor=2.0,
-                                        cap_s=HISTORY_RETRY_CAP_S)
+                                        cap_s=HISTORY_RETRY_CAP_S, jitter=Jitter.EQUAL)
         self._history_retry = QTimer(self)
         self._history_retry.setSingleShot(True)
         self._history_retry.timeout.connect(self._on_history_retry_timeout)
@@ -228,7 +231,7 @@ class LabReportWindow(PatientWindow):
                 delay_s = self._history_backoff.delay(self._history_failures - 1)
                 self.history_message.show_message(
                     f"Status history could not be loaded: {exc.user_message} — retrying in "
-                    f"{delay_s:.0f} s", "error")
+                    f"{math.ceil(delay_s)} s", "error")
                 self._history_retry.start(int(delay_s * 1000))
                 return
             finally:

@@ -134,7 +134,9 @@ class GroupedTable(QTreeWidget):
         for key in [k for k in self._groups if k not in wanted]:
             item = self._groups.pop(key)
             for i in range(item.childCount()):
-                self._forget(item.child(i).data(0, KEY_ROLE))
+                child = item.child(i).data(0, KEY_ROLE)
+                self._forget(child)
+                changed.add(child)
             root.removeChild(item)
             self._forget(key)
             changed.add(key)

@@ -123,14 +123,15 @@ class PatientWindow(PanelWindow):
         self.refresh_status()
 
     def _on_bus_query_state(self, events: list[QueryStateChanged]) -> None:
-        for line in self.status_lines:
-            line.on_query_states(events)
-        banner_labels = {self.identity_key.label(), self.allergies_key.label()}
-        if any(e.key in banner_labels for e in events):
+        mine = {key.label() for key in self.open_keys}
+        changed = {e.key for e in events} & mine
+        if not changed:
+            return
+        if changed & {self.identity_key.label(), self.allergies_key.label()}:
             # "Allergies: none recorded" follows a successful empty search, which changes
             # no resource: the query state alone must repaint the banner.
             self.render_banner()
-        self.update_freshness()
+        self.refresh_status()
 
     def refresh_status(self) -> None:
         for line in self.status_lines:
