@@ -66,7 +66,8 @@ MAX_CHILD_ROWS = 500  # versions listed under one query (the rest summarized in 
 SUMMARY_RECENT_LINES = 30  # recent updates in the copied summary
 SUMMARY_HISTORY_LINES = 20  # connection state changes in the copied summary
 
-QUERY_COLUMNS = ("Query / resource", "Status", "Held", "Last OK", "Last result", "Pulls")
+QUERY_COLUMNS = ("Query / resource", "Status", "Held / version", "Last OK", "Last result",
+                 "Pulls")
 RECENT_COLUMNS = ("Time", "Event", "Reference", "Version", "Detail")
 HISTORY_COLUMNS = ("Time", "State", "Reason")
 REJECTED_COLUMNS = ("Reason", "Count")
@@ -177,8 +178,8 @@ def diagnostics_summary(
                               or "none"),
         f"Poke → pulled: {latency_text(snap.poke_to_pull)}",
         f"Poke → on screen: {latency_text(snap.poke_to_screen)}",
-        f"Pokes waiting for their pull: {snap.pending_pokes}; "
-        f"never matched: {snap.unmatched_pokes}",
+        f"Pokes not followed by a pull: {snap.pending_pokes} recent, "
+        f"{snap.unmatched_pokes} expired (records no open window shows are not pulled)",
         "",
         f"Open queries ({len(queries)}):",
     ]
@@ -212,18 +213,28 @@ def _item(text: str, tooltip: str = "") -> QTableWidgetItem:
     return item
 
 
-def _table(columns: Sequence[str], name: str, accessible: str) -> QTableWidget:
+def _table(columns: Sequence[str], name: str, accessible: str,
+           stretch: int | None = None) -> QTableWidget:
+    """A read-only table; column `stretch` (default: the last) takes the spare width and
+    long text in it is elided in the middle, where references differ."""
     table = QTableWidget(0, len(columns))
     table.setObjectName(name)
     table.setAccessibleName(accessible)
     table.setHorizontalHeaderLabels(list(columns))
     table.verticalHeader().setVisible(False)
+    # Compact rows, as in the query tree: these are logs, read line by line.
+    table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
+    table.setWordWrap(False)
+    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     table.setAlternatingRowColors(True)
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
     header = table.horizontalHeader()
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setStretchLastSection(True)
+    if stretch is None:
+        header.setStretchLastSection(True)
+    else:
+        header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
     return table
 
 
@@ -258,7 +269,7 @@ class DiagnosticsWindow(PanelWindow):
         splitter = QSplitter(Qt.Orientation.Vertical, central)
         splitter.addWidget(self._build_queries())
         bottom = QSplitter(Qt.Orientation.Horizontal, splitter)
-        self.recent = _table(RECENT_COLUMNS, "recentUpdates", "Recent updates")
+        self.recent = _table(RECENT_COLUMNS, "recentUpdates", "Recent updates", stretch=2)
         bottom.addWidget(self._group("Recent updates (newest first)", self.recent))
         side = QWidget(bottom)
         side_layout = QVBoxLayout(side)
@@ -268,7 +279,7 @@ class DiagnosticsWindow(PanelWindow):
         side_layout.addWidget(self._group("Connection history (newest first)", self.history), 3)
         side_layout.addWidget(self._group("Rejected pokes", self.rejected), 2)
         bottom.addWidget(side)
-        bottom.setSizes([620, 480])
+        bottom.setSizes([860, 440])
         splitter.addWidget(bottom)
         splitter.setSizes([330, 330])
         layout.addWidget(splitter, 1)
@@ -302,6 +313,7 @@ class DiagnosticsWindow(PanelWindow):
         label.setAccessibleName(accessible)
         label.setTextFormat(Qt.TextFormat.PlainText)
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        label.setWordWrap(True)  # long reasons wrap instead of widening the window
         return label
 
     def _build_top(self) -> QHBoxLayout:
@@ -311,7 +323,6 @@ class DiagnosticsWindow(PanelWindow):
         self.state_value = self._value("diagState", "Connection state")
         self.realtime_value = self._value("diagRealtime", "Realtime link")
         self.detail_value = self._value("diagDetail", "Technical detail")
-        self.detail_value.setWordWrap(True)
         self.counts_value = self._value("diagCounts", "Catch-ups and polls")
         form.addRow("State:", self.state_value)
         form.addRow("Realtime:", self.realtime_value)
@@ -325,12 +336,12 @@ class DiagnosticsWindow(PanelWindow):
         self.rejected_value = self._value("diagRejected", "Rejected pokes")
         self.to_pull_value = self._value("diagPokeToPull", "Latency from poke to pulled version")
         self.to_screen_value = self._value("diagPokeToScreen", "Latency from poke to screen")
-        self.pending_value = self._value("diagPending", "Pokes waiting for their pull")
+        self.pending_value = self._value("diagPending", "Pokes not followed by a pull")
         form.addRow("Last minute:", self.rates_value)
         form.addRow("Rejected:", self.rejected_value)
         form.addRow("Poke → pulled:", self.to_pull_value)
         form.addRow("Poke → on screen:", self.to_screen_value)
-        form.addRow("Waiting:", self.pending_value)
+        form.addRow("Not pulled:", self.pending_value)
         row.addWidget(activity, 1)
 
         actions = QVBoxLayout()
@@ -408,8 +419,10 @@ class DiagnosticsWindow(PanelWindow):
         self.to_pull_value.setText(latency_text(snap.poke_to_pull))
         self.to_screen_value.setText(latency_text(snap.poke_to_screen))
         self.pending_value.setText(
-            f"{snap.pending_pokes} pokes waiting for their pull · "
-            f"{snap.unmatched_pokes} never matched")
+            f"{snap.pending_pokes} recent · {snap.unmatched_pokes} expired "
+            "(records no open window shows are not pulled)")
+        # This window shows local state, not server data: say when it was last read.
+        self.freshness.setText(f"Refreshed {clock_time(snap.wall)}")
         _fill(self.history, [(clock_time(c.wall), c.state, c.reason)
                              for c in reversed(snap.states)])
         _fill(self.rejected, [(reason, str(n)) for reason, n in
