@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,10 @@ CHANNEL_RELEASE_GRACE_S = 5.0
 DISCONNECTED_RETRY_MS = 2000
 SUSPENDED_RETRY_MS = 5000
 REALTIME_REQUEST_TIMEOUT_MS = 5000
+# How often the link is checked for the silence the SDK's idle timer acts on (RTN23a).
+SILENCE_CHECK_S = 0.25
+# The SDK's idle timer fires 100 ms after its limit; report only once it surely has.
+SILENCE_MARGIN_MS = 300
 
 TokenProvider = Callable[[], Awaitable[dict]]
 MessageListener = Callable[[Any], None]
@@ -115,6 +120,10 @@ class SyncConnection:
             **ably_options(endpoint),
         )
         self.client.connection.on(self._on_connection_state)
+        self._silence_watch = asyncio.get_running_loop().create_task(
+            self._watch_silence(), name="realtime silence watch"
+        )
+        self._tasks.add(self._silence_watch)
 
     # ------------------------------------------------------------------ auth
     async def _auth_callback(self, token_params: dict[str, Any]) -> dict:
@@ -141,6 +150,30 @@ class SyncConnection:
         log.info("realtime connection %s %s", state, self.reason)
         if self._on_state is not None:
             self._on_state(state, self.reason)
+
+    def _link_silent(self) -> bool:
+        """True once the SDK's idle timer has given the current transport up (RTN23a)."""
+        transport = getattr(self.client.connection.connection_manager, "transport", None)
+        last_ms = getattr(transport, "last_activity", None)
+        limit_ms = getattr(transport, "max_idle_interval", None)
+        if not last_ms or not limit_ms:
+            return False
+        return time.time() * 1000 - last_ms > limit_ms + SILENCE_MARGIN_MS
+
+    async def _watch_silence(self) -> None:
+        # RTN23a: no activity for maxIdleInterval + realtimeRequestTimeout means the transport
+        # is gone. ably 3.1.4's idle timer decides that on time but reports DISCONNECTED only
+        # after awaiting the websocket close handshake, which on a silently dead link waits
+        # the websockets close_timeout (10 s; websockettransport.py disconnect -> dispose).
+        # Report the state the SDK has already decided on, from the numbers its timer uses,
+        # so the status and the polling fallback do not wait those extra 10 s.
+        while True:
+            await asyncio.sleep(SILENCE_CHECK_S)
+            if self.state == "connected" and self._link_silent():
+                self.state, self.reason = "disconnected", "80003 no activity from realtime"
+                log.info("realtime link silent past maxIdleInterval: treating it as dropped")
+                if self._on_state is not None:
+                    self._on_state(self.state, self.reason)
 
     def _channel_state_listener(self, name: str) -> Callable[[ChannelStateChange], None]:
         def on_change(change: ChannelStateChange) -> None:
