@@ -15,6 +15,7 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from wardsync_build import bundle, bundle_spec, deb, msi, project, rpm, settings_doc
@@ -36,10 +37,11 @@ def _bundle_dir(dist: Path) -> Path:
 
 
 def _say(message: str) -> None:
-    print(f"build.py: {message}", flush=True)
+    sys.stdout.write(f"build.py: {message}\n")
+    sys.stdout.flush()
 
 
-def _timed(label: str, make):  # noqa: ANN001, ANN202 - a tiny local helper
+def _timed(label: str, make: Callable[[], Path]) -> Path:
     start = time.monotonic()
     out = make()
     size = out.stat().st_size / 2**20
@@ -78,7 +80,7 @@ def cmd_docs(check: bool) -> int:
         try:
             settings_doc.check()
         except settings_doc.StaleDocError as exc:
-            print(f"build.py: {exc}", file=sys.stderr)
+            sys.stderr.write(f"build.py: {exc}\n")
             return 1
         _say(f"{settings_doc.README}: settings table is up to date")
         return 0

@@ -49,7 +49,8 @@ def harvest(payload_dir: Path) -> str:
         for child in sorted(directory.iterdir(), key=lambda p: p.name):
             rel = child.relative_to(payload_dir).as_posix()
             if child.is_dir():
-                lines.append(f'{pad}<Directory Id="{_wix_id("d", rel)}" Name={quoteattr(child.name)}>')
+                lines.append(
+                    f'{pad}<Directory Id="{_wix_id("d", rel)}" Name={quoteattr(child.name)}>')
                 walk(child, depth + 1)
                 lines.append(f"{pad}</Directory>")
             else:

@@ -78,7 +78,9 @@ def debian_version(version: str) -> str:
     if m["post"]:
         out += f"+post{m['post']}"
     if m["dev"]:
-        out += f"~dev{m['dev']}"
+        # A dev build comes before everything else of its version: `~~` sorts before `~a1`
+        # when the version has no pre- or post-release part of its own.
+        out += f"~dev{m['dev']}" if m["pre"] or m["post"] else f"~~dev{m['dev']}"
     return out
 
 
@@ -94,7 +96,7 @@ def msi_version(version: str) -> str:
     ordered; they get the release's numbers and IT must uninstall them by hand.
     """
     parts = [int(p) for p in _parse(version)["release"].split(".")]
-    parts = (parts + [0, 0, 0])[:3]
+    parts = [*parts, 0, 0, 0][:3]
     for value, limit in zip(parts, MSI_FIELD_LIMITS, strict=True):
         if value > limit:
             raise VersionError(f"{version!r}: MSI versions allow at most {MSI_FIELD_LIMITS}")

@@ -27,6 +27,11 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _text(text: str) -> str:
+    # Plain text: `<id>` would be read as an HTML tag and vanish.
+    return _cell(text).replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _code(text: str) -> str:
     return f"`{_cell(text)}`"
 
@@ -40,7 +45,7 @@ def settings_table(settings: Sequence[Setting] = SETTINGS) -> str:
     for s in settings:
         rows.append(
             f"| {_code(s.name)} | {_code(s.type.name)} | {_code(render_value(s, s.default))} "
-            f"| {_code(s.env_var)} | {_cell(s.description)} |"
+            f"| {_code(s.env_var)} | {_text(s.description)} |"
         )
     return "\n".join(rows) + "\n"
 
