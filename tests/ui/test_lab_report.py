@@ -160,6 +160,14 @@ async def test_a_report_that_cannot_be_loaded_or_does_not_exist_says_so(
             "This lab report was not found on the server")
         assert missing.history_loads == 0
 
+        # A report of another patient is never shown under this patient's banner.
+        other = open_report(qtbot, live, "dr-04-1")
+        await wait_until(lambda: other.report_message.shown_text, what="refused")
+        assert other.report_message.shown_text.startswith(
+            "This lab report is about another patient")
+        assert other.results.row_keys() == [] and other.history_loads == 0
+        assert other.header_labels["panel"].text() == "—"
+
 
 async def test_open_chart_button_and_shortcut_ask_for_the_patient_chart(
         qtbot: QtBot, seeded_data_dir: Path, tmp_path: Path) -> None:

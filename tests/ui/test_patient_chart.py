@@ -9,6 +9,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from tests.ui.test_patient_chart_harness import (
@@ -238,6 +239,13 @@ async def test_keyboard_shortcuts_accessible_names_and_opening_a_report(
         for index in (2, 4, 1, 0):
             QTest.keyClick(window, Qt.Key.Key_1 + index, Qt.KeyboardModifier.ControlModifier)
             assert window.tabs.currentIndex() == index
+        # A tab shortcut lands in the tab's content; Tab moves between the tab bar and it.
+        QTest.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+        assert QApplication.focusWidget() is window.labs
+        QTest.keyClick(window.labs, Qt.Key.Key_Tab)
+        assert QApplication.focusWidget() is window.tabs.tabBar()
+        QTest.keyClick(window.tabs.tabBar(), Qt.Key.Key_Tab)
+        assert QApplication.focusWidget() is window.labs
         for index, (_section, text, name) in enumerate(TABS):
             assert window.tabs.tabText(index) == text and "&" in text  # Alt mnemonic
             assert f"Ctrl+{index + 1}" in window.tabs.tabToolTip(index)

@@ -32,6 +32,7 @@ from wardsync.fhir.errors import FhirError
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
 from wardsync.ui.chart_widgets.panel_message import LoadingDelay, PanelMessage
 from wardsync.ui.chart_widgets.patient_window import PatientWindow
+from wardsync.ui.clinical_text import reference_id
 from wardsync.ui.lab_rows import LAB_COLUMNS, report_summary, result_refs, result_row
 from wardsync.ui.report_history import HISTORY_COLUMNS, read_history, status_history
 from wardsync.ui.table_rows import Row, newly_visible
@@ -58,11 +59,13 @@ class LabReportWindow(PatientWindow):
         self.report_id = report_id
         self.report_ref = f"DiagnosticReport/{report_id}"
         self.report_key = LabReport(report_id, patient_id)
+        self.wrong_patient = False
 
         self.header_labels: dict[str, QLabel] = {}
         header = QWidget(self)
         header.setObjectName("reportHeader")
         form = QFormLayout(header)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         for field, caption in HEADER_FIELDS:
             label = QLabel("—", header)
             label.setObjectName(f"report{field.capitalize()}")
@@ -164,9 +167,15 @@ class LabReportWindow(PatientWindow):
     def _render_report(self) -> dict[str, str]:
         store = self.workspace.store
         report = store.get(self.report_ref)
+        if report is not None and reference_id(report.get("subject"),
+                                               "Patient") != self.patient_id:
+            # Never show one patient's results under another patient's banner.
+            self.wrong_patient = True
+            report = None
         if report is None:
             self.results.set_rows([])
             return {}
+        self.wrong_patient = False
         summary = report_summary(report)
         for field, _caption in HEADER_FIELDS:
             self.header_labels[field].setText(getattr(summary, field) or "—")
@@ -191,7 +200,11 @@ class LabReportWindow(PatientWindow):
             st = self.workspace.queries.state(self.report_key)
         except KeyError:
             return
-        if st.status == "ok" and self.workspace.store.get(self.report_ref) is None:
+        if st.status == "ok" and self.wrong_patient:
+            self.report_message.show_message(
+                "This lab report is about another patient, so it is not shown under this "
+                "patient's banner. Open it from that patient's chart.", "error")
+        elif st.status == "ok" and self.workspace.store.get(self.report_ref) is None:
             self.report_message.show_message(
                 "This lab report was not found on the server (it may have been withdrawn).",
                 "error")

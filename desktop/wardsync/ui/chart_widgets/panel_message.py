@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QLabel, QWidget
 
-from wardsync.core.events import QueryStateChanged
 from wardsync.core.queries import QueryKey
 from wardsync.sync.pull import QueryCache
 
@@ -79,7 +78,8 @@ class LoadingDelay:
 
 
 class QueryStatusLine(PanelMessage):
-    """The loading / error line of a panel fed by `keys`.
+    """The loading / error line of a panel fed by `keys` (its window calls `refresh` when
+    their query states or its data change).
 
     `what` names the panel's content for sentences ("Lab results"); `has_data` says whether
     the panel shows anything yet (an error above held data says it may be out of date).
@@ -92,15 +92,9 @@ class QueryStatusLine(PanelMessage):
         self._queries = queries
         self.what = what
         self.keys = tuple(keys)
-        self._labels = {k.label() for k in self.keys}
         self._has_data = has_data
         self._delay = LoadingDelay(self, self.refresh)
         self._delay.start()
-
-    def on_query_states(self, events: list[QueryStateChanged]) -> None:
-        """Bus handler: refresh when one of this panel's keys changed state."""
-        if any(e.key in self._labels for e in events):
-            self.refresh()
 
     def statuses(self) -> list[tuple[str, str]]:
         """(status, user message) of each open key of this panel."""
