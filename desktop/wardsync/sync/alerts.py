@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 ESCALATION_JITTER_S = 1.0
 ESCALATION_RETRY_S = 30.0
+# SMART scopes the alert writes need: create the acknowledgement Communication; read, create
+# (PUT on a new id needs c as well as u, R4 http.html#upsert) and update the escalation Task.
+ALERT_WRITE_SCOPES = ("user/Communication.c", "user/Task.c", "user/Task.u")
 _CENSUS_TYPES = ("Encounter", "Location", "Patient")
 
 

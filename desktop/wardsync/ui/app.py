@@ -70,6 +70,7 @@ class AppController:
                                     on_signed_out=self._on_session_signed_out)
         self.windows: list = []
         self.workspace = None
+        self.notifier = None
         self.signed_out: SignInError | None = None
         self.all_windows_closed = asyncio.Event()
 
@@ -83,7 +84,17 @@ class AppController:
         self.workspace = Workspace(
             workstation=ws, metrics=self.metrics, user_name=self.services.user_name,
             demo=self.services.backend.demo, ward=self.services.backend.ward,
+            alerts=self.services.alerts,
         )
+        if self.services.alerts is not None:
+            from wardsync.ui.alert_notifier import AlertNotifier
+
+            self.notifier = AlertNotifier(
+                self.services.alerts, ws.bus, sound_enabled=self.settings["alerts.sound"],
+                sound_mutable=self.settings["alerts.sound_mutable"],
+                windows=lambda: list(self.windows), open_alerts=self.open_alerts_window,
+                sounds_dir=resources_dir() / "sounds",
+            )
 
     def open_ward_overview(self):
         from wardsync.ui.ward_overview import WardOverviewWindow
@@ -91,9 +102,23 @@ class AppController:
         assert self.workspace is not None
         return self._show(WardOverviewWindow(self.workspace))
 
+    def open_alerts_window(self):
+        """The Alerts window (one per app: an open one is brought to the front)."""
+        from wardsync.ui.alerts_window import AlertsWindow
+
+        assert self.workspace is not None
+        for window in self.windows:
+            if window.kind == AlertsWindow.kind:
+                window.showNormal()
+                window.raise_()
+                window.activateWindow()
+                return window
+        return self._show(AlertsWindow(self.workspace, notifier=self.notifier))
+
     def _show(self, window):
         self.windows.append(window)
         window.closed.connect(self._on_window_closed)
+        window.alerts_requested.connect(self.open_alerts_window)
         window.show()
         return window
 
@@ -110,6 +135,8 @@ class AppController:
         for window in list(self.windows):
             window.close()
         self.windows.clear()
+        if self.notifier is not None:
+            self.notifier.close()
         await self.services.aclose()
 
 

@@ -4,6 +4,14 @@ Demo mode (no FHIR server configured, or `--demo`): the embedded sandbox runs as
 process and the demo clinician is signed in through the sandbox's SMART flow. Hospital mode:
 the configured FHIR server, a session restored from the OS keyring when possible, otherwise a
 sign-in in the system browser (RFC 8252).
+
+Critical-result alerts: the workstation's `AlertCenter` starts with the sync stack and stops
+before it. The site's critical limits replace the built-in ones test by test; the escalation
+window is `alerts.escalation_after_min`, except that the demo uses `DEMO_ESCALATION_AFTER_MIN`
+unless that setting was given, so escalation can be seen within minutes. Sign-in asks for the
+scopes alert writes need (`ALERT_WRITE_SCOPES`) on top of the built-in `auth.scopes`; a scope
+list configured by the site is used exactly as given (a missing scope then shows as an
+acknowledgement or escalation that could not be recorded).
 """
 
 from __future__ import annotations
@@ -22,17 +30,20 @@ from wardsync.auth.keyring_store import KeyringUnavailable, RefreshTokenStore
 from wardsync.auth.login import OpenUrl, sign_in
 from wardsync.auth.session import Session
 from wardsync.auth.smart import TokenSet, discover, refresh
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS
 from wardsync.core.errors import SignInError
 from wardsync.core.metrics import MetricsSink
 from wardsync.fhir.client import tls_context
 from wardsync.infra.sandbox_process import SandboxProcess
-from wardsync.infra.settings import Settings
+from wardsync.infra.settings import DEFAULT_SOURCE, Settings
+from wardsync.sync.alerts import ALERT_WRITE_SCOPES, AlertCenter, Clinician
 from wardsync.sync.workstation import Workstation, WorkstationConfig
 
 log = logging.getLogger(__name__)
 
 DEMO_USER = "demo.clinician"
 DEMO_PASSWORD = "demo"
+DEMO_ESCALATION_AFTER_MIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,11 +77,27 @@ class AppServices:
         self.http: httpx.AsyncClient | None = None
         self.session: Session | None = None
         self.workstation: Workstation | None = None
+        self.alerts: AlertCenter | None = None
         self.keyring_message: str = ""
 
     @property
     def user_name(self) -> str:
         return self.session.user_display_name if self.session else ""
+
+    def sign_in_scopes(self) -> tuple[str, ...]:
+        """`auth.scopes`, plus what alert writes need when the list is the built-in one."""
+        scopes = tuple(self.settings["auth.scopes"])
+        if self.settings.source_of("auth.scopes") != DEFAULT_SOURCE:
+            return scopes
+        return scopes + tuple(s for s in ALERT_WRITE_SCOPES if s not in scopes)
+
+    def escalation_after_s(self) -> float:
+        """The site's escalation window in seconds (shorter in the demo unless configured)."""
+        key = "alerts.escalation_after_min"
+        minutes = self.settings[key]
+        if self.demo and self.settings.source_of(key) == DEFAULT_SOURCE:
+            minutes = DEMO_ESCALATION_AFTER_MIN
+        return float(minutes) * 60.0
 
     async def start(self, schedule: Callable[[Callable[[], None]], Any] | None = None,
                     progress: Callable[[str], Awaitable[None] | None] | None = None) -> None:
@@ -95,7 +122,7 @@ class AppServices:
             await say("Signing in the demo clinician…")
             config, tokens = await sign_in(
                 self.http, fhir_base=self.backend.fhir_base, client_id=s["auth.client_id"],
-                scopes=s["auth.scopes"],
+                scopes=self.sign_in_scopes(),
                 open_url=DemoBrowser(self.http, username=DEMO_USER, password=DEMO_PASSWORD),
             )
             self.session = Session(tokens, http=self.http, config=config,
@@ -125,6 +152,14 @@ class AppServices:
             self.session, schedule=schedule, metrics=self.metrics, http=self.http,
         )
         await self.workstation.start()
+        tokens = self.session.tokens
+        self.alerts = AlertCenter(
+            self.workstation,
+            clinician=Clinician.from_fhir_user(tokens.fhir_user, self.user_name),
+            escalation_after_s=self.escalation_after_s(),
+            limits=DEFAULT_CRITICAL_LIMITS.merged(s["alerts.critical_limits"]),
+        )
+        await self.alerts.start()
 
     async def _hospital_session(self, fhir_base: str) -> Session:
         assert self.http is not None
@@ -147,7 +182,7 @@ class AppServices:
                 store.delete()  # type: ignore[union-attr]
         if tokens is None:
             config, tokens = await sign_in(
-                self.http, fhir_base=fhir_base, client_id=client_id, scopes=s["auth.scopes"],
+                self.http, fhir_base=fhir_base, client_id=client_id, scopes=self.sign_in_scopes(),
                 open_url=self._open_url,
             )
         if store and tokens.refresh_token:
@@ -157,7 +192,9 @@ class AppServices:
                        on_signed_out=self._on_signed_out)
 
     async def aclose(self) -> None:
-        """Stop in reverse order: sync stack, session, HTTP client, then the demo server."""
+        """Stop in reverse order: alerts, sync stack, session, HTTP client, the demo server."""
+        if self.alerts is not None:
+            await self.alerts.aclose()
         if self.workstation is not None:
             await self.workstation.aclose()
         if self.session is not None:

@@ -3,6 +3,8 @@
 Every window shows the shared connection's state and reason, when its data was last confirmed
 fresh, who is signed in, and — on the sandbox — a permanent "DEMO — synthetic data" marker.
 Closing a window releases its query leases and bus subscriptions (napari's closeEvent).
+With the workstation's alert center in the workspace, every window also shows the "Urgent"
+banner for open critical-result alerts of its patients (ui/alert_banner.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from wardsync.core.connection_status import ConnectionState, ConnectionStatus
 from wardsync.core.events import ConnectionStatusChanged
 from wardsync.core.queries import QueryKey
 from wardsync.sync.pull import QueryLease
+from wardsync.ui.alert_banner import AlertBanner, install_alert_banner, open_acknowledge_dialog
 from wardsync.ui.workspace import Workspace
 
 DEMO_TEXT = "DEMO — synthetic data"
@@ -54,7 +57,9 @@ class PanelWindow(QMainWindow):
 
     kind = "panel"
     title = "WardSync"
+    shows_alert_banner = True  # False only for a window that is itself about alerts
     closed = Signal(str)  # window id, after the window released what it owned
+    alerts_requested = Signal()  # the user asked for the Alerts window (the app opens it)
 
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -69,6 +74,13 @@ class PanelWindow(QMainWindow):
         self.setWindowTitle(self._window_title())
         self.subscribe(ConnectionStatusChanged, self._on_bus_connection_status)
         self.connection.show_status(workspace.workstation.status)
+        self.alert_banner: AlertBanner | None = None
+        if workspace.alerts is not None and self.shows_alert_banner:
+            self.alert_banner = install_alert_banner(
+                self, workspace.alerts, self.alert_patient_ids, self.subscribe,
+                self.emit_rendered)
+            self.alert_banner.acknowledge_requested.connect(self._on_alert_banner_acknowledge)
+            self.alert_banner.open_alerts_requested.connect(self.alerts_requested)
 
     # ------------------------------------------------------------------ chrome
     def _window_title(self) -> str:
@@ -112,6 +124,30 @@ class PanelWindow(QMainWindow):
         self.connection.show_status(events[-1].status)
         self.mark_fresh(self.last_fresh_wall)
 
+    # ------------------------------------------------------------------ alerts
+    def alert_patient_ids(self) -> frozenset[str] | None:
+        """Patients whose alerts the banner shows; None means every alert of the ward.
+
+        By default the patients of this window's open queries. A window with a ward-level
+        query, or with none yet, shows them all: a banner too many beats a missed alert.
+        Windows that know better override this.
+        """
+        ids = set()
+        for key in self._leases:
+            patient_id = getattr(key, "patient_id", None)
+            if patient_id is None:
+                return None
+            ids.add(patient_id)
+        return frozenset(ids) or None
+
+    def _on_alert_banner_acknowledge(self, alert_id: object) -> None:
+        assert self.workspace.alerts is not None
+        open_acknowledge_dialog(self, self.workspace.alerts, alert_id, self.workspace.bus)
+
+    def _refresh_alert_banner(self) -> None:
+        if self.alert_banner is not None:
+            self.alert_banner.refresh()
+
     # ------------------------------------------------------------------ ownership
     def subscribe(self, event_types: type | tuple[type, ...], handler: Callable) -> Subscription:
         sub = self.workspace.bus.subscribe(event_types, handler)
@@ -123,12 +159,14 @@ class PanelWindow(QMainWindow):
         if lease is None:
             lease = self.workspace.queries.open(key, urgent=urgent)
             self._leases[key] = lease
+            self._refresh_alert_banner()  # the window's patients may have changed
         return lease
 
     def close_query(self, key: QueryKey) -> None:
         lease = self._leases.pop(key, None)
         if lease is not None:
             lease.close()
+            self._refresh_alert_banner()
 
     @property
     def open_keys(self) -> Iterable[QueryKey]:

@@ -1,7 +1,8 @@
 """The one shared workspace every window of this process receives (views receive their model).
 
 It wraps the workstation sync stack with what windows need besides data: the signed-in user's
-name, whether this is the demo sandbox, the metrics sink and stable window ids.
+name, whether this is the demo sandbox, the metrics sink, stable window ids and the
+workstation's critical-result alert center (None when the app runs without one).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from wardsync.core.bus import EventBus
 from wardsync.core.metrics import MetricsSink
 from wardsync.core.store import ResourceStore
+from wardsync.sync.alerts import AlertCenter
 from wardsync.sync.pull import QueryCache
 from wardsync.sync.workstation import Workstation
 
@@ -23,6 +25,7 @@ class Workspace:
     user_name: str
     demo: bool
     ward: str
+    alerts: AlertCenter | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @property
