@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -65,14 +66,15 @@ class LabReportWindow(PatientWindow):
         header = QWidget(self)
         header.setObjectName("reportHeader")
         form = QFormLayout(header)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         for field, caption in HEADER_FIELDS:
             label = QLabel("—", header)
             label.setObjectName(f"report{field.capitalize()}")
             label.setAccessibleName(caption)
             label.setTextFormat(Qt.TextFormat.PlainText)
-            label.setWordWrap(True)
+            label.setWordWrap(field == "conclusion")  # free text; the others are short
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            if field == "status":  # its colour marks the words only, not a full-width bar
+                label.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
             form.addRow(f"{caption}:", label)
             self.header_labels[field] = label
         self.report_message = self.status_line(
