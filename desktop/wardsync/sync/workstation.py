@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 WATCHDOG_TICK_S = 0.5
 POLLING_INTERVAL_S = 15.0
 DEGRADED_AFTER_S = 10.0
+# Answers that mean the server as a whole cannot serve now, not that one request was wrong:
+# 502/504 from a gateway that cannot reach it, 503 Service Unavailable (RFC 9110 §15.6).
+SERVER_UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ class Workstation:
         if error is None:
             if not self.status.fhir_reachable:
                 self._signal(FhirOk())
-        elif isinstance(error, Unreachable):
+        elif isinstance(error, Unreachable) or error.status in SERVER_UNAVAILABLE_STATUSES:
             self._signal(FhirUnreachable(error.user_message))
 
     def _start_polling(self) -> None:
