@@ -39,7 +39,11 @@ from wardsync.fhir.errors import Conflict, FhirError
 from wardsync.sandbox.hub import HubConfig
 from wardsync.sandbox.server import Sandbox
 from wardsync.sandbox.ward.fhir_writer import FhirWriteError
-from wardsync.sandbox.ward.observations import VitalSigns, vital_sign_observations
+from wardsync.sandbox.ward.observations import (
+    VitalSigns,
+    lab_observation,
+    vital_sign_observations,
+)
 from wardsync.sync.pull import QueryLease
 from wardsync.sync.workstation import Workstation, WorkstationConfig
 
@@ -387,3 +391,13 @@ def assert_states(bed: FaultBed, t0: float, *, must: set[str], allowed: set[str]
         assert must <= set(states), f"{s.name} never said {must - set(states)}: {states}"
         assert set(states) <= allowed, f"{s.name} said {set(states) - allowed}: {states}"
         assert states and states[-1] == last, f"{s.name} ended {states[-1:]}, not {last}"
+
+
+def write_behind_the_api(bed: FaultBed, patient: str = PATIENTS[1]) -> str:
+    """A lab result stored through another interface of the server (an HL7 feed, say) while
+    its REST API fails: the write commits and is poked, but workstations cannot pull it yet."""
+    assert bed.sandbox.store is not None
+    obs = lab_observation(patient, codes.LACTATE.code, 2.2, effective=datetime.now(UTC),
+                          issued=datetime.now(UTC), status="final")
+    stored = bed.sandbox.store.create(obs)
+    return f"Observation/{stored['id']}"
