@@ -33,6 +33,7 @@ def control_text(release: project.Release, installed_size_kib: int) -> str:
         "Maintainer": project.MAINTAINER,
         "Installed-Size": str(installed_size_kib),
         "Depends": ", ".join(system_libraries.debian_depends()),
+        "Recommends": ", ".join(system_libraries.debian_recommends()),
         "Section": SECTION,
         "Priority": "optional",
         "Description": f"{project.SUMMARY}\n{description}",

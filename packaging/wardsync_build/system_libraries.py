@@ -6,6 +6,12 @@ libraries `dev` installs as APT_QT (ARCHITECTURE.md §4) on the machine, so the 
 on all of them. One table gives both formats: Debian `Depends` by package name, RPM
 `Requires` by the soname capability rpm's own dependency generator would write
 (`libEGL.so.1()(64bit)`), which works across Fedora, RHEL and openSUSE package names.
+
+A library only an optional feature needs is a weak dependency (Debian `Recommends`, RPM
+`Recommends`): apt and dnf install it by default, and without it the app still runs. The
+alert sounds are such a feature: QtMultimedia links to PulseAudio's client library (which
+PipeWire also serves) and its FFmpeg backend to libdrm; without them `ui.alert_notifier`
+falls back to the system bell.
 """
 
 from __future__ import annotations
@@ -18,10 +24,15 @@ from wardsync_build import elf
 
 @dataclass(frozen=True, slots=True)
 class SystemLibrary:
-    """A Debian package and the sonames of it the bundle (or Qt at run time) loads."""
+    """A Debian package and the sonames of it the bundle (or Qt at run time) loads.
+
+    `optional_for` names the feature that needs it when the app runs without it (a weak
+    dependency); empty for a hard dependency.
+    """
 
     debian_package: str
     sonames: tuple[str, ...]
+    optional_for: str = ""
 
 
 SYSTEM_LIBRARIES: tuple[SystemLibrary, ...] = (
@@ -47,6 +58,9 @@ SYSTEM_LIBRARIES: tuple[SystemLibrary, ...] = (
     SystemLibrary("libxcb-shape0", ("libxcb-shape.so.0",)),
     SystemLibrary("libxcb-xkb1", ("libxcb-xkb.so.1",)),
     SystemLibrary("libxkbcommon-x11-0", ("libxkbcommon-x11.so.0",)),
+    # Weak: the alert tones (QtMultimedia); the system bell is the fallback.
+    SystemLibrary("libpulse0", ("libpulse.so.0",), optional_for="alert sounds"),
+    SystemLibrary("libdrm2", ("libdrm.so.2",), optional_for="alert sounds"),
 )
 # The dynamic loader is part of libc6 but is named by path, not as a library to require.
 LOADER_SONAMES = frozenset({"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "ld-linux.so.2"})
@@ -54,13 +68,28 @@ LOADER_SONAMES = frozenset({"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "ld
 
 def debian_depends() -> list[str]:
     """The Debian `Depends` list, in table order."""
-    return [lib.debian_package for lib in SYSTEM_LIBRARIES]
+    return [lib.debian_package for lib in SYSTEM_LIBRARIES if not lib.optional_for]
+
+
+def debian_recommends() -> list[str]:
+    """The Debian `Recommends` list: libraries of optional features."""
+    return [lib.debian_package for lib in SYSTEM_LIBRARIES if lib.optional_for]
+
+
+def _rpm_capabilities(rpm_arch: str, optional: bool) -> list[str]:
+    suffix = "()(64bit)" if rpm_arch in ("x86_64", "aarch64", "ppc64le", "s390x") else ""
+    return [f"{soname}{suffix}" for lib in SYSTEM_LIBRARIES
+            if bool(lib.optional_for) == optional for soname in lib.sonames]
 
 
 def rpm_requires(rpm_arch: str = "x86_64") -> list[str]:
     """RPM `Requires` soname capabilities, as rpm's ELF dependency generator spells them."""
-    suffix = "()(64bit)" if rpm_arch in ("x86_64", "aarch64", "ppc64le", "s390x") else ""
-    return [f"{soname}{suffix}" for lib in SYSTEM_LIBRARIES for soname in lib.sonames]
+    return _rpm_capabilities(rpm_arch, optional=False)
+
+
+def rpm_recommends(rpm_arch: str = "x86_64") -> list[str]:
+    """RPM `Recommends` (weak dependencies, rpm >= 4.12) for optional features."""
+    return _rpm_capabilities(rpm_arch, optional=True)
 
 
 def declared_sonames() -> frozenset[str]:

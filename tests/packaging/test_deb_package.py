@@ -43,6 +43,9 @@ def test_depends_on_the_qt_runtime_libraries_and_what_the_bundle_leaves_to_the_s
     assert set(_apt_qt()) <= set(depends)
     assert {"libc6", "libxcb1", "libegl1", "libgl1"} <= set(depends)
     assert len(depends) == len(set(depends))
+    # Alert sounds: installed by default, the system bell without them.
+    assert _field(deb_file, "Recommends") == "libpulse0, libdrm2"
+    assert not {"libpulse0", "libdrm2"} & set(depends)
 
 
 def test_files_are_root_owned_in_the_fhs_layout(deb_file):
@@ -168,6 +171,8 @@ def test_each_declared_soname_is_shipped_by_its_debian_package():
 
 def test_rpm_requires_are_the_same_libraries_by_soname():
     requires = system_libraries.rpm_requires("x86_64")
+    recommends = system_libraries.rpm_recommends("x86_64")
     assert "libEGL.so.1()(64bit)" in requires and "libxcb-cursor.so.0()(64bit)" in requires
-    assert len(requires) == len(system_libraries.declared_sonames())
+    assert recommends == ["libpulse.so.0()(64bit)", "libdrm.so.2()(64bit)"]
+    assert len(requires) + len(recommends) == len(system_libraries.declared_sonames())
     assert system_libraries.rpm_requires("i686")[0] == "libc.so.6"

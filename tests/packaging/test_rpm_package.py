@@ -33,6 +33,8 @@ def test_name_version_and_architecture_come_from_the_one_version(rpm_file):
 def test_requires_the_system_libraries_by_soname_and_provides_nothing_of_the_bundle(rpm_file):
     requires = {r for r in _query(rpm_file, "--requires") if not r.startswith("rpmlib(")}
     assert requires == set(system_libraries.rpm_requires("x86_64"))
+    assert sorted(_query(rpm_file, "--recommends")) == sorted(
+        system_libraries.rpm_recommends("x86_64"))
     # The placeholder bundle holds libexample.so.1: rpm must not offer it to the system.
     assert sorted(_query(rpm_file, "--provides")) == [
         f"wardsync = {project.rpm_version(project.read_version())}-1",
