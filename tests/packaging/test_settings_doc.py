@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,10 @@ def test_the_tests_the_readme_cites_for_precedence_and_locking_exist():
     cited_tests = set(re.findall(r"`(test_\w+)`", text))
     assert "test_locked_keys_ignore_user_env_and_cli_and_report_each_attempt" in cited_tests
     assert cited_tests <= defined, cited_tests - defined
+
+
+def test_build_docs_check_is_the_command_the_error_names():
+    result = subprocess.run([sys.executable, str(REPO / "packaging" / "build.py"), "docs",
+                             "--check"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "settings table is up to date" in result.stdout
