@@ -20,6 +20,7 @@ from tests.ui.test_patient_chart_harness import (
 )
 from wardsync.core import codes
 from wardsync.fhir.errors import ServerError
+from wardsync.ui.banner_facts import allergy_text
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import PatientChartWindow
 from wardsync.ui.report_history import read_history
@@ -113,14 +114,13 @@ async def test_the_banner_is_the_same_in_every_window_about_the_patient(
         assert texts["mrn"] == f"MRN {mrn(patient)}"
         assert texts["location"] == "Bed 03, Ward 7A Acute Medicine"
         assert all(text.strip() for text in texts.values())
-        # The allergies line says what is known: the sandbox has no AllergyIntolerance
-        # endpoint, so "unknown", never "none".
-        allergies = state(detail.allergies_key)
-        if allergies.status == "ok":
-            assert texts["allergies"] == "Allergies: none recorded"
-        else:
-            assert texts["allergies"] == (
-                f"Allergies: unknown — could not be loaded ({allergies.user_message})")
+        # The allergies line says exactly what the server holds for this patient.
+        assert state(detail.allergies_key).status == "ok"
+        held = live.sandbox.store.search(
+            "AllergyIntolerance", [("patient", f"Patient/{PATIENT}")]).matches
+        assert held, "the seed records an allergy statement for every patient"
+        assert texts["allergies"] == allergy_text(held, "ok")[0]
+        assert texts["allergies"] != "Allergies: not loaded yet"
         assert detail.banner.property("highlighted") is None
 
 

@@ -86,6 +86,11 @@ SEARCH_PARAMETERS: dict[str, tuple[SearchParam, ...]] = {
         _p("clinical-status", "token", "clinicalStatus", "Clinical status of the condition"),
         _p("category", "token", "category", "Condition category"),
     ),
+    "AllergyIntolerance": (
+        _p("patient", "reference", "patient", "The patient with the allergy", "Patient"),
+        _p("clinical-status", "token", "clinicalStatus", "Active, inactive or resolved"),
+        _p("criticality", "token", "criticality", "low, high or unable-to-assess"),
+    ),
     "Immunization": (
         _p("patient", "reference", "patient", "The vaccinated patient", "Patient"),
         _p("status", "token", "status", "Immunization event status"),

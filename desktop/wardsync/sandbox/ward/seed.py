@@ -54,6 +54,17 @@ VITALS_WINDOW_H = 24
 MIN_LENGTH_OF_STAY_H = 26  # admitted before the vitals window opens
 MAX_LENGTH_OF_STAY_D = 10
 
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+# (SNOMED CT code, display, category, criticality); category "" = a "none known" statement.
+KNOWN_ALLERGIES = (
+    ("91936005", "Allergy to penicillin", "medication", "high"),
+    ("294505008", "Allergy to amoxicillin", "medication", "high"),
+    ("300916003", "Latex allergy", "environment", "low"),
+    ("91935009", "Allergy to peanut", "food", "high"),
+    ("293586001", "Allergy to codeine", "medication", "low"),
+)
+NO_KNOWN_ALLERGY = ("716186003", "No known allergy", "", "")
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -80,6 +91,7 @@ RESOURCE_ORDER: tuple[str, ...] = (
     "Patient",
     "Encounter",
     "Condition",
+    "AllergyIntolerance",
     "Observation",
     "DiagnosticReport",
     "Immunization",
@@ -215,6 +227,7 @@ class _PatientBuilder:
         out += self._vitals()
         out += self._labs()
         out += self._immunizations()
+        out += self._allergies()
         out += self._medication_requests()
         out += self._tasks()
         return out
@@ -477,6 +490,35 @@ class _PatientBuilder:
                     "primarySource": False,
                 }
             )
+        return out
+
+    def _allergies(self) -> list[dict]:
+        """Most patients: "no known allergy" recorded; some: one or two real allergies.
+
+        Drawn from a separate generator so adding allergies did not change the rest of the
+        seeded ward.
+        """
+        rng = random.Random(f"allergies-{self.nn}-{self.mrn}")
+        chosen = rng.sample(KNOWN_ALLERGIES, k=rng.choice([0, 0, 0, 1, 1, 2]))
+        picks = chosen or [NO_KNOWN_ALLERGY]
+        out = []
+        for k, (code, display, category, criticality) in enumerate(picks, start=1):
+            allergy = {
+                "resourceType": "AllergyIntolerance",
+                "id": f"alg-{self.nn}-{k}",
+                "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL,
+                                               "code": "active"}]},
+                "verificationStatus": {"coding": [{"system": ALLERGY_VERIFICATION,
+                                                   "code": "confirmed"}]},
+                "code": {"coding": [{"system": codes.SNOMED, "code": code,
+                                     "display": display}], "text": display},
+                "patient": self._subject(),
+                "recordedDate": fhir_datetime(self.admitted),
+            }
+            if category:
+                allergy["category"] = [category]
+                allergy["criticality"] = criticality
+            out.append(allergy)
         return out
 
     def _medication_requests(self) -> list[dict]:
