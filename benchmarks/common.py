@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ably import AblyRealtime
 
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_instant
@@ -153,13 +153,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        out = subprocess.run(["git", "-C", str(REPO), *args],
                              capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
 
 
 def machine_info() -> dict[str, Any]:
@@ -173,7 +173,10 @@ def machine_info() -> dict[str, Any]:
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "packages": {d: _version(d) for d in ("pyside6-essentials", "qasync", "httpx", "ably",
                                               "aiohttp", "fhir.resources")},
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "--short", "HEAD") or None,
+        # Application files changed but not committed when this was measured (if any).
+        "app_files_uncommitted": (_git("status", "--porcelain", "--", "desktop") or "")
+        .splitlines(),
     }
 
 
@@ -237,6 +240,41 @@ class WardWriters:
                                       client_secret=info["devices_client"]["client_secret"],
                                       **common),
             )
+
+
+class PokeWatcher:
+    """A bare realtime subscriber on the ward channel (root key, real ably SDK).
+
+    It records when each poke reached a client that does nothing else, in this process: the
+    floor of the write -> poke path (the backend's commit, publisher and hub), so that the
+    app's own `poke_received` can be split into "the backend took" and "the app took".
+    """
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self._info = info
+        self.received: dict[tuple[str, str], float] = {}  # (ref, versionId) -> t_wall
+        self._realtime: AblyRealtime | None = None
+
+    def _on_message(self, message: Any) -> None:
+        data = message.data
+        if isinstance(data, str | bytes):
+            data = json.loads(data)
+        if isinstance(data, dict):
+            key = (f"{data.get('resourceType')}/{data.get('id')}", str(data.get("versionId")))
+            self.received.setdefault(key, time.time())
+
+    async def __aenter__(self) -> PokeWatcher:
+        # Realtime takes host:port in `endpoint` (ARCHITECTURE.md §4); the key's secret is
+        # exchanged for a token, as plain-HTTP basic auth is refused by the SDK.
+        self._realtime = AblyRealtime(key=self._info["ably_key"], use_token_auth=True,
+                                      endpoint=self._info["ably_endpoint"] + "/", tls=False)
+        channel = self._realtime.channels.get(f"ward:{self._info['ward']}")
+        await channel.subscribe(self._on_message)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._realtime is not None:
+            await self._realtime.close()
 
 
 # ---------------------------------------------------------------------------- app side
@@ -373,22 +411,42 @@ def work_directory(keep: Path | None = None) -> Any:
 def tick_gaps_ms(ticks: Sequence[int], start_ns: int | None = None,
                  end_ns: int | None = None) -> list[float]:
     """Gaps between consecutive heartbeat ticks (ms) whose later tick is in [start, end]."""
+    return [gap for _, gap, _ in _gaps(ticks, None, start_ns, end_ns)]
+
+
+def _gaps(ticks: Sequence[int], cpu: Sequence[int] | None, start_ns: int | None,
+          end_ns: int | None) -> list[tuple[int, float, float | None]]:
     out = []
-    for prev, cur in itertools.pairwise(ticks):
+    for i in range(1, len(ticks)):
+        cur = ticks[i]
         if (start_ns is None or cur >= start_ns) and (end_ns is None or cur <= end_ns):
-            out.append((cur - prev) / NS_PER_MS)
+            busy = (cpu[i] - cpu[i - 1]) / NS_PER_MS if cpu and len(cpu) > i else None
+            out.append((cur, (cur - ticks[i - 1]) / NS_PER_MS, busy))
     return out
 
 
 def loop_stalls(ticks: Sequence[int], start_ns: int | None = None, end_ns: int | None = None,
-                interval_ms: float = 10.0, stall_over_ms: float = 100.0) -> dict[str, Any]:
+                interval_ms: float = 10.0, stall_over_ms: float = 100.0,
+                cpu: Sequence[int] | None = None) -> dict[str, Any]:
     """How regularly the app's 10 ms heartbeat ticked in a window: a gap between two ticks
-    is how long the event loop (in the app: the GUI thread) could not run anything else."""
-    gaps = tick_gaps_ms(ticks, start_ns, end_ns)
-    return {
+    is how long the event loop (in the app: the GUI thread) could not run anything else.
+
+    With `cpu` (the loop thread's CPU time at each tick) every long gap is also split into
+    the loop's own work and time the OS did not run it (other processes on the machine).
+    """
+    gaps = _gaps(ticks, cpu, start_ns, end_ns)
+    long = [(g, b) for _, g, b in gaps if g > stall_over_ms]
+    out: dict[str, Any] = {
         "heartbeat_interval_ms": interval_ms,
-        "tick_gap_ms": distribution(gaps),
-        "max_gap_ms": round(max(gaps), 1) if gaps else None,
+        "tick_gap_ms": distribution(g for _, g, _ in gaps),
+        "max_gap_ms": round(max(g for _, g, _ in gaps), 1) if gaps else None,
         "gaps_over_ms": stall_over_ms,
-        "gaps_over": sum(1 for g in gaps if g > stall_over_ms),
+        "gaps_over": len(long),
     }
+    if cpu is not None:
+        # A gap where the thread ran less than half the time was mostly the machine's doing.
+        out["gaps_over_mostly_own_work"] = sum(1 for g, b in long if b is not None
+                                               and b >= g / 2)
+        out["long_gaps_cpu_share"] = distribution(
+            (b / g for g, b in long if b is not None), 2)
+    return out

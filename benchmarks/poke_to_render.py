@@ -9,12 +9,16 @@ written it joins, by reference and version:
   commit (server meta.lastUpdated) -> poke_received -> pull_done -> rendered (each window)
                                                                    -> first paint after it
 
-Cross-process spans use the wall clock (same host clock); spans inside the app use its
-monotonic clock. Each configuration is repeated (`--runs`), each run with a fresh app process,
-and an authenticated FHIR read round trip measured by this driver in the same run serves as
-the machine's floor: latency / floor ratios compare across machines better than milliseconds.
+and, from a bare realtime subscriber in this process (`PokeWatcher`), when the same poke
+reached a client that does nothing else: that splits write -> poke into the backend's share
+and the app's. Cross-process spans use the wall clock (same host clock); spans inside the
+app use its monotonic clock. Each variant runs `--runs` times, each run with a fresh app
+process, runs of different variants interleaved; an authenticated FHIR read round trip
+measured by this driver in the same runs is the machine's floor (ratios to it compare across
+machines better than milliseconds). The app's windows are sized to show every row, so each
+change is really painted.
 
-Run: `.venv/bin/python -m benchmarks.poke_to_render` (about 5 minutes with the defaults).
+Run: `.venv/bin/python -m benchmarks.poke_to_render` (about 9 minutes with the defaults).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 from benchmarks.common import (
     NS_PER_MS,
     AppProcess,
+    PokeWatcher,
     WardWriters,
     Written,
     distribution,
@@ -68,7 +73,7 @@ WARMUP_ROUNDS = 3  # unmeasured rounds once the app is up: first-call costs are 
 class Config:
     windows: int = 4
     runs: int = 3
-    duration_s: float = 40.0
+    duration_s: float = 30.0
     round_interval_s: float = 1.0  # one round of 7 vital signs per interval
     patients: int = 24
     variants: tuple[str, ...] = tuple(VARIANTS)
@@ -109,7 +114,8 @@ async def fhir_read_floor(writers: WardWriters, ref: str, samples: int) -> list[
 
 
 def analyse_run(written: list[Written], events: list[dict[str, Any]], report: dict[str, Any],
-                windows: list[str], start_ns: int, end_ns: int) -> dict[str, Any]:
+                windows: list[str], start_ns: int, end_ns: int,
+                bare_pokes: dict[tuple[str, str], float]) -> dict[str, Any]:
     """Join writes with the app's metrics; every span in milliseconds."""
     pokes: dict[tuple[str, str], dict] = {}
     pulls: dict[tuple[str, str], dict] = {}
@@ -131,10 +137,15 @@ def analyse_run(written: list[Written], events: list[dict[str, Any]], report: di
     for w in written:
         key = (w.ref, w.version)
         poke, pull = pokes.get(key), pulls.get(key)
+        bare = bare_pokes.get(key)
+        if bare is not None:
+            spans["write_to_poke_bare_subscriber_ms"].append((bare - w.commit_wall) * 1000)
         if poke is None:
             missing["poke"] += 1
         else:
             spans["write_to_poke_ms"].append((poke["t_wall"] - w.commit_wall) * 1000)
+            if bare is not None:
+                spans["bare_subscriber_to_app_poke_ms"].append((poke["t_wall"] - bare) * 1000)
         if pull is None:
             missing["pull"] += 1
         else:
@@ -173,7 +184,8 @@ def analyse_run(written: list[Written], events: list[dict[str, Any]], report: di
         "render_samples": len(spans["write_to_render_ms"]),
         "missing": missing,
         **{name: distribution(values) for name, values in sorted(spans.items())},
-        "event_loop": loop_stalls(report["ticks"], start_ns, end_ns),
+        "event_loop": loop_stalls(report["ticks"], start_ns, end_ns,
+                                  cpu=report.get("tick_cpu")),
         "_raw": spans,
     }
 
@@ -193,14 +205,15 @@ async def one_run(info: dict[str, Any], writers: WardWriters, wd: Path, variant:
                               str(cfg.windows), *flags) as app:
         await write_rounds(writers, app.ready["patients"][::-1], cfg, rng, cfg.warmup_rounds)
         await asyncio.sleep(cfg.settle_s)
-        start = await app.snapshot("start")
-        written = await write_rounds(writers, app.ready["patients"], cfg, rng)
-        await asyncio.sleep(cfg.settle_s)
-        end = await app.snapshot("end")
+        async with PokeWatcher(info) as watcher:
+            start = await app.snapshot("start")
+            written = await write_rounds(writers, app.ready["patients"], cfg, rng)
+            await asyncio.sleep(cfg.settle_s)
+            end = await app.snapshot("end")
         floor = await fhir_read_floor(writers, written[0].ref, cfg.floor_samples)
         report, events = await app.stop()
     result = analyse_run(written, events, report, app.ready["windows"],
-                         start["t_mono_ns"], end["t_mono_ns"])
+                         start["t_mono_ns"], end["t_mono_ns"], watcher.received)
     result["fhir_read_floor_ms"] = distribution(floor)
     result["_floor"] = floor
     return result

@@ -37,8 +37,12 @@ async def test_poke_to_render_follows_every_write_into_every_window(tmp_path: Pa
     w2r, w2p, p2r = (run[k] for k in ("write_to_render_ms", "write_to_poke_ms",
                                       "poke_to_render_ms"))
     assert w2p["min"] > 0 and w2p["p50"] < w2r["p50"] and p2r["p50"] < w2r["p50"]
+    # A bare subscriber saw every poke too, no later than the app (same host clock).
+    assert run["write_to_poke_bare_subscriber_ms"]["n"] == 2 * 7
+    assert run["bare_subscriber_to_app_poke_ms"]["p50"] > -5.0
     assert run["rendered_to_paint_ms"]["n"] > 0  # the windows really painted
     assert run["event_loop"]["tick_gap_ms"]["n"] > 0
+    assert "gaps_over_mostly_own_work" in run["event_loop"]
     assert result["fhir_read_floor_ms"]["n"] == 5
     assert set(variant["targets_met"]) == {"p50_le_50_ms", "p99_le_200_ms",
                                            "every_write_rendered_in_every_window"}
