@@ -53,6 +53,7 @@ async def shoot(out: Path, theme: str) -> None:
         shot.save(str(out / f"ward-overview-{theme}.png"))
         await shoot_patient_windows(controller, ward, out, theme)
         await shoot_diagnostics(controller, activity, out, theme)
+        await shoot_alerts(controller, ward, out, theme)
     finally:
         await controller.aclose()
 
@@ -121,6 +122,66 @@ async def shoot_diagnostics(controller: AppController, activity: ActivityRecorde
         _grab(window, out / f"diagnostics-{theme}.png")
     finally:
         window.close()
+
+
+async def shoot_alerts(controller: AppController, ward, out: Path, theme: str) -> None:
+    """The Urgent banner on the ward overview (open, then escalated), the read-back dialog
+    (ready, and refusing another patient's bed) and the Alerts window, for one critical
+    potassium written by the laboratory. Alerts raised by earlier shots are acknowledged
+    first, with read-back, so the banner shows this one."""
+    from wardsync.sync.alerts import ReadBack
+    from wardsync.ui.ack_dialog import AcknowledgeDialog
+
+    center = controller.services.alerts
+    for record in center.active():
+        mrn = center.patient(record.patient_id).mrn
+        await center.acknowledge(record.id, ReadBack(mrn, value_confirmed=True))
+    row = ward.model.rows[3]
+    info = controller.services.sandbox.info
+    lab = LabSystem(fhir_base=info["fhir_base"], token_url=info["token_url"],
+                    client_id=info["lab_client"]["client_id"],
+                    client_secret=info["lab_client"]["client_secret"])
+    try:
+        await lab.post_panel(row.patient_id, codes.ELECTROLYTES_PANEL.code,
+                             {codes.SODIUM.code: 138.0, codes.POTASSIUM.code: CRITICAL_POTASSIUM,
+                              codes.UREA.code: 6.1, codes.CREATININE.code: 92.0,
+                              codes.GLUCOSE.code: 5.9})
+    finally:
+        await lab.aclose()
+    banner = ward.alert_banner
+    await wait_for(lambda: banner.isVisible() and banner.current is not None)
+    await asyncio.sleep(0.5)
+    _grab(ward, out / f"alert-banner-{theme}.png")
+
+    banner.acknowledge_button.click()
+    dialog = ward.findChild(AcknowledgeDialog)
+    dialog.read_back.setText(row.bed)
+    dialog.value_read.setChecked(True)
+    await asyncio.sleep(0.5)
+    _grab(dialog, out / f"ack-dialog-{theme}.png")
+    other = next(r.bed for r in ward.model.rows if r.bed != row.bed)
+    dialog.read_back.setText(other)
+    dialog.acknowledge_button.click()
+    await wait_for(lambda: dialog.error.isVisible())
+    await asyncio.sleep(0.3)
+    _grab(dialog, out / f"ack-dialog-refused-{theme}.png")
+    dialog.reject()
+
+    alerts = controller.open_alerts_window()
+    try:
+        alerts.resize(1300, 520)
+        await asyncio.sleep(0.6)
+        _grab(alerts, out / f"alerts-window-{theme}.png")
+    finally:
+        alerts.close()
+
+    center.set_escalation_after(1.0)  # the demo's window is minutes: shorten it for the shot
+    try:
+        await wait_for(lambda: banner.badge.text() == "ESCALATED", timeout_s=15)
+        await asyncio.sleep(0.5)
+        _grab(ward, out / f"alert-banner-escalated-{theme}.png")
+    finally:
+        center.set_escalation_after(controller.services.escalation_after_s())
 
 
 def _grab(window, path: Path) -> None:

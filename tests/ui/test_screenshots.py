@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QColor, QImage
 
 from tests.conftest import REPO
 from tests.ui.xvfb import xvfb_env
@@ -62,3 +62,32 @@ def test_patient_chart_and_lab_report_screenshots_under_xvfb(screenshots: Path,
 @pytest.mark.parametrize("theme", THEMES)
 def test_diagnostics_screenshots_under_xvfb(screenshots: Path, theme: str) -> None:
     assert_painted_window(screenshots / f"diagnostics-{theme}.png", 1200, 800)
+
+
+def _share_of(image: QImage, colour: str) -> float:
+    """Fraction of sampled pixels that are exactly `colour` (#rrggbb)."""
+    want = QColor(colour).rgb()
+    total = hits = 0
+    for y in range(0, image.height(), 3):
+        for x in range(0, image.width(), 3):
+            total += 1
+            hits += image.pixel(x, y) == want
+    return hits / total
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_alert_banner_dialog_and_alerts_window_screenshots_under_xvfb(screenshots: Path,
+                                                                       theme: str) -> None:
+    from wardsync.ui.alert_banner import BANNER_STYLE
+
+    assert "#bf360c" in BANNER_STYLE and "#7a0000" in BANNER_STYLE
+    open_banner = assert_painted_window(screenshots / f"alert-banner-{theme}.png", 1200, 700)
+    escalated = assert_painted_window(screenshots / f"alert-banner-escalated-{theme}.png",
+                                      1200, 700)
+    # The banner is there, in its colour, whatever the theme; escalation changes it.
+    assert _share_of(open_banner, "#bf360c") > 0.01
+    assert _share_of(escalated, "#7a0000") > 0.01 and _share_of(escalated, "#bf360c") < 0.001
+    for name in ("ack-dialog", "ack-dialog-refused"):
+        dialog = assert_painted_window(screenshots / f"{name}-{theme}.png", 500, 350)
+        assert _share_of(dialog, "#bf360c") > 0.005  # the red heading band
+    assert_painted_window(screenshots / f"alerts-window-{theme}.png", 1200, 450)

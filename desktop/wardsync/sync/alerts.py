@@ -200,6 +200,13 @@ class AlertCenter:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def set_escalation_after(self, seconds: float) -> None:
+        """Change the escalation window (a settings change); open alerts are re-timed."""
+        if seconds < 0:
+            raise ValueError("the escalation window cannot be negative")
+        self.escalation_after_s = seconds
+        self._wake.set()
+
     # ------------------------------------------------------------------ reading
     def active(self, patient_ids: frozenset[str] | None = None) -> list[AlertRecord]:
         """Alerts waiting for acknowledgement (all, or of these patients), oldest first."""

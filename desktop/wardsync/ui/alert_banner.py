@@ -43,6 +43,7 @@ BANNER_STYLE = """
 QFrame#alertBanner { background: #bf360c; border: 0; border-bottom: 3px solid #7f1d00; }
 QFrame#alertBanner[state="escalated"] { background: #7a0000; border-bottom: 4px solid #ffd600; }
 QFrame#alertBanner QLabel { color: #ffffff; background: transparent; font-size: 11pt; }
+QWidget#alertBannerColumn { background: transparent; }
 QLabel#alertBannerBadge { font-weight: 800; padding: 2px 8px; border: 2px solid #ffffff;
                           border-radius: 3px; }
 QFrame#alertBanner[state="escalated"] QLabel#alertBannerBadge { color: #ffd600;
@@ -114,6 +115,7 @@ class AlertBanner(QFrame):
         self.all_button.setAccessibleName("Open the list of critical result alerts")
         self.all_button.clicked.connect(self.open_alerts_requested)
         column = QWidget(self)
+        column.setObjectName("alertBannerColumn")
         inner = QVBoxLayout(column)
         inner.setContentsMargins(0, 0, 0, 0)
         inner.setSpacing(2)
