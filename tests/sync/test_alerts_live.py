@@ -22,11 +22,13 @@ from wardsync.core.alerts import (
     ALERT_CODE_SYSTEM,
     ESCALATION_CODE,
     AlertId,
+    AlertsChanged,
     AlertStatus,
     escalation_task_id,
 )
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
+from wardsync.core.queries import PatientLabs
 from wardsync.sandbox.server import Sandbox
 from wardsync.sync.alerts import (
     AcknowledgementFailed,
@@ -289,3 +291,69 @@ async def test_an_unacknowledged_alert_escalates_exactly_once_across_workstation
         assert record.status is AlertStatus.ACKNOWLEDGED
         comm = server_search(sandbox, "Communication", ("patient", f"Patient/{PATIENT}"))[0]
         assert comm["basedOn"] == [{"reference": f"Task/{escalation_task_id(alert_id)}"}]
+
+
+async def test_a_failed_escalation_write_is_shown_and_retried(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    options = {"escalation_after_s": 1.0, "escalation_jitter_s": 0.0,
+               "escalation_retry_s": 0.5}
+    async with station(sandbox, clinician, http, "ws-1", **options) as (ws, center, _):
+        problems: list[AlertId] = []
+        ws.bus.subscribe(AlertsChanged, lambda events: problems.extend(
+            a for e in events for a in e.changes.problems))
+        report, _ = await sandbox.lab.post_panel(
+            PATIENT, codes.ELECTROLYTES_PANEL.code, CRITICAL_LYTES)
+        alert_id = alert_of(report)
+        await eventually(lambda: center.get(alert_id) is not None, timeout_s=5)
+        sandbox.faults.fail(503, for_s=30)
+        await eventually(lambda: alert_id in center.escalation_problems, timeout_s=5,
+                         what="escalation failure shown")
+        assert "could not be recorded" in center.escalation_problems[alert_id]
+        assert alert_id in problems
+        assert center.get(alert_id).status is AlertStatus.OPEN  # type: ignore[union-attr]
+        sandbox.faults.clear()
+        await eventually(lambda: center.get(alert_id).status is AlertStatus.ESCALATED,  # type: ignore[union-attr]
+                         timeout_s=5, what="escalated on retry")
+        assert alert_id not in center.escalation_problems
+        assert center.escalations_written == 1
+
+
+async def test_a_critical_poke_for_a_patient_outside_the_census_is_still_raised(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    async with station(sandbox, clinician, http, "ws-1") as (ws, center, metrics):
+        # A patient with no stay on this ward yet (transfer in progress): the backend still
+        # announces the result on this ward's channel.
+        newcomer = await ws.fhir.create({
+            "resourceType": "Patient", "name": [{"family": "Zzexample", "given": ["Transfer"]}]})
+        assert newcomer["id"] not in center.feed_key.patient_ids  # type: ignore[union-attr]
+        report, _ = await sandbox.lab.post_panel(
+            newcomer["id"], codes.LACTATE_PANEL.code, {codes.LACTATE.code: 6.5})
+        alert_id = alert_of(report)
+        await eventually(lambda: center.get(alert_id) is not None, timeout_s=5,
+                         what="alert for the poked patient")
+        assert raised(metrics, alert_id) == 1
+        # From now on the ward query covers the patient, so acknowledgements reach here too.
+        assert newcomer["id"] in center.feed_key.patient_ids  # type: ignore[union-attr]
+        await eventually(lambda: not any(k.label().startswith("report ")
+                                         for k in ws.queries.keys),
+                         what="the report's own query released once pulled")
+
+
+async def test_reports_older_than_the_rebuild_lookback_do_not_alert(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    old, _ = await sandbox.lab.post_panel(PATIENT, codes.ELECTROLYTES_PANEL.code,
+                                          CRITICAL_LYTES)
+    await asyncio.sleep(1.2)
+    async with station(sandbox, clinician, http, "ws-1", lookback_s=1.0) as (ws, center, _):
+        # The ward query does not even fetch it; a chart that does must not raise it either.
+        ws.open(PatientLabs(PATIENT))
+        await eventually(lambda: f"DiagnosticReport/{old['id']}" in ws.store,
+                         what="the old report pulled by the patient's labs")
+        new, _ = await sandbox.lab.post_panel("pat-05", codes.ELECTROLYTES_PANEL.code,
+                                              CRITICAL_LYTES)
+        await eventually(lambda: center.get(alert_of(new)) is not None, timeout_s=5)
+        assert center.get(alert_of(old)) is None
+        assert [r.id for r in center.active()] == [alert_of(new)]

@@ -50,6 +50,13 @@ def _item(text: str, alert_id: AlertId | None = None) -> QTableWidgetItem:
     return item
 
 
+def _fit_columns(table: QTableWidget, *, stretch: int) -> None:
+    """Size every column but the stretching one to its contents, once."""
+    for col in range(table.columnCount()):
+        if col != stretch:
+            table.resizeColumnToContents(col)
+
+
 class AlertsWindow(PanelWindow):
     """Open alerts with age, acknowledgement from the list, and this session's closed ones."""
 
@@ -77,9 +84,10 @@ class AlertsWindow(PanelWindow):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        # Columns are sized once per refresh (`_fit_columns`), never ResizeToContents: that
+        # mode measures every cell again on every setItem, quadratic in the rows — with a
+        # hundred open alerts a refresh stalled the GUI thread for seconds (benchmark).
+        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._on_table_selection_changed)
         self.table.itemDoubleClicked.connect(self._on_table_double_clicked)
         self.acknowledge_button = QPushButton("Acknowledge…", self)
@@ -97,9 +105,8 @@ class AlertsWindow(PanelWindow):
         self.closed_table.setHorizontalHeaderLabels(CLOSED_COLUMNS)
         self.closed_table.verticalHeader().setVisible(False)
         self.closed_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        closed_header = self.closed_table.horizontalHeader()
-        closed_header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        closed_header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.closed_table.horizontalHeader().setSectionResizeMode(
+            4, QHeaderView.ResizeMode.Stretch)
 
         actions = QHBoxLayout()
         actions.addWidget(self.acknowledge_button)
@@ -135,19 +142,28 @@ class AlertsWindow(PanelWindow):
         self.heading.setText(
             f"Critical results waiting for acknowledgement: {len(active)}" if active
             else "No critical result is waiting for acknowledgement.")
-        self.table.setRowCount(len(active))
-        for row, record in enumerate(active):
-            self._fill_open_row(row, record, now)
-            if record.id == selected:
-                self.table.selectRow(row)
-        if self.table.selectedItems() == [] and active:
-            self.table.selectRow(0)
-        closed = [r for r in self.alerts.ledger.records()
-                  if r.status in (AlertStatus.ACKNOWLEDGED, AlertStatus.SUPERSEDED) and r.raised]
-        closed.sort(key=lambda r: self._closed_at(r), reverse=True)
-        self.closed_table.setRowCount(len(closed))
-        for row, record in enumerate(closed):
-            self._fill_closed_row(row, record)
+        self.table.setUpdatesEnabled(False)
+        self.closed_table.setUpdatesEnabled(False)
+        try:
+            self.table.setRowCount(len(active))
+            for row, record in enumerate(active):
+                self._fill_open_row(row, record, now)
+                if record.id == selected:
+                    self.table.selectRow(row)
+            if self.table.selectedItems() == [] and active:
+                self.table.selectRow(0)
+            closed = [r for r in self.alerts.ledger.records()
+                      if r.status in (AlertStatus.ACKNOWLEDGED, AlertStatus.SUPERSEDED)
+                      and r.raised]
+            closed.sort(key=lambda r: self._closed_at(r), reverse=True)
+            self.closed_table.setRowCount(len(closed))
+            for row, record in enumerate(closed):
+                self._fill_closed_row(row, record)
+            _fit_columns(self.table, stretch=5)
+            _fit_columns(self.closed_table, stretch=4)
+        finally:
+            self.table.setUpdatesEnabled(True)
+            self.closed_table.setUpdatesEnabled(True)
         self.acknowledge_button.setEnabled(self.selected_alert() is not None)
         self._refresh_message()
         visible = {r.id.report_ref: r.id.version for r in active}
