@@ -223,6 +223,23 @@ def test_an_acknowledged_version_stays_acknowledged_when_corrected() -> None:
     assert ledger.get(a1.id).status is AlertStatus.ACKNOWLEDGED  # type: ignore[union-attr]
 
 
+def test_an_acknowledgement_of_a_superseded_version_is_recorded_whatever_the_order() -> None:
+    a1, a2 = alert_v("1"), alert_v("2", status="corrected")
+    first_correction = AlertLedger()
+    first_correction.observe_report("DiagnosticReport/r1", "1", a1)
+    first_correction.observe_report("DiagnosticReport/r1", "2", a2)
+    assert first_correction.observe_acknowledgement(ack(a1.id)) == AlertChanges(
+        acknowledged=(a1.id,))
+    first_ack = AlertLedger()
+    first_ack.observe_report("DiagnosticReport/r1", "1", a1)
+    first_ack.observe_acknowledgement(ack(a1.id))
+    first_ack.observe_report("DiagnosticReport/r1", "2", a2)
+    for ledger in (first_correction, first_ack):
+        record = ledger.get(a1.id)
+        assert record is not None and record.status is AlertStatus.ACKNOWLEDGED
+        assert [r.id for r in ledger.active()] == [a2.id]
+
+
 def test_a_retraction_or_withdrawal_closes_the_open_alert_without_a_new_one() -> None:
     ledger = AlertLedger()
     a1 = alert_v("1")

@@ -17,11 +17,14 @@ States (`AlertLedger`)::
     (report version seen, critical) -> open --(window passed)--> escalated
     open | escalated --(acknowledgement for this exact version)--> acknowledged
     open | escalated --(newer report version, or report withdrawn)--> superseded
+    superseded --(acknowledgement for this exact version)--> acknowledged
 
 An id is known once: it is raised (shown, sounded) at most once per ledger, i.e. once per
 workstation process; a version already acknowledged when first seen is recorded, never
 raised. Acknowledgements and escalations may be seen before their report (a start-up pull
-brings everything at once), so they are kept on their own and applied when it arrives.
+brings everything at once), so they are kept on their own and applied when it arrives; an
+acknowledgement also closes a superseded version (someone acted on it before the correction
+reached them), so every workstation ends in the same state whatever order things arrive in.
 
 Acknowledgement = a FHIR `Communication` (status completed) created with POST. It is the
 record of one event that happened — "the critical result was read back to this clinician" —
@@ -450,7 +453,7 @@ class AlertLedger:
         rec = self._records.get(ack.alert_id)
         if rec is None:
             return AlertChanges()
-        if rec.active:
+        if rec.active or rec.status is AlertStatus.SUPERSEDED:
             self._records[ack.alert_id] = replace(rec, status=AlertStatus.ACKNOWLEDGED,
                                                   acknowledgement=self._acks[ack.alert_id])
             return AlertChanges(acknowledged=(ack.alert_id,))
