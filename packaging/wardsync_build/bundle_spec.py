@@ -20,8 +20,9 @@ CONTENTS_DIR_NAME = "_internal"
 RESOURCES_DIR_NAME = "resources"
 
 # Qt modules the app needs that its imports alone may not show PyInstaller yet: QtCharts for
-# the trend panels (issue 8 lists it), QtSvg so the SVG icon renders.
-QT_MODULES = ("PySide6.QtCharts", "PySide6.QtSvg")
+# the trend panels (issue 8 lists it), QtSvg so the SVG icon renders, QtMultimedia for the
+# alert tones (ui.alert_notifier imports it inside a try, falling back to the bell).
+QT_MODULES = ("PySide6.QtCharts", "PySide6.QtSvg", "PySide6.QtMultimedia")
 
 # Packages loaded by name at run time, which PyInstaller's import scan cannot see.
 DYNAMIC_PACKAGES = (

@@ -37,6 +37,8 @@ IT_POLICY = Path(str(linux_layout.POLICY_FILE))
 READY_TIMEOUT_S = 60.0
 RENDER_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
+QUIET_S = 2.0
+SETTLE_TIMEOUT_S = 30.0
 # A screenshot of a real window has far more colours than a blank or one-colour screen.
 MIN_SCREENSHOT_COLOURS = 64
 
@@ -280,7 +282,16 @@ def test_the_installed_app_shows_the_ward_on_a_real_display(
         assert os.readlink(f"/proc/{sandbox}/exe") == str(INSTALL_DIR / "wardsync")
         assert b"sandbox" in Path(f"/proc/{sandbox}/cmdline").read_bytes().split(b"\0")
 
-        time.sleep(1.0)  # let the first repaint reach the X server
+        # The first pulls arrive in several batches: wait until no event came for a while,
+        # so the screenshot shows the filled ward rather than the first repaint.
+        settle_deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        seen = len(_read_events(metrics))
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < QUIET_S and time.monotonic() < settle_deadline:
+            time.sleep(0.2)
+            now = len(_read_events(metrics))
+            if now != seen:
+                seen, quiet_since = now, time.monotonic()
         shot = installed.out_dir / "installed-ward-overview.png"
         # The whole screen, less the empty background (there is no window manager).
         run("import", "-display", xvfb_display, "-window", "root", "-trim", "+repage", shot)
