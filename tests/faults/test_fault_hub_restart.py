@@ -69,3 +69,39 @@ async def test_hub_killed_and_restarted(seeded_data_dir: Path, tmp_path: Path) -
         assert_states(bed, t_kill, must={"reconnecting", "degraded"},
                       allowed={"reconnecting", "degraded", "live"})
         assert all(s.ws.catch_ups >= 1 for s in bed.stations)
+
+
+QUICK_DEGRADED_AFTER_S = 10.0  # the production default: no polling during a quick restart
+QUICK_CATCH_UP_BOUND_S = DISCONNECTED_RETRY_MS / 1000 + 3.0
+
+
+async def test_hub_crash_with_immediate_restart_is_caught_up(
+    seeded_data_dir: Path, tmp_path: Path
+) -> None:
+    # The hub restarts before polling would start, and the relay republishes what it queued
+    # before the workstations are back: those pokes reach the new hub's history only, which
+    # cannot continue the old channel serials. The re-attach without continuity (RTL2f) and
+    # the catch-up it triggers are all that bring those writes.
+    async with fault_bed(seeded_data_dir, tmp_path,
+                         degraded_after_s=QUICK_DEGRADED_AFTER_S) as bed:
+        hub = bed.sandbox.hub
+        traffic = bed.traffic()
+        traffic.start()
+        await asyncio.sleep(2.0)
+        # Quiet before the crash: a later poke for the same query would pull the missed
+        # writes too (pulls are incremental by _lastUpdated) and hide a missing catch-up.
+        await traffic.stop()
+        await bed.settle()
+        t_kill = time.monotonic()
+        await hub.stop()
+        during = [await post_marker(bed), await post_marker(bed, "pat-04")]
+        await hub.start(bed.sandbox.config.host, hub.port)
+        await eventually(
+            lambda: bed.all_live() and all(m in s.ws.store for s in bed.stations
+                                           for m in during),
+            QUICK_CATCH_UP_BOUND_S, "live again with the writes made while the hub was down")
+        assert not any(s.ws.polls for s in bed.stations), "no polling was involved"
+        await bed.settle()
+        await bed.wait_converged(CONVERGE_BOUND_S)
+        bed.assert_consistent(traffic.log)
+        assert_states(bed, t_kill, must={"reconnecting"}, allowed={"reconnecting", "live"})
