@@ -149,9 +149,10 @@ class WardTraffic:
     an overwrite.
     """
 
-    def __init__(self, bed: FaultBed, interval_s: float) -> None:
+    def __init__(self, bed: FaultBed, interval_s: float, *, lab: bool = True) -> None:
         self._bed = bed
         self.interval_s = interval_s
+        self._with_lab = lab
         self.log = WriteLog()
         self._task: asyncio.Task[None] | None = None
         self._ticks = itertools.count()
@@ -175,7 +176,8 @@ class WardTraffic:
     async def _run(self) -> None:
         while True:
             tick = next(self._ticks)
-            await self._lab(tick)
+            if self._with_lab:
+                await self._lab(tick)
             await self._bedside(tick)
             await asyncio.sleep(self.interval_s)
 
@@ -244,8 +246,9 @@ class FaultBed:
     stations: list[Station]
     keys: list[QueryKey]
 
-    def traffic(self, interval_s: float = 0.3) -> WardTraffic:
-        return WardTraffic(self, interval_s)
+    def traffic(self, interval_s: float = 0.3, *, lab: bool = True) -> WardTraffic:
+        """Ward traffic to start; `lab=False` leaves the lab queries to the test's own writes."""
+        return WardTraffic(self, interval_s, lab=lab)
 
     # ------------------------------------------------------------------ waiting
     def all_live(self) -> bool:
