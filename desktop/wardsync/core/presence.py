@@ -1,0 +1,350 @@
+"""Presence on record channels, as plain data: who is viewing or editing which record.
+
+Channel names follow ARCHITECTURE.md §3: `record:<ResourceType>:<id>` carries presence for one
+record. Each workstation is ONE member of a record's channel however many of its windows show
+the record; the member's data says who is signed in there and what they are doing:
+
+    {"v": 1, "practitioner": "demo-nurse", "name": "Nurse Demo Nightingale", "role": "Nurse",
+     "state": "editing", "since": 1767225600000,
+     "claims": [{"component": "task", "claimedAt": 1767225630000,
+                 "expiresAt": 1767225750000}]}
+
+No patient data travels: the record is named only by its logical id (in the channel name, as a
+poke would name it), the people named are staff, components are fixed words of the app, and
+times are epoch milliseconds. Data arriving from other workstations is parsed strictly (as
+pokes are, core/pokes.py): unknown keys, over-long text or malformed claims make the member
+"unreadable" — still counted as present, never trusted for a lock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from wardsync.core.events import Event
+from wardsync.core.locks import LockClaim, LockView, lock_view, next_expiry_ms
+
+RECORD_CHANNEL_PREFIX: Final = "record"
+PRESENCE_SCHEMA: Final = 1
+VIEWING: Final = "viewing"
+EDITING: Final = "editing"
+MAX_NAME_CHARS: Final = 80
+MAX_ROLE_CHARS: Final = 40
+MAX_CLAIMS: Final = 8
+MAX_EPOCH_MS: Final = 2**53 - 1  # exact in every JSON implementation (RFC 8259 §6)
+UNKNOWN_NAME: Final = "Unknown user"
+
+PresenceState = Literal["viewing", "editing"]
+
+# FHIR R4 datatypes.html#id and resource type names.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_COMPONENT = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_WIRE_KEYS = frozenset({"v", "practitioner", "name", "role", "state", "since", "claims"})
+_CLAIM_KEYS = frozenset({"component", "claimedAt", "expiresAt"})
+# Titles a ward puts before a name; not initials, and the first two say the role.
+_TITLES = {"dr": "Doctor", "doctor": "Doctor", "nurse": "Nurse", "sister": "Nurse",
+           "charge": "", "prof": "Doctor", "professor": "Doctor", "mr": "", "mrs": "",
+           "ms": "", "miss": "", "mx": ""}
+DEFAULT_ROLE: Final = "Clinician"
+
+
+class PresenceDataError(ValueError):
+    """Presence data that does not follow the schema (the reason is safe to log)."""
+
+
+# ---------------------------------------------------------------- channel names
+
+
+def record_channel(resource_type: str, id: str) -> str:
+    """`record:<ResourceType>:<id>` for one record (ValueError on a malformed type or id)."""
+    if not _RESOURCE_TYPE.fullmatch(resource_type) or not _FHIR_ID.fullmatch(id):
+        raise ValueError("a record channel needs a FHIR resource type and logical id")
+    return f"{RECORD_CHANNEL_PREFIX}:{resource_type}:{id}"
+
+
+def record_channel_of_ref(ref: str) -> str:
+    """The record channel of a relative reference "Task/123"."""
+    rtype, _, rid = ref.partition("/")
+    return record_channel(rtype, rid)
+
+
+def record_of_channel(channel: str) -> tuple[str, str]:
+    """(resource type, id) of a record channel name (ValueError otherwise)."""
+    prefix, _, rest = channel.partition(":")
+    rtype, _, rid = rest.partition(":")
+    if prefix != RECORD_CHANNEL_PREFIX or not _RESOURCE_TYPE.fullmatch(rtype) \
+            or not _FHIR_ID.fullmatch(rid):
+        raise ValueError("not a record channel")
+    return rtype, rid
+
+
+# ---------------------------------------------------------------- who
+
+
+def name_words(display_name: str) -> list[str]:
+    """The words of a name without the titles in front of it ("Dr", "Nurse")."""
+    words = display_name.replace(".", " ").split()
+    while len(words) > 1 and words[0].lower() in _TITLES:
+        words = words[1:]
+    return words
+
+
+def initials(display_name: str) -> str:
+    """Two letters for an avatar: first and last name, titles skipped ("Dr Ann Lee" -> "AL")."""
+    words = [w for w in name_words(display_name) if w[:1].isalpha()]
+    if not words:
+        return "?"
+    if len(words) == 1:
+        return words[0][:2].upper()
+    return (words[0][0] + words[-1][0]).upper()
+
+
+def role_from_title(display_name: str) -> str:
+    """The role a ward reads from a name's title ("Dr ..." -> "Doctor"), else "Clinician"."""
+    words = display_name.replace(".", " ").split()
+    if words and _TITLES.get(words[0].lower()):
+        return _TITLES[words[0].lower()]
+    return DEFAULT_ROLE
+
+
+def _text(value: object, limit: int, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit \
+            or not value.isprintable():
+        raise PresenceDataError(f"bad_{what}")
+    return value.strip()
+
+
+def _epoch_ms(value: object, what: str) -> int:
+    # bool is an int in Python: refuse it explicitly.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_EPOCH_MS:
+        raise PresenceDataError(f"bad_{what}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ClinicianIdentity:
+    """The signed-in user as other workstations see them: ids and names of staff only."""
+
+    practitioner_id: str
+    display_name: str
+    role: str = DEFAULT_ROLE
+
+    def __post_init__(self) -> None:
+        if not _FHIR_ID.fullmatch(self.practitioner_id):
+            raise PresenceDataError("bad_practitioner")
+        _text(self.display_name, MAX_NAME_CHARS, "name")
+        _text(self.role, MAX_ROLE_CHARS, "role")
+
+    @classmethod
+    def for_user(cls, practitioner_id: str | None, display_name: str,
+                 role: str | None = None) -> ClinicianIdentity:
+        """From the sign-in token's `fhirUser` id and name; the role is given or read from
+        the name's title (the SMART token response carries no role claim)."""
+        if not practitioner_id:
+            raise PresenceDataError("bad_practitioner")
+        name = display_name.strip() or practitioner_id
+        return cls(practitioner_id, name[:MAX_NAME_CHARS],
+                   (role or role_from_title(name))[:MAX_ROLE_CHARS])
+
+    @property
+    def initials(self) -> str:
+        return initials(self.display_name)
+
+
+# ---------------------------------------------------------------- what they are doing
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This member edits `component` since `claimed_at_ms`, until `expires_at_ms`."""
+
+    component: str
+    claimed_at_ms: int
+    expires_at_ms: int
+
+    def __post_init__(self) -> None:
+        if not _COMPONENT.fullmatch(self.component):
+            raise PresenceDataError("bad_component")
+        _epoch_ms(self.claimed_at_ms, "claim_time")
+        _epoch_ms(self.expires_at_ms, "claim_expiry")
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceData:
+    """One member's presence data (the schema in the module docstring)."""
+
+    clinician: ClinicianIdentity
+    since_ms: int
+    claims: tuple[Claim, ...] = ()
+
+    @property
+    def state(self) -> PresenceState:
+        return EDITING if self.claims else VIEWING
+
+    def claim(self, component: str) -> Claim | None:
+        return next((c for c in self.claims if c.component == component), None)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": PRESENCE_SCHEMA,
+            "practitioner": self.clinician.practitioner_id,
+            "name": self.clinician.display_name,
+            "role": self.clinician.role,
+            "state": self.state,
+            "since": self.since_ms,
+            "claims": [{"component": c.component, "claimedAt": c.claimed_at_ms,
+                        "expiresAt": c.expires_at_ms} for c in self.claims],
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> PresenceData:
+        """Parse strictly; PresenceDataError (with a loggable reason) on anything else."""
+        if not isinstance(data, Mapping):
+            raise PresenceDataError("not_an_object")
+        if set(data) - _WIRE_KEYS:
+            raise PresenceDataError("unknown_field")
+        if data.get("v") != PRESENCE_SCHEMA:
+            raise PresenceDataError("bad_version")
+        practitioner = data.get("practitioner")
+        if not isinstance(practitioner, str) or not _FHIR_ID.fullmatch(practitioner):
+            raise PresenceDataError("bad_practitioner")
+        clinician = ClinicianIdentity(
+            practitioner, _text(data.get("name"), MAX_NAME_CHARS, "name"),
+            _text(data.get("role"), MAX_ROLE_CHARS, "role"))
+        raw_claims = data.get("claims", [])
+        if not isinstance(raw_claims, list) or len(raw_claims) > MAX_CLAIMS:
+            raise PresenceDataError("bad_claims")
+        claims: list[Claim] = []
+        for raw in raw_claims:
+            if not isinstance(raw, Mapping) or set(raw) != _CLAIM_KEYS:
+                raise PresenceDataError("bad_claim")
+            component = raw["component"]
+            if not isinstance(component, str):
+                raise PresenceDataError("bad_component")
+            claims.append(Claim(component, _epoch_ms(raw["claimedAt"], "claim_time"),
+                                _epoch_ms(raw["expiresAt"], "claim_expiry")))
+        if len({c.component for c in claims}) != len(claims):
+            raise PresenceDataError("duplicate_claim")
+        state = data.get("state")
+        if state != (EDITING if claims else VIEWING):
+            raise PresenceDataError("bad_state")
+        return cls(clinician, _epoch_ms(data.get("since"), "since"), tuple(claims))
+
+
+# ---------------------------------------------------------------- members of one record
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One presence member: a user at one workstation (Ably member key connectionId:clientId).
+
+    `data` is None when the member's data could not be read (`problem` says why).
+    """
+
+    client_id: str
+    connection_id: str
+    data: PresenceData | None
+    problem: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.connection_id}:{self.client_id}"
+
+    @property
+    def name(self) -> str:
+        return self.data.clinician.display_name if self.data else UNKNOWN_NAME
+
+    @property
+    def state(self) -> PresenceState:
+        return self.data.state if self.data else VIEWING
+
+    @classmethod
+    def from_wire(cls, client_id: str, connection_id: str, data: object) -> Member:
+        try:
+            return cls(client_id, connection_id, PresenceData.from_wire(data))
+        except PresenceDataError as exc:
+            return cls(client_id, connection_id, None, str(exc))
+
+    def lock_claims(self) -> list[LockClaim]:
+        if self.data is None:
+            return []
+        return [LockClaim(c.component, self.client_id, self.connection_id, c.claimed_at_ms,
+                          c.expires_at_ms) for c in self.data.claims]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPresence:
+    """Everyone present on one record channel, as this workstation sees it.
+
+    `own_connection_ids` are this workstation's connections, the current one and earlier
+    ones: after a failed resume (RTN15c) the hub keeps the old connection's member until its
+    grace period ends, and that ghost is still us. `synced` is False until the attach-time
+    SYNC completed (RTP18), so a view can say "checking who is here" instead of "nobody else".
+    """
+
+    channel: str
+    members: tuple[Member, ...] = ()
+    own_connection_ids: frozenset[str] = frozenset()
+    synced: bool = False
+
+    def is_own(self, member: Member) -> bool:
+        return member.connection_id in self.own_connection_ids
+
+    def others(self) -> tuple[Member, ...]:
+        """Members at other workstations, longest present first (the avatar stack)."""
+        out = [m for m in self.members if not self.is_own(m)]
+        out.sort(key=lambda m: (m.data.since_ms if m.data else 0, m.name, m.key))
+        return tuple(out)
+
+    def claims(self) -> list[LockClaim]:
+        return [claim for m in self.members for claim in m.lock_claims()]
+
+    def lock(self, component: str, now_ms: int) -> LockView:
+        return lock_view(self.claims(), component, now_ms)
+
+    def member_of(self, claim: LockClaim | None) -> Member | None:
+        if claim is None:
+            return None
+        key = f"{claim.connection_id}:{claim.client_id}"
+        return next((m for m in self.members if m.key == key), None)
+
+    def next_expiry_ms(self, now_ms: int) -> int | None:
+        return next_expiry_ms(self.claims(), now_ms)
+
+
+def members_from_wire(entries: Iterable[tuple[str | None, str | None, object]]
+                      ) -> tuple[Member, ...]:
+    """Members from (clientId, connectionId, data) triples; items lacking either id are
+    ignored, as the SDK ignores them (RTP2)."""
+    return tuple(Member.from_wire(cid, conn, data) for cid, conn, data in entries
+                 if cid and conn)
+
+
+# ---------------------------------------------------------------- bus events
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged(Event):
+    """Who is present on `channel`, or what they are doing, changed (or a lock expired)."""
+
+    channel: str
+
+
+LockEndReason = Literal["idle", "disconnected", "taken", "left"]
+
+
+@dataclass(frozen=True, slots=True)
+class EditLockEnded(Event):
+    """This workstation's claim on `component` of `channel` ended without the user asking.
+
+    `reason`: "idle" (no input for the idle limit), "disconnected" (realtime down longer than
+    other workstations keep our member), "taken" (another claim turned out earlier) or "left"
+    (the record's presence was closed).
+    """
+
+    channel: str
+    component: str
+    reason: LockEndReason

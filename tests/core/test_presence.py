@@ -1,0 +1,133 @@
+"""The presence model: record channel names, the presence data schema (strict, no PHI),
+initials and roles for avatars, and what one workstation sees of a record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wardsync.core.presence import (
+    EDITING,
+    VIEWING,
+    Claim,
+    ClinicianIdentity,
+    Member,
+    PresenceData,
+    PresenceDataError,
+    RecordPresence,
+    initials,
+    members_from_wire,
+    record_channel,
+    record_channel_of_ref,
+    record_of_channel,
+    role_from_title,
+)
+
+NOW = 1_767_225_600_000
+NURSE = ClinicianIdentity("demo-nurse", "Nurse Demo Nightingale", "Nurse")
+DOCTOR = ClinicianIdentity("demo-clinician", "Dr Demo Clinician", "Doctor")
+
+
+def wire(**changes: object) -> dict:
+    data = PresenceData(NURSE, NOW, (Claim("task", NOW + 5, NOW + 120_005),)).to_wire()
+    data.update(changes)
+    return data
+
+
+def test_record_channels_name_a_resource_type_and_logical_id_only() -> None:
+    assert record_channel("Task", "task-03-1") == "record:Task:task-03-1"
+    assert record_channel_of_ref("Patient/pat-03") == "record:Patient:pat-03"
+    assert record_of_channel("record:Observation:note-1") == ("Observation", "note-1")
+    for bad in (("task", "1"), ("Task", "has space"), ("Task", ""), ("Task", "x" * 65),
+                ("Task", "1:2")):
+        with pytest.raises(ValueError):
+            record_channel(*bad)
+    for bad in ("ward:7A", "record:Task", "record:Task:a b", "record:task:1"):
+        with pytest.raises(ValueError):
+            record_of_channel(bad)
+
+
+def test_initials_skip_titles_and_roles_come_from_them() -> None:
+    assert initials("Dr Demo Clinician") == "DC"
+    assert initials("Nurse Demo Nightingale") == "DN"
+    assert initials("Dr. Ann-Marie van Loon") == "AL"
+    assert initials("Prof Single") == "SI"
+    assert initials("Dr") == "DR"
+    assert initials("  ") == "?"
+    assert role_from_title("Dr Demo Clinician") == "Doctor"
+    assert role_from_title("Nurse Demo Nightingale") == "Nurse"
+    assert role_from_title("Ann Lee") == "Clinician"
+    me = ClinicianIdentity.for_user("demo-nurse", "Nurse Demo Nightingale")
+    assert (me.role, me.initials) == ("Nurse", "DN")
+    assert ClinicianIdentity.for_user("x", "Ann Lee", "Pharmacist").role == "Pharmacist"
+    assert ClinicianIdentity.for_user("x", "").display_name == "x"
+    with pytest.raises(PresenceDataError):
+        ClinicianIdentity.for_user(None, "Dr Nobody")
+
+
+def test_presence_data_round_trips_and_carries_only_staff_and_times() -> None:
+    data = PresenceData(NURSE, NOW, (Claim("task", NOW + 5, NOW + 120_005),))
+    body = data.to_wire()
+    assert set(body) == {"v", "practitioner", "name", "role", "state", "since", "claims"}
+    assert body["state"] == EDITING and PresenceData(NURSE, NOW).state == VIEWING
+    assert PresenceData.from_wire(json.loads(json.dumps(body))) == data
+    assert data.claim("task").claimed_at_ms == NOW + 5 and data.claim("note") is None
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"mrn": "123"}, "unknown_field"),
+    ({"v": 2}, "bad_version"),
+    ({"practitioner": "has space"}, "bad_practitioner"),
+    ({"name": "x" * 81}, "bad_name"),
+    ({"name": "line\nbreak"}, "bad_name"),
+    ({"role": ""}, "bad_role"),
+    ({"since": -1}, "bad_since"),
+    ({"since": True}, "bad_since"),
+    ({"since": 1.5}, "bad_since"),
+    ({"state": VIEWING}, "bad_state"),
+    ({"claims": "task"}, "bad_claims"),
+    ({"claims": [{"component": "task", "claimedAt": NOW}]}, "bad_claim"),
+    ({"claims": [{"component": "Task Note", "claimedAt": NOW, "expiresAt": NOW}]},
+     "bad_component"),
+    ({"claims": [{"component": "task", "claimedAt": NOW, "expiresAt": NOW, "x": 1}]},
+     "bad_claim"),
+    ({"claims": [{"component": "task", "claimedAt": NOW, "expiresAt": NOW}] * 2},
+     "duplicate_claim"),
+])
+def test_malformed_presence_data_is_refused_with_a_loggable_reason(changes, reason) -> None:
+    with pytest.raises(PresenceDataError) as caught:
+        PresenceData.from_wire(wire(**changes))
+    assert str(caught.value) == reason
+    member = Member.from_wire("demo-nurse", "conn1", wire(**changes))
+    assert member.data is None and member.problem == reason
+    assert member.name == "Unknown user" and member.lock_claims() == []
+
+
+@given(st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()),
+                 st.dictionaries(st.text(max_size=12), st.one_of(st.text(), st.integers()))))
+def test_any_junk_as_presence_data_makes_an_unreadable_member_not_a_crash(junk) -> None:
+    member = Member.from_wire("someone", "conn", junk)
+    assert member.data is None and member.problem
+
+
+def test_what_one_workstation_sees_of_a_record() -> None:
+    mine = PresenceData(DOCTOR, NOW)
+    nurse = PresenceData(NURSE, NOW - 60_000, (Claim("task", NOW - 1000, NOW + 119_000),))
+    members = members_from_wire([
+        ("demo-clinician", "conn-me", mine.to_wire()),
+        ("demo-nurse", "conn-ward", nurse.to_wire()),
+        ("demo-clinician", "conn-old", mine.to_wire()),  # our ghost after a failed resume
+        ("demo-clinician", "conn-desk2", mine.to_wire()),  # same doctor, other workstation
+        (None, "conn-x", mine.to_wire()),  # no clientId: ignored as the SDK does (RTP2)
+    ])
+    view = RecordPresence("record:Task:t1", members, frozenset({"conn-me", "conn-old"}), True)
+    assert [m.key for m in view.others()] == ["conn-ward:demo-nurse", "conn-desk2:demo-clinician"]
+    lock = view.lock("task", NOW)
+    assert view.member_of(lock.holder).name == "Nurse Demo Nightingale"
+    assert not view.lock("note", NOW).held
+    assert not view.lock("task", NOW + 119_000).held  # expired at the announced time
+    assert view.next_expiry_ms(NOW) == NOW + 119_000
+    assert view.member_of(None) is None
