@@ -23,6 +23,7 @@ from typing import Any
 from ably import AblyRealtime
 from ably.types.channelstate import ChannelState, ChannelStateChange
 from ably.types.connectionstate import ConnectionStateChange
+from ably.util.exceptions import AblyException
 
 from wardsync.fhir.client import is_loopback_host
 
@@ -40,6 +41,7 @@ SILENCE_CHECK_S = 0.25
 SILENCE_MARGIN_MS = 300
 
 TokenProvider = Callable[[], Awaitable[dict]]
+PresenceListener = Callable[[], None]
 MessageListener = Callable[[Any], None]
 StateListener = Callable[[str, str], None]
 ContinuityListener = Callable[[str], None]
@@ -66,8 +68,26 @@ class _Channel:
     release_timer: asyncio.TimerHandle | None = None
 
 
+class RealtimeError(Exception):
+    """A realtime operation the SDK refused or that failed (its code and message, no data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    """One presence member as the SDK holds it (RTP2): who, on which connection, their data."""
+
+    client_id: str | None
+    connection_id: str | None
+    data: Any
+
+
 class ChannelLease:
-    """A claim on a channel; `close()` releases it (detach after the grace period)."""
+    """A claim on a channel; `close()` releases it (detach after the grace period).
+
+    The presence helpers wrap the SDK's `channel.presence` (RTP8-RTP11) so callers outside
+    this module neither import `ably` nor handle its exception type: failures become
+    `RealtimeError`. Entering needs the clientId that the realtime token carries (RTP8j).
+    """
 
     def __init__(self, conn: SyncConnection, name: str, listener: MessageListener | None):
         self._conn = conn
@@ -83,6 +103,65 @@ class ChannelLease:
         if not self._closed:
             self._closed = True
             self._conn._release(self.name, self._listener)
+
+    # ------------------------------------------------------------------ presence
+    async def enter_presence(self, data: Any) -> None:
+        """Enter (RTP8) or re-enter with `data`; resolves when the hub acknowledged it."""
+        await self._presence_call("enter", data)
+
+    async def update_presence(self, data: Any) -> None:
+        """Replace this client's presence data (RTP9; enters if not yet present)."""
+        await self._presence_call("update", data)
+
+    async def leave_presence(self) -> None:
+        """Leave the channel's presence (RTP10)."""
+        await self._presence_call("leave", None)
+
+    async def _presence_call(self, action: str, data: Any) -> None:
+        if self._closed:
+            raise RealtimeError(f"presence {action} on a released channel")
+        try:
+            presence = self.channel.presence
+        except KeyError as exc:
+            raise RealtimeError("realtime connection is closed") from exc
+        try:
+            await getattr(presence, action)(data)
+        except AblyException as exc:
+            raise RealtimeError(f"presence {action} failed: {exc.code} {exc.message}") from exc
+
+    def presence_members(self) -> list[PresenceEntry]:
+        """The members the SDK holds now (no waiting for a SYNC; see `presence_synced`)."""
+        try:
+            members = self.channel.presence.members.list()
+        except KeyError:
+            return []
+        return [PresenceEntry(m.client_id, m.connection_id, m.data) for m in members]
+
+    @property
+    def presence_synced(self) -> bool:
+        """True once the attach-time presence SYNC completed (RTP18, RTP19a)."""
+        try:
+            return bool(self.channel.presence.sync_complete)
+        except KeyError:
+            return False
+
+    async def subscribe_presence(self, listener: PresenceListener) -> Callable[[], None]:
+        """Call `listener()` after every presence event on this channel (RTP6); returns
+        the function that unsubscribes it."""
+
+        def on_event(_message: Any) -> None:
+            listener()
+
+        presence = self.channel.presence
+        try:
+            await presence.subscribe(on_event)
+        except AblyException as exc:
+            raise RealtimeError(f"presence subscribe failed: {exc.code} {exc.message}") from exc
+
+        def unsubscribe() -> None:
+            presence.unsubscribe(on_event)
+
+        return unsubscribe
 
 
 class SyncConnection:

@@ -1,0 +1,287 @@
+"""Presence and record locks between two independent workstations (demo.clinician and
+demo.nurse, each with its own Workstation and realtime connection) on one sandbox: the real
+hub, the real ably SDK, shrunk timings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.faults.proxy import FaultProxy
+from tests.sandbox_fixtures import demo_sign_in
+from tests.sync.test_sync_live import eventually
+from wardsync.auth.session import Session
+from wardsync.core.clock import SystemClock
+from wardsync.core.connection_status import ConnectionState
+from wardsync.core.metrics import MemoryMetrics
+from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
+from wardsync.sandbox.server import Sandbox
+from wardsync.sync.presence import PresenceService, identity_from_tokens
+from wardsync.sync.workstation import Workstation, WorkstationConfig
+
+PATIENT = ("Patient", "pat-03")
+TASK = ("Task", "task-03-1")
+
+
+class PinnableClock(SystemClock):
+    """The real clocks, except that the wall clock can be pinned (two workstations claiming
+    in the very same millisecond)."""
+
+    def __init__(self) -> None:
+        self.pinned: float | None = None
+
+    def wall(self) -> float:
+        return self.pinned if self.pinned is not None else super().wall()
+
+
+@contextlib.asynccontextmanager
+async def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient, *,
+                  realtime_endpoint: str | None = None, clock: SystemClock | None = None,
+                  **presence: Any) -> AsyncIterator[tuple[Workstation, PresenceService]]:
+    """A live workstation and its presence service (the hub reached directly or through
+    `realtime_endpoint`, e.g. a fault proxy)."""
+    info = sandbox.ready_info()
+    cfg = WorkstationConfig(
+        fhir_base=info["fhir_base"], ward=info["ward"],
+        realtime_endpoint=realtime_endpoint or info["ably_endpoint"],
+        realtime_token_url=info["ably_token_url"])
+    ws = Workstation(cfg, session, metrics=MemoryMetrics(), http=http, clock=clock,
+                     schedule=asyncio.get_running_loop().call_soon)
+    await ws.start()
+    service = PresenceService(ws, identity_from_tokens(session.tokens),
+                              **{"leave_grace_s": 0.3, **presence})
+    await service.start()
+    try:
+        await eventually(lambda: ws.status.state is ConnectionState.LIVE, what="live")
+        yield ws, service
+    finally:
+        await service.aclose()
+        await ws.aclose()
+
+
+@pytest.fixture
+async def nurse(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[Session]:
+    session = await demo_sign_in(sandbox, http, "demo.nurse")
+    yield session
+    await session.aclose()
+
+
+def names(handle) -> list[str]:
+    return [m.name for m in handle.others()]
+
+
+def ended(ws: Workstation) -> list[EditLockEnded]:
+    got: list[EditLockEnded] = []
+    ws.bus.subscribe(EditLockEnded, got.extend)
+    return got
+
+
+async def test_presence_appears_once_per_workstation_and_disappears_after_the_last_window(
+        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
+    async with station(sandbox, clinician, http) as (_ws_a, doctor), \
+            station(sandbox, nurse, http) as (ws_b, ward_nurse):
+        changes: list[PresenceChanged] = []
+        ws_b.bus.subscribe(PresenceChanged, changes.extend)
+        chart, lab_window = doctor.join(*PATIENT), doctor.join(*PATIENT)
+        seen_by_nurse = ward_nurse.join(*PATIENT)
+        await eventually(lambda: names(seen_by_nurse) == ["Dr Demo Clinician"],
+                         what="the doctor in the nurse's view")
+        await eventually(lambda: names(chart) == ["Nurse Demo Nightingale"],
+                         what="the nurse in the doctor's view")
+        # Two windows, one member: the hub holds exactly two members on the channel.
+        assert sandbox.hub.stats()["members"] == 2
+        assert doctor.handle_count("record:Patient:pat-03") == 2
+        doctor_member = seen_by_nurse.others()[0]
+        assert doctor_member.data.clinician.role == "Doctor"
+        assert doctor_member.data.clinician.initials == "DC"
+        assert doctor_member.state == "viewing"
+        assert abs(doctor_member.data.since_ms / 1000 - time.time()) < 30
+        assert lab_window.others() == chart.others()  # one view per workstation
+        assert any(c.channel == "record:Patient:pat-03" for c in changes)
+
+        chart.close()
+        await asyncio.sleep(doctor.leave_grace_s + 0.5)
+        assert names(seen_by_nurse) == ["Dr Demo Clinician"]  # another window still shows it
+        lab_window.close()
+        await eventually(lambda: names(seen_by_nurse) == [], timeout_s=3.0,
+                         what="the doctor leaving after the last window")
+        await eventually(lambda: "record:Patient:pat-03" not in doctor.channels,
+                         what="presence record released")
+        # Reopening joins again.
+        again = doctor.join(*PATIENT)
+        await eventually(lambda: names(seen_by_nurse) == ["Dr Demo Clinician"], what="rejoin")
+        again.close()
+        seen_by_nurse.close()
+
+
+async def test_simultaneous_claims_resolve_identically_on_both_workstations(
+        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
+    clock_a, clock_b = PinnableClock(), PinnableClock()
+    async with station(sandbox, clinician, http, clock=clock_a) as (_ws_a, doctor), \
+            station(sandbox, nurse, http, clock=clock_b) as (_ws_b, ward_nurse):
+        a, b = doctor.join(*TASK), ward_nurse.join(*TASK)
+        await eventually(lambda: names(a) and names(b), what="both present")
+        for round_no in range(4):
+            if round_no == 0:
+                # The very same millisecond on both: the tie goes to the lower clientId.
+                clock_a.pinned = clock_b.pinned = time.time()
+            out_a, out_b = await asyncio.gather(a.claim("task"), b.claim("task"))
+            clock_a.pinned = clock_b.pinned = None
+            if round_no == 0:
+                assert out_a.granted and not out_b.granted  # "demo-clinician" < "demo-nurse"
+            assert out_a.granted != out_b.granted, (out_a, out_b)
+            winner, loser = (a, b) if out_a.granted else (b, a)
+            lost = out_b if out_a.granted else out_a
+            assert lost.reason == "taken"
+            await eventually(lambda loser=loser: loser.lock("task").holder is not None
+                             and loser.lock("task").holder.state == EDITING,
+                             what="the loser seeing the winner's claim")
+            held_w, held_l = winner.lock("task"), loser.lock("task")
+            # Both apply the rule to the same claims: the same member, claimed at the same ms.
+            assert (held_w.holder.client_id, held_w.holder.connection_id,
+                    held_w.claimed_at_ms) == (held_l.holder.client_id,
+                                              held_l.holder.connection_id, held_l.claimed_at_ms)
+            assert held_w.by_me and held_w.here and not held_w.blocked and held_w.status == "held"
+            assert held_l.blocked and not held_l.by_me
+            assert lost.holder.client_id == held_w.holder.client_id
+            # The loser withdraws its claim: only one member is editing.
+            assert [m.state for m in loser.others()] == [EDITING]
+            await eventually(lambda w=winner: [m.state for m in w.others()] == ["viewing"],
+                             what="the loser's claim withdrawn")
+            winner.release("task")
+            await eventually(lambda loser=loser: loser.lock("task").holder is None,
+                             what="released")
+        a.close()
+        b.close()
+
+
+async def test_another_window_of_the_same_workstation_sees_its_own_lock(
+        sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient) -> None:
+    async with station(sandbox, clinician, http) as (_ws, doctor):
+        first, second = doctor.join(*TASK), doctor.join(*TASK)
+        assert (await first.claim("task")).reason == "granted"
+        other = await second.claim("task")
+        assert not other.granted and other.reason == "elsewhere"
+        lock = second.lock("task")
+        assert lock.by_me and not lock.here and lock.blocked
+        first.close()  # the window closed while editing: the claim goes with it
+        assert second.lock("task").holder is None
+        assert (await second.claim("task")).granted
+        second.close()
+
+
+async def test_an_idle_lock_expires_the_holder_is_told_and_another_can_claim(
+        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
+    async with station(sandbox, clinician, http, lock_idle_s=1.2) as (ws_a, doctor), \
+            station(sandbox, nurse, http) as (_ws_b, ward_nurse):
+        told = ended(ws_a)
+        a, b = doctor.join(*TASK), ward_nurse.join(*TASK)
+        await eventually(lambda: names(a) and names(b), what="both present")
+        # Input keeps the lock: touched for longer than the idle limit, it stays held.
+        assert (await a.claim("task")).granted
+        started = time.monotonic()
+        while time.monotonic() - started < 2.0:
+            a.touch("task")
+            await asyncio.sleep(0.1)
+        assert a.lock("task").here and told == []
+        await eventually(lambda: b.lock("task").blocked, what="the nurse seeing the lock")
+        renewed = b.lock("task").expires_at_ms
+        assert renewed - a.lock("task").claimed_at_ms > 1800  # the expiry moved on with input
+        # No input: the claim lapses at its announced expiry, everywhere.
+        await eventually(lambda: told, timeout_s=3.0, what="the holder told")
+        assert [(e.channel, e.component, e.reason) for e in told] == [
+            ("record:Task:task-03-1", "task", "idle")]
+        assert a.lock("task").holder is None
+        await eventually(lambda: b.lock("task").holder is None, what="the lock free for the nurse")
+        assert (await b.claim("task")).granted
+        await eventually(lambda: a.lock("task").blocked, what="the doctor seeing the nurse's lock")
+        a.close()
+        b.close()
+
+
+async def test_a_frozen_holders_lock_expires_for_others_at_its_announced_time(
+        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
+    # The doctor's lock timer never runs (a hung holder): the others still expire the claim
+    # at the time it announced, without any presence event from the holder.
+    async with station(sandbox, clinician, http, lock_idle_s=1.0, tick_s=3600) as (_a, doctor), \
+            station(sandbox, nurse, http) as (ws_b, ward_nurse):
+        a, b = doctor.join(*TASK), ward_nurse.join(*TASK)
+        await eventually(lambda: names(a) and names(b), what="both present")
+        assert (await a.claim("task")).granted
+        await eventually(lambda: b.lock("task").blocked, what="the nurse seeing the lock")
+        expires = b.lock("task").expires_at_ms
+        changed: list[PresenceChanged] = []
+        ws_b.bus.subscribe(PresenceChanged, changed.extend)
+        await eventually(lambda: b.lock("task").holder is None, timeout_s=3.0, what="expired")
+        assert time.time() * 1000 >= expires
+        # Windows are told to repaint even though no presence event came.
+        await eventually(lambda: changed, timeout_s=1.0, what="a repaint event at the expiry")
+        assert [m.state for m in b.others()] == [EDITING]  # the claim is still announced...
+        assert (await b.claim("task")).granted  # ...but no longer holds
+        a.close()
+        b.close()
+
+
+async def test_a_vanished_workstation_disappears_within_the_hub_grace_and_frees_its_lock(
+        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
+    grace_s = sandbox.hub.config.presence_grace_s
+    host, port = sandbox.hub.endpoint.rsplit(":", 1)
+    async with FaultProxy(host, int(port)) as network, \
+            station(sandbox, clinician, http, realtime_endpoint=network.endpoint,
+                    lock_disconnect_s=grace_s) as (ws_a, doctor), \
+            station(sandbox, nurse, http) as (_ws_b, ward_nurse):
+        told = ended(ws_a)
+        a, b = doctor.join(*TASK), ward_nurse.join(*TASK)
+        await eventually(lambda: names(a) and names(b), what="both present")
+        assert (await a.claim("task")).granted
+        await eventually(lambda: b.lock("task").blocked, what="the nurse seeing the lock")
+        # The doctor's workstation drops off the network (cable pulled, no CLOSE sent).
+        await network.refuse()
+        network.drop_all()
+        cut = time.monotonic()
+        await eventually(lambda: names(b) == [], timeout_s=grace_s + 3.0,
+                         what="the vanished member leaving")
+        gone_after = time.monotonic() - cut
+        assert grace_s - 0.5 <= gone_after <= grace_s + 2.0, gone_after
+        assert b.lock("task").holder is None
+        assert (await b.claim("task")).granted
+        # The holder is told its lock ended, and keeps out of the nurse's way.
+        await eventually(lambda: told, timeout_s=grace_s + 3.0, what="the holder told")
+        assert [e.reason for e in told] == ["disconnected"]
+        assert a.lock("task").holder is None or not a.lock("task").by_me
+        # Back on the network: the doctor re-enters and sees the nurse's lock.
+        await network.heal()
+        await eventually(lambda: ws_a.status.state is ConnectionState.LIVE, timeout_s=10.0,
+                         what="the doctor live again")
+        await eventually(lambda: names(b) == ["Dr Demo Clinician"], timeout_s=5.0,
+                         what="the doctor back in the nurse's view")
+        await eventually(lambda: a.lock("task").blocked, what="the doctor seeing the lock")
+        a.close()
+        b.close()
+
+
+async def test_without_realtime_claims_are_granted_offline_and_nobody_is_seen(
+        sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient) -> None:
+    info = sandbox.ready_info()
+    ws = Workstation(WorkstationConfig(fhir_base=info["fhir_base"], ward=info["ward"]),
+                     clinician, http=http)
+    await ws.start()
+    service = PresenceService(ws, identity_from_tokens(clinician.tokens))
+    await service.start()
+    try:
+        handle = service.join(*TASK)
+        outcome = await handle.claim("task")
+        assert (outcome.granted, outcome.reason) == (True, "offline")
+        assert handle.others() == () and handle.lock("task").status == "offline"
+        with pytest.raises(ValueError):
+            service.join("Task", "bad id")
+        handle.close()
+    finally:
+        await service.aclose()
+        await ws.aclose()
