@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import gc
 import itertools
 import os
 import sys
@@ -271,6 +272,13 @@ async def measure(config: Config) -> dict[str, Any]:
                 await asyncio.gather(beat, return_exceptions=True)
             for window in windows:
                 window.close()
+                # Destroyed here, on the GUI thread: left to Python's cyclic GC, a window
+                # could be collected on the writer thread, and Qt objects with timers must
+                # never be destroyed off their thread (that crashed a run).
+                window.deleteLater()
+            windows.clear()
+            await asyncio.sleep(0.2)  # the event loop runs the deferred deletes
+            gc.collect()
             await center.aclose()
             await ws.aclose()
             await session.aclose()
