@@ -427,12 +427,15 @@ def _gaps(ticks: Sequence[int], cpu: Sequence[int] | None, start_ns: int | None,
 
 def loop_stalls(ticks: Sequence[int], start_ns: int | None = None, end_ns: int | None = None,
                 interval_ms: float = 10.0, stall_over_ms: float = 100.0,
-                cpu: Sequence[int] | None = None) -> dict[str, Any]:
+                cpu: Sequence[int] | None = None,
+                gc_pauses: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
     """How regularly the app's 10 ms heartbeat ticked in a window: a gap between two ticks
     is how long the event loop (in the app: the GUI thread) could not run anything else.
 
     With `cpu` (the loop thread's CPU time at each tick) every long gap is also split into
-    the loop's own work and time the OS did not run it (other processes on the machine).
+    the loop's own work and time the OS did not run it (other processes on the machine);
+    with `gc_pauses` ((start_ns, duration_ns, generation) of the app's garbage collections)
+    the collections inside long gaps are added up.
     """
     gaps = _gaps(ticks, cpu, start_ns, end_ns)
     long = [(g, b) for _, g, b in gaps if g > stall_over_ms]
@@ -449,4 +452,16 @@ def loop_stalls(ticks: Sequence[int], start_ns: int | None = None, end_ns: int |
                                                and b >= g / 2)
         out["long_gaps_cpu_share"] = distribution(
             (b / g for g, b in long if b is not None), 2)
+    if gc_pauses is not None:
+        in_window = [p for p in gc_pauses
+                     if (start_ns is None or p[0] >= start_ns)
+                     and (end_ns is None or p[0] <= end_ns)]
+        out["gc_pause_ms"] = distribution((p[1] / NS_PER_MS for p in in_window), 1)
+        gc_in_long = []
+        for end, gap, _ in gaps:
+            if gap > stall_over_ms:
+                begin = end - gap * NS_PER_MS
+                gc_in_long.append(sum(p[1] for p in in_window
+                                      if begin <= p[0] <= end) / NS_PER_MS)
+        out["gc_ms_inside_long_gaps"] = [round(x, 1) for x in gc_in_long]
     return out

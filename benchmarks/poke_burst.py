@@ -285,7 +285,8 @@ def analyse(before: dict[str, Any], after: dict[str, Any], report: dict[str, Any
             round((last_request - burst_end_ns) / NS_PER_MS, 1) if last_request else None),
         "repaints_per_window": dict(sorted(renders.items())),
         "event_loop": loop_stalls(report["ticks"], start_ns, end_ns,
-                                  stall_over_ms=STALL_TARGET_MS, cpu=report.get("tick_cpu")),
+                                  stall_over_ms=STALL_TARGET_MS, cpu=report.get("tick_cpu"),
+                                  gc_pauses=report.get("gc_pauses")),
     }
 
 

@@ -185,7 +185,8 @@ def analyse_run(written: list[Written], events: list[dict[str, Any]], report: di
         "missing": missing,
         **{name: distribution(values) for name, values in sorted(spans.items())},
         "event_loop": loop_stalls(report["ticks"], start_ns, end_ns,
-                                  cpu=report.get("tick_cpu")),
+                                  cpu=report.get("tick_cpu"),
+                                  gc_pauses=report.get("gc_pauses")),
         "_raw": spans,
     }
 

@@ -52,3 +52,14 @@ def test_an_observation_poke_touches_vitals_and_labs_keys() -> None:
     plan = [target("Observation", "o1", "1", "pat-01", "RESOURCE_CHANGED"),
             target("DiagnosticReport", "r1", "1", "pat-01", "LAB_RESULT_READY")]
     assert poke_burst.touched_keys(plan) == {"vitals Patient/pat-01": 1, "labs Patient/pat-01": 2}
+
+
+def test_long_gaps_are_split_into_own_work_preemption_and_garbage_collection() -> None:
+    ticks = [0, 10 * MS, 160 * MS, 170 * MS, 320 * MS]
+    cpu = [0, 10 * MS, 150 * MS, 160 * MS, 170 * MS]  # busy in the first gap, not the second
+    gc = [(20 * MS, 90 * MS, 2), (200 * MS, 2 * MS, 0)]
+    s = common.loop_stalls(ticks, cpu=cpu, gc_pauses=gc)
+    assert s["gaps_over"] == 2
+    assert s["gaps_over_mostly_own_work"] == 1
+    assert s["gc_ms_inside_long_gaps"] == [90.0, 2.0]
+    assert s["gc_pause_ms"]["n"] == 2 and s["gc_pause_ms"]["max"] == 90.0
