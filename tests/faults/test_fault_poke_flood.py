@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
+
+import pytest
 
 from tests.faults.harness import PATIENTS, fault_bed
 from wardsync.core import codes
 from wardsync.sandbox.ward.observations import lab_observation
+from wardsync.sync.pull import PULL_DEBOUNCE_S, PullLoop
 
 POKES_PER_S = 50  # Ably's per-channel publish and per-connection delivery limit
 FLOOD_S = 8.0
@@ -25,7 +30,10 @@ FLOOD_S = 8.0
 # three workstations in one process on two cores: p50 about 0.25 s, p99 about 1 s.
 FRESH_P50_BOUND_S = 0.5
 FRESH_P99_BOUND_S = 1.5
-PULLS_PER_POKE_MAX = 0.3  # coalescing: at most ~1 pull per 3 pokes of a key
+# Coalescing: a key's next pull starts no sooner than the debounce after its last one ended
+# (single flight, then a debounce for the burst to gather), so pulls stay well under pokes.
+PULLS_PER_POKE_MAX = 0.5
+DEBOUNCE_SLACK_S = 0.005  # timer granularity
 CONVERGE_BOUND_S = 3.0
 
 
@@ -55,7 +63,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def test_poke_flood_at_the_channel_limit(seeded_data_dir: Path, tmp_path: Path) -> None:
+def record_pull_times(monkeypatch: pytest.MonkeyPatch
+                      ) -> dict[tuple[int, str], list[tuple[float, float]]]:
+    """(query cache id, key label) -> [(start, end)] of every pull (instrumentation only)."""
+    times: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
+    pull_once = PullLoop._pull_once
+
+    async def timed(self: PullLoop, urgent: bool) -> None:
+        start = time.monotonic()
+        try:
+            await pull_once(self, urgent)
+        finally:
+            times[(id(self._owner), self.key.label())].append((start, time.monotonic()))
+
+    monkeypatch.setattr(PullLoop, "_pull_once", timed)
+    return times
+
+
+async def test_poke_flood_at_the_channel_limit(
+    seeded_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pull_times = record_pull_times(monkeypatch)
     async with fault_bed(seeded_data_dir, tmp_path) as bed:
         store = bed.sandbox.store
         seq_before = bed.sandbox.publisher.last_seq
@@ -80,6 +108,12 @@ async def test_poke_flood_at_the_channel_limit(seeded_data_dir: Path, tmp_path: 
             assert s.ws.intake.seq.highest == last_seq
             pulls = sum(st.pulls for st in s.ws.queries.states()) - pulls_before[s.name]
             assert pulls <= PULLS_PER_POKE_MAX * n, f"{s.name}: {pulls} pulls for {n} pokes"
+            for key in bed.keys:
+                runs = [r for r in pull_times[(id(s.ws.queries), key.label())] if r[0] >= t0]
+                gaps = [b[0] - a[1] for a, b in pairwise(runs)]
+                assert min(gaps) >= PULL_DEBOUNCE_S - DEBOUNCE_SLACK_S, (
+                    f"{s.name} {key.label()}: a pull started {min(gaps) * 1000:.0f} ms after "
+                    "the previous one ended")
             # Poke-to-fresh: from a poke to holding that version or a newer one.
             applied: dict[str, list[tuple[float, int]]] = {}
             for e in s.metrics.of("pull_done"):
