@@ -132,6 +132,7 @@ class AlertBanner(QFrame):
         self._ages.setInterval(AGE_REFRESH_MS)
         self._ages.timeout.connect(self._on_ages_timeout)
         self._action: QAction | None = None
+        self._stopped = False
 
     def attach_action(self, action: QAction) -> None:
         """Shown and hidden through its tool bar action from now on (QToolBar.addWidget: a
@@ -153,6 +154,8 @@ class AlertBanner(QFrame):
 
     def refresh(self) -> None:
         """Re-read the open alerts of the window's patients and show the most pressing one."""
+        if self._stopped:
+            return
         self.shown = pressing_first(self._alerts.active(self._scope()))
         visible = {r.id.report_ref: r.id.version for r in self.shown}
         new = {ref: v for ref, v in visible.items() if self._visible.get(ref) != v}
@@ -196,6 +199,11 @@ class AlertBanner(QFrame):
         self._set_shown(True)
         if not self._ages.isActive():
             self._ages.start()
+
+    def stop(self) -> None:
+        """The window closed: no more refreshes (its timer stops on this, the GUI, thread)."""
+        self._stopped = True
+        self._ages.stop()
 
     def _on_acknowledge_clicked(self) -> None:
         if self.current is not None:

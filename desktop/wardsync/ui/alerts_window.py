@@ -253,6 +253,10 @@ class AlertsWindow(PanelWindow):
             return None
         return open_acknowledge_dialog(self, self.alerts, alert_id, self.workspace.bus)
 
+    def release(self) -> None:
+        self._timer.stop()
+        super().release()
+
     # ------------------------------------------------------------------ handlers
     def _on_bus_alerts_changed(self, _events: list[AlertsChanged]) -> None:
         self.refresh()

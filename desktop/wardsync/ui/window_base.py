@@ -183,6 +183,8 @@ class PanelWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
+        if self.alert_banner is not None:
+            self.alert_banner.stop()
         for sub in self._subs:
             sub.close()
         self._subs.clear()
