@@ -7,7 +7,7 @@ happens directly too, before the faults start.
 
 After a fault, `FaultBed.assert_consistent()` checks what the issue asks of every workstation:
 its data for every open query equals the server's, nothing was applied twice, and no version
-replaced a newer one; `FaultBed.states()` gives each workstation's `connection_state` timeline.
+replaced a newer one; `Station.states_since()` gives a workstation's `connection_state` timeline.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -46,8 +45,6 @@ from wardsync.sandbox.ward.observations import (
 )
 from wardsync.sync.pull import QueryLease
 from wardsync.sync.workstation import Workstation, WorkstationConfig
-
-log = logging.getLogger(__name__)
 
 STATIONS = 3
 PATIENTS = ("pat-02", "pat-03", "pat-04")
