@@ -144,6 +144,11 @@ class PresenceHandle:
         """Members at other workstations (what the avatar stack shows)."""
         return self.presence.others()
 
+    @property
+    def checking(self) -> bool:
+        """True while the link is up but who is here is not known yet (SYNC, RTP18)."""
+        return self._service.live and not self.presence.synced
+
     def lock(self, component: str) -> ComponentLock:
         return self._service._component_lock(self._record, component, self)
 
@@ -244,7 +249,8 @@ class PresenceService:
         return int(self._ws.clock.wall() * 1000)
 
     @property
-    def _realtime_live(self) -> bool:
+    def live(self) -> bool:
+        """True while the realtime link is up: presence can be seen and claims announced."""
         return self._ws.realtime is not None and self._ws.status.realtime is RealtimeState.CONNECTED
 
     def _connection_id(self) -> str:
@@ -457,7 +463,7 @@ class PresenceService:
                 return ClaimOutcome(True, "offline" if existing.status == "offline"
                                     else "granted")
             return ClaimOutcome(False, "elsewhere", self._own_member(rec))
-        if self._realtime_live and not rec.synced.is_set():
+        if self.live and not rec.synced.is_set():
             # Just joined: learn who is here (and what they claim) before claiming.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(rec.synced.wait(), self._claim_timeout_s)
@@ -476,7 +482,7 @@ class PresenceService:
         rec.claims[component] = claim
         rec.dirty.set()
         self._ws.bus.publish(PresenceChanged(rec.channel))
-        if not self._realtime_live or rec.lease is None:
+        if not self.live or rec.lease is None:
             claim.status = "offline"
             return ClaimOutcome(True, "offline")
         try:

@@ -1,24 +1,46 @@
 """The patient chart window: identity banner, vital-sign trends, lab results by report,
-problems and immunisations, medicines and tasks of one patient.
+problems and immunisations, medicines, tasks and nursing notes of one patient.
 
-Fed by the shared store through five query keys (identity, allergies, record, vitals, labs);
-a change repaints only the tabs whose resources changed, highlights the changed lines, and
-emits one `rendered` event naming the versions that became visible. Keyboard: Ctrl+1..5 (or
-Alt + the underlined letter) switch tabs, Ctrl+Tab cycles them, Enter on a lab report opens
-it in its own window (`report_requested`).
+Fed by the shared store through five query keys (identity, allergies, record, vitals, labs),
+plus the patient's nursing notes once that tab is first shown; a change repaints only the
+tabs whose resources changed, highlights the changed lines, and emits one `rendered` event
+naming the versions that became visible. Keyboard: Ctrl+1..6 (or Alt + the underlined
+letter) switch tabs, Ctrl+Tab cycles them, Enter on a lab report opens it in its own window
+(`report_requested`).
+
+Working together (issue 5): with the workstation's `PresenceService` the chart is present on
+the patient's record channel and shows who else has the patient open under the banner; with
+`RecordEdits` too, the Tasks tab edits the selected task (status, owner, a note) and the
+Nursing notes tab writes and amends notes, through record locks and `If-Match` saves
+(ui/chart_widgets/record_editor.py). Both come from the constructor or, when not given, from
+the workspace's `presence` / `edits` attributes; without them the chart is read-only.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from wardsync.core.queries import PatientLabs, PatientRecord, PatientVitals
+from wardsync.sync.edits import NursingNotes, RecordEdits, is_nursing_note
+from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
 from wardsync.ui.chart_widgets.patient_window import PatientWindow
 from wardsync.ui.chart_widgets.vital_trends import VitalTrendsPanel
 from wardsync.ui.lab_rows import LAB_COLUMNS, lab_groups
+from wardsync.ui.nursing_note import NursingNotesPanel
 from wardsync.ui.record_rows import (
     MEDICATION_COLUMNS,
     PROBLEM_COLUMNS,
@@ -28,6 +50,7 @@ from wardsync.ui.record_rows import (
     task_groups,
 )
 from wardsync.ui.table_rows import newly_visible, shown_versions
+from wardsync.ui.task_editor import TaskEditor
 from wardsync.ui.vital_series import vital_trends
 from wardsync.ui.ward_rows import is_vital_sign, patient_ref_of
 from wardsync.ui.workspace import Workspace
@@ -39,6 +62,7 @@ TABS = (
     ("problems", "&Problems && immunisations", "Problems and immunisations"),
     ("medicines", "&Medicines", "Medicines"),
     ("tasks", "&Tasks", "Tasks"),
+    ("notes", "&Nursing notes", "Nursing notes"),
 )
 SECTION_OF_TYPE = {
     "DiagnosticReport": ("labs",),
@@ -58,11 +82,16 @@ class PatientChartWindow(PatientWindow):
     title = "Patient chart"
 
     def __init__(self, workspace: Workspace, patient_id: str,
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, presence: PresenceService | None = None,
+                 edits: RecordEdits | None = None) -> None:
         super().__init__(workspace, patient_id, parent)
         self.record_key = PatientRecord(patient_id)
         self.vitals_key = PatientVitals(patient_id)
         self.labs_key = PatientLabs(patient_id)
+        self.notes_key = NursingNotes(patient_id)
+        presence = presence if presence is not None else getattr(workspace, "presence", None)
+        edits = edits if edits is not None else getattr(workspace, "edits", None)
+        self.edits: RecordEdits | None = edits
 
         self.vitals = VitalTrendsPanel()
         self.labs = GroupedTable(LAB_COLUMNS, object_name="labResults",
@@ -75,6 +104,25 @@ class PatientChartWindow(PatientWindow):
                                       accessible_name="Medicines")
         self.tasks = GroupedTable(TASK_COLUMNS, object_name="taskList", accessible_name="Tasks")
         self.labs.activated_key.connect(self._on_labs_activated_key)
+        self.task_editor: TaskEditor | None = None
+        tasks_content: QWidget = self.tasks
+        if edits is not None:
+            self.task_editor = TaskEditor(store=workspace.store, subscribe=self.subscribe,
+                                          edits=edits, presence=presence,
+                                          patient_id=patient_id)
+            self.task_editor.review_requested.connect(self._on_editor_review_requested)
+            self.tasks.currentItemChanged.connect(self._on_tasks_current_item_changed)
+            split = QSplitter(Qt.Orientation.Vertical)
+            split.setObjectName("tasksSplit")
+            split.addWidget(self.tasks)
+            split.addWidget(self.task_editor)
+            split.setSizes([360, 320])
+            tasks_content = split
+        self.notes = NursingNotesPanel(store=workspace.store, patient_id=patient_id,
+                                       subscribe=self.subscribe, edits=edits,
+                                       presence=presence)
+        if self.notes.editor is not None:
+            self.notes.editor.review_requested.connect(self._on_editor_review_requested)
 
         self.tabs = QTabWidget(self)
         self.tabs.setObjectName("chartTabs")
@@ -91,14 +139,19 @@ class PatientChartWindow(PatientWindow):
             "medicines": self.status_line("Medicines", [self.record_key], has_record),
             "tasks": self.status_line("Tasks", [self.record_key], has_record),
         }
-        self.messages = status
+        # The status lines of the sections loaded with the chart; the notes tab's line
+        # speaks once its query opens (when the tab is first shown).
+        self.messages = dict(status)
+        self.notes_status = status["notes"] = self.status_line(
+            "Nursing notes", [self.notes_key], lambda: bool(self.notes.table.row_keys()))
         scroll = QScrollArea()
         scroll.setObjectName("vitalsScroll")
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.vitals)
         contents: dict[str, QWidget] = {"vitals": scroll, "labs": self.labs,
                                         "problems": self.problems,
-                                        "medicines": self.medicines, "tasks": self.tasks}
+                                        "medicines": self.medicines, "tasks": tasks_content,
+                                        "notes": self.notes}
         for index, (section, text, accessible) in enumerate(TABS):
             page = QWidget()
             page.setObjectName(f"{section}Page")
@@ -120,6 +173,12 @@ class PatientChartWindow(PatientWindow):
         central = QWidget(self)
         layout = QVBoxLayout(central)
         layout.addWidget(self.banner)
+        avatars = self.join_presence(presence)
+        if avatars is not None:
+            row = QHBoxLayout()
+            row.addStretch(1)
+            row.addWidget(avatars)
+            layout.addLayout(row)
         layout.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.resize(1200, 820)
@@ -141,6 +200,10 @@ class PatientChartWindow(PatientWindow):
             rtype = ref.split("/", 1)[0]
             if rtype == "Observation":
                 obs = store.get(ref)
+                if ref in self.shown.get("notes", {}) or (
+                        obs is not None and is_nursing_note(obs) and self.is_mine(ref)):
+                    sections.add("notes")
+                    continue
                 if obs is None:
                     sections |= {s for s in ("vitals", "labs") if ref in self.shown.get(s, {})}
                 elif self.is_mine(ref, "vitals", "labs"):
@@ -167,6 +230,8 @@ class PatientChartWindow(PatientWindow):
 
     def _render(self, section: str) -> dict[str, str]:
         store, pid = self.workspace.store, self.patient_id
+        if section == "notes":
+            return self.notes.render()
         if section == "vitals":
             mine = store.select(
                 "Observation",
@@ -197,9 +262,43 @@ class PatientChartWindow(PatientWindow):
     def _on_tabs_current_changed(self, index: int) -> None:
         # Keyboard users land in the tab's content, not on the tab bar.
         section = TABS[index][0]
+        if section == "notes" and self.notes_key not in self.open_keys:
+            # Notes are pulled when first looked at, not with every chart.
+            self.open_query(self.notes_key)
+            self.notes_status.refresh()
         target = {"vitals": self.vitals.cards["hr"].view, "labs": self.labs,
                   "problems": self.problems, "medicines": self.medicines,
-                  "tasks": self.tasks}[section]
+                  "tasks": self.tasks, "notes": self.notes.table}[section]
         if self.isActiveWindow():
             target.setFocus(Qt.FocusReason.TabFocusReason)
+
+    def _on_tasks_current_item_changed(self, current: QTreeWidgetItem | None,
+                                       _previous: QTreeWidgetItem | None) -> None:
+        key = current.data(0, KEY_ROLE) if current is not None else None
+        if self.task_editor is not None and isinstance(key, str) and key.startswith("Task/"):
+            task = self.workspace.store.get(key)
+            if task is not None:
+                self.task_editor.set_record(task)
+
+    def _on_editor_review_requested(self, ref: str) -> None:
+        """An editor paused for urgent news: show it (a lab result on the Labs tab)."""
+        index = next(i for i, (s, _, _) in enumerate(TABS) if s == "labs")
+        self.tabs.setCurrentIndex(index)
+        item = self.labs.item_for(ref)  # a report's heading line or a result's line
+        if item is not None:
+            self.labs.setCurrentItem(item)
+            self.labs.scrollToItem(item)
+            self.labs.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def editors(self) -> list:
+        return [e for e in (self.task_editor, self.notes.editor) if e is not None]
+
+    def release(self) -> None:
+        for editor in self.editors():
+            editor.release()
+        super().release()
+
+    async def wait_closed(self) -> None:
+        """Await the end of this window's own work (after `close()`)."""
+        await asyncio.gather(*(e.wait_closed() for e in self.editors()))
 

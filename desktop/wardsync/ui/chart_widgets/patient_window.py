@@ -20,10 +20,13 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QWidget
 
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
+from wardsync.core.presence import PresenceChanged
 from wardsync.core.queries import PatientAllergies, PatientIdentity, QueryKey
+from wardsync.sync.presence import PresenceHandle, PresenceService
 from wardsync.ui.banner_facts import LoadStatus, banner_facts
 from wardsync.ui.chart_widgets.panel_message import QueryStatusLine
 from wardsync.ui.patient_banner import PatientBanner
+from wardsync.ui.presence_avatars import PresenceAvatars
 from wardsync.ui.table_rows import newly_visible
 from wardsync.ui.ward_rows import patient_ref_of
 from wardsync.ui.window_base import PanelWindow
@@ -51,6 +54,8 @@ class PatientWindow(PanelWindow):
         self.shown: dict[str, dict[str, str]] = {}  # section -> ref -> version on screen
         self.repaints = 0  # repaints caused by new data (each emits one `rendered`)
         self._base_title = self.title
+        self.presence_handle: PresenceHandle | None = None
+        self.presence_avatars: PresenceAvatars | None = None
         self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
         self.subscribe(QueryStateChanged, self._on_bus_query_state)
         self._freshness_timer = QTimer(self)
@@ -65,6 +70,29 @@ class PatientWindow(PanelWindow):
                                parent or self)
         self.status_lines.append(line)
         return line
+
+    def join_presence(self, presence: PresenceService | None) -> PresenceAvatars | None:
+        """Be present on this patient's record channel (`record:Patient:<id>`) while the
+        window is open, and return the avatar stack of the others to lay out (None without a
+        presence service). However many windows show the patient, the workstation is one
+        member (the service counts them)."""
+        if presence is None:
+            return None
+        self.presence_handle = presence.join("Patient", self.patient_id)
+        self.presence_avatars = PresenceAvatars("Also viewing this patient:", self)
+        self.subscribe(PresenceChanged, self._on_bus_presence_changed)
+        self.render_presence()
+        return self.presence_avatars
+
+    def render_presence(self) -> None:
+        handle, avatars = self.presence_handle, self.presence_avatars
+        if handle is not None and avatars is not None:
+            avatars.show_members(handle.others(), checking=handle.checking)
+
+    def _on_bus_presence_changed(self, events: list[PresenceChanged]) -> None:
+        handle = self.presence_handle
+        if handle is not None and any(e.channel == handle.channel for e in events):
+            self.render_presence()
 
     def open_identity_queries(self) -> None:
         self.open_query(self.identity_key)
@@ -160,4 +188,7 @@ class PatientWindow(PanelWindow):
 
     def release(self) -> None:
         self._freshness_timer.stop()
+        if self.presence_handle is not None:
+            self.presence_handle.close()
+            self.presence_handle = None
         super().release()
