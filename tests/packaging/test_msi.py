@@ -30,7 +30,9 @@ def msi_file(tmp_path_factory) -> Path:
 def table(msi_path: Path, name: str) -> list[dict[str, str]]:
     """One dict per row of an MSI table (msiinfo export: names, types, key line, rows)."""
     require_tool("msiinfo")
-    lines = run("msiinfo", "export", msi_path, name).stdout.splitlines()
+    # `export` writes a table's binary streams (the Icon table's icon) as files under the
+    # working directory: keep them next to the MSI, not in the repository.
+    lines = run("msiinfo", "export", msi_path, name, cwd=msi_path.parent).stdout.splitlines()
     columns = lines[0].split("\t")
     return [dict(zip(columns, line.split("\t"), strict=True)) for line in lines[3:] if line]
 
