@@ -116,3 +116,24 @@ def test_refresh_token_is_sharded_in_the_real_keyring():
     assert backend.get_password("WardSync-test", "test-user@ward-7a#1") is None
     store.delete()
     assert store.load() is None
+
+
+async def test_short_tokens_are_refreshed_a_third_before_expiry_not_on_every_call(
+    clinician: Session, http: httpx.AsyncClient
+) -> None:
+    from wardsync.auth.smart import TokenSet
+
+    now = [1000.0]
+    t = clinician.tokens
+    short = TokenSet(access_token=t.access_token, expires_at=now[0] + 30,
+                     refresh_token=t.refresh_token, lifetime_s=30.0)
+    s = Session(short, http=http, config=clinician._config, client_id=DESKTOP_CLIENT,
+                clock=lambda: now[0])
+    assert s.refresh_lead_s == 10.0
+    now[0] += 19.0
+    await s.access_token()
+    assert s.refreshes == 0  # 11 s left: still good
+    now[0] += 2.0
+    await s.access_token()
+    assert s.refreshes == 1  # inside the last third: refreshed once
+    await s.aclose()

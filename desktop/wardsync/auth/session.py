@@ -62,10 +62,17 @@ class Session:
     def user_display_name(self) -> str:
         return self._tokens.display_name
 
+    @property
+    def refresh_lead_s(self) -> float:
+        """How long before expiry to refresh: the configured lead, but never more than a third
+        of the token's lifetime (a 30 s token must not be refreshed before every request)."""
+        lifetime = self._tokens.lifetime_s
+        return min(self._ahead, lifetime / 3) if lifetime > 0 else self._ahead
+
     async def access_token(self) -> str:
         if self.signed_out is not None:
             raise self.signed_out
-        if self._clock() < self._tokens.expires_at - self._ahead:
+        if self._clock() < self._tokens.expires_at - self.refresh_lead_s:
             return self._tokens.access_token
         return (await self._refresh()).access_token
 

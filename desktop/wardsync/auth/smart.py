@@ -134,6 +134,7 @@ class TokenSet:
     fhir_user: str | None = None
     display_name: str = ""
     ward: str | None = None
+    lifetime_s: float = 0.0  # expires_in as issued (0: unknown)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -150,9 +151,11 @@ class TokenSet:
             if ref.startswith("Location/"):
                 ward = ref.split("/", 1)[1]
         fhir_user = body.get("fhirUser") or claims.get("fhirUser")
+        lifetime = float(body.get("expires_in", 300))
         return cls(
             access_token=body["access_token"],
-            expires_at=now + float(body.get("expires_in", 300)),
+            expires_at=now + lifetime,
+            lifetime_s=lifetime,
             # RFC 6749 §6: the server MAY issue a new refresh token; keep the old one if not.
             refresh_token=body.get("refresh_token") or (previous and previous.refresh_token),
             scope=tuple(str(body.get("scope", "")).split()),
