@@ -56,7 +56,7 @@ POKE_MESSAGE_NAME = "poke"
 PUBLISH_BATCH_MAX = 100  # pokes per REST publish
 QUEUE_LIMIT = 20_000  # pokes waiting for the hub; older ones are dropped beyond this
 RETRY_INITIAL_S = 0.25
-RETRY_CAP_S = 5.0
+RETRY_CAP_S = 2.0  # a restarted hub gets pokes again within 2 s
 RELEASED_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 
 # Where each resource type names its patient.
