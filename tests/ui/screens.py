@@ -52,6 +52,7 @@ async def shoot(out: Path, theme: str) -> None:
         shot = app.primaryScreen().grabWindow(ward.winId())
         shot.save(str(out / f"ward-overview-{theme}.png"))
         await shoot_patient_windows(controller, ward, out, theme)
+        await shoot_presence(controller, ward, out, theme)
         await shoot_diagnostics(controller, activity, out, theme)
         await shoot_alerts(controller, ward, out, theme)
     finally:
@@ -90,6 +91,113 @@ async def shoot_patient_windows(controller: AppController, ward, out: Path, them
     finally:
         detail.close()
         await detail.wait_closed()
+
+
+async def shoot_presence(controller: AppController, ward, out: Path, theme: str) -> None:
+    """The avatar stack and a locked task: the demo nurse (signed in at a second, headless
+    workstation) and the same doctor at a third one have the chart of a patient open; the
+    nurse is editing one of the patient's tasks. Then the conflict view, after the nurse saved
+    the task the doctor was editing."""
+    import httpx
+
+    from wardsync.auth.demo_login import DemoBrowser
+    from wardsync.auth.login import sign_in
+    from wardsync.auth.session import Session
+    from wardsync.sync.alerts import Clinician
+    from wardsync.sync.edits import RecordEdits, TaskDraft, TaskEdit
+    from wardsync.sync.presence import PresenceService, identity_from_tokens
+    from wardsync.sync.workstation import Workstation, WorkstationConfig
+
+    info = controller.services.sandbox.info
+    ws = controller.workspace.workstation
+    session = controller.services.session
+    presence = PresenceService(ws, identity_from_tokens(session.tokens))
+    edits = RecordEdits(ws, Clinician.from_fhir_user(session.tokens.fhir_user,
+                                                     session.user_display_name))
+    await presence.start()
+    others: list[tuple[Workstation, PresenceService, Session, RecordEdits]] = []
+    http = httpx.AsyncClient(timeout=10.0)
+    chart = None
+    try:
+        for username in ("demo.nurse", "demo.clinician"):
+            config, tokens = await sign_in(
+                http, fhir_base=info["fhir_base"], client_id="wardsync-desktop",
+                scopes=("openid", "fhirUser", "offline_access", "user/*.cruds"),
+                open_url=DemoBrowser(http, username=username, password="demo"))
+            other_session = Session(tokens, http=http, config=config,
+                                    client_id="wardsync-desktop")
+            other_ws = Workstation(WorkstationConfig(
+                fhir_base=info["fhir_base"], ward=info["ward"],
+                realtime_endpoint=info["ably_endpoint"],
+                realtime_token_url=info["ably_token_url"]), other_session, http=http)
+            await other_ws.start()
+            other_presence = PresenceService(other_ws, identity_from_tokens(tokens))
+            await other_presence.start()
+            others.append((other_ws, other_presence, other_session, RecordEdits(
+                other_ws, Clinician.from_fhir_user(tokens.fhir_user, tokens.display_name))))
+        tasks = await ws.fhir.search("Task", {"status": "requested,in-progress",
+                                              "_count": "200"})
+        per_patient: dict[str, int] = {}
+        for task in tasks.matches:
+            pid = task["for"]["reference"].split("/", 1)[1]
+            per_patient[pid] = per_patient.get(pid, 0) + 1
+        patient_id = max(sorted(per_patient), key=lambda p: per_patient[p])
+        chart = PatientChartWindow(controller.workspace, patient_id, presence=presence,
+                                   edits=edits)
+        chart.resize(1400, 900)
+        chart.show()
+        await wait_for(lambda: ws.queries.state(chart.record_key).status == "ok"
+                       and len(chart.tasks.row_keys()) >= 2 and chart.vitals.has_readings
+                       and chart.presence_avatars.nobody.text() != "checking…")
+        task_refs = [k for k in chart.tasks.row_keys() if k.startswith("Task/")]
+        locked_task, edited_task = task_refs[0], task_refs[1]
+        _, nurse_presence, _, nurse_edits = others[0]
+        handles = [p.join("Patient", patient_id) for _, p, _, _ in others]
+        nurse_task = nurse_presence.join(*locked_task.split("/"))
+        handles.append(nurse_task)
+        outcome = await nurse_task.claim("task")
+        if not outcome.granted:
+            raise RuntimeError(f"the nurse could not claim the task ({outcome.reason})")
+        avatars = chart.presence_avatars
+        await wait_for(lambda: len(avatars.avatars) == 2)
+        await asyncio.sleep(0.6)
+        _grab(chart, out / f"presence-avatars-{theme}.png")
+
+        chart.tabs.setCurrentIndex(next(i for i, (s, _, _) in enumerate(TABS) if s == "tasks"))
+        chart.tasks.setCurrentItem(chart.tasks.item_for(locked_task))
+        editor = chart.task_editor
+        await wait_for(lambda: editor.lock_banner.isVisible() and editor.avatars.avatars)
+        await asyncio.sleep(3.5)  # let the new-line highlight of the task list fade
+        _grab(chart, out / f"task-locked-{theme}.png")
+
+        # The conflict view: the doctor edits the other task while the nurse saves it.
+        chart.tasks.setCurrentItem(chart.tasks.item_for(edited_task))
+        await wait_for(lambda: editor.ref == edited_task and editor.edit_button.isEnabled())
+        theirs = dict(ws.store.get(edited_task))
+        editor.edit_button.click()
+        await wait_for(lambda: editor.mode == "editing")
+        editor.status.setCurrentIndex(editor.status.findData("on-hold"))
+        editor.note.setPlainText("On hold until the repeat sample is back.")
+        await nurse_edits.save_task(TaskDraft(theirs, TaskEdit(
+            status="completed", note="Done at the bedside, result phoned through.")))
+        editor.save_button.click()
+        await wait_for(lambda: editor.conflict_view is not None
+                       and editor.conflict_view.isVisible())
+        await asyncio.sleep(0.6)
+        _grab(editor.conflict_view, out / f"conflict-view-{theme}.png")
+        editor.conflict_view.theirs_button.click()
+        for handle in handles:
+            handle.close()
+    finally:
+        if chart is not None:
+            chart.close()
+            await chart.wait_closed()
+        await presence.aclose()
+        for other_ws, other_presence, other_session, _ in others:
+            await other_presence.aclose()
+            await other_ws.aclose()
+            await other_session.aclose()
+        await http.aclose()
 
 
 async def shoot_diagnostics(controller: AppController, activity: ActivityRecorder, out: Path,

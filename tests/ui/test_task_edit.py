@@ -230,12 +230,14 @@ async def test_nursing_notes_are_written_from_the_chart_and_amended_only_by_thei
         tab(chart, "notes")
         assert chart.notes_key in chart.open_keys
         panel, editor = chart.notes, chart.notes.editor
+        await wait_until(lambda: panel.empty_hint.isVisibleTo(panel), what="no notes yet said")
         panel.new_button.click()
         await wait_until(lambda: editor.mode == "editing", what="writing")
         editor.text.setPlainText("Comfortable, eating and drinking.")
         editor.save_button.click()
         await wait_until(lambda: editor.mode == "view" and editor.ref is not None, what="saved")
         mine = editor.ref
+        assert not panel.empty_hint.isVisibleTo(panel)
         assert panel.table.row_texts(mine)[1:3] == ("Dr Demo Clinician",
                                                     "Comfortable, eating and drinking.")
         assert history(sandbox, mine)[0]["valueString"] == "Comfortable, eating and drinking."

@@ -154,10 +154,14 @@ class NursingNotesPanel(QWidget):
         self.table = GroupedTable(NOTE_COLUMNS, object_name="nursingNoteList",
                                   accessible_name="Nursing notes, newest first", flat=True)
         self.editor: NursingNoteEditor | None = None
+        self.empty_hint = QLabel("No nursing notes recorded for this patient.", self)
+        self.empty_hint.setObjectName("panelHint")
+        self.empty_hint.hide()
         self.new_button = QPushButton("&New note", self)
         self.new_button.setObjectName("newNoteButton")
         self.new_button.setVisible(edits is not None)
         top = QHBoxLayout()
+        top.addWidget(self.empty_hint)
         top.addStretch(1)
         top.addWidget(self.new_button)
         splitter = QSplitter(Qt.Orientation.Vertical, self)
@@ -184,6 +188,10 @@ class NursingNotesPanel(QWidget):
             if held is not None:
                 self.editor.set_record(held)
         return {r.key: r.version for r in rows if r.version}
+
+    def show_loaded(self, loaded: bool) -> None:
+        """Say "no notes" only once the notes were loaded and there are none."""
+        self.empty_hint.setVisible(loaded and not self.table.row_keys())
 
     def _on_new_button_clicked(self) -> None:
         assert self.editor is not None

@@ -290,6 +290,14 @@ class PatientChartWindow(PatientWindow):
             self.labs.scrollToItem(item)
             self.labs.setFocus(Qt.FocusReason.OtherFocusReason)
 
+    def refresh_status(self) -> None:
+        super().refresh_status()
+        try:
+            loaded = self.workspace.queries.state(self.notes_key).status == "ok"
+        except KeyError:
+            loaded = False  # the notes tab was not opened yet
+        self.notes.show_loaded(loaded)
+
     def editors(self) -> list:
         return [e for e in (self.task_editor, self.notes.editor) if e is not None]
 

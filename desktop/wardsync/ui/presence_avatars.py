@@ -29,9 +29,10 @@ AVATAR_H_PX = 50
 # Dark, distinct disc colours (white text on each passes WCAG AA).
 DISC_COLOURS = ("#1a5fb4", "#26734d", "#8f3f71", "#a3480f", "#4b4b9c", "#00646e", "#6b4423")
 EDITING_RING = "#111111"
+# Text colours come from the theme (the high-contrast one is white on black).
 STACK_STYLE = """
-QLabel#presenceCaption { color: #33475b; font-weight: 600; background: transparent; }
-QLabel#presenceNobody { color: #5f6b77; background: transparent; }
+QLabel#presenceCaption { font-weight: 600; background: transparent; }
+QLabel#presenceNobody { font-style: italic; background: transparent; }
 """
 
 COMPONENT_WORDS = {"task": "the task", "note": "the note"}

@@ -33,7 +33,8 @@ from wardsync.sync.edits import (
 )
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.record_editor import RecordEditor, Subscribe
-from wardsync.ui.clinical_text import concept_text, format_moment
+from wardsync.ui.clinical_text import NO_VALUE, concept_text, format_moment
+from wardsync.ui.record_rows import practitioner_name
 
 NOTES_SHOWN = 4  # the latest notes shown above the editor (all are in the tooltip)
 
@@ -105,15 +106,22 @@ class TaskEditor(RecordEditor):
     def _owner_options(self, task: Mapping[str, Any] | None, chosen: str | None,
                        chosen_display: str) -> list[tuple[str, str]]:
         """(label, reference) pairs: the current owner, the chosen one, me, nobody."""
+        me = self.edits.author
+
+        def label(reference: Mapping[str, Any]) -> str:
+            if reference.get("reference") == me.practitioner_ref:
+                return f"{me.name} (you)"
+            name = practitioner_name(self.store, reference)
+            return name if name != NO_VALUE else str(reference.get("reference"))
+
         options: list[tuple[str, str]] = []
         current = (task or {}).get("owner") or {}
         if isinstance(current, Mapping) and current.get("reference"):
-            options.append((reference_text(current), str(current["reference"])))
+            options.append((label(current), str(current["reference"])))
         if chosen and chosen not in {ref for _, ref in options}:
-            options.append((chosen_display or chosen, chosen))
-        me = self.edits.author
+            options.append((label({"reference": chosen, "display": chosen_display}), chosen))
         if me.practitioner_ref and me.practitioner_ref not in {ref for _, ref in options}:
-            options.append((f"Me ({me.name})", me.practitioner_ref))
+            options.append((f"{me.name} (you)", me.practitioner_ref))
         options.append(("Nobody (unassigned)", UNASSIGNED))
         return options
 
@@ -163,8 +171,9 @@ class TaskEditor(RecordEditor):
         owner = self.owner.currentData()
         base_owner = (base.get("owner") or {}).get("reference") or UNASSIGNED
         me = self.edits.author
+        text = self.owner.currentText()
         display = me.name if owner == me.practitioner_ref else (
-            self.owner.currentText() if owner else "")
+            text if owner and text != owner else "")  # no name known: no display
         return TaskDraft(base, TaskEdit(
             status=status if status and status != base.get("status") else None,
             owner=owner if owner is not None and owner != base_owner else None,

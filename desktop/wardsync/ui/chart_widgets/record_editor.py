@@ -277,7 +277,11 @@ class RecordEditor(QFrame):
         refusal = self.edit_refusal(self.resource)
         has_draft = self.edits.drafts.get(*self.draft_key()) is not None
         editing = self.mode == "editing" and self.paused_for is None
-        self.edit_button.setText("Continue editing" if has_draft else self.edit_label())
+        if self.mode == "view" and lock.blocked:
+            # Said in words, not only by a greyed button (themes differ in how they grey).
+            self.edit_button.setText("Locked")
+        else:
+            self.edit_button.setText("Continue editing" if has_draft else self.edit_label())
         self.edit_button.setVisible(self.mode in ("view", "claiming"))
         self.edit_button.setEnabled(self.mode == "view" and not lock.blocked and not refusal
                                     and (self.resource is not None or self.allows_new()))
