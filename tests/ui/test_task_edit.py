@@ -19,6 +19,7 @@ from wardsync.sandbox.server import Sandbox
 from wardsync.sync.edits import TASK_COMPONENT, NoteDraft, Saved, TaskDraft, TaskEdit
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE
 from wardsync.ui.conflict_view import BOTH_CHANGED, UNCHANGED
+from wardsync.ui.record_rows import GROUP_DONE_TASKS
 
 
 def history(sandbox: Sandbox, ref: str = TASK_REF) -> list[dict]:
@@ -265,3 +266,25 @@ async def test_nursing_notes_are_written_from_the_chart_and_amended_only_by_thei
             ("final", "Comfortable, eating and drinking."),
             ("amended", "Comfortable, eating and drinking; mobilising.")]
         await wait_until(lambda: panel.table.row_texts(mine)[3] == "amended", what="list")
+
+
+async def test_one_edit_at_a_time_and_a_task_moving_group_keeps_the_editor_on_it(
+        qtbot: QtBot, seeded_data_dir: Path, tmp_path: Path) -> None:
+    async with ward(seeded_data_dir, tmp_path) as w:
+        chart = w.open_chart(qtbot, "pat-04")
+        await select_task(chart, "Task/task-04-1")
+        editor = chart.task_editor
+        editor.edit_button.click()
+        await wait_until(lambda: editor.mode == "editing", what="editing")
+        chart.tasks.setCurrentItem(chart.tasks.item_for("Task/task-04-2"))
+        assert editor.ref == "Task/task-04-1" and editor.mode == "editing"
+        assert chart.tasks.currentItem().data(0, KEY_ROLE) == "Task/task-04-1"
+        assert editor.message.shown_text.startswith("Save or discard this edit")
+        # Saved as completed, the task moves to "Done": the editor stays with it.
+        choose_status(editor, "completed")
+        editor.save_button.click()
+        await wait_until(lambda: editor.mode == "view", what="saved")
+        await wait_until(lambda: "Task/task-04-1" in chart.tasks.row_keys(GROUP_DONE_TASKS),
+                         what="moved to done")
+        assert editor.ref == "Task/task-04-1" and editor.status.currentData() == "completed"
+        assert chart.tasks.currentItem().data(0, KEY_ROLE) == "Task/task-04-1"

@@ -367,6 +367,14 @@ class PresenceService:
                 log.warning("record presence unavailable (%s): retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, PRESENCE_RETRY_CAP_S)
+            except Exception:
+                # The SDK's own errors from attaching (refused, timed out): presence is a
+                # courtesy, so keep trying rather than lose the record's task.
+                if lease is not None:
+                    lease.close()
+                log.exception("attaching a record channel failed: retrying in %.0f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PRESENCE_RETRY_CAP_S)
         self._refresh(rec)
         delay = PRESENCE_RETRY_S
         while True:

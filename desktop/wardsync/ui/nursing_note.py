@@ -182,8 +182,13 @@ class NursingNotesPanel(QWidget):
     def render(self) -> dict[str, str]:
         """Repaint the list; returns the versions shown (for `rendered`)."""
         rows = note_rows(self.store, self.patient_id)
-        self.table.set_rows(rows)
+        self.table.blockSignals(True)  # a repaint is not the user choosing a note
+        try:
+            self.table.set_rows(rows)
+        finally:
+            self.table.blockSignals(False)
         if self.editor is not None and self.editor.ref is not None:
+            self._select_quietly(self.editor.ref)
             held = self.store.get(self.editor.ref)
             if held is not None:
                 self.editor.set_record(held)
@@ -195,14 +200,36 @@ class NursingNotesPanel(QWidget):
 
     def _on_new_button_clicked(self) -> None:
         assert self.editor is not None
+        if self.editor.mode != "view":
+            self.editor.message.show_message(
+                "Save or discard this note before starting another.", "info")
+            return
+        self.table.blockSignals(True)
         self.table.setCurrentItem(None)
+        self.table.blockSignals(False)
         self.editor.set_record(None)
         if self.editor.mode == "view":
             self.editor._run(self.editor.start_editing(), "new note")
 
+    def _select_quietly(self, ref: str | None) -> None:
+        item = self.table.item_for(ref) if ref else None
+        if item is not None and self.table.currentItem() is not item:
+            self.table.blockSignals(True)
+            self.table.setCurrentItem(item)
+            self.table.blockSignals(False)
+
     def _on_table_current_changed(self, current: Any, _previous: Any) -> None:
         assert self.editor is not None
         key = current.data(0, KEY_ROLE) if current is not None else None
+        if self.editor.mode != "view" and key != self.editor.ref:
+            self._select_quietly(self.editor.ref)  # one edit at a time
+            if self.editor.ref is None:
+                self.table.blockSignals(True)
+                self.table.setCurrentItem(None)
+                self.table.blockSignals(False)
+            self.editor.message.show_message(
+                "Save or discard this note before opening another.", "info")
+            return
         if isinstance(key, str) and key.startswith("Observation/"):
             note = self.store.get(key)
             if note is not None:
@@ -210,8 +237,4 @@ class NursingNotesPanel(QWidget):
 
     def _on_editor_saved(self, ref: str) -> None:
         self.render()
-        item = self.table.item_for(ref)
-        if item is not None:
-            self.table.blockSignals(True)
-            self.table.setCurrentItem(item)
-            self.table.blockSignals(False)
+        self._select_quietly(ref)

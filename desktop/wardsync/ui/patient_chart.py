@@ -245,8 +245,26 @@ class PatientChartWindow(PatientWindow):
             "medicines": lambda: (self.medicines, medication_groups(store, pid)),
             "tasks": lambda: (self.tasks, task_groups(store, pid)),
         }[section]()
-        table.set_groups(groups)
+        if section == "tasks" and self.task_editor is not None:
+            # A repaint is not the user choosing a task: a line that moves group (a task
+            # done) must not move the editor to its neighbour.
+            table.blockSignals(True)
+            try:
+                table.set_groups(groups)
+            finally:
+                table.blockSignals(False)
+            self._select_quietly(self.tasks, self.task_editor.ref)
+        else:
+            table.set_groups(groups)
         return shown_versions(groups)
+
+    @staticmethod
+    def _select_quietly(table: GroupedTable, ref: str | None) -> None:
+        item = table.item_for(ref) if ref else None
+        if item is not None and table.currentItem() is not item:
+            table.blockSignals(True)
+            table.setCurrentItem(item)
+            table.blockSignals(False)
 
     # ------------------------------------------------------------------ interaction
     def _on_labs_activated_key(self, key: str) -> None:
@@ -275,10 +293,19 @@ class PatientChartWindow(PatientWindow):
     def _on_tasks_current_item_changed(self, current: QTreeWidgetItem | None,
                                        _previous: QTreeWidgetItem | None) -> None:
         key = current.data(0, KEY_ROLE) if current is not None else None
-        if self.task_editor is not None and isinstance(key, str) and key.startswith("Task/"):
-            task = self.workspace.store.get(key)
-            if task is not None:
-                self.task_editor.set_record(task)
+        editor = self.task_editor
+        if editor is None or not isinstance(key, str) or not key.startswith("Task/"):
+            return
+        if editor.mode != "view" and key != editor.ref:
+            # One edit at a time: the edited task stays selected until it is saved or
+            # discarded (its draft would be kept anyway, but a silent switch confuses).
+            self._select_quietly(self.tasks, editor.ref)
+            editor.message.show_message("Save or discard this edit before opening another "
+                                        "task.", "info")
+            return
+        task = self.workspace.store.get(key)
+        if task is not None:
+            editor.set_record(task)
 
     def _on_editor_review_requested(self, ref: str) -> None:
         """An editor paused for urgent news: show it (a lab result on the Labs tab)."""
