@@ -6,6 +6,8 @@ from __future__ import annotations
 from benchmarks.alerts_latency import TARGET_P99_MS, Config, measure, summarise
 from pytestqt.qtbot import QtBot
 
+from tests.ui.test_alert_ui import garbage_collected_on_the_gui_thread  # noqa: F401 (autouse)
+
 
 async def test_the_alert_latency_benchmark_measures_every_result(qtbot: QtBot) -> None:
     config = Config(results=3, runs=1, warmup=1, interval_s=0.05, patient_windows=1)

@@ -11,6 +11,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.conftest import REPO
+from tests.ui.test_alert_ui import garbage_collected_on_the_gui_thread  # noqa: F401 (autouse)
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import DEFAULT_SCOPES, Settings, load_settings
 from wardsync.sync.alerts import ALERT_WRITE_SCOPES

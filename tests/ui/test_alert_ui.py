@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -32,6 +34,20 @@ from wardsync.ui.idle_lock import ScreenLock
 from wardsync.ui.ward_overview import WardOverviewWindow
 from wardsync.ui.window_base import PanelWindow
 from wardsync.ui.workspace import Workspace
+
+
+@pytest.fixture(autouse=True)
+def garbage_collected_on_the_gui_thread() -> Iterator[None]:
+    """Collect cyclic garbage here, on the GUI thread, before and after each test.
+
+    Left to the automatic collector, closed windows (Qt objects in reference cycles) may be
+    collected on whichever thread happens to allocate — here the executor thread that
+    validates large FHIR bundles — and destroying Qt objects off their thread crashes the
+    process (seen as a segfault in that thread while it validated).
+    """
+    gc.collect()
+    yield
+    gc.collect()
 
 
 async def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0,
