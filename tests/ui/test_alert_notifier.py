@@ -15,6 +15,7 @@ from tests.ui.test_alert_ui import garbage_collected_on_the_gui_thread  # noqa: 
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import DEFAULT_SCOPES, Settings, load_settings
 from wardsync.sync.alerts import ALERT_WRITE_SCOPES
+from wardsync.sync.edits import EDIT_WRITE_SCOPES
 from wardsync.ui.alert_notifier import (
     ALERT_BEEPS,
     ESCALATION_BEEPS,
@@ -135,7 +136,7 @@ def test_a_site_scope_list_is_used_as_given_and_a_site_window_is_kept(tmp_path: 
                             user_path=tmp_path / "none.toml")
     built_in = AppServices(default, MemoryMetrics(), demo=False)
     scopes = built_in.sign_in_scopes()
-    assert scopes[:len(DEFAULT_SCOPES)] == DEFAULT_SCOPES  # the built-in list, then only
-    assert set(scopes) == set(DEFAULT_SCOPES) | set(ALERT_WRITE_SCOPES)  # what is missing
-    assert len(scopes) == len(set(scopes))
+    assert scopes == DEFAULT_SCOPES
+    # The built-in list covers what acknowledgements, escalations and edits write.
+    assert set(ALERT_WRITE_SCOPES) | set(EDIT_WRITE_SCOPES) <= set(scopes)
     assert built_in.escalation_after_s() == 15 * 60.0

@@ -66,7 +66,10 @@ DEFAULT_SCOPES: tuple[str, ...] = (
     "fhirUser",
     "offline_access",
     "user/Patient.rs",
+    "user/AllergyIntolerance.rs",
     "user/Observation.rs",
+    "user/Observation.c",  # nursing notes
+    "user/Observation.u",
     "user/DiagnosticReport.rs",
     "user/Encounter.rs",
     "user/Location.rs",
@@ -74,6 +77,7 @@ DEFAULT_SCOPES: tuple[str, ...] = (
     "user/Immunization.rs",
     "user/MedicationRequest.rs",
     "user/Task.rs",
+    "user/Task.c",  # escalation of unacknowledged critical results
     "user/Task.u",
     "user/Communication.rs",
     "user/Communication.c",

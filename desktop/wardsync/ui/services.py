@@ -8,16 +8,21 @@ sign-in in the system browser (RFC 8252).
 Critical-result alerts: the workstation's `AlertCenter` starts with the sync stack and stops
 before it. The site's critical limits replace the built-in ones test by test; the escalation
 window is `alerts.escalation_after_min`, except that the demo uses `DEMO_ESCALATION_AFTER_MIN`
-unless that setting was given, so escalation can be seen within minutes. Sign-in asks for the
-scopes alert writes need (`ALERT_WRITE_SCOPES`) on top of the built-in `auth.scopes`; a scope
-list configured by the site is used exactly as given (a missing scope then shows as an
-acknowledgement or escalation that could not be recorded).
+unless that setting was given, so escalation can be seen within minutes. Sign-in asks for
+`auth.scopes` exactly (the built-in list includes what acknowledgements, escalations and edits
+write; a site list without them shows those writes as not recorded).
+
+Two phases: the backend (HTTP client, demo sandbox) lives as long as the app; the session (the
+signed-in user's tokens, sync stack, alerts, audit trail) ends at "switch user", which drops all
+in-memory clinical data, leaves presence and closes the realtime connection before the next
+user signs in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import webbrowser
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from wardsync._version import __version__
 from wardsync.auth.demo_login import DemoBrowser
 from wardsync.auth.keyring_store import KeyringUnavailable, RefreshTokenStore
 from wardsync.auth.login import OpenUrl, sign_in
@@ -36,7 +42,8 @@ from wardsync.core.metrics import MetricsSink
 from wardsync.fhir.client import tls_context
 from wardsync.infra.sandbox_process import SandboxProcess
 from wardsync.infra.settings import DEFAULT_SOURCE, Settings
-from wardsync.sync.alerts import ALERT_WRITE_SCOPES, AlertCenter, Clinician
+from wardsync.sync.alerts import AlertCenter, Clinician
+from wardsync.sync.audit import AuditTrail
 from wardsync.sync.workstation import Workstation, WorkstationConfig
 
 log = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ async def _system_browser(url: str) -> None:
 
 
 class AppServices:
-    """The sandbox child (demo), the HTTP client, the session and the workstation sync stack."""
+    """The demo sandbox child, the HTTP client, and the signed-in user's session and sync stack."""
 
     def __init__(self, settings: Settings, metrics: MetricsSink, *, demo: bool,
                  open_url: OpenUrl | None = None,
@@ -78,18 +85,22 @@ class AppServices:
         self.session: Session | None = None
         self.workstation: Workstation | None = None
         self.alerts: AlertCenter | None = None
+        self.audit: AuditTrail | None = None
         self.keyring_message: str = ""
+        self.workstation_name = platform.node() or "workstation"
+        self._verify: Any = True
 
     @property
     def user_name(self) -> str:
         return self.session.user_display_name if self.session else ""
 
+    @property
+    def demo_users(self) -> list[dict[str, str]]:
+        """The sandbox's demo accounts (demo mode only), for the switch-user choice."""
+        return list(self.sandbox.info.get("demo_users", [])) if self.sandbox else []
+
     def sign_in_scopes(self) -> tuple[str, ...]:
-        """`auth.scopes`, plus what alert writes need when the list is the built-in one."""
-        scopes = tuple(self.settings["auth.scopes"])
-        if self.settings.source_of("auth.scopes") != DEFAULT_SOURCE:
-            return scopes
-        return scopes + tuple(s for s in ALERT_WRITE_SCOPES if s not in scopes)
+        return tuple(self.settings["auth.scopes"])
 
     def escalation_after_s(self) -> float:
         """The site's escalation window in seconds (shorter in the demo unless configured)."""
@@ -100,45 +111,60 @@ class AppServices:
         return float(minutes) * 60.0
 
     async def start(self, schedule: Callable[[Callable[[], None]], Any] | None = None,
-                    progress: Callable[[str], Awaitable[None] | None] | None = None) -> None:
-        """Bring everything up; raises SignInError / SandboxStartError / FhirError on failure."""
+                    progress: Callable[[str], Awaitable[None] | None] | None = None,
+                    *, username: str = DEMO_USER) -> None:
+        """Backend, then a session; raises SignInError / SandboxStartError / FhirError."""
+        await self.start_backend(progress)
+        await self.start_session(schedule, progress, username=username)
 
-        async def say(text: str) -> None:
-            if progress is not None:
-                result = progress(text)
-                if result is not None:
-                    await result
-
+    async def start_backend(
+        self, progress: Callable[[str], Awaitable[None] | None] | None = None
+    ) -> None:
         s = self.settings
-        verify = tls_context(str(s["fhir.ca_bundle"]) if s["fhir.ca_bundle"] else None)
-        self.http = httpx.AsyncClient(timeout=s["fhir.timeout_s"], verify=verify)
+        self._verify = tls_context(str(s["fhir.ca_bundle"]) if s["fhir.ca_bundle"] else None)
+        self.http = httpx.AsyncClient(timeout=s["fhir.timeout_s"], verify=self._verify)
         if self.demo:
-            await say("Starting the demo server (synthetic data)…")
+            await _say(progress, "Starting the demo server (synthetic data)…")
             self.sandbox = await SandboxProcess.start()
             info = self.sandbox.info
             self.metrics.emit("sandbox_ready", sandbox=info)
             self.backend = Backend(info["fhir_base"], info["ward"], info["ably_endpoint"],
                                    info["ably_token_url"], demo=True)
-            await say("Signing in the demo clinician…")
+
+    async def sign_in(self, *, username: str = DEMO_USER) -> Session:
+        """A fresh sign-in (demo: as `username`; hospital: stored session or the browser)."""
+        assert self.http is not None
+        s = self.settings
+        if self.demo:
+            assert self.backend is not None
+            password = next((u.get("password", DEMO_PASSWORD) for u in self.demo_users
+                             if u.get("username") == username), DEMO_PASSWORD)
             config, tokens = await sign_in(
                 self.http, fhir_base=self.backend.fhir_base, client_id=s["auth.client_id"],
                 scopes=self.sign_in_scopes(),
-                open_url=DemoBrowser(self.http, username=DEMO_USER, password=DEMO_PASSWORD),
+                open_url=DemoBrowser(self.http, username=username, password=password),
             )
-            self.session = Session(tokens, http=self.http, config=config,
-                                   client_id=s["auth.client_id"],
-                                   on_signed_out=self._on_signed_out)
-        else:
-            fhir_base = s["fhir.base_url"]
-            await say("Signing in…")
-            self.session = await self._hospital_session(fhir_base)
+            return Session(tokens, http=self.http, config=config, client_id=s["auth.client_id"],
+                           on_signed_out=self._on_signed_out)
+        return await self._hospital_session(s["fhir.base_url"])
+
+    async def start_session(self, schedule: Callable[[Callable[[], None]], Any] | None = None,
+                            progress: Callable[[str], Awaitable[None] | None] | None = None,
+                            *, username: str = DEMO_USER,
+                            session: Session | None = None) -> None:
+        """Sign in (unless `session` is given) and start this user's sync stack and alerts."""
+        s = self.settings
+        await _say(progress, "Signing in…")
+        self.session = session or await self.sign_in(username=username)
+        if not self.demo:
             ward = s["realtime.ward"] or self.session.tokens.ward
             if not ward:
                 raise SignInError("no ward is configured for this workstation (realtime.ward)")
-            self.backend = Backend(fhir_base, ward, s["realtime.endpoint"],
+            self.backend = Backend(s["fhir.base_url"], ward, s["realtime.endpoint"],
                                    s["realtime.token_url"], demo=False)
-        await say("Connecting…")
+        await _say(progress, "Connecting…")
         b = self.backend
+        assert b is not None
         self.workstation = Workstation(
             WorkstationConfig(
                 fhir_base=b.fhir_base, ward=b.ward, realtime_endpoint=b.realtime_endpoint,
@@ -147,12 +173,16 @@ class AppServices:
                 degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
                 pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
                 backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
-                require_tls=s["security.require_tls"], verify=verify,
+                require_tls=s["security.require_tls"], verify=self._verify,
             ),
             self.session, schedule=schedule, metrics=self.metrics, http=self.http,
         )
         await self.workstation.start()
         tokens = self.session.tokens
+        self.audit = AuditTrail(
+            self.workstation.fhir, practitioner_id=tokens.practitioner_id or "unknown",
+            workstation_id=self.workstation_name, app_version=__version__,
+        )
         self.alerts = AlertCenter(
             self.workstation,
             clinician=Clinician.from_fhir_user(tokens.fhir_user, self.user_name),
@@ -160,6 +190,23 @@ class AppServices:
             limits=DEFAULT_CRITICAL_LIMITS.merged(s["alerts.critical_limits"]),
         )
         await self.alerts.start()
+
+    async def end_session(self) -> None:
+        """Switch user / sign out: audit flushed, alerts and sync stack stopped (presence left,
+        realtime closed), all in-memory clinical data dropped, tokens forgotten."""
+        if self.audit is not None:
+            await self.audit.flush()
+            self.audit = None
+        if self.alerts is not None:
+            await self.alerts.aclose()
+            self.alerts = None
+        if self.workstation is not None:
+            self.workstation.store.clear()
+            await self.workstation.aclose()
+            self.workstation = None
+        if self.session is not None:
+            await self.session.aclose()
+            self.session = None
 
     async def _hospital_session(self, fhir_base: str) -> Session:
         assert self.http is not None
@@ -192,14 +239,16 @@ class AppServices:
                        on_signed_out=self._on_signed_out)
 
     async def aclose(self) -> None:
-        """Stop in reverse order: alerts, sync stack, session, HTTP client, the demo server."""
-        if self.alerts is not None:
-            await self.alerts.aclose()
-        if self.workstation is not None:
-            await self.workstation.aclose()
-        if self.session is not None:
-            await self.session.aclose()
+        """Stop in reverse order: the session, the HTTP client, the demo server."""
+        await self.end_session()
         if self.http is not None:
             await self.http.aclose()
         if self.sandbox is not None:
             await self.sandbox.stop()
+
+
+async def _say(progress: Callable[[str], Awaitable[None] | None] | None, text: str) -> None:
+    if progress is not None:
+        result = progress(text)
+        if result is not None:
+            await result
