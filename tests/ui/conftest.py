@@ -34,3 +34,15 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def metrics() -> MemoryMetrics:
     return MemoryMetrics()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gc_on_gui_thread(qapp: QApplication):
+    """As in the app: Python's garbage collector runs on the GUI thread only, so a window
+    caught in a reference cycle is never destroyed on a validation worker thread."""
+    from wardsync.ui.gc_guard import MainThreadGarbageCollector
+
+    collector = MainThreadGarbageCollector(qapp)
+    collector.start()
+    yield collector
+    collector.stop()

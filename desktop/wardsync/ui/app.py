@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from wardsync.core.errors import SignInError
 from wardsync.core.metrics import MetricsSink
@@ -50,11 +51,14 @@ def load_stylesheet(theme: str) -> str:
 
 
 class AppController:
-    """Owns the services and the windows of this process."""
+    """Owns the services, the windows, the idle lock and the user session of this process."""
 
-    def __init__(self, settings: Settings, metrics: MetricsSink, *, demo: bool) -> None:
+    def __init__(self, settings: Settings, metrics: MetricsSink, *, demo: bool,
+                 layouts: Any = None) -> None:
         from PySide6.QtWidgets import QApplication
 
+        from wardsync.sync.activity import ActivityRecorder, Tee
+        from wardsync.ui.idle_lock import IdleMonitor, ScreenLock
         from wardsync.ui.services import AppServices
 
         # Windows close through the controller, so the sync stack and the demo server are
@@ -64,21 +68,35 @@ class AppController:
             app.setQuitOnLastWindowClosed(False)
 
         self.settings = settings
-        self.metrics = metrics
+        self.activity = ActivityRecorder()  # what the Diagnostics window shows
+        self.metrics: MetricsSink = Tee(metrics, self.activity)
         self.demo = demo
-        self.services = AppServices(settings, metrics, demo=demo,
+        self.layouts = layouts
+        self.services = AppServices(settings, self.metrics, demo=demo,
                                     on_signed_out=self._on_session_signed_out)
         self.windows: list = []
-        self.workspace = None
-        self.notifier = None
+        self.workspace: Any = None
+        self.notifier: Any = None
         self.signed_out: SignInError | None = None
         self.all_windows_closed = asyncio.Event()
+        self.idle = IdleMonitor(settings["security.idle_lock_min"] * 60.0)
+        self.idle.idle_timed_out.connect(self.lock)
+        self.screen_lock = ScreenLock()
+        self.screen_lock.unlock_requested.connect(self._on_screen_lock_unlock_requested)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._switching = False
+        self.unlock_error = ""
 
+    # ------------------------------------------------------------------ lifetime
     async def start(self, progress: Callable[[str], None] | None = None) -> None:
-        from wardsync.ui.workspace import Workspace
-
         loop = asyncio.get_running_loop()
         await self.services.start(schedule=loop.call_soon, progress=progress)
+        self._make_workspace()
+        self.idle.start()
+
+    def _make_workspace(self) -> None:
+        from wardsync.ui.workspace import Workspace
+
         ws = self.services.workstation
         assert ws is not None and self.services.backend is not None
         self.workspace = Workspace(
@@ -96,48 +114,235 @@ class AppController:
                 sounds_dir=resources_dir() / "sounds",
             )
 
+    async def aclose(self) -> None:
+        self.idle.stop()
+        if self.layouts is not None:
+            self.layouts.close()  # remember the layout before the windows go
+        self._switching = True  # closing everything is not "the user closed the last window"
+        for window in list(self.windows):
+            window.close()
+        self.windows.clear()
+        if self.notifier is not None:
+            self.notifier.close()
+            self.notifier = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.services.aclose()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ windows
     def open_ward_overview(self):
         from wardsync.ui.ward_overview import WardOverviewWindow
 
         assert self.workspace is not None
         return self._show(WardOverviewWindow(self.workspace))
 
+    def open_patient_chart(self, patient_id: str):
+        """The chart of this patient (an open one is brought to the front)."""
+        from wardsync.ui.patient_chart import PatientChartWindow
+
+        existing = self._find("chart", patient_id=patient_id)
+        if existing is not None:
+            return self._raise(existing)
+        self._audit(patient_id)
+        return self._show(PatientChartWindow(self.workspace, patient_id))
+
+    def open_lab_report(self, report_id: str, patient_id: str):
+        from wardsync.ui.lab_report import LabReportWindow
+
+        existing = self._find("report", report_id=report_id)
+        if existing is not None:
+            return self._raise(existing)
+        self._audit(patient_id)
+        return self._show(LabReportWindow(self.workspace, report_id, patient_id))
+
     def open_alerts_window(self):
         """The Alerts window (one per app: an open one is brought to the front)."""
         from wardsync.ui.alerts_window import AlertsWindow
 
         assert self.workspace is not None
-        for window in self.windows:
-            if window.kind == AlertsWindow.kind:
-                window.showNormal()
-                window.raise_()
-                window.activateWindow()
-                return window
+        existing = self._find(AlertsWindow.kind)
+        if existing is not None:
+            return self._raise(existing)
         return self._show(AlertsWindow(self.workspace, notifier=self.notifier))
+
+    def open_diagnostics(self):
+        from wardsync.ui.diagnostics import DiagnosticsWindow
+
+        existing = self._find(DiagnosticsWindow.kind)
+        if existing is not None:
+            return self._raise(existing)
+        return self._show(DiagnosticsWindow(self.workspace, self.activity))
+
+    PANELS = ("ward", "alerts", "diagnostics")
+
+    def open_panel(self, panel: str):
+        """A window by kind (a second launch's request, a restored layout)."""
+        openers = {"ward": self.open_ward_overview, "alerts": self.open_alerts_window,
+                   "diagnostics": self.open_diagnostics}
+        if panel not in openers:
+            raise ValueError(f"unknown panel {panel!r}")
+        return openers[panel]()
+
+    def _find(self, kind: str, **attrs: str):
+        for window in self.windows:
+            if window.kind == kind and all(getattr(window, k, None) == v
+                                           for k, v in attrs.items()):
+                return window
+        return None
+
+    @staticmethod
+    def _raise(window):
+        window.showNormal()
+        window.raise_()
+        window.activateWindow()
+        return window
+
+    def _audit(self, patient_id: str) -> None:
+        if self.services.audit is not None:
+            self.services.audit.record_access(patient_id)
 
     def _show(self, window):
         self.windows.append(window)
         window.closed.connect(self._on_window_closed)
         window.alerts_requested.connect(self.open_alerts_window)
+        if hasattr(window, "patient_requested"):
+            window.patient_requested.connect(self.open_patient_chart)
+        if hasattr(window, "report_requested"):
+            window.report_requested.connect(self.open_lab_report)
+        self._install_menu(window)
+        if self.layouts is not None:
+            self.layouts.adopt(window)
         window.show()
+        if self.screen_lock.locked:
+            self.screen_lock.lock([window], self.services.user_name)
         return window
 
+    def _install_menu(self, window) -> None:
+        """The same menu and shortcuts in every window (keyboard first: no mouse needed)."""
+        menu = window.menuBar().addMenu("&WardSync")
+        entries = (
+            ("New &ward overview", "Ctrl+Shift+N", self.open_ward_overview),
+            ("&Alerts", "Ctrl+Shift+A", self.open_alerts_window),
+            ("&Diagnostics", "Ctrl+Shift+D", self.open_diagnostics),
+            (None, None, None),
+            ("&Lock now", "Ctrl+L", self.lock),
+            ("&Switch user…", "Ctrl+Shift+U", self._on_menu_switch_user),
+            (None, None, None),
+            ("&Quit WardSync", "Ctrl+Q", self.quit),
+        )
+        for text, shortcut, slot in entries:
+            if text is None:
+                menu.addSeparator()
+                continue
+            action = menu.addAction(text)
+            action.setShortcut(shortcut)
+            action.triggered.connect(lambda _checked=False, f=slot: f())
+
     def _on_window_closed(self, window_id: str) -> None:
+        closed = [w for w in self.windows if w.window_id == window_id]
         self.windows = [w for w in self.windows if w.window_id != window_id]
-        if not self.windows:
+        for window in closed:
+            self.screen_lock.forget(window)
+        if not self.windows and not self._switching:
             self.all_windows_closed.set()
+
+    def quit(self) -> None:
+        self.all_windows_closed.set()
+
+    # ------------------------------------------------------------------ shared workstation
+    def lock(self) -> None:
+        """Hide patient data in every window (idle timeout or "Lock now")."""
+        from PySide6.QtWidgets import QApplication, QDialog
+
+        for widget in QApplication.topLevelWidgets():
+            # An open acknowledgement or edit dialog shows patient data too.
+            if isinstance(widget, QDialog) and widget.isVisible():
+                widget.reject()
+        self.screen_lock.lock(list(self.windows), self.services.user_name)
+
+    def _on_screen_lock_unlock_requested(self) -> None:
+        self._spawn(self.unlock())
+
+    async def unlock(self, *, username: str | None = None) -> bool:
+        """Sign in again: the same user gets the windows back; another user is a user switch.
+
+        `username` picks the demo account (demo mode); in hospital mode the browser decides.
+        """
+        previous = self.services.session.tokens.fhir_user if self.services.session else None
+        try:
+            session = await self.services.sign_in(
+                username=username or self._demo_username_of(previous), interactive=True)
+        except (SignInError, FhirError, OSError) as exc:
+            self.unlock_error = getattr(exc, "user_message", "") or str(exc)
+            log.warning("unlock failed: %s", type(exc).__name__)
+            return False
+        self.unlock_error = ""
+        if previous is not None and session.tokens.fhir_user == previous:
+            assert self.services.session is not None
+            self.services.session.replace(session.tokens)
+            await session.aclose()
+            self.screen_lock.unlock()
+            self.idle.note_input()
+            return True
+        await self._switch_to(session)
+        return True
+
+    def _demo_username_of(self, fhir_user: str | None) -> str:
+        from wardsync.ui.services import DEMO_USER
+
+        for user in self.services.demo_users:
+            name = user.get("username", "")
+            if fhir_user and fhir_user.endswith(name.replace("demo.", "demo-")):
+                return name
+        return DEMO_USER
+
+    def _on_menu_switch_user(self) -> None:
+        username = None
+        if self.demo and self.services.demo_users:
+            from PySide6.QtWidgets import QInputDialog
+
+            names = [u["username"] for u in self.services.demo_users]
+            username, ok = QInputDialog.getItem(None, "Switch user", "Sign in as:", names, 0,
+                                                False)
+            if not ok:
+                return
+        self._spawn(self.switch_user(username=username))
+
+    async def switch_user(self, *, username: str | None = None) -> None:
+        """Clear everything of the current user, then sign in anew."""
+        session = await self.services.sign_in(
+            username=username or self._demo_username_of(None), interactive=True)
+        await self._switch_to(session)
+
+    async def _switch_to(self, session: Any) -> None:
+        self._switching = True
+        try:
+            for window in list(self.windows):
+                window.close()  # releases queries, presence and subscriptions
+            self.windows.clear()
+            self.screen_lock.unlock()
+            if self.notifier is not None:
+                self.notifier.close()
+                self.notifier = None
+            await self.services.end_session()
+            loop = asyncio.get_running_loop()
+            await self.services.start_session(schedule=loop.call_soon, session=session)
+            self._make_workspace()
+            self.open_ward_overview()
+            self.idle.note_input()
+        finally:
+            self._switching = False
 
     def _on_session_signed_out(self, error: SignInError) -> None:
         self.signed_out = error
         log.warning("session ended: %s", error.oauth_error or "sign-in required")
-
-    async def aclose(self) -> None:
-        for window in list(self.windows):
-            window.close()
-        self.windows.clear()
-        if self.notifier is not None:
-            self.notifier.close()
-        await self.services.aclose()
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -166,15 +371,45 @@ def run_app(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox
 
+    from wardsync.ui.gc_guard import MainThreadGarbageCollector
+    from wardsync.ui.layouts import LayoutKeeper
+    from wardsync.ui.single_instance import (
+        SingleInstance,
+        forward_or_listen,
+        session_server_name,
+    )
+
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("WardSync")
     app.setOrganizationName("WardSync")
     app.setStyleSheet(load_stylesheet(settings["ui.theme"]))
+    # A second launch opens a window in the running process: one realtime connection per
+    # workstation, whatever is clicked.
+    instance = SingleInstance(session_server_name())
+    pending_panels: list[str] = []
+    controller_ref: list[AppController] = []
+
+    def on_second_launch(message: dict) -> None:
+        panel = str(message.get("panel", "ward"))
+        if panel not in AppController.PANELS:
+            raise ValueError(f"unknown panel {panel!r}")
+        if controller_ref and controller_ref[0].workspace is not None:
+            controller_ref[0].open_panel(panel)
+        else:
+            pending_panels.append(panel)  # still starting: open it when ready
+
+    if forward_or_listen(instance, {"cmd": "open", "panel": "ward"}, on_second_launch):
+        ok = bool((instance.last_reply or {}).get("ok", True))
+        instance.close()
+        return 0 if ok else 1
+    collector = MainThreadGarbageCollector(app)
+    collector.start()
     metrics = metrics_from_env(
         {"WARDSYNC_METRICS_LOG": str(settings["metrics.log"])} if settings["metrics.log"]
         else None)
     demo = bool(args.demo or not settings["fhir.base_url"])
-    controller = AppController(settings, metrics, demo=demo)
+    controller = AppController(settings, metrics, demo=demo, layouts=LayoutKeeper())
+    controller_ref.append(controller)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     exit_code = 0
@@ -202,10 +437,20 @@ def run_app(args: argparse.Namespace) -> int:
             exit_code = 1
             await controller.aclose()
             return
-        controller.open_ward_overview()
+        restored = controller.layouts.restore({
+            "ward": controller.open_ward_overview, "alerts": controller.open_alerts_window,
+            "diagnostics": controller.open_diagnostics})
+        if not any(getattr(w, "kind", "") == "ward" for w in restored):
+            controller.open_ward_overview()
+        for panel in pending_panels:
+            controller.open_panel(panel)
         await controller.all_windows_closed.wait()
         await controller.aclose()
 
-    with loop:
-        loop.run_until_complete(main())
+    try:
+        with loop:
+            loop.run_until_complete(main())
+    finally:
+        instance.close()
+        collector.stop()
     return exit_code

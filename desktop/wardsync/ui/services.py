@@ -131,8 +131,10 @@ class AppServices:
             self.backend = Backend(info["fhir_base"], info["ward"], info["ably_endpoint"],
                                    info["ably_token_url"], demo=True)
 
-    async def sign_in(self, *, username: str = DEMO_USER) -> Session:
-        """A fresh sign-in (demo: as `username`; hospital: stored session or the browser)."""
+    async def sign_in(self, *, username: str = DEMO_USER, interactive: bool = False
+                      ) -> Session:
+        """A sign-in (demo: as `username`; hospital: the stored session, unless `interactive`
+        asks for the browser — unlocking and switching user always re-authenticate)."""
         assert self.http is not None
         s = self.settings
         if self.demo:
@@ -146,7 +148,7 @@ class AppServices:
             )
             return Session(tokens, http=self.http, config=config, client_id=s["auth.client_id"],
                            on_signed_out=self._on_signed_out)
-        return await self._hospital_session(s["fhir.base_url"])
+        return await self._hospital_session(s["fhir.base_url"], use_stored=not interactive)
 
     async def start_session(self, schedule: Callable[[Callable[[], None]], Any] | None = None,
                             progress: Callable[[str], Awaitable[None] | None] | None = None,
@@ -208,7 +210,7 @@ class AppServices:
             await self.session.aclose()
             self.session = None
 
-    async def _hospital_session(self, fhir_base: str) -> Session:
+    async def _hospital_session(self, fhir_base: str, *, use_stored: bool = True) -> Session:
         assert self.http is not None
         s = self.settings
         client_id = s["auth.client_id"]
@@ -219,7 +221,7 @@ class AppServices:
             store, self.keyring_message = None, exc.user_message
         config = await discover(self.http, fhir_base)
         tokens: TokenSet | None = None
-        saved = store.load() if store else None
+        saved = store.load() if store and use_stored else None
         if saved:
             try:
                 stub = TokenSet(access_token="", expires_at=0, refresh_token=saved)

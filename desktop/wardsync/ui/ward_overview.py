@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, QTimer
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+)
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
 
@@ -162,6 +169,7 @@ class WardOverviewWindow(PanelWindow):
 
     kind = "ward"
     title = "Ward overview"
+    patient_requested = Signal(str)  # Enter or double-click on a bed: open that chart
 
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(workspace, parent)
@@ -178,6 +186,8 @@ class WardOverviewWindow(PanelWindow):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(
             1, QHeaderView.ResizeMode.Stretch)  # the patient's name takes the spare width
+        self.table.activated.connect(self._on_table_activated)
+        self.table.setToolTip("Enter or double-click opens the patient's chart")
         self.message = QLabel("", self)
         self.message.setObjectName("panelMessage")
         self.message.setWordWrap(True)
@@ -290,6 +300,10 @@ class WardOverviewWindow(PanelWindow):
             stamps = [self.workspace.queries.state(k).last_ok_wall for k in self.open_keys]
             if stamps and all(t is not None for t in stamps):
                 self.mark_fresh(min(stamps))
+
+    def _on_table_activated(self, index: QModelIndex) -> None:
+        if index.isValid():
+            self.patient_requested.emit(self.model.rows[index.row()].patient_id)
 
     def _on_loading_timer_timeout(self) -> None:
         self._refresh_message()

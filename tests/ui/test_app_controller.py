@@ -1,0 +1,145 @@
+"""The launcher's wiring: windows open each other, audit on record access, menus and
+shortcuts, idle lock and unlock, switch user, and the GUI-thread garbage collector."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from pathlib import Path
+
+from pytestqt.qtbot import QtBot
+
+from wardsync.core.metrics import MemoryMetrics
+from wardsync.infra.settings import Settings, load_settings
+from wardsync.ui.app import AppController
+from wardsync.ui.gc_guard import MainThreadGarbageCollector
+from wardsync.ui.idle_lock import LOCKED_TITLE
+
+
+async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_windows_open_each_other_and_record_access_is_audited(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: len(ward.model.rows) == 24, what="ward")
+        index = ward.model.index(2, 0)
+        patient_id = ward.model.rows[2].patient_id
+        ward.table.activated.emit(index)
+        ward.table.activated.emit(index)  # Enter twice: one chart, brought forward
+        charts = [w for w in controller.windows if w.kind == "chart"]
+        assert len(charts) == 1 and charts[0].patient_id == patient_id
+        chart = charts[0]
+        qtbot.addWidget(chart)
+        chart.report_requested.emit("no-such-report", patient_id)
+        assert [w.kind for w in controller.windows] == ["ward", "chart", "report"]
+        await controller.services.audit.flush()
+        assert controller.services.audit.written == 1  # chart and report: one access
+        # Every window has the same menu with keyboard shortcuts.
+        for window in controller.windows:
+            actions = {a.text(): a.shortcut().toString()
+                       for m in window.menuBar().findChildren(type(window.menuBar().addMenu("x")))
+                       for a in m.actions() if a.text()}
+            assert actions["&Alerts"] == "Ctrl+Shift+A"
+            assert actions["&Lock now"] == "Ctrl+L"
+        controller.open_panel("diagnostics")
+        assert controller.open_panel("diagnostics") is controller._find("diagnostics")
+        try:
+            controller.open_panel("no-such-panel")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("an unknown panel must be refused")
+    finally:
+        await controller.aclose()
+
+
+async def test_lock_hides_everything_and_sign_in_as_the_same_user_restores_it(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: len(ward.model.rows) == 24)
+        title = ward.windowTitle()
+        controller.lock()
+        assert ward.windowTitle() == LOCKED_TITLE
+        diag = controller.open_diagnostics()  # opened while locked: locked too
+        qtbot.addWidget(diag)
+        assert diag.windowTitle() == LOCKED_TITLE
+        store = controller.workspace.store
+        assert await controller.unlock()
+        assert ward.windowTitle() == title
+        assert controller.workspace.store is store  # same user: same session, data kept
+    finally:
+        await controller.aclose()
+
+
+async def test_switch_user_drops_the_previous_users_data_and_connection(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: len(ward.model.rows) == 24)
+        old_ws = controller.workspace.workstation
+        assert len(old_ws.store) >= 72  # beds, stays and patients at least
+        await controller.switch_user(username="demo.nurse")
+        assert len(old_ws.store) == 0  # the previous user's clinical data is gone
+        assert old_ws.realtime.state in ("closed", "closing")
+        assert controller.workspace.user_name == "Nurse Demo Nightingale"
+        assert not controller.all_windows_closed.is_set()
+        [new_ward] = controller.windows
+        qtbot.addWidget(new_ward)
+        assert "Nurse Demo Nightingale" in new_ward.user_label.text()
+        await wait_for(lambda: len(new_ward.model.rows) == 24, what="the nurse's ward")
+    finally:
+        await controller.aclose()
+
+
+async def test_idle_time_locks_every_window(
+    qtbot: QtBot, tmp_path: Path, metrics: MemoryMetrics
+) -> None:
+    quick = load_settings(environ={"WARDSYNC_SECURITY_IDLE_LOCK_MIN": "0.02"},
+                          policy_path=tmp_path / "none.toml", user_path=tmp_path / "none.toml")
+    controller = AppController(quick, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: ward.windowTitle() == LOCKED_TITLE, timeout_s=10,
+                       what="idle lock after 1.2 s without input")
+        assert controller.screen_lock.locked
+    finally:
+        await controller.aclose()
+
+
+def test_garbage_collection_runs_on_the_gui_thread(qapp) -> None:
+    guard = MainThreadGarbageCollector(qapp)
+    guard.start()
+    try:
+        assert not gc.isenabled()
+        junk = []
+        for _ in range(5000):
+            a: list = []
+            a.append(a)  # a reference cycle only the collector frees
+            junk.append(a)
+        del junk
+        assert guard.check() is not None
+        assert sum(guard.collections) >= 1
+    finally:
+        guard.stop()
