@@ -32,7 +32,7 @@ DOCTOR = ClinicianIdentity("demo-clinician", "Dr Demo Clinician", "Doctor")
 
 
 def wire(**changes: object) -> dict:
-    data = PresenceData(NURSE, NOW, (Claim("task", NOW + 5, NOW + 120_005),)).to_wire()
+    data = PresenceData(NURSE, NOW, (Claim("task", NOW + 5, NOW + 120_005),), "conn1").to_wire()
     data.update(changes)
     return data
 
@@ -69,9 +69,10 @@ def test_initials_skip_titles_and_roles_come_from_them() -> None:
 
 
 def test_presence_data_round_trips_and_carries_only_staff_and_times() -> None:
-    data = PresenceData(NURSE, NOW, (Claim("task", NOW + 5, NOW + 120_005),))
+    data = PresenceData(NURSE, NOW, (Claim("task", NOW + 5, NOW + 120_005),), "Ab-3_x9")
     body = data.to_wire()
-    assert set(body) == {"v", "practitioner", "name", "role", "state", "since", "claims"}
+    assert set(body) == {"v", "practitioner", "name", "role", "state", "since", "conn",
+                         "claims"}
     assert body["state"] == EDITING and PresenceData(NURSE, NOW).state == VIEWING
     assert PresenceData.from_wire(json.loads(json.dumps(body))) == data
     assert data.claim("task").claimed_at_ms == NOW + 5 and data.claim("note") is None
@@ -87,6 +88,8 @@ def test_presence_data_round_trips_and_carries_only_staff_and_times() -> None:
     ({"since": -1}, "bad_since"),
     ({"since": True}, "bad_since"),
     ({"since": 1.5}, "bad_since"),
+    ({"conn": "has space"}, "bad_connection"),
+    ({"conn": 7}, "bad_connection"),
     ({"state": VIEWING}, "bad_state"),
     ({"claims": "task"}, "bad_claims"),
     ({"claims": [{"component": "task", "claimedAt": NOW}]}, "bad_claim"),
@@ -115,7 +118,8 @@ def test_any_junk_as_presence_data_makes_an_unreadable_member_not_a_crash(junk) 
 
 def test_what_one_workstation_sees_of_a_record() -> None:
     mine = PresenceData(DOCTOR, NOW)
-    nurse = PresenceData(NURSE, NOW - 60_000, (Claim("task", NOW - 1000, NOW + 119_000),))
+    nurse = PresenceData(NURSE, NOW - 60_000, (Claim("task", NOW - 1000, NOW + 119_000),),
+                         "conn-ward")
     members = members_from_wire([
         ("demo-clinician", "conn-me", mine.to_wire()),
         ("demo-nurse", "conn-ward", nurse.to_wire()),
@@ -131,3 +135,18 @@ def test_what_one_workstation_sees_of_a_record() -> None:
     assert not view.lock("task", NOW + 119_000).held  # expired at the announced time
     assert view.next_expiry_ms(NOW) == NOW + 119_000
     assert view.member_of(None) is None
+
+
+def test_a_claim_re_entered_on_another_connection_does_not_count() -> None:
+    # After a failed resume the SDK re-enters the member on its new connection with the data
+    # it last had (RTP17i): a claim written for the old connection is stale.
+    stale = PresenceData(NURSE, NOW, (Claim("task", NOW - 1000, NOW + 119_000),), "conn-old")
+    member = Member.from_wire("demo-nurse", "conn-new", stale.to_wire())
+    assert member.data is not None and member.state == EDITING
+    assert member.lock_claims() == []
+    fresh = Member.from_wire("demo-nurse", "conn-new", PresenceData(
+        NURSE, NOW, stale.claims, "conn-new").to_wire())
+    assert [c.connection_id for c in fresh.lock_claims()] == ["conn-new"]
+    unknown = Member.from_wire("demo-nurse", "conn-new", PresenceData(
+        NURSE, NOW, stale.claims).to_wire())
+    assert unknown.lock_claims() == []

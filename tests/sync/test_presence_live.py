@@ -14,13 +14,14 @@ import httpx
 import pytest
 
 from tests.faults.proxy import FaultProxy
-from tests.sandbox_fixtures import demo_sign_in
+from tests.sandbox_fixtures import demo_sign_in, running_sandbox
 from tests.sync.test_sync_live import eventually
 from wardsync.auth.session import Session
 from wardsync.core.clock import SystemClock
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
+from wardsync.sandbox.hub import HubConfig
 from wardsync.sandbox.server import Sandbox
 from wardsync.sync.presence import PresenceService, identity_from_tokens
 from wardsync.sync.workstation import Workstation, WorkstationConfig
@@ -285,3 +286,51 @@ async def test_without_realtime_claims_are_granted_offline_and_nobody_is_seen(
     finally:
         await service.aclose()
         await ws.aclose()
+
+
+async def test_a_stale_claim_re_entered_after_a_failed_resume_does_not_take_the_lock_back(
+        seeded_data_dir, tmp_path, http: httpx.AsyncClient) -> None:
+    # The hub forgets the doctor's connection (state TTL) while she is off the network, so
+    # she comes back on a new connection and the SDK re-enters her member with the data it
+    # last had: still claiming the task (RTP17i). That stale claim must not count.
+    config = HubConfig(max_idle_interval_ms=3000, heartbeat_interval_s=1.0,
+                       presence_grace_s=1.0, connection_state_ttl_s=2.0)
+    async with running_sandbox(seeded_data_dir, tmp_path, hub_config=config) as sandbox:
+        doctor_session = await demo_sign_in(sandbox, http)
+        nurse_session = await demo_sign_in(sandbox, http, "demo.nurse")
+        host, port = sandbox.hub.endpoint.rsplit(":", 1)
+        try:
+            async with FaultProxy(host, int(port)) as network, \
+                    station(sandbox, doctor_session, http, realtime_endpoint=network.endpoint,
+                            lock_disconnect_s=1.0) as (ws_a, doctor), \
+                    station(sandbox, nurse_session, http) as (ws_b, ward_nurse):
+                told_a, told_b = ended(ws_a), ended(ws_b)
+                a, b = doctor.join(*TASK), ward_nurse.join(*TASK)
+                await eventually(lambda: names(a) and names(b), what="both present")
+                assert (await a.claim("task")).granted
+                old_connection = ws_a.realtime.connection_id
+                await network.refuse()
+                network.drop_all()
+                await eventually(lambda: names(b) == [], timeout_s=5.0, what="doctor gone")
+                await eventually(lambda: told_a, timeout_s=5.0, what="doctor told")
+                assert (await b.claim("task")).granted
+                await asyncio.sleep(config.connection_state_ttl_s + 0.5)  # state forgotten
+                await network.heal()
+                await eventually(lambda: ws_a.realtime.connection_id not in (None,
+                                                                             old_connection)
+                                 and ws_a.status.state is ConnectionState.LIVE,
+                                 timeout_s=10.0, what="the doctor on a new connection")
+                await eventually(lambda: names(b) == ["Dr Demo Clinician"], timeout_s=5.0,
+                                 what="the doctor back")
+                await eventually(lambda: b.others()[0].data.connection_id
+                                 == ws_a.realtime.connection_id, timeout_s=5.0,
+                                 what="the doctor's data rewritten for the new connection")
+                assert [m.state for m in b.others()] == ["viewing"]
+                await asyncio.sleep(0.5)
+                assert told_b == [] and b.lock("task").here  # the nurse kept her lock
+                assert a.lock("task").blocked
+                a.close()
+                b.close()
+        finally:
+            await doctor_session.aclose()
+            await nurse_session.aclose()

@@ -5,9 +5,15 @@ record. Each workstation is ONE member of a record's channel however many of its
 the record; the member's data says who is signed in there and what they are doing:
 
     {"v": 1, "practitioner": "demo-nurse", "name": "Nurse Demo Nightingale", "role": "Nurse",
-     "state": "editing", "since": 1767225600000,
+     "state": "editing", "since": 1767225600000, "conn": "<connectionId>",
      "claims": [{"component": "task", "claimedAt": 1767225630000,
                  "expiresAt": 1767225750000}]}
+
+`conn` is the realtime connection the data was written for. Claims count only on that
+connection: after a failed resume (RTN15c) the SDK re-enters its members on the new
+connection with the data it last had (RTP17i), which may still hold a claim its workstation
+has since ended; such a stale claim must not take a lock back from whoever holds it now. The
+workstation then re-sends its current data for the new connection.
 
 No patient data travels: the record is named only by its logical id (in the channel name, as a
 poke would name it), the people named are staff, components are fixed words of the app, and
@@ -42,7 +48,9 @@ PresenceState = Literal["viewing", "editing"]
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _COMPONENT = re.compile(r"[a-z][a-z0-9-]{0,31}")
-_WIRE_KEYS = frozenset({"v", "practitioner", "name", "role", "state", "since", "claims"})
+_WIRE_KEYS = frozenset({"v", "practitioner", "name", "role", "state", "since", "conn",
+                        "claims"})
+_CONNECTION_ID = re.compile(r"[A-Za-z0-9\-_.:!~]{1,100}")
 _CLAIM_KEYS = frozenset({"component", "claimedAt", "expiresAt"})
 # Titles a ward puts before a name; not initials, and the first two say the role.
 _TITLES = {"dr": "Doctor", "doctor": "Doctor", "nurse": "Nurse", "sister": "Nurse",
@@ -179,6 +187,7 @@ class PresenceData:
     clinician: ClinicianIdentity
     since_ms: int
     claims: tuple[Claim, ...] = ()
+    connection_id: str = ""  # the connection this data was written for ("" unknown)
 
     @property
     def state(self) -> PresenceState:
@@ -195,6 +204,7 @@ class PresenceData:
             "role": self.clinician.role,
             "state": self.state,
             "since": self.since_ms,
+            "conn": self.connection_id,
             "claims": [{"component": c.component, "claimedAt": c.claimed_at_ms,
                         "expiresAt": c.expires_at_ms} for c in self.claims],
         }
@@ -231,7 +241,10 @@ class PresenceData:
         state = data.get("state")
         if state != (EDITING if claims else VIEWING):
             raise PresenceDataError("bad_state")
-        return cls(clinician, _epoch_ms(data.get("since"), "since"), tuple(claims))
+        conn = data.get("conn", "")
+        if not isinstance(conn, str) or (conn and not _CONNECTION_ID.fullmatch(conn)):
+            raise PresenceDataError("bad_connection")
+        return cls(clinician, _epoch_ms(data.get("since"), "since"), tuple(claims), conn)
 
 
 # ---------------------------------------------------------------- members of one record
@@ -269,7 +282,9 @@ class Member:
             return cls(client_id, connection_id, None, str(exc))
 
     def lock_claims(self) -> list[LockClaim]:
-        if self.data is None:
+        """The member's claims, if its data was written for its own connection (see the
+        module docstring: a re-entered stale claim does not count)."""
+        if self.data is None or self.data.connection_id != self.connection_id:
             return []
         return [LockClaim(c.component, self.client_id, self.connection_id, c.claimed_at_ms,
                           c.expires_at_ms) for c in self.data.claims]

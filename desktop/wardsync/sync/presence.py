@@ -399,7 +399,7 @@ class PresenceService:
     def _desired(self, rec: _Record) -> PresenceData:
         claims = tuple(Claim(c.component, c.claimed_at_ms, c.expires_at_ms)
                        for c in sorted(rec.claims.values(), key=lambda c: c.component))
-        return PresenceData(self.clinician, rec.since_ms, claims)
+        return PresenceData(self.clinician, rec.since_ms, claims, self._connection_id())
 
     def _snapshot(self, rec: _Record) -> RecordPresence:
         if rec.snapshot is None:
@@ -419,6 +419,10 @@ class PresenceService:
                                       synced=lease.presence_synced if lease else False)
         if rec.snapshot.synced:
             rec.synced.set()
+        if rec.sent is not None and conn and rec.sent.connection_id != conn:
+            # A new connection (failed resume): the SDK re-entered us with old data; send
+            # the current data, written for this connection.
+            rec.dirty.set()
         own = next((m for m in members if m.connection_id == conn and conn), None)
         for claim in rec.claims.values():
             echoed = own.data.claim(claim.component) if own and own.data else None
