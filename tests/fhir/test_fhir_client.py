@@ -155,3 +155,21 @@ def test_invalid_entries_become_error_rows_not_losses() -> None:
     assert out[0][1]["id"] == "a"
     assert out[1][1].ref == "Observation/b"
     assert "Observation.status" in str(out[1][1].error)
+
+
+async def test_versions_the_caller_holds_are_not_validated_again(fhir: FhirClient) -> None:
+    first = await fhir.search("Observation", {"patient": "Patient/pat-01", "_count": "500"})
+    held = {f"Observation/{o['id']}": o["meta"]["versionId"] for o in first.matches}
+    newest = sorted(held)[0]
+    held[newest] = "0"  # pretend we hold an older version of one of them
+    again = await fhir.search("Observation", {"patient": "Patient/pat-01", "_count": "500"},
+                              known=lambda ref, v: held.get(ref) == v)
+    assert [f"Observation/{o['id']}" for o in again.matches] == [newest]
+    assert len(again.unchanged) == len(first.matches) - 1
+
+
+def test_unchanged_entries_skip_validation_entirely() -> None:
+    bogus = {"resourceType": "Observation", "id": "b", "meta": {"versionId": "3"}}  # no status
+    out = _validate_entries([{"resource": bogus}], known=lambda ref, v: (ref, v) == (
+        "Observation/b", "3"))
+    assert out == [("known", bogus)]

@@ -222,7 +222,7 @@ def test_bad_and_unknown_environment_variables_are_warnings(load):
             "PATH": "/usr/bin",
         }
     )
-    assert settings["sync.pull_debounce_ms"] == 50
+    assert settings["sync.pull_debounce_ms"] == 10
     warnings = "\n".join(settings.warnings)
     assert "env:WARDSYNC_SYNC_PULL_DEBOUNCE_MS was ignored: expected a whole number" in warnings
     assert "env:WARDSYNC_SYNC_POLING_INTERVAL_S: not a WardSync setting" in warnings

@@ -53,7 +53,7 @@ def test_required_keys_and_defaults():
         "realtime.ward": None,
         "sync.polling_interval_s": 15.0,
         "sync.degraded_after_s": 10.0,
-        "sync.pull_debounce_ms": 50,
+        "sync.pull_debounce_ms": 10,
         "sync.gap_grace_s": 2.0,
         "sync.backoff_cap_s": 30.0,
         "alerts.escalation_after_min": 15.0,

@@ -140,7 +140,7 @@ class ScriptedFetcher:
     in_flight: dict[tuple, int] = field(default_factory=dict)
     max_in_flight: dict[tuple, int] = field(default_factory=dict)
 
-    async def search(self, resource_type: str, params: Any) -> SearchResult:
+    async def search(self, resource_type: str, params: Any, *, known: Any = None) -> SearchResult:
         call = Call(resource_type, list(params), self.clock.monotonic(),
                     asyncio.get_running_loop().create_future())
         self.calls.append(call)

@@ -143,3 +143,11 @@ def test_garbage_collection_runs_on_the_gui_thread(qapp) -> None:
         assert sum(guard.collections) >= 1
     finally:
         guard.stop()
+
+
+def test_startup_objects_can_be_frozen_out_of_full_collections(qapp) -> None:
+    guard = MainThreadGarbageCollector(qapp)
+    try:
+        assert guard.freeze_startup_objects() > 0
+    finally:
+        gc.unfreeze()

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -108,19 +108,43 @@ class SearchResult:
     invalid: list[InvalidEntry] = field(default_factory=list)
     total: int | None = None
     pages: int = 0
+    unchanged: list[dict] = field(default_factory=list)  # matches the caller already held
 
     @property
     def resources(self) -> list[dict]:
         return self.matches + self.included
 
 
-def _validate_entries(entries: Sequence[Mapping]) -> list[tuple[str, dict | InvalidEntry]]:
+Known = Callable[[str, str], bool]
+
+
+def _version_of(resource: object) -> tuple[str, str] | None:
+    if not isinstance(resource, Mapping):
+        return None
+    meta = resource.get("meta")
+    vid = meta.get("versionId") if isinstance(meta, Mapping) else None
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(vid, str) and isinstance(rtype, str) and isinstance(rid, str):
+        return f"{rtype}/{rid}", vid
+    return None
+
+
+def _validate_entries(
+    entries: Sequence[Mapping], known: Known | None = None
+) -> list[tuple[str, dict | InvalidEntry]]:
     out: list[tuple[str, dict | InvalidEntry]] = []
     for entry in entries:
         mode = (entry.get("search") or {}).get("mode", "match")
         resource = entry.get("resource")
         if mode == "outcome":
             continue
+        if known is not None and mode == "match":
+            version = _version_of(resource)
+            if version is not None and known(*version):
+                # The caller already holds exactly this version (validated when it arrived):
+                # re-checking it would only burn event-loop time.
+                out.append(("known", dict(resource)))  # type: ignore[arg-type]
+                continue
         try:
             out.append((mode, validate_resource(resource)))
         except InvalidResource as exc:
@@ -231,9 +255,13 @@ class FhirClient:
 
     async def search(
         self, resource_type: str, params: Mapping[str, Any] | None = None, *,
-        max_pages: int = MAX_SEARCH_PAGES,
+        max_pages: int = MAX_SEARCH_PAGES, known: Known | None = None,
     ) -> SearchResult:
-        """GET [type]?params, following `next` links; each entry validated on its own."""
+        """GET [type]?params, following `next` links; each entry validated on its own.
+
+        `known(ref, versionId)` says which matches the caller already holds: those are not
+        validated again and are returned in `unchanged` (they still move a caller's cursor).
+        """
         result = SearchResult()
         url: str | None = self.url(resource_type)
         query: Mapping[str, Any] | None = params or {}
@@ -247,11 +275,13 @@ class FhirClient:
                 result.total = bundle["total"]
             entries = [e for e in bundle.get("entry") or () if isinstance(e, Mapping)]
             if len(entries) > BULK_VALIDATION_THRESHOLD:
-                checked = await asyncio.to_thread(_validate_entries, entries)
+                checked = await asyncio.to_thread(_validate_entries, entries, known)
             else:
-                checked = _validate_entries(entries)
+                checked = _validate_entries(entries, known)
             for mode, item in checked:
-                if isinstance(item, InvalidEntry):
+                if mode == "known":
+                    result.unchanged.append(item)  # type: ignore[arg-type]
+                elif isinstance(item, InvalidEntry):
                     log.warning("invalid %s in search result: %s", item.ref, item.error)
                     result.invalid.append(item)
                 elif mode == "include":

@@ -463,7 +463,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync.degraded_after_s", FLOAT, 10.0,
             "Seconds without a working realtime connection before windows show degraded.",
             positive),
-    Setting("sync.pull_debounce_ms", INT, 50,
+    Setting("sync.pull_debounce_ms", INT, 10,
             "Milliseconds to coalesce pokes for the same query into one pull.", non_negative),
     Setting("sync.gap_grace_s", FLOAT, 2.0,
             "Seconds to wait for a missing poke sequence number before a catch-up pull.",

@@ -36,7 +36,7 @@ from wardsync.fhir.errors import FhirError
 
 log = logging.getLogger(__name__)
 
-PULL_DEBOUNCE_S = 0.05
+PULL_DEBOUNCE_S = 0.01  # coalesces a burst; short enough to stay out of the latency budget
 MAX_CONCURRENT_PULLS = 4
 SEARCH_PAGE_SIZE = 200
 # Servers may make a write visible a little after stamping its lastUpdated; asking again for
@@ -45,7 +45,9 @@ CURSOR_OVERLAP_S = 1.0
 
 
 class Fetcher(Protocol):
-    async def search(self, resource_type: str, params: Any) -> SearchResult: ...
+    async def search(
+        self, resource_type: str, params: Any, *, known: Callable[[str, str], bool] | None = None
+    ) -> SearchResult: ...
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -254,11 +256,12 @@ class PullLoop:
             if cursor is not None:
                 since = cursor - timedelta(seconds=o.overlap_s)
                 params.append(("_lastUpdated", f"gt{_instant(since)}"))
-            result = await o.fetcher.search(search.resource_type, params)
+            result = await o.fetcher.search(search.resource_type, params, known=o.holds)
             collected.extend(result.resources)
             invalid.extend(result.invalid)
             # R4 search.html#_lastUpdated filters the matches only, never `_include`d ones.
-            stamps = [t for t in map(_last_updated, result.matches) if t is not None]
+            stamps = [t for t in map(_last_updated, [*result.matches, *result.unchanged])
+                      if t is not None]
             if incremental and stamps:
                 new_cursors[i] = max(stamps + ([cursor] if cursor else []))
         # Re-check after the awaits: a key closed meanwhile must not touch shared state.
@@ -415,6 +418,10 @@ class QueryCache:
     @property
     def keys(self) -> list[QueryKey]:
         return list(self._loops)
+
+    def holds(self, ref: str, version_id: str) -> bool:
+        """True when the store already has exactly this version (no need to validate it)."""
+        return self.store.version(ref) == version_id
 
     def report(self, error: FhirError | None) -> None:
         if self._on_pull_result is not None:

@@ -26,6 +26,8 @@ from wardsync.infra.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
+FREEZE_AFTER_START_S = 15.0  # by then the first windows have loaded the ward
+
 NO_DISPLAY_HELP = """\
 wardsync: no display found (DISPLAY and WAYLAND_DISPLAY are unset), so no window can open.
   On a server or over SSH, run it on a virtual screen:   xvfb-run -a wardsync
@@ -444,6 +446,7 @@ def run_app(args: argparse.Namespace) -> int:
             controller.open_ward_overview()
         for panel in pending_panels:
             controller.open_panel(panel)
+        loop.call_later(FREEZE_AFTER_START_S, collector.freeze_startup_objects)
         await controller.all_windows_closed.wait()
         await controller.aclose()
 

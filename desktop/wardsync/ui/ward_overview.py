@@ -183,7 +183,9 @@ class WardOverviewWindow(PanelWindow):
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # Columns are sized when the rows change, not on every repaint: ResizeToContents
+        # would make Qt measure every cell each time one vital sign changes.
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setSectionResizeMode(
             1, QHeaderView.ResizeMode.Stretch)  # the patient's name takes the spare width
         self.table.activated.connect(self._on_table_activated)
@@ -236,6 +238,7 @@ class WardOverviewWindow(PanelWindow):
                 rows.append(row)
         before = {r.patient_ref: r.refs for r in self.model.rows}
         self.model.replace_all(rows)
+        self._size_columns()
         self._sync_vitals_queries()
         return {ref: v for r in rows for ref, v in r.refs.items()
                 if before.get(r.patient_ref, {}).get(ref) != v}
@@ -300,6 +303,11 @@ class WardOverviewWindow(PanelWindow):
             stamps = [self.workspace.queries.state(k).last_ok_wall for k in self.open_keys]
             if stamps and all(t is not None for t in stamps):
                 self.mark_fresh(min(stamps))
+
+    def _size_columns(self) -> None:
+        for col in range(len(COLUMNS)):
+            if col != 1:
+                self.table.resizeColumnToContents(col)
 
     def _on_table_activated(self, index: QModelIndex) -> None:
         if index.isValid():
