@@ -257,3 +257,24 @@ def test_ward_alerts_are_touched_by_reports_acks_and_tasks_of_their_patients(
 ) -> None:
     key = WardAlerts("w1", ("p1", "p2"), "2026-01-01T00:00:00+00:00")
     assert key.touched_by(poke(rtype, "x1", patient)) is touched
+
+
+def test_ward_tasks_is_one_search_per_fifty_patients_and_touched_by_their_tasks() -> None:
+    from wardsync.core.pokes import Poke
+    from wardsync.core.queries import WardTasks
+
+    key = WardTasks("ward-7a", tuple(f"p{i:03d}" for i in range(120)))
+    searches = key.searches()
+    assert [s.resource_type for s in searches] == ["Task"] * 3
+    first = dict(searches[0].params)["patient"].split(",")
+    assert len(first) == 50 and first[0] == "Patient/p000"
+    assert all(s.incremental for s in searches)
+
+    def poke(rtype: str, patient: str | None) -> Poke:
+        return Poke(type="RESOURCE_CHANGED", resource_type=rtype, id="x", version_id="1",
+                    patient_id=patient, seq=1)
+
+    assert key.touched_by(poke("Task", "p007"))
+    assert not key.touched_by(poke("Task", "somebody-else"))
+    assert not key.touched_by(poke("Observation", "p007"))
+    assert key.label() == "tasks Location/ward-7a (120 patients)"

@@ -278,3 +278,30 @@ class WardAlerts:
 
     def label(self) -> str:
         return f"alerts Location/{self.ward_id} ({len(self.patient_ids)} patients)"
+
+
+@dataclass(frozen=True, slots=True)
+class WardTasks:
+    """The Tasks of a ward's patients, for the ward overview's open-task counts.
+
+    One search (comma-separated patients, chunked like WardAlerts) instead of one record key
+    per bed; status is mutable, so it is filtered by the view, never in the search.
+    """
+
+    ward_id: str
+    patient_ids: tuple[str, ...]
+    patient_id: None = None
+
+    def searches(self) -> tuple[Search, ...]:
+        ids = list(self.patient_ids)
+        return tuple(
+            Search("Task", (("patient", ",".join(
+                f"Patient/{p}" for p in ids[start:start + MAX_PATIENTS_PER_SEARCH])),))
+            for start in range(0, len(ids), MAX_PATIENTS_PER_SEARCH)
+        )
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        return poke.resource_type == "Task" and poke.patient_id in self.patient_ids
+
+    def label(self) -> str:
+        return f"tasks Location/{self.ward_id} ({len(self.patient_ids)} patients)"

@@ -16,9 +16,10 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
 
+from wardsync.core.alerts import AlertsChanged
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.news2 import RiskBand
-from wardsync.core.queries import PatientVitals, WardCensus
+from wardsync.core.queries import PatientVitals, WardCensus, WardTasks
 from wardsync.ui.ward_rows import (
     WardRow,
     build_row,
@@ -33,7 +34,9 @@ HIGHLIGHT_S = 3.0  # how long a changed row stays highlighted
 LOADING_HINT_AFTER_MS = 300  # a fetch slower than this shows a loading message
 
 COLUMNS = ("Bed", "Patient", "Age/Sex", "MRN", "NEWS2", "HR", "RR", "SpO₂", "Temp", "BP",
-           "Last obs")
+           "Last obs", "Tasks", "Alerts")
+ALERT_COLUMN = 12
+ALERT_COLOUR = QColor("#b3261e")
 BAND_COLOURS = {
     RiskBand.LOW: None,
     RiskBand.LOW_MEDIUM: QColor("#ffe08a"),
@@ -86,12 +89,16 @@ class WardTableModel(QAbstractTableModel):
         if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.AccessibleTextRole):
             return self._text(row, col)
         if role == Qt.ItemDataRole.BackgroundRole:
+            if col == ALERT_COLUMN and row.alerts:
+                return QBrush(ALERT_COLOUR)
             if col == 4 and row.news2 is not None and row.news2.band is not None:
                 colour = BAND_COLOURS.get(row.news2.band)
                 if colour is not None:
                     return QBrush(colour)
             if time.monotonic() - self._changed_at.get(row.patient_ref, -1e9) < HIGHLIGHT_S:
                 return QBrush(HIGHLIGHT_COLOUR)
+        if role == Qt.ItemDataRole.ForegroundRole and col == ALERT_COLUMN and row.alerts:
+            return QBrush(QColor("#ffffff"))
         if role == Qt.ItemDataRole.ForegroundRole:
             # Dark text on the band colours and on the highlight, whatever the theme.
             banded = col == 4 and row.news2 is not None and BAND_COLOURS.get(row.news2.band)
@@ -141,6 +148,10 @@ class WardTableModel(QAbstractTableModel):
                 return f"{_fmt(row.systolic)}/{_fmt(row.diastolic)}"
             case 10:
                 return row.last_vitals[11:16] if len(row.last_vitals) >= 16 else ""
+            case 11:
+                return str(row.open_tasks) if row.open_tasks else ""
+            case 12:
+                return f"{row.alerts} URGENT" if row.alerts else ""
         return ""
 
     def replace_all(self, rows: list[WardRow]) -> None:
@@ -158,6 +169,15 @@ class WardTableModel(QAbstractTableModel):
                     self._changed_at[row.patient_ref] = now
                 self.rows[i] = new
                 self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+
+    def set_alert_counts(self, counts: dict[str, int]) -> None:
+        """Unacknowledged alerts per patient id; repaints only the rows whose count moved."""
+        for i, row in enumerate(self.rows):
+            n = counts.get(row.patient_id, 0)
+            if n != row.alerts:
+                row.alerts = n
+                cell = self.index(i, ALERT_COLUMN)
+                self.dataChanged.emit(cell, cell)
 
     def row_of(self, patient_ref: str) -> WardRow | None:
         return next((r for r in self.rows if r.patient_ref == patient_ref), None)
@@ -211,18 +231,34 @@ class WardOverviewWindow(PanelWindow):
         self._highlight_timer.timeout.connect(self._on_highlight_timer_timeout)
         self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
         self.subscribe(QueryStateChanged, self._on_bus_query_state)
+        self.subscribe(AlertsChanged, self._on_bus_alerts_changed)
         self.open_query(self._census_key)
         self._loading_timer.start(LOADING_HINT_AFTER_MS)
         self._rebuild_all()
 
     # ------------------------------------------------------------------ data
     def _sync_vitals_queries(self) -> None:
-        wanted = {PatientVitals(r.patient_id) for r in self.model.rows}
+        wanted: set = {PatientVitals(r.patient_id) for r in self.model.rows}
+        if self.model.rows:
+            wanted.add(WardTasks(self.workspace.ward,
+                                 tuple(sorted(r.patient_id for r in self.model.rows))))
         for key in list(self.open_keys):
-            if isinstance(key, PatientVitals) and key not in wanted:
+            if isinstance(key, PatientVitals | WardTasks) and key not in wanted:
                 self.close_query(key)
         for key in wanted:
             self.open_query(key)
+
+    def _alert_counts(self) -> dict[str, int]:
+        alerts = getattr(self.workspace, "alerts", None)
+        if alerts is None:
+            return {}
+        counts: dict[str, int] = {}
+        for record in alerts.active():
+            counts[record.patient_id] = counts.get(record.patient_id, 0) + 1
+        return counts
+
+    def _on_bus_alerts_changed(self, events: list) -> None:
+        self.model.set_alert_counts(self._alert_counts())
 
     def _rebuild_all(self) -> dict[str, str]:
         store = self.workspace.store
@@ -232,8 +268,11 @@ class WardOverviewWindow(PanelWindow):
             if ref is not None:
                 self._vitals.setdefault(ref, {})[f"Observation/{obs['id']}"] = obs
         rows = []
+        alerts = self._alert_counts()
         for enc in ward_encounters(store, self.workspace.ward):
-            row = build_row(enc, store, self._vitals.get(patient_ref_of(enc) or "", {}).values())
+            patient_ref = patient_ref_of(enc) or ""
+            row = build_row(enc, store, self._vitals.get(patient_ref, {}).values(),
+                            alerts=alerts.get(patient_ref.removeprefix("Patient/"), 0))
             if row is not None:
                 rows.append(row)
         before = {r.patient_ref: r.refs for r in self.model.rows}
@@ -252,6 +291,12 @@ class WardOverviewWindow(PanelWindow):
         else:
             dirty: set[str] = set()
             for ref in refs:
+                if ref.startswith("Task/"):
+                    task = store.get(ref)
+                    patient_ref = patient_ref_of(task) if task else None
+                    if patient_ref is not None and self.model.row_of(patient_ref) is not None:
+                        dirty.add(patient_ref)
+                    continue
                 if not ref.startswith("Observation/"):
                     continue
                 obs = store.get(ref)
@@ -266,7 +311,8 @@ class WardOverviewWindow(PanelWindow):
             for patient_ref in dirty:
                 old = self.model.row_of(patient_ref)
                 enc = store.get(old.encounter_ref) if old else None
-                row = build_row(enc, store, self._vitals[patient_ref].values()) if enc else None
+                row = build_row(enc, store, self._vitals.get(patient_ref, {}).values(),
+                                alerts=old.alerts if old else 0) if enc else None
                 if row is None or old is None:
                     continue
                 new_rows[patient_ref] = row

@@ -15,6 +15,7 @@ from typing import Any
 from wardsync.core import codes
 from wardsync.core.news2 import News2, news2_from_observations
 from wardsync.core.store import ResourceStore
+from wardsync.ui.record_rows import OPEN_TASK
 
 Resource = Mapping[str, Any]
 
@@ -120,6 +121,8 @@ class WardRow:
     systolic: float | None = None
     diastolic: float | None = None
     last_vitals: str = ""
+    open_tasks: int = 0
+    alerts: int = 0  # unacknowledged critical-result alerts
     refs: dict[str, str] = field(default_factory=dict)  # ref -> versionId shown in this row
 
     @property
@@ -162,8 +165,13 @@ def _version(resource: Resource | None) -> str:
     return str(((resource or {}).get("meta") or {}).get("versionId", ""))
 
 
+def open_tasks_of(store: ResourceStore, patient_ref: str) -> list[Resource]:
+    return store.select("Task", lambda t: patient_ref_of(t) == patient_ref
+                        and t.get("status") in OPEN_TASK)
+
+
 def build_row(encounter: Resource, store: ResourceStore,
-              vitals: Iterable[Resource]) -> WardRow | None:
+              vitals: Iterable[Resource], *, alerts: int = 0) -> WardRow | None:
     patient_ref = patient_ref_of(encounter)
     if patient_ref is None:
         return None
@@ -184,6 +192,11 @@ def build_row(encounter: Resource, store: ResourceStore,
         last_vitals=max((str(o.get("effectiveDateTime", "")) for o in latest.values()),
                         default=""),
     )
+    tasks = open_tasks_of(store, patient_ref)
+    row.open_tasks = len(tasks)
+    row.alerts = alerts
+    for task in tasks:
+        row.refs[f"Task/{task['id']}"] = _version(task)
     row.refs[row.encounter_ref] = _version(encounter)
     if patient is not None:
         row.refs[patient_ref] = _version(patient)

@@ -1,0 +1,75 @@
+"""Ward overview: open-task counts and unacknowledged critical alerts per bed, kept fresh."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pytestqt.qtbot import QtBot
+
+from wardsync.core import codes
+from wardsync.core.metrics import MemoryMetrics
+from wardsync.infra.settings import Settings
+from wardsync.sandbox.ward.lab import LabSystem
+from wardsync.ui.app import AppController
+from wardsync.ui.ward_overview import ALERT_COLUMN, COLUMNS
+from wardsync.ui.ward_rows import OPEN_TASK
+
+TASKS_COLUMN = COLUMNS.index("Tasks")
+
+
+async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_task_counts_and_alerts_follow_the_server(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    lab = None
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        fhir = controller.workspace.workstation.fhir
+        tasks = (await fhir.search("Task", {"_count": "500"})).matches
+        expected: dict[str, int] = {}
+        for t in tasks:
+            if t["status"] in OPEN_TASK:
+                pid = t["for"]["reference"].split("/", 1)[1]
+                expected[pid] = expected.get(pid, 0) + 1
+
+        def shown() -> dict[str, int]:
+            return {r.patient_id: r.open_tasks for r in ward.model.rows if r.open_tasks}
+
+        await wait_for(lambda: len(ward.model.rows) == 24 and shown() == expected,
+                       what="open task counts equal to the server")
+        # A task completed elsewhere leaves the count.
+        done = next(t for t in tasks if t["status"] in OPEN_TASK)
+        pid = done["for"]["reference"].split("/", 1)[1]
+        await fhir.update(dict(done, status="completed"),
+                          if_match_version=done["meta"]["versionId"])
+        await wait_for(lambda: shown().get(pid, 0) == expected[pid] - 1, what="task done")
+        row = next(i for i, r in enumerate(ward.model.rows) if r.patient_id == pid)
+        text = ward.model.index(row, TASKS_COLUMN).data()
+        assert text == (str(expected[pid] - 1) if expected[pid] > 1 else "")
+
+        # A critical potassium from the laboratory shows as URGENT on that bed.
+        info = controller.services.sandbox.info
+        lab = LabSystem(fhir_base=info["fhir_base"], token_url=info["token_url"],
+                        client_id=info["lab_client"]["client_id"],
+                        client_secret=info["lab_client"]["client_secret"])
+        target = ward.model.rows[5]
+        await lab.post_panel(target.patient_id, codes.ELECTROLYTES_PANEL.code, {
+            codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 6.9, codes.UREA.code: 5.0,
+            codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.5})
+        await wait_for(lambda: ward.model.rows[5].alerts == 1, what="urgent on the bed")
+        assert ward.model.index(5, ALERT_COLUMN).data() == "1 URGENT"
+        assert all(r.alerts == 0 for i, r in enumerate(ward.model.rows) if i != 5)
+    finally:
+        if lab is not None:
+            await lab.aclose()
+        await controller.aclose()
