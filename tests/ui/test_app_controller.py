@@ -41,8 +41,15 @@ async def test_windows_open_each_other_and_record_access_is_audited(
         assert len(charts) == 1 and charts[0].patient_id == patient_id
         chart = charts[0]
         qtbot.addWidget(chart)
+        # Chart windows are present on the patient's record channel and can save edits.
+        assert chart.presence_handle is not None and chart.presence_avatars is not None
+        assert controller.workspace.edits is controller.services.edits is not None
         chart.report_requested.emit("no-such-report", patient_id)
         assert [w.kind for w in controller.windows] == ["ward", "chart", "report"]
+        report = controller.windows[-1]
+        qtbot.addWidget(report)
+        assert report.presence_handle is not None
+        assert report.presence_handle.channel == chart.presence_handle.channel
         await controller.services.audit.flush()
         assert controller.services.audit.written == 1  # chart and report: one access
         # Every window has the same menu with keyboard shortcuts.
@@ -98,7 +105,13 @@ async def test_switch_user_drops_the_previous_users_data_and_connection(
         await wait_for(lambda: len(ward.model.rows) == 24)
         old_ws = controller.workspace.workstation
         assert len(old_ws.store) >= 72  # beds, stays and patients at least
+        old_presence = controller.services.presence
+        chart = controller.open_patient_chart(ward.model.rows[0].patient_id)
+        qtbot.addWidget(chart)
+        await wait_for(lambda: f"record:Patient:{chart.patient_id}"
+                       in old_ws.realtime.channel_names, what="record channel joined")
         await controller.switch_user(username="demo.nurse")
+        assert old_presence is not None and old_presence._closed  # presence left
         assert len(old_ws.store) == 0  # the previous user's clinical data is gone
         assert old_ws.realtime.state in ("closed", "closing")
         assert controller.workspace.user_name == "Nurse Demo Nightingale"

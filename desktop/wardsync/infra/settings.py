@@ -484,6 +484,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("security.idle_lock_min", FLOAT, 10.0,
             "Minutes without input before the workstation session locks (at most 60).",
             between(0.0, MAX_IDLE_LOCK_MIN)),
+    Setting("security.edit_lock_idle_min", FLOAT, 2.0,
+            "Minutes without activity after which a record edit lock is released (others "
+            "may then edit; the holder is told).", between(0.0, MAX_IDLE_LOCK_MIN)),
     Setting("security.require_tls", BOOL, True,
             "Refuse http:// and ws:// URLs to non-loopback hosts (https/wss only)."),
     Setting("ui.theme", choice("light", "high-contrast"), "light",

@@ -104,7 +104,8 @@ class AppController:
         self.workspace = Workspace(
             workstation=ws, metrics=self.metrics, user_name=self.services.user_name,
             demo=self.services.backend.demo, ward=self.services.backend.ward,
-            alerts=self.services.alerts,
+            alerts=self.services.alerts, presence=self.services.presence,
+            edits=self.services.edits,
         )
         if self.services.alerts is not None:
             from wardsync.ui.alert_notifier import AlertNotifier

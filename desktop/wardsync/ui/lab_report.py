@@ -122,6 +122,14 @@ class LabReportWindow(PatientWindow):
         central = QWidget(self)
         layout = QVBoxLayout(central)
         layout.addWidget(self.banner)
+        # Who else is looking at this patient right now (one member per workstation however
+        # many windows show the patient).
+        avatars = self.join_presence(getattr(workspace, "presence", None))
+        if avatars is not None:
+            row = QHBoxLayout()
+            row.addStretch(1)
+            row.addWidget(avatars)
+            layout.addLayout(row)
         layout.addWidget(splitter, 1)
         layout.addLayout(buttons)
         self.setCentralWidget(central)

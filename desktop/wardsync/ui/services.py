@@ -44,6 +44,8 @@ from wardsync.infra.sandbox_process import SandboxProcess
 from wardsync.infra.settings import DEFAULT_SOURCE, Settings
 from wardsync.sync.alerts import AlertCenter, Clinician
 from wardsync.sync.audit import AuditTrail
+from wardsync.sync.edits import RecordEdits
+from wardsync.sync.presence import PresenceService, identity_from_tokens
 from wardsync.sync.workstation import Workstation, WorkstationConfig
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class AppServices:
         self.workstation: Workstation | None = None
         self.alerts: AlertCenter | None = None
         self.audit: AuditTrail | None = None
+        self.presence: PresenceService | None = None
+        self.edits: RecordEdits | None = None
         self.keyring_message: str = ""
         self.workstation_name = platform.node() or "workstation"
         self._verify: Any = True
@@ -192,6 +196,13 @@ class AppServices:
             limits=DEFAULT_CRITICAL_LIMITS.merged(s["alerts.critical_limits"]),
         )
         await self.alerts.start()
+        self.presence = PresenceService(
+            self.workstation, identity_from_tokens(tokens),
+            lock_idle_s=s["security.edit_lock_idle_min"] * 60.0,
+        )
+        await self.presence.start()
+        self.edits = RecordEdits(
+            self.workstation, Clinician.from_fhir_user(tokens.fhir_user, self.user_name))
 
     async def end_session(self) -> None:
         """Switch user / sign out: audit flushed, alerts and sync stack stopped (presence left,
@@ -199,6 +210,12 @@ class AppServices:
         if self.audit is not None:
             await self.audit.flush()
             self.audit = None
+        if self.edits is not None:
+            self.edits.drafts.clear()  # drafts are the user's, in memory only: gone with them
+            self.edits = None
+        if self.presence is not None:
+            await self.presence.aclose()  # leave every record channel now
+            self.presence = None
         if self.alerts is not None:
             await self.alerts.aclose()
             self.alerts = None

@@ -14,6 +14,8 @@ from wardsync.core.bus import EventBus
 from wardsync.core.metrics import MetricsSink
 from wardsync.core.store import ResourceStore
 from wardsync.sync.alerts import AlertCenter
+from wardsync.sync.edits import RecordEdits
+from wardsync.sync.presence import PresenceService
 from wardsync.sync.pull import QueryCache
 from wardsync.sync.workstation import Workstation
 
@@ -26,6 +28,8 @@ class Workspace:
     demo: bool
     ward: str
     alerts: AlertCenter | None = None
+    presence: PresenceService | None = None
+    edits: RecordEdits | None = None
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @property
