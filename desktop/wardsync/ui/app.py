@@ -219,6 +219,9 @@ class AppController:
             window.patient_requested.connect(self.open_patient_chart)
         if hasattr(window, "report_requested"):
             window.report_requested.connect(self.open_lab_report)
+        if hasattr(window, "patient_selected"):
+            window.patient_selected.connect(
+                lambda pid, source=window: self.set_patient_context(pid, source))
         self._install_menu(window)
         if self.layouts is not None:
             self.layouts.adopt(window)
@@ -247,6 +250,33 @@ class AppController:
             action = menu.addAction(text)
             action.setShortcut(shortcut)
             action.triggered.connect(lambda _checked=False, f=slot: f())
+        if window.kind == "chart":
+            # FHIRcast-style shared context, per window: a following chart switches to the
+            # patient selected on the ward overview.
+            follow = window.menuBar().addMenu("&Patient").addAction("&Follow ward selection")
+            follow.setCheckable(True)
+            follow.setShortcut("Ctrl+Shift+F")
+            window.follow_action = follow
+
+    def set_patient_context(self, patient_id: str, source: Any = None) -> None:
+        """The selected patient changed: following charts switch, unless an edit is unsaved."""
+        for window in list(self.windows):
+            follow = getattr(window, "follow_action", None)
+            if window is source or follow is None or not follow.isChecked():
+                continue
+            if window.patient_id == patient_id:
+                continue
+            busy = unsaved_edit_in(window)
+            if busy:
+                window.statusBar().showMessage(
+                    f"Not following the ward selection: you have an unsaved edit ({busy}). "
+                    "Save or discard it first.", 15000)
+                continue
+            geometry = window.saveGeometry()
+            window.close()
+            new = self.open_patient_chart(patient_id)
+            new.restoreGeometry(geometry)
+            new.follow_action.setChecked(True)
 
     def _on_window_closed(self, window_id: str) -> None:
         closed = [w for w in self.windows if w.window_id == window_id]
@@ -346,6 +376,16 @@ class AppController:
     def _on_session_signed_out(self, error: SignInError) -> None:
         self.signed_out = error
         log.warning("session ended: %s", error.oauth_error or "sign-in required")
+
+
+def unsaved_edit_in(window: Any) -> str:
+    """What is being edited in `window` and not yet saved ("" when nothing is)."""
+    from wardsync.ui.chart_widgets.record_editor import RecordEditor
+
+    for editor in window.findChildren(RecordEditor):
+        if editor.mode != "view":
+            return f"{editor.what} {editor.mode}"
+    return ""
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:

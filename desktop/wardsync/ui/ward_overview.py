@@ -190,6 +190,7 @@ class WardOverviewWindow(PanelWindow):
     kind = "ward"
     title = "Ward overview"
     patient_requested = Signal(str)  # Enter or double-click on a bed: open that chart
+    patient_selected = Signal(str)  # the selected bed changed: linked windows may follow
 
     def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
         super().__init__(workspace, parent)
@@ -209,6 +210,7 @@ class WardOverviewWindow(PanelWindow):
         self.table.horizontalHeader().setSectionResizeMode(
             1, QHeaderView.ResizeMode.Stretch)  # the patient's name takes the spare width
         self.table.activated.connect(self._on_table_activated)
+        self.table.selectionModel().currentRowChanged.connect(self._on_table_current_row_changed)
         self.table.setToolTip("Enter or double-click opens the patient's chart")
         self.message = QLabel("", self)
         self.message.setObjectName("panelMessage")
@@ -354,6 +356,10 @@ class WardOverviewWindow(PanelWindow):
         for col in range(len(COLUMNS)):
             if col != 1:
                 self.table.resizeColumnToContents(col)
+
+    def _on_table_current_row_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
+        if current.isValid() and current.row() < len(self.model.rows):
+            self.patient_selected.emit(self.model.rows[current.row()].patient_id)
 
     def _on_table_activated(self, index: QModelIndex) -> None:
         if index.isValid():
