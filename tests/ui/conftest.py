@@ -42,6 +42,9 @@ def gc_on_gui_thread(qapp: QApplication):
     caught in a reference cycle is never destroyed on a validation worker thread."""
     from wardsync.ui.gc_guard import MainThreadGarbageCollector
 
+    # As in the app (AppController): closing the last window must not stop the event loop
+    # a test is still running on.
+    qapp.setQuitOnLastWindowClosed(False)
     collector = MainThreadGarbageCollector(qapp)
     collector.start()
     yield collector

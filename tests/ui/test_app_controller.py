@@ -164,3 +164,59 @@ def test_startup_objects_can_be_frozen_out_of_full_collections(qapp) -> None:
         assert guard.freeze_startup_objects() > 0
     finally:
         gc.unfreeze()
+
+
+async def test_a_revoked_session_asks_for_sign_in_and_loses_nothing(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    import httpx
+
+    from tests.ui.test_presence_harness import select_task
+    from wardsync.ui.ward_rows import OPEN_TASK
+
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: len(ward.model.rows) == 24)
+        chart = controller.open_patient_chart(ward.model.rows[0].patient_id)
+        qtbot.addWidget(chart)
+        store = controller.workspace.store
+        ref = f"Patient/{chart.patient_id}"
+
+        def open_task():
+            return next((t for t in store.of_type("Task") if t["status"] in OPEN_TASK
+                         and t.get("for", {}).get("reference") == ref), None)
+
+        await wait_for(lambda: open_task() is not None, what="tasks")
+        await select_task(chart, f"Task/{open_task()['id']}")
+        editor = chart.task_editor
+        editor.edit_button.click()
+        await wait_for(lambda: editor.mode == "editing", what="editing")
+        editor.note.setPlainText("Repeat potassium at 18:00.")
+
+        # The sign-in server revokes the session (RFC 7009): refresh and access tokens die.
+        info = controller.services.sandbox.info
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(info["token_url"].replace("/token", "/revoke"), data={
+                "token": controller.services.session.tokens.refresh_token,
+                "client_id": "wardsync-desktop"})
+            assert resp.status_code == 200
+        controller.services.workstation.catch_up()  # the next pull meets the revocation
+        await wait_for(lambda: controller.screen_lock.locked, what="sign-in prompt")
+        assert controller.signed_out is not None
+        assert ward.windowTitle() == LOCKED_TITLE and chart.windowTitle() == LOCKED_TITLE
+        assert "Nothing is lost" in ward.centralWidget().findChild(
+            type(ward.freshness), "lockMessage").text()
+
+        assert await controller.unlock()  # the same clinician signs in again
+        assert controller.signed_out is None and not controller.screen_lock.locked
+        assert editor.mode == "editing"
+        assert editor.note.toPlainText() == "Repeat potassium at 18:00."  # the edit survived
+        census = controller.workspace.queries.state(ward._census_key)
+        pulls = census.pulls
+        await wait_for(lambda: census.pulls > pulls and census.status == "ok",
+                       what="pulls work again")
+    finally:
+        await controller.aclose()

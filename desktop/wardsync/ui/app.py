@@ -74,7 +74,10 @@ class AppController:
         self.metrics: MetricsSink = Tee(metrics, self.activity)
         self.demo = demo
         self.layouts = layouts
-        self.services = AppServices(settings, self.metrics, demo=demo,
+        from wardsync.ui.sign_in_dialog import BrowserSignIn
+
+        self.browser = BrowserSignIn()
+        self.services = AppServices(settings, self.metrics, demo=demo, open_url=self.browser,
                                     on_signed_out=self._on_session_signed_out)
         self.windows: list = []
         self.workspace: Any = None
@@ -92,7 +95,10 @@ class AppController:
     # ------------------------------------------------------------------ lifetime
     async def start(self, progress: Callable[[str], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        await self.services.start(schedule=loop.call_soon, progress=progress)
+        try:
+            await self.services.start(schedule=loop.call_soon, progress=progress)
+        finally:
+            self.browser.close()
         self._make_workspace()
         self.idle.start()
 
@@ -144,7 +150,11 @@ class AppController:
         from wardsync.ui.ward_overview import WardOverviewWindow
 
         assert self.workspace is not None
-        return self._show(WardOverviewWindow(self.workspace))
+        window = self._show(WardOverviewWindow(self.workspace))
+        if self.services.keyring_message:
+            # No OS keyring: tokens are for this session only; say so once, in words.
+            window.statusBar().showMessage(self.services.keyring_message, 60000)
+        return window
 
     def open_patient_chart(self, patient_id: str):
         """The chart of this patient (an open one is brought to the front)."""
@@ -227,7 +237,7 @@ class AppController:
             self.layouts.adopt(window)
         window.show()
         if self.screen_lock.locked:
-            self.screen_lock.lock([window], self.services.user_name)
+            self.screen_lock.lock([window], self.services.user_name, self.screen_lock.message)
         return window
 
     def _install_menu(self, window) -> None:
@@ -290,15 +300,15 @@ class AppController:
         self.all_windows_closed.set()
 
     # ------------------------------------------------------------------ shared workstation
-    def lock(self) -> None:
-        """Hide patient data in every window (idle timeout or "Lock now")."""
+    def lock(self, message: str | None = None) -> None:
+        """Hide patient data in every window (idle timeout, "Lock now", a session that ended)."""
         from PySide6.QtWidgets import QApplication, QDialog
 
         for widget in QApplication.topLevelWidgets():
             # An open acknowledgement or edit dialog shows patient data too.
             if isinstance(widget, QDialog) and widget.isVisible():
                 widget.reject()
-        self.screen_lock.lock(list(self.windows), self.services.user_name)
+        self.screen_lock.lock(list(self.windows), self.services.user_name, message)
 
     def _on_screen_lock_unlock_requested(self) -> None:
         self._spawn(self.unlock())
@@ -316,13 +326,18 @@ class AppController:
             self.unlock_error = getattr(exc, "user_message", "") or str(exc)
             log.warning("unlock failed: %s", type(exc).__name__)
             return False
+        finally:
+            self.browser.close()
         self.unlock_error = ""
         if previous is not None and session.tokens.fhir_user == previous:
             assert self.services.session is not None
             self.services.session.replace(session.tokens)
             await session.aclose()
+            self.signed_out = None
             self.screen_lock.unlock()
             self.idle.note_input()
+            if self.services.workstation is not None:
+                self.services.workstation.catch_up()  # pulls refused meanwhile run now
             return True
         await self._switch_to(session)
         return True
@@ -350,8 +365,11 @@ class AppController:
 
     async def switch_user(self, *, username: str | None = None) -> None:
         """Clear everything of the current user, then sign in anew."""
-        session = await self.services.sign_in(
-            username=username or self._demo_username_of(None), interactive=True)
+        try:
+            session = await self.services.sign_in(
+                username=username or self._demo_username_of(None), interactive=True)
+        finally:
+            self.browser.close()
         await self._switch_to(session)
 
     async def _switch_to(self, session: Any) -> None:
@@ -373,9 +391,17 @@ class AppController:
         finally:
             self._switching = False
 
+    SESSION_ENDED_TEXT = (
+        "Your sign-in has ended (it expired or was revoked). Patient information is hidden "
+        "until you sign in again. Nothing is lost: unsaved edits are kept and every window "
+        "comes back as it was.")
+
     def _on_session_signed_out(self, error: SignInError) -> None:
+        """The server refused the refresh token: ask for a sign-in, keep everything else."""
         self.signed_out = error
         log.warning("session ended: %s", error.oauth_error or "sign-in required")
+        if self.windows and not self.screen_lock.locked:
+            self.lock(self.SESSION_ENDED_TEXT)
 
 
 def unsaved_edit_in(window: Any) -> str:

@@ -84,7 +84,8 @@ class IdleMonitor(QObject):
 class _LockPage(QWidget):
     unlock_requested = Signal()
 
-    def __init__(self, user_name: str, parent: QWidget | None = None) -> None:
+    def __init__(self, user_name: str, parent: QWidget | None = None,
+                 message: str | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("lockPage")
         layout = QVBoxLayout(self)
@@ -92,10 +93,11 @@ class _LockPage(QWidget):
         title = QLabel("WardSync is locked", self)
         title.setObjectName("lockTitle")
         title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        text = QLabel(
+        text = QLabel(message or (
             f"Patient information is hidden because this workstation was not used for a "
             f"while. {user_name or 'The last user'} — or another clinician — can sign in to "
-            f"continue.", self)
+            f"continue."), self)
+        text.setObjectName("lockMessage")
         text.setWordWrap(True)
         text.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.button = QPushButton("Sign in to unlock", self)
@@ -116,12 +118,15 @@ class ScreenLock(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._saved: dict[QMainWindow, tuple[QWidget, str, list[QWidget]]] = {}
+        self.message: str | None = None
 
     @property
     def locked(self) -> bool:
         return bool(self._saved)
 
-    def lock(self, windows: list[QMainWindow], user_name: str) -> None:
+    def lock(self, windows: list[QMainWindow], user_name: str,
+             message: str | None = None) -> None:
+        self.message = message
         for window in windows:
             if window in self._saved:
                 continue
@@ -135,7 +140,7 @@ class ScreenLock(QObject):
             for widget in hidden:
                 widget.hide()
             self._saved[window] = (central, window.windowTitle(), hidden)
-            page = _LockPage(user_name, window)
+            page = _LockPage(user_name, window, message)
             page.unlock_requested.connect(self.unlock_requested)
             window.setCentralWidget(page)
             page.show()
