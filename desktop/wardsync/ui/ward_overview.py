@@ -261,6 +261,7 @@ class WardOverviewWindow(PanelWindow):
 
     def _on_bus_alerts_changed(self, events: list) -> None:
         self.model.set_alert_counts(self._alert_counts())
+        self.table.resizeColumnToContents(ALERT_COLUMN)  # "1 URGENT" must never be cut
 
     def _rebuild_all(self) -> dict[str, str]:
         store = self.workspace.store
