@@ -258,3 +258,11 @@ def test_small_formatters() -> None:
     assert age(600) == "10 min ago" and age(7200) == "2.0 h ago"
     empty = ActivityRecorder(FakeClock()).snapshot()
     assert latency_text(empty.poke_to_pull) == "no samples yet"
+
+
+def test_the_diagnostics_window_never_carries_the_patient_alert_banner() -> None:
+    from wardsync.ui.diagnostics import DiagnosticsWindow
+    from wardsync.ui.window_base import PanelWindow
+
+    assert PanelWindow.shows_alert_banner is True
+    assert DiagnosticsWindow.shows_alert_banner is False

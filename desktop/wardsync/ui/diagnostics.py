@@ -254,6 +254,9 @@ class DiagnosticsWindow(PanelWindow):
     """Connection, activity and open-query state of this process (references only)."""
 
     kind = "diagnostics"
+    # IT reads this window (and copies its summary): references only, so no alert banner
+    # with a patient's name and result; clinicians see alerts in every clinical window.
+    shows_alert_banner = False
     title = "Diagnostics"
 
     def __init__(self, workspace: Workspace, activity: ActivityRecorder,
