@@ -97,7 +97,9 @@ class Recorder:
 
 def bench_settings(args: argparse.Namespace) -> Settings:
     """The app's built-in settings (no policy, user file or environment) plus our flags."""
-    overrides = {"sync.pull_debounce_ms": str(args.debounce_ms)}
+    overrides = {}
+    if args.debounce_ms is not None:
+        overrides["sync.pull_debounce_ms"] = str(args.debounce_ms)
     if args.polling_interval_s is not None:
         overrides["sync.polling_interval_s"] = str(args.polling_interval_s)
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,8 +194,6 @@ class AppSide:
             rows_px = table.verticalHeader().length() + table.horizontalHeader().height()
             window.resize(window.width(), window.height() - table.viewport().height()
                           + rows_px + WINDOW_SLACK_PX)
-        if self.args.what_if_columns_sized_once:
-            self._columns_sized_once()  # again, now that every row is there
         if not self.args.no_realtime:
             await self._until(lambda: self.ws.status.state is ConnectionState.LIVE, "live")
         settle = SETTLE_AFTER_READY_S
@@ -222,23 +222,6 @@ class AppSide:
             self._probes.append(probe)
             window.show()
             self.windows.append(window)
-
-    def _columns_sized_once(self) -> None:
-        """What-if experiment, not the app: size the ward table's columns once, after load.
-
-        The ward overview's header sizes its columns with ResizeToContents, so every
-        `dataChanged` of one row makes Qt measure every cell of the table again. This shows
-        what the latency would be without that, for the report; the app is unchanged.
-        """
-        from PySide6.QtWidgets import QHeaderView
-
-        header_modes = QHeaderView.ResizeMode
-        for window in self.windows:
-            window.table.resizeColumnsToContents()
-            header = window.table.horizontalHeader()
-            for col in range(window.model.columnCount()):
-                if header.sectionResizeMode(col) == header_modes.ResizeToContents:
-                    header.setSectionResizeMode(col, header_modes.Interactive)
 
     def _loaded(self, keys: list[QueryKey]) -> bool:
         assert self.ws is not None
@@ -358,11 +341,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vitals", action="store_true",
                    help="headless: open a PatientVitals key per patient (windows always do)")
     p.add_argument("--labs", action="store_true", help="open a PatientLabs key per patient")
-    p.add_argument("--debounce-ms", type=int, default=50, help="sync.pull_debounce_ms")
+    p.add_argument("--debounce-ms", type=int, default=None,
+                   help="sync.pull_debounce_ms (default: the app's built-in setting)")
     p.add_argument("--polling-interval-s", type=float, default=None,
                    help="sync.polling_interval_s (default: the app's)")
-    p.add_argument("--what-if-columns-sized-once", action="store_true",
-                   help="experiment: ward table columns sized once, not on every change")
     p.add_argument("--no-realtime", action="store_true",
                    help="no realtime connection: the watchdog polls (the baseline client)")
     return p.parse_args(argv)

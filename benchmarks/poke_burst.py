@@ -67,9 +67,6 @@ DRAIN_TIMEOUT_S = 30.0
 CLIENTS: dict[str, tuple[str, ...]] = {
     "headless": ("--windows", "0", "--vitals", "--labs"),
     "app_4_windows": ("--windows", "4", "--labs"),
-    # What-if (not the app): the ward table's columns sized once instead of on every change.
-    "app_4_windows_what_if_columns_sized_once": (
-        "--windows", "4", "--labs", "--what-if-columns-sized-once"),
 }
 
 
@@ -82,7 +79,7 @@ class Config:
     runs: int = 3
     scenarios: tuple[str, ...] = ("pokes", "writes")
     clients: tuple[str, ...] = tuple(CLIENTS)
-    debounce_ms: int = 50  # the app's default (sync.pull_debounce_ms)
+    debounce_ms: int = 10  # the app's default (sync.pull_debounce_ms)
     seed: int = 5
     settle_s: float = SETTLE_S
 
