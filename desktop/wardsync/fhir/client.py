@@ -8,7 +8,6 @@ from an in-memory cache (the `force-cache` equivalent of the Fetch standard).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import ssl
@@ -21,6 +20,7 @@ import certifi
 import httpx
 
 from wardsync.core.errors import SignInError
+from wardsync.core.net import is_loopback_host
 from wardsync.fhir.errors import (
     AuthError,
     FhirError,
@@ -56,17 +56,6 @@ class TokenSource(Protocol):
 
 class InsecureServer(ValueError):
     """A non-loopback server without TLS: clinical data must not cross a network in clear."""
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def require_secure_url(url: str, *, require_tls: bool = True) -> str:

@@ -28,7 +28,6 @@ are cleared with an empty string (TOML has no null).
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import math
 import os
 import re
@@ -41,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wardsync.core.critical import CriticalLimits, CriticalLimitsError
+from wardsync.core.net import is_loopback_host
 from wardsync.infra import paths
 
 ENV_PREFIX = "WARDSYNC_"
@@ -340,18 +340,6 @@ def _fhir_id(value: str | None) -> None:
 def _existing_file(value: Path | None) -> None:
     if value is not None and not value.is_file():
         raise InvalidValue(f"{str(value)!r} is not an existing file")
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True for `localhost` and loopback IP addresses (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _http_url(value: str | None) -> None:

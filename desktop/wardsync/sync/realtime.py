@@ -25,7 +25,7 @@ from ably.types.channelstate import ChannelState, ChannelStateChange
 from ably.types.connectionstate import ConnectionStateChange
 from ably.util.exceptions import AblyException
 
-from wardsync.fhir.client import is_loopback_host
+from wardsync.core.net import is_loopback_host
 
 log = logging.getLogger(__name__)
 
