@@ -9,24 +9,16 @@ screen.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from tests.waiting import wait_for
 from wardsync.infra.metrics import FileMetrics
 from wardsync.infra.paths import app_dirs
 from wardsync.infra.settings import load_settings
 from wardsync.ui.app import AppController
-
-
-async def wait_for(predicate, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
 
 
 def all_files(*roots: Path) -> list[Path]:

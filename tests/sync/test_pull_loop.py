@@ -425,6 +425,21 @@ async def test_urgent_open_and_urgent_invalidation_skip_the_debounce(make_rig) -
     assert rig.time.requested == []
 
 
+async def test_an_urgent_poke_during_a_routine_pull_delivers_that_pull_as_urgent(
+    make_rig,
+) -> None:
+    rig = make_rig(hold=True)
+    rig.cache.open(VITALS)
+    await rig.time.advance(DEBOUNCE_S)
+    [routine] = rig.calls  # in flight; its search may already hold the critical result
+    rig.cache.invalidate([VITALS], urgent=True)
+    routine.succeed(obs("o1", 1, "2026-01-01T10:00:00Z"))
+    await settle()
+    assert rig.changes[-1] == ResourcesChanged(("Observation/o1",), urgent=True)
+    assert rig.metrics.of("pull_done")[-1]["urgent"] is True
+    assert len(rig.calls) == 2, "the urgent request still gets its own pull"
+
+
 async def test_an_urgent_poke_cuts_a_routine_debounce_short(make_rig) -> None:
     rig = make_rig()
     rig.fetcher.answer = lambda call: SearchResult(

@@ -3,25 +3,17 @@ shortcuts, idle lock and unlock, switch user, and the GUI-thread garbage collect
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import time
 from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
+from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings, load_settings
 from wardsync.ui.app import AppController
 from wardsync.ui.gc_guard import MainThreadGarbageCollector
 from wardsync.ui.idle_lock import LOCKED_TITLE
-
-
-async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_windows_open_each_other_and_record_access_is_audited(

@@ -4,22 +4,15 @@ process, signs in the demo clinician and shows the ward from FHIR with a DEMO ma
 from __future__ import annotations
 
 import asyncio
-import time
 
 from pytestqt.qtbot import QtBot
 
+from tests.waiting import wait_for
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController, has_display
 from wardsync.ui.window_base import DEMO_TEXT
-
-
-async def wait_for(predicate, timeout_s: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_demo_start_shows_the_ward_and_closes_cleanly(

@@ -3,23 +3,14 @@ an unsaved edit, in which case it stays and says why."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from pytestqt.qtbot import QtBot
 
 from tests.ui.test_presence_harness import select_task
+from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController
 from wardsync.ui.ward_rows import OPEN_TASK
-
-
-async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def charts(controller: AppController) -> list:

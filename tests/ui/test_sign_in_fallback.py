@@ -4,7 +4,6 @@ refresh token then lives in the real OS keyring and the next start needs no brow
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -12,19 +11,13 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from tests.sandbox_fixtures import running_sandbox
+from tests.waiting import wait_for
 from wardsync.auth.demo_login import DemoBrowser
 from wardsync.auth.keyring_store import RefreshTokenStore
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import load_settings
 from wardsync.ui.services import AppServices
 from wardsync.ui.sign_in_dialog import BrowserSignIn
-
-
-async def wait_for(predicate, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
 
 
 async def test_no_browser_shows_the_address_and_the_session_is_kept_in_the_keyring(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from pytestqt.qtbot import QtBot
 
+from tests.waiting import wait_for
 from wardsync.core import codes
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
@@ -18,11 +16,6 @@ from wardsync.ui.ward_rows import OPEN_TASK
 TASKS_COLUMN = COLUMNS.index("Tasks")
 
 
-async def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_task_counts_and_alerts_follow_the_server(

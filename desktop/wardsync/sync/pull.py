@@ -269,6 +269,10 @@ class PullLoop:
             return
         # All or nothing: cursors move only with the results they describe.
         st.cursors.update(new_cursors)
+        # An urgent poke that arrived while this pull was in flight may be about what it
+        # brought (a critical report written just before its search ran): deliver it as
+        # urgent now; the urgent request still gets its own pull right after.
+        urgent = urgent or self._urgent.is_set()
         changed = o.store.apply(collected, urgent=urgent)
         arrived = {f"{r.get('resourceType')}/{r.get('id')}" for r in collected}
         st.refs.update(arrived)
