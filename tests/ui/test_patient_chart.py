@@ -155,6 +155,11 @@ async def test_new_vitals_redraw_the_trends_and_highlight_the_latest_values(
         stored = await sandbox.devices.post_vitals(PATIENT, VitalSigns(
             heart_rate=131, respiratory_rate=27, spo2=90, temperature=38.6, systolic=88,
             diastolic=50, consciousness="V", on_oxygen=True))
+        # The round is seven writes; with a short pull debounce it may reach the screen in
+        # more than one repaint, so wait until every one of them has been rendered.
+        await wait_until(lambda: all(
+            rendered_refs(workspace, window.window_id).get(f"Observation/{o['id']}") == {"1"}
+            for o in stored), what="the whole round rendered")
         await wait_until(lambda: window.vitals.cards["hr"].trend.points == before + 1
                          and window.vitals.cards["news2"].trend.points == before + 1,
                          what="new round plotted")
