@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pytestqt.qtbot import QtBot
 
 from tests.waiting import wait_for
@@ -10,7 +12,7 @@ from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.ui.app import AppController
-from wardsync.ui.ward_overview import ALERT_COLUMN, COLUMNS
+from wardsync.ui.ward_overview import ALERT_COLUMN, COLUMNS, VIEWING_COLUMN
 from wardsync.ui.ward_rows import OPEN_TASK
 
 TASKS_COLUMN = COLUMNS.index("Tasks")
@@ -65,4 +67,63 @@ async def test_task_counts_and_alerts_follow_the_server(
     finally:
         if lab is not None:
             await lab.aclose()
+        await controller.aclose()
+
+
+async def test_the_ward_lists_who_has_each_record_open_without_showing_itself(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    import httpx
+
+    from wardsync.auth.demo_login import DemoBrowser
+    from wardsync.auth.login import sign_in
+    from wardsync.auth.session import Session
+    from wardsync.sync.presence import PresenceService, identity_from_tokens
+    from wardsync.sync.workstation import Workstation, WorkstationConfig
+
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    http = httpx.AsyncClient()
+    nurse_ws = presence = session = None
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: len(ward.model.rows) == 24, what="ward")
+        info = controller.services.sandbox.info
+        # A nurse at another workstation opens bed 4's record.
+        config, tokens = await sign_in(
+            http, fhir_base=info["fhir_base"], client_id="wardsync-desktop",
+            scopes=("openid", "fhirUser", "user/*.cruds"),
+            open_url=DemoBrowser(http, username="demo.nurse", password="demo"))
+        session = Session(tokens, http=http, config=config, client_id="wardsync-desktop")
+        nurse_ws = Workstation(WorkstationConfig(
+            fhir_base=info["fhir_base"], ward=info["ward"],
+            realtime_endpoint=info["ably_endpoint"], realtime_token_url=info["ably_token_url"]),
+            session, http=http)
+        await nurse_ws.start()
+        presence = PresenceService(nurse_ws, identity_from_tokens(tokens))
+        await presence.start()
+        bed4 = ward.model.rows[3].patient_id
+        handle = presence.join("Patient", bed4)
+        await wait_for(lambda: ward.model.rows[3].viewers == ("Nurse Demo Nightingale",),
+                       what="the nurse listed on bed 4")
+        assert ward.model.index(3, VIEWING_COLUMN).data() == "DN"
+        assert all(not r.viewers for r in ward.model.rows if r.patient_id != bed4)
+        await asyncio.sleep(1.0)
+        assert handle.others() == ()  # the ward list watches; it is not "viewing" the record
+        chart = controller.open_patient_chart(bed4)  # opening the chart is viewing it
+        qtbot.addWidget(chart)
+        await wait_for(lambda: [m.name for m in handle.others()] == ["Dr Demo Clinician"],
+                       what="the doctor seen by the nurse")
+        handle.close()
+        await wait_for(lambda: ward.model.rows[3].viewers == (), timeout_s=20,
+                       what="the nurse gone from bed 4")
+    finally:
+        if presence is not None:
+            await presence.aclose()
+        if nurse_ws is not None:
+            await nurse_ws.aclose()
+        if session is not None:
+            await session.aclose()
+        await http.aclose()
         await controller.aclose()

@@ -129,10 +129,12 @@ class _Record:
 class PresenceHandle:
     """One window's view of one record's presence; `close()` when the window stops showing it."""
 
-    def __init__(self, service: PresenceService, record: _Record) -> None:
+    def __init__(self, service: PresenceService, record: _Record, *, enters: bool = True
+                 ) -> None:
         self._service = service
         self._record = record
         self.channel = record.channel
+        self.enters = enters  # False: only watches who is there (the ward overview's list)
         self.closed = False
 
     @property
@@ -269,7 +271,12 @@ class PresenceService:
         """A handle on the presence of `ResourceType/id` (ValueError on a malformed id)."""
         return self.join_channel(record_channel(resource_type, id))
 
-    def join_channel(self, channel: str) -> PresenceHandle:
+    def watch(self, resource_type: str, id: str) -> PresenceHandle:
+        """See who is on `ResourceType/id` without being shown there yourself: a ward list
+        is not "viewing" each of its patients' records."""
+        return self.join_channel(record_channel(resource_type, id), enter=False)
+
+    def join_channel(self, channel: str, *, enter: bool = True) -> PresenceHandle:
         if self._closed:
             raise RuntimeError("the presence service is closed")
         rec = self._records.get(channel)
@@ -280,8 +287,9 @@ class PresenceService:
         elif rec.leave_timer is not None:
             rec.leave_timer.cancel()
             rec.leave_timer = None
-        handle = PresenceHandle(self, rec)
+        handle = PresenceHandle(self, rec, enters=enter)
         rec.handles.add(handle)
+        rec.dirty.set()  # entering (or not) follows the open handles
         return handle
 
     @property
@@ -295,6 +303,7 @@ class PresenceService:
 
     def _close_handle(self, rec: _Record, handle: PresenceHandle) -> None:
         rec.handles.discard(handle)
+        rec.dirty.set()
         for claim in [c for c in rec.claims.values() if c.handle is handle]:
             self._drop_claim(rec, claim)
         if rec.handles or self._records.get(rec.channel) is not rec:
@@ -384,7 +393,9 @@ class PresenceService:
                 await rec.dirty.wait()
                 continue
             try:
-                if rec.sent is None:
+                if desired is None:
+                    await rec.lease.leave_presence()  # only watchers are left
+                elif rec.sent is None:
                     await rec.lease.enter_presence(desired.to_wire())
                 else:
                     await rec.lease.update_presence(desired.to_wire())
@@ -396,7 +407,9 @@ class PresenceService:
                 delay = min(delay * 2, PRESENCE_RETRY_CAP_S)
 
     # ------------------------------------------------------------------ what others see
-    def _desired(self, rec: _Record) -> PresenceData:
+    def _desired(self, rec: _Record) -> PresenceData | None:
+        if not any(h.enters for h in rec.handles):
+            return None  # nobody here is viewing the record: watch without being seen
         claims = tuple(Claim(c.component, c.claimed_at_ms, c.expires_at_ms)
                        for c in sorted(rec.claims.values(), key=lambda c: c.component))
         return PresenceData(self.clinician, rec.since_ms, claims, self._connection_id())

@@ -19,7 +19,9 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QTableView, QVBoxLayout, QWid
 from wardsync.core.alerts import AlertsChanged
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.news2 import RiskBand
+from wardsync.core.presence import PresenceChanged, initials
 from wardsync.core.queries import PatientVitals, WardCensus, WardTasks
+from wardsync.sync.presence import PresenceHandle
 from wardsync.ui.ward_rows import (
     WardRow,
     build_row,
@@ -34,8 +36,9 @@ HIGHLIGHT_S = 3.0  # how long a changed row stays highlighted
 LOADING_HINT_AFTER_MS = 300  # a fetch slower than this shows a loading message
 
 COLUMNS = ("Bed", "Patient", "Age/Sex", "MRN", "NEWS2", "HR", "RR", "SpO₂", "Temp", "BP",
-           "Last obs", "Tasks", "Alerts")
+           "Last obs", "Tasks", "Alerts", "Viewing")
 ALERT_COLUMN = 12
+VIEWING_COLUMN = 13
 ALERT_COLOUR = QColor("#b3261e")
 BAND_COLOURS = {
     RiskBand.LOW: None,
@@ -106,6 +109,8 @@ class WardTableModel(QAbstractTableModel):
                            < HIGHLIGHT_S)
             if banded or highlighted:
                 return QBrush(BAND_TEXT)
+        if role == Qt.ItemDataRole.ToolTipRole and col == VIEWING_COLUMN and row.viewers:
+            return "Also viewing this patient: " + ", ".join(row.viewers)
         if role == Qt.ItemDataRole.ToolTipRole and col == 4 and row.news2 is not None:
             if row.news2.band is None:
                 return "NEWS2 incomplete: missing " + ", ".join(
@@ -152,6 +157,8 @@ class WardTableModel(QAbstractTableModel):
                 return str(row.open_tasks) if row.open_tasks else ""
             case 12:
                 return f"{row.alerts} URGENT" if row.alerts else ""
+            case 13:
+                return ", ".join(initials(n) for n in row.viewers)
         return ""
 
     def replace_all(self, rows: list[WardRow]) -> None:
@@ -169,6 +176,13 @@ class WardTableModel(QAbstractTableModel):
                     self._changed_at[row.patient_ref] = now
                 self.rows[i] = new
                 self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+
+    def set_viewers(self, patient_id: str, viewers: tuple[str, ...]) -> None:
+        for i, row in enumerate(self.rows):
+            if row.patient_id == patient_id and row.viewers != viewers:
+                row.viewers = viewers
+                cell = self.index(i, VIEWING_COLUMN)
+                self.dataChanged.emit(cell, cell)
 
     def set_alert_counts(self, counts: dict[str, int]) -> None:
         """Unacknowledged alerts per patient id; repaints only the rows whose count moved."""
@@ -225,6 +239,7 @@ class WardOverviewWindow(PanelWindow):
 
         self._census_key = WardCensus(workspace.ward)
         self._vitals: dict[str, dict[str, dict]] = {}  # patient ref -> obs ref -> obs
+        self._watches: dict[str, PresenceHandle] = {}  # patient id -> presence watch
         self._loading_timer = QTimer(self)
         self._loading_timer.setSingleShot(True)
         self._loading_timer.timeout.connect(self._on_loading_timer_timeout)
@@ -234,6 +249,7 @@ class WardOverviewWindow(PanelWindow):
         self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
         self.subscribe(QueryStateChanged, self._on_bus_query_state)
         self.subscribe(AlertsChanged, self._on_bus_alerts_changed)
+        self.subscribe(PresenceChanged, self._on_bus_presence_changed)
         self.open_query(self._census_key)
         self._loading_timer.start(LOADING_HINT_AFTER_MS)
         self._rebuild_all()
@@ -249,6 +265,40 @@ class WardOverviewWindow(PanelWindow):
                 self.close_query(key)
         for key in wanted:
             self.open_query(key)
+        self._sync_watches()
+
+    def _sync_watches(self) -> None:
+        """Watch (never enter) each bed's record channel to list who has it open."""
+        presence = getattr(self.workspace, "presence", None)
+        if presence is None:
+            return
+        wanted = {r.patient_id for r in self.model.rows}
+        for pid in list(self._watches):
+            if pid not in wanted:
+                self._watches.pop(pid).close()
+        for pid in wanted - self._watches.keys():
+            self._watches[pid] = presence.watch("Patient", pid)
+        for pid in wanted:
+            self._show_viewers(pid)
+
+    def _show_viewers(self, patient_id: str) -> None:
+        handle = self._watches.get(patient_id)
+        if handle is not None:
+            names = tuple(sorted({m.name for m in handle.others()}))
+            self.model.set_viewers(patient_id, names)
+
+    def _on_bus_presence_changed(self, events: list[PresenceChanged]) -> None:
+        channels = {e.channel for e in events}
+        for pid, handle in self._watches.items():
+            if handle.channel in channels:
+                self._show_viewers(pid)
+        self.table.resizeColumnToContents(VIEWING_COLUMN)
+
+    def release(self) -> None:
+        for handle in self._watches.values():
+            handle.close()
+        self._watches.clear()
+        super().release()
 
     def _alert_counts(self) -> dict[str, int]:
         alerts = getattr(self.workspace, "alerts", None)

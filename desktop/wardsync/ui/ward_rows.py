@@ -123,6 +123,7 @@ class WardRow:
     last_vitals: str = ""
     open_tasks: int = 0
     alerts: int = 0  # unacknowledged critical-result alerts
+    viewers: tuple[str, ...] = ()  # names of clinicians at other workstations with it open
     refs: dict[str, str] = field(default_factory=dict)  # ref -> versionId shown in this row
 
     @property
