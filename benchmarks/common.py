@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -30,9 +31,14 @@ from typing import Any
 import httpx
 from ably import AblyRealtime
 
+from wardsync.auth.demo_login import DemoBrowser
+from wardsync.auth.login import sign_in
+from wardsync.auth.session import Session
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_instant
+from wardsync.fhir.client import FhirClient
 from wardsync.infra.sandbox_process import SandboxProcess
+from wardsync.infra.settings import Settings, load_settings
 from wardsync.sandbox.ward.devices import WardDevices
 from wardsync.sandbox.ward.fhir_writer import FhirRestWriter
 from wardsync.sandbox.ward.lab import LabSystem
@@ -45,6 +51,11 @@ APP_STOP_TIMEOUT_S = 30.0
 SNAPSHOT_TIMEOUT_S = 10.0
 WRITER_HTTP_TIMEOUT_S = 10.0
 NS_PER_MS = 1_000_000
+DEMO_USER = "demo.clinician"  # the sandbox's demo clinician (ui.services.DEMO_USER)
+DEMO_PASSWORD = "demo"
+SAMPLE_INTERVAL_S = 1.0  # /proc sampling period of ResourceSampler
+TRUTH_PAGE_SIZE = 200
+TRUTH_MAX_PAGES = 1000  # a soak's vitals search runs to many pages; the truth reads them all
 # A normal electrolytes panel (values do not matter to timing; never critical, so routine).
 NORMAL_LYTES = {codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 4.1, codes.UREA.code: 5.2,
                 codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.5}
@@ -81,6 +92,24 @@ def distribution(values: Iterable[float], places: int = 1) -> dict[str, Any]:
         "min": r(data[0]),
         "max": r(data[-1]),
     }
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float] | None:
+    """Least-squares line through (xs, ys): slope, intercept and r² (None under 3 points)."""
+    n = len(xs)
+    if n < 3 or n != len(ys):
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    slope = sxy / sxx
+    intercept = my - slope * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - (intercept + slope * x)) ** 2 for x, y in zip(xs, ys, strict=True))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot else 1.0
+    return {"slope": slope, "intercept": intercept, "r2": r2, "n": n}
 
 
 def ratio(numerator: float, denominator: float, places: int = 2) -> float | None:
@@ -297,17 +326,28 @@ class AppProcess:
     async def run(cls, info: dict[str, Any], work_dir: Path, name: str,
                   *args: str) -> AsyncIterator[AppProcess]:
         """Start the app side against the sandbox `info`, wait until it is ready."""
+        async with cls.spawn(
+            "benchmarks.app_process", work_dir, name,
+            "--fhir-base", info["fhir_base"], "--ward", info["ward"],
+            "--realtime-endpoint", info["ably_endpoint"],
+            "--realtime-token-url", info["ably_token_url"], *args,
+        ) as app:
+            yield app
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def spawn(cls, module: str, work_dir: Path, name: str, *args: str,
+                    ready_timeout_s: float = APP_READY_TIMEOUT_S) -> AsyncIterator[AppProcess]:
+        """Run `python -m <module> --report <path> <args>` speaking this class's protocol
+        (a `ready` line, then commands on stdin; see `benchmarks.app_process`), with its
+        metrics log at `metrics_path`; wait until it is ready."""
         metrics_path, report_path, stderr_path = _fresh_paths(work_dir, name)
         env = dict(os.environ)
         env["WARDSYNC_METRICS_LOG"] = str(metrics_path)
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [env.get("PYTHONPATH")])])
-        cmd = [sys.executable, "-m", "benchmarks.app_process",
-               "--fhir-base", info["fhir_base"], "--ward", info["ward"],
-               "--realtime-endpoint", info["ably_endpoint"],
-               "--realtime-token-url", info["ably_token_url"],
-               "--report", str(report_path), *args]
+        cmd = [sys.executable, "-m", module, "--report", str(report_path), *args]
         stderr = await asyncio.to_thread(open, stderr_path, "wb")
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -318,7 +358,7 @@ class AppProcess:
             stderr.close()  # the child has its own copy
         app = cls(proc, metrics_path, report_path, stderr_path)
         try:
-            app.ready = await app._read_line("ready", APP_READY_TIMEOUT_S)
+            app.ready = await app._read_line("ready", ready_timeout_s)
             yield app
         finally:
             await app._terminate()
@@ -352,8 +392,13 @@ class AppProcess:
 
     async def snapshot(self, label: str) -> dict[str, Any]:
         """Ask the app side to record its counters now; returns its acknowledgement."""
-        await self._send({"cmd": "snapshot", "label": label})
-        return await self._read_line("snapshot", SNAPSHOT_TIMEOUT_S)
+        return await self.request({"cmd": "snapshot", "label": label}, "snapshot")
+
+    async def request(self, command: dict[str, Any], reply: str,
+                      timeout_s: float = SNAPSHOT_TIMEOUT_S) -> dict[str, Any]:
+        """Send one command line and return the answer line, which must carry `reply`."""
+        await self._send(command)
+        return await self._read_line(reply, timeout_s)
 
     async def stop(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Stop the app side cleanly; returns its report and its metrics-log events."""
@@ -465,3 +510,182 @@ def loop_stalls(ticks: Sequence[int], start_ns: int | None = None, end_ns: int |
                                       if begin <= p[0] <= end) / NS_PER_MS)
         out["gc_ms_inside_long_gaps"] = [round(x, 1) for x in gc_in_long]
     return out
+
+
+# ---------------------------------------------------------------------------- clinicians
+def app_settings(overrides: dict[str, str] | None = None) -> Settings:
+    """The app's built-in settings (no policy, user file or environment) plus `overrides`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        none = Path(tmp) / "absent.toml"
+        return load_settings(argv_overrides=overrides or {}, environ={}, policy_path=none,
+                             user_path=none)
+
+
+async def clinician_session(http: httpx.AsyncClient, fhir_base: str,
+                            settings: Settings | None = None) -> Session:
+    """The demo clinician signed in through the sandbox's SMART flow, as the app does it
+    (`ui.services.AppServices.sign_in` in demo mode): its own tokens, the app's scopes."""
+    s = settings or app_settings()
+    config, tokens = await sign_in(
+        http, fhir_base=fhir_base, client_id=s["auth.client_id"], scopes=s["auth.scopes"],
+        open_url=DemoBrowser(http, username=DEMO_USER, password=DEMO_PASSWORD),
+    )
+    return Session(tokens, http=http, config=config, client_id=s["auth.client_id"])
+
+
+SearchSpec = tuple[str, tuple[tuple[str, str], ...]]  # (resource type, params) of one search
+
+
+def search_spec(resource_type: str, params: Iterable[Sequence[str]]) -> SearchSpec:
+    """A hashable, JSON-friendly name for one FHIR search (a query key's `Search`)."""
+    return resource_type, tuple((str(k), str(v)) for k, v in params)
+
+
+async def server_truth(fhir: FhirClient, searches: Iterable[SearchSpec]
+                       ) -> dict[SearchSpec, dict[str, str]]:
+    """ref -> versionId of everything the server returns now for each search (matches and
+    `_include`s, every page): what a workstation holding that query must hold once fresh."""
+    out: dict[SearchSpec, dict[str, str]] = {}
+    for spec in dict.fromkeys(searches):
+        rtype, params = spec
+        result = await fhir.search(rtype, [*params, ("_count", str(TRUTH_PAGE_SIZE))],
+                                   max_pages=TRUTH_MAX_PAGES)
+        if result.invalid:
+            raise ValueError(f"the server returned {len(result.invalid)} invalid entries "
+                             f"for {rtype}")
+        out[spec] = {f"{r['resourceType']}/{r['id']}": str(r["meta"]["versionId"])
+                     for r in result.resources}
+    return out
+
+
+# ---------------------------------------------------------------------------- /proc sampling
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def process_cpu_rss(pid: int) -> tuple[float, int] | None:
+    """(user + system CPU seconds, resident set in bytes) of a live process, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        statm = Path(f"/proc/{pid}/statm").read_text()
+    except OSError:
+        return None
+    # Fields after "pid (comm) "; comm may hold spaces, so split after its closing ")".
+    rest = stat.rsplit(")", 1)[1].split()
+    cpu_s = (int(rest[11]) + int(rest[12])) / CLOCK_TICKS_PER_S  # utime, stime (proc(5))
+    return cpu_s, int(statm.split()[1]) * PAGE_BYTES
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of all cores since boot, from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    total = sum(ticks)
+    return (total - ticks[3] - ticks[4]) / CLOCK_TICKS_PER_S, total / CLOCK_TICKS_PER_S
+
+
+def cpu_pressure_us() -> int | None:
+    """Microseconds, since boot, in which some runnable task waited for a CPU (Linux PSI,
+    /proc/pressure/cpu "some"): how much the machine's processes queue for its cores."""
+    try:
+        for line in Path("/proc/pressure/cpu").read_text().splitlines():
+            if line.startswith("some"):
+                return int(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass
+class ResourceSampler:
+    """Samples the CPU time and memory of named processes, and the machine's CPU and load,
+    every `interval_s` while it runs (an async context manager owning one task).
+
+    `summary(t0, t1)` reports, per process, the CPU it used in [t0, t1] (percent of one
+    core: 100 is one core fully busy) with the distribution of its per-interval CPU, and its
+    RSS at the start, end and peak; for the machine, the busy share of all cores and the
+    1-minute load average (other work on a shared machine shows up here), and the share of
+    time some task waited for a CPU (PSI).
+    """
+
+    interval_s: float = SAMPLE_INTERVAL_S
+    pids: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    machine: list[tuple[float, float, float, float, int | None]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def watch(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+        self.samples.setdefault(name, [])
+        self._sample_one(name, pid, time.monotonic())
+
+    def forget(self, name: str) -> None:
+        self.pids.pop(name, None)
+
+    def _sample_one(self, name: str, pid: int, now: float) -> None:
+        got = process_cpu_rss(pid)
+        if got is not None:
+            self.samples[name].append((now, got[0], got[1]))
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        for name, pid in list(self.pids.items()):
+            self._sample_one(name, pid, now)
+        cpu = machine_cpu()
+        if cpu is not None:
+            self.machine.append((now, cpu[0], cpu[1], os.getloadavg()[0], cpu_pressure_us()))
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval_s)
+
+    async def __aenter__(self) -> ResourceSampler:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="proc sampler")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def summary(self, t0: float, t1: float, names: Iterable[str] | None = None
+                ) -> dict[str, Any]:
+        """Per process and for the machine, over monotonic [t0, t1]."""
+        out: dict[str, Any] = {}
+        for name in names if names is not None else self.samples:
+            rows = [r for r in self.samples.get(name, ()) if t0 <= r[0] <= t1]
+            if len(rows) < 2:
+                out[name] = {"samples": len(rows)}
+                continue
+            span = rows[-1][0] - rows[0][0]
+            per_interval = [100.0 * (b[1] - a[1]) / (b[0] - a[0])
+                            for a, b in itertools.pairwise(rows) if b[0] > a[0]]
+            mib = [r[2] / 2**20 for r in rows]
+            out[name] = {
+                "samples": len(rows),
+                "cpu_percent_of_one_core": round(100.0 * (rows[-1][1] - rows[0][1]) / span, 1)
+                if span > 0 else None,
+                "cpu_percent_per_interval": distribution(per_interval, 1),
+                "rss_mib": {"start": round(mib[0], 1), "end": round(mib[-1], 1),
+                            "max": round(max(mib), 1)},
+            }
+        rows = [r for r in self.machine if t0 <= r[0] <= t1]
+        if len(rows) >= 2:
+            busy, total = rows[-1][1] - rows[0][1], rows[-1][2] - rows[0][2]
+            first, last = rows[0], rows[-1]
+            out["machine"] = {
+                "cpu_busy_percent_of_all_cores": round(100.0 * busy / total, 1)
+                if total else None,
+                "cores": os.cpu_count(),
+                "loadavg_1min": distribution((r[3] for r in rows), 2),
+                "some_task_waiting_for_cpu_percent":
+                    round((last[4] - first[4]) / 1e4 / (last[0] - first[0]), 1)
+                    if first[4] is not None and last[4] is not None and last[0] > first[0]
+                    else None,
+            }
+        return out
