@@ -429,7 +429,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fhir.timeout_s", FLOAT, 10.0,
             "Seconds before a FHIR request is abandoned and retried with backoff.", positive),
     Setting("fhir.ca_bundle", OPTIONAL_PATH, None,
-            "PEM file of a hospital CA added to the system trust store for TLS verification.",
+            "PEM file of a hospital CA, trusted besides the public CAs for FHIR, sign-in and "
+            "realtime-token requests.",
             _existing_file),
     Setting("auth.client_id", STR, "wardsync-desktop",
             "OAuth client id registered with the hospital's SMART authorization server.",
