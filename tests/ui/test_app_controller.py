@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
+from tests.ui.app_harness import demo_app
 from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings, load_settings
@@ -19,12 +20,7 @@ from wardsync.ui.idle_lock import LOCKED_TITLE
 async def test_windows_open_each_other_and_record_access_is_audited(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
-    controller = AppController(settings, metrics, demo=True)
-    await controller.start()
-    try:
-        ward = controller.open_ward_overview()
-        qtbot.addWidget(ward)
-        await wait_for(lambda: len(ward.model.rows) == 24, what="ward")
+    async with demo_app(qtbot, settings, metrics) as (controller, ward):
         index = ward.model.index(2, 0)
         patient_id = ward.model.rows[2].patient_id
         ward.table.activated.emit(index)
@@ -59,19 +55,13 @@ async def test_windows_open_each_other_and_record_access_is_audited(
             pass
         else:
             raise AssertionError("an unknown panel must be refused")
-    finally:
-        await controller.aclose()
+
 
 
 async def test_lock_hides_everything_and_sign_in_as_the_same_user_restores_it(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
-    controller = AppController(settings, metrics, demo=True)
-    await controller.start()
-    try:
-        ward = controller.open_ward_overview()
-        qtbot.addWidget(ward)
-        await wait_for(lambda: len(ward.model.rows) == 24)
+    async with demo_app(qtbot, settings, metrics) as (controller, ward):
         title = ward.windowTitle()
         controller.lock()
         assert ward.windowTitle() == LOCKED_TITLE
@@ -82,19 +72,13 @@ async def test_lock_hides_everything_and_sign_in_as_the_same_user_restores_it(
         assert await controller.unlock()
         assert ward.windowTitle() == title
         assert controller.workspace.store is store  # same user: same session, data kept
-    finally:
-        await controller.aclose()
+
 
 
 async def test_switch_user_drops_the_previous_users_data_and_connection(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
-    controller = AppController(settings, metrics, demo=True)
-    await controller.start()
-    try:
-        ward = controller.open_ward_overview()
-        qtbot.addWidget(ward)
-        await wait_for(lambda: len(ward.model.rows) == 24)
+    async with demo_app(qtbot, settings, metrics) as (controller, ward):
         old_ws = controller.workspace.workstation
         assert len(old_ws.store) >= 72  # beds, stays and patients at least
         old_presence = controller.services.presence
@@ -112,8 +96,7 @@ async def test_switch_user_drops_the_previous_users_data_and_connection(
         qtbot.addWidget(new_ward)
         assert "Nurse Demo Nightingale" in new_ward.user_label.text()
         await wait_for(lambda: len(new_ward.model.rows) == 24, what="the nurse's ward")
-    finally:
-        await controller.aclose()
+
 
 
 async def test_idle_time_locks_every_window(
@@ -166,12 +149,7 @@ async def test_a_revoked_session_asks_for_sign_in_and_loses_nothing(
     from tests.ui.test_presence_harness import select_task
     from wardsync.ui.ward_rows import OPEN_TASK
 
-    controller = AppController(settings, metrics, demo=True)
-    await controller.start()
-    try:
-        ward = controller.open_ward_overview()
-        qtbot.addWidget(ward)
-        await wait_for(lambda: len(ward.model.rows) == 24)
+    async with demo_app(qtbot, settings, metrics) as (controller, ward):
         chart = controller.open_patient_chart(ward.model.rows[0].patient_id)
         qtbot.addWidget(chart)
         store = controller.workspace.store
@@ -210,5 +188,3 @@ async def test_a_revoked_session_asks_for_sign_in_and_loses_nothing(
         pulls = census.pulls
         await wait_for(lambda: census.pulls > pulls and census.status == "ok",
                        what="pulls work again")
-    finally:
-        await controller.aclose()

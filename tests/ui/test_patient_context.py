@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pytestqt.qtbot import QtBot
 
+from tests.ui.app_harness import demo_app
 from tests.ui.test_presence_harness import select_task
 from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
@@ -20,12 +21,7 @@ def charts(controller: AppController) -> list:
 async def test_a_following_chart_switches_patient_unless_an_edit_is_unsaved(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
-    controller = AppController(settings, metrics, demo=True)
-    await controller.start()
-    try:
-        ward = controller.open_ward_overview()
-        qtbot.addWidget(ward)
-        await wait_for(lambda: len(ward.model.rows) == 24, what="ward")
+    async with demo_app(qtbot, settings, metrics) as (controller, ward):
         rows = ward.model.rows
         first = controller.open_patient_chart(rows[0].patient_id)
         qtbot.addWidget(first)
@@ -55,5 +51,3 @@ async def test_a_following_chart_switches_patient_unless_an_edit_is_unsaved(
         ward.table.selectRow(6)
         assert follower in controller.windows and follower.patient_id == rows[3].patient_id
         assert "unsaved edit" in follower.statusBar().currentMessage()
-    finally:
-        await controller.aclose()
