@@ -303,3 +303,30 @@ async def test_workstation_tokens_cannot_publish_or_join_another_ward(
             await other.attach()
         assert err.value.code == 40160
         assert ws.realtime.state == "connected"
+
+
+async def test_closing_mid_reconnect_leaves_no_realtime_task_behind(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    from tests.faults.proxy import FaultProxy
+
+    def sdk_tasks() -> list[asyncio.Task]:
+        return [t for t in asyncio.all_tasks() if not t.done() and "/ably/" in getattr(
+            getattr(t.get_coro(), "cr_code", None), "co_filename", "")]
+
+    async with FaultProxy("127.0.0.1", sandbox.hub.port) as proxy:
+        info = sandbox.ready_info()
+        cfg = WorkstationConfig(
+            fhir_base=info["fhir_base"], ward=info["ward"], realtime_endpoint=proxy.endpoint,
+            realtime_token_url=info["ably_token_url"], degraded_after_s=30.0)
+        ws = Workstation(cfg, clinician, http=http)
+        await ws.start()
+        await eventually(lambda: ws.status.state is ConnectionState.LIVE)
+        # The link goes silent and is cut: the SDK's next connect attempt hangs in it.
+        proxy.blackhole()
+        proxy.drop_all()
+        await eventually(lambda: ws.realtime.state == "connecting", what="a hanging connect")
+        await asyncio.sleep(0.3)
+        assert sdk_tasks(), "the SDK is busy connecting"
+        await ws.aclose()
+        assert not sdk_tasks(), f"realtime tasks outlived the workstation: {sdk_tasks()}"
