@@ -56,6 +56,9 @@ DEMO_PASSWORD = "demo"
 SAMPLE_INTERVAL_S = 1.0  # /proc sampling period of ResourceSampler
 TRUTH_PAGE_SIZE = 200
 TRUTH_MAX_PAGES = 1000  # a soak's vitals search runs to many pages; the truth reads them all
+# The machine's load when the benchmark process started (this module is imported first thing):
+# `write_result` runs at the end, so reading the load average there gives the end twice.
+LOADAVG_AT_START = tuple(round(x, 2) for x in os.getloadavg())
 # A normal electrolytes panel (values do not matter to timing; never critical, so routine).
 NORMAL_LYTES = {codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 4.1, codes.UREA.code: 5.2,
                 codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.5}
@@ -199,7 +202,7 @@ def machine_info() -> dict[str, Any]:
         "ram_gib": _ram_gib(),
         "python": platform.python_version(),
         "os": platform.platform(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_start": list(LOADAVG_AT_START),
         "packages": {d: _version(d) for d in ("pyside6-essentials", "qasync", "httpx", "ably",
                                               "aiohttp", "fhir.resources")},
         "git_commit": _git("rev-parse", "--short", "HEAD") or None,

@@ -740,13 +740,17 @@ async def run_phase(mode: str, n: int, cfg: Config, wd: Path,
         # Converged: every station's store equals the server for every open query.
         converge_s: float | None = None
         verified: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []  # each check: how long reading the server took
         t_conv0 = time.monotonic()
         deadline = t_conv0 + cfg.settle_s + cfg.polling_interval_s * 3 + 30.0
         while True:
             specs = {search_spec(rtype, params) for h in await asyncio.gather(*(
                 x.request({"cmd": "searches"}, "searches") for x in hosts))
                 for rtype, params in h["searches"]}
+            t_read = time.monotonic()
             truth = await server_truth(fhir, sorted(specs))
+            attempts.append({"searches": len(specs),
+                             "server_read_s": round(time.monotonic() - t_read, 1)})
             truth_path.write_text(json.dumps([[rtype, params, refs] for (rtype, params), refs
                                               in truth.items()]), "utf-8")
             verified = list(await asyncio.gather(*(
@@ -809,7 +813,9 @@ async def run_phase(mode: str, n: int, cfg: Config, wd: Path,
             (watcher_t - w.commit_wall) * 1000.0 for w in writes.written
             if (watcher_t := bare.get((w.ref, w.version))) is not None),
         "never_fresh": lost,
+        # An upper bound: it includes reading the server for every open search.
         "converged_after_writes_s": None if converge_s is None else round(converge_s, 1),
+        "end_checks": attempts,
         "stations_mismatched_at_end": mismatched,
         "mismatch_sample": [m for v in final for m in v["mismatched"]][:3],
         "stations_not_live": len(not_live), "not_live_sample": not_live[:3],
