@@ -36,6 +36,7 @@ from wardsync.auth.login import sign_in
 from wardsync.auth.session import Session
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_instant
+from wardsync.core.queries import PatientVitals
 from wardsync.fhir.client import FhirClient
 from wardsync.infra.sandbox_process import SandboxProcess
 from wardsync.infra.settings import Settings, load_settings
@@ -542,6 +543,13 @@ SearchSpec = tuple[str, tuple[tuple[str, str], ...]]  # (resource type, params) 
 def search_spec(resource_type: str, params: Iterable[Sequence[str]]) -> SearchSpec:
     """A hashable, JSON-friendly name for one FHIR search (a query key's `Search`)."""
     return resource_type, tuple((str(k), str(v)) for k, v in params)
+
+
+def unwindowed(spec: SearchSpec) -> SearchSpec:
+    """A search without the window of a time-series query (`QueryCache.searches` adds it with
+    the start of the window at that moment): names the query's search whatever the moment."""
+    rtype, params = spec
+    return rtype, tuple(p for p in params if p[0] != PatientVitals.series_param)
 
 
 async def server_truth(fhir: FhirClient, searches: Iterable[SearchSpec]

@@ -72,10 +72,10 @@ def record_pull_times(monkeypatch: pytest.MonkeyPatch
     times: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     pull_once = PullLoop._pull_once
 
-    async def timed(self: PullLoop, urgent: bool) -> None:
+    async def timed(self: PullLoop, urgent: bool, wanted: set[int] | None = None) -> None:
         start = time.monotonic()
         try:
-            await pull_once(self, urgent)
+            await pull_once(self, urgent, wanted)
         finally:
             times[(id(self._owner), self.key.label())].append((start, time.monotonic()))
 

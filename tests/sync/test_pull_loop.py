@@ -16,6 +16,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +29,9 @@ from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.pokes import Poke
 from wardsync.core.queries import (
+    VITALS_WINDOW,
     LabReport,
+    PatientIdentity,
     PatientLabs,
     PatientRecord,
     PatientVitals,
@@ -42,6 +45,7 @@ from wardsync.fhir.errors import FhirError, InvalidResource, ServerError, Unreac
 from wardsync.sync.pull import (
     CURSOR_OVERLAP_S,
     SEARCH_PAGE_SIZE,
+    SERIES_PRUNE_EVERY_S,
     PriorityGate,
     QueryCache,
 )
@@ -114,8 +118,9 @@ class Call:
 
     @property
     def identity(self) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """The search without paging and cursor: which key's search this is."""
-        core = tuple(p for p in self.params if p[0] not in ("_count", "_sort", "_lastUpdated"))
+        """The search without paging, cursor and time window: which key's search this is."""
+        core = tuple(p for p in self.params
+                     if p[0] not in ("_count", "_sort", "_lastUpdated", "date"))
         return self.resource_type, core
 
     def succeed(self, *matches: dict, included: tuple[dict, ...] = (),
@@ -558,6 +563,12 @@ def updated_param(call: Call) -> str | None:
     return call.param("_lastUpdated")
 
 
+def window_start(rig: Rig) -> str:
+    """The `date` a vitals search sends: the start of the vitals window, as of the rig's clock."""
+    start = datetime.fromtimestamp(rig.time.clock.wall(), UTC) - VITALS_WINDOW
+    return "ge" + start.isoformat(timespec="microseconds")
+
+
 async def test_incremental_pulls_send_the_newest_last_updated_minus_the_overlap(
     make_rig,
 ) -> None:
@@ -567,7 +578,8 @@ async def test_incremental_pulls_send_the_newest_last_updated_minus_the_overlap(
     [first] = rig.calls
     assert first.resource_type == "Observation"
     assert first.params == [("patient", "Patient/p1"), ("category", codes.CATEGORY_VITAL_SIGNS),
-                            ("_count", str(SEARCH_PAGE_SIZE)), ("_sort", "_lastUpdated")]
+                            ("date", window_start(rig)), ("_count", str(SEARCH_PAGE_SIZE)),
+                            ("_sort", "_lastUpdated")]
     first.succeed(
         obs("o1", 1, "2026-01-01T10:00:05Z"),
         obs("o2", 3, "2026-01-01T10:00:09.5Z"),
@@ -734,24 +746,27 @@ ALL_KEYS: tuple[QueryKey, ...] = (
     PatientLabs("p2"), PatientRecord("p1"), LabReport("r1", "p1"), LabReport("r2", "p2"),
 )
 
-POKES: list[tuple[Poke, set[str]]] = [
+# (poke, the keys it touches, how many searches they run: only those whose result a change to
+# the poked type can change, i.e. of that type or with an `_include`)
+POKES: list[tuple[Poke, set[str], int]] = [
     (poke("Observation", "o1", "p1"),
-     {"vitals Patient/p1", "labs Patient/p1", "report DiagnosticReport/r1"}),
+     {"vitals Patient/p1", "labs Patient/p1", "report DiagnosticReport/r1"}, 1 + 2 + 1),
     (poke("DiagnosticReport", "r1", "p1", ptype="CRITICAL_LAB_RESULT", priority="urgent"),
-     {"labs Patient/p1", "report DiagnosticReport/r1"}),
-    (poke("DiagnosticReport", "r3", "p2"), {"labs Patient/p2"}),
-    (poke("Patient", "p1", "p1"), {"census Location/w1", "record Patient/p1"}),
-    (poke("Encounter", "e1", "p2"), {"census Location/w1"}),
-    (poke("Location", "bed-4", None), {"census Location/w1"}),
-    (poke("Task", "t1", "p1"), {"record Patient/p1"}),
-    (poke("MedicationRequest", "m1", "p2"), set()),
-    (poke("Practitioner", "dr-1", None), set()),
+     {"labs Patient/p1", "report DiagnosticReport/r1"}, 1 + 1),
+    (poke("DiagnosticReport", "r3", "p2"), {"labs Patient/p2"}, 1),
+    (poke("Patient", "p1", "p1"), {"census Location/w1", "record Patient/p1"}, 1 + 1),
+    (poke("Encounter", "e1", "p2"), {"census Location/w1"}, 1),
+    (poke("Location", "bed-4", None), {"census Location/w1"}, 2),
+    (poke("Task", "t1", "p1"), {"record Patient/p1"}, 1),
+    (poke("MedicationRequest", "m1", "p2"), set(), 0),
+    (poke("Practitioner", "dr-1", None), set(), 0),
 ]
 
 
-@pytest.mark.parametrize(("the_poke", "expected"), POKES, ids=[p.ref for p, _ in POKES])
-async def test_invalidate_matching_pulls_exactly_the_touched_keys(
-    make_rig, the_poke: Poke, expected: set[str]
+@pytest.mark.parametrize(("the_poke", "expected", "searches"), POKES,
+                         ids=[p.ref for p, _, _ in POKES])
+async def test_invalidate_matching_pulls_exactly_the_touched_searches(
+    make_rig, the_poke: Poke, expected: set[str], searches: int
 ) -> None:
     rig = make_rig()
     for key in ALL_KEYS:
@@ -763,8 +778,50 @@ async def test_invalidate_matching_pulls_exactly_the_touched_keys(
     pulled = {key.label() for key in ALL_KEYS
               if any(c in rig.calls[already:] for c in rig.fetcher.of(key))}
     assert pulled == expected
-    assert len(rig.calls) - already == sum(
-        len(k.searches()) for k in ALL_KEYS if k.label() in expected)
+    assert len(rig.calls) - already == searches
+
+
+async def test_pokes_of_several_types_in_one_window_run_each_touched_search_once(
+    make_rig,
+) -> None:
+    rig = make_rig()
+    record = PatientRecord("p1")  # Patient, Condition, Immunization, MedicationRequest, Task
+    rig.cache.open(record)
+    await rig.time.advance(1.0)
+    already = len(rig.calls)
+    for p in (poke("Task", "t1", "p1"), poke("Condition", "c1", "p1"), poke("Task", "t2", "p1")):
+        rig.cache.invalidate_matching(p)
+    await rig.time.advance(1.0)
+    assert sorted(c.resource_type for c in rig.calls[already:]) == ["Condition", "Task"]
+
+
+async def test_a_failed_partial_pull_is_retried_with_what_was_asked_since(make_rig) -> None:
+    rig = make_rig()
+    record = PatientRecord("p1")
+    rig.cache.open(record)
+    await rig.time.advance(1.0)
+    already = len(rig.calls)
+    rig.fetcher.answer = lambda call: Unreachable("down")
+    rig.cache.invalidate_matching(poke("Task", "t1", "p1"))
+    await rig.time.advance(DEBOUNCE_S)
+    assert [c.resource_type for c in rig.calls[already:]] == ["Task"]
+    rig.cache.invalidate_matching(poke("Condition", "c1", "p1"))  # during the backoff
+    rig.fetcher.answer = None
+    await rig.time.advance(1.0)
+    assert sorted(c.resource_type for c in rig.calls[already + 1:]) == ["Condition", "Task"]
+    assert rig.cache.state(record).status == "ok"
+
+
+async def test_a_refresh_runs_every_search_of_the_key(make_rig) -> None:
+    rig = make_rig()
+    record = PatientRecord("p1")
+    lease = rig.cache.open(record)
+    await rig.time.advance(1.0)
+    already = len(rig.calls)
+    rig.cache.invalidate_matching(poke("Task", "t1", "p1"))
+    lease.refresh()
+    await rig.time.advance(1.0)
+    assert len(rig.calls) - already == len(record.searches())
 
 
 async def test_invalidation_of_keys_nobody_opened_is_a_no_op(make_rig) -> None:
@@ -864,3 +921,101 @@ async def test_a_backing_off_key_is_stopped_by_aclose(make_rig) -> None:
     assert asyncio.all_tasks() - before == set()
     await rig.time.advance(10.0)
     assert len(rig.calls) == 1
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def vital(rid: str, effective: datetime, patient: str = "p1") -> dict:
+    stamp = effective.isoformat(timespec="seconds")
+    return {**obs(rid, 1, stamp, patient), "effectiveDateTime": stamp}
+
+
+async def test_vitals_are_searched_and_kept_within_the_window_only(make_rig) -> None:
+    rig = make_rig()
+    now = datetime.fromtimestamp(rig.time.clock.wall(), UTC)
+    old = vital("o-old", now - VITALS_WINDOW + timedelta(hours=1))
+    recent = vital("o-recent", now - timedelta(hours=1))
+    undated = obs("o-undated", 1, now.isoformat())  # no effective time: cannot be judged
+    rig.fetcher.answer = lambda call: SearchResult(matches=[old, recent, undated])
+    rig.cache.open(VITALS)
+    await rig.time.advance(DEBOUNCE_S)
+    assert {"Observation/o-old", "Observation/o-recent", "Observation/o-undated"} <= set(
+        rig.store.refs())
+
+    # Two hours on, the oldest reading has left the 72 h window: the next pull (sent with the
+    # window's new start) drops it from memory and says so; the others stay.
+    rig.fetcher.answer = lambda call: SearchResult()
+    await rig.time.advance(2 * 3600.0)
+    rig.changes.clear()
+    rig.cache.invalidate([VITALS])
+    await rig.time.advance(DEBOUNCE_S)
+    assert rig.calls[-1].param("date") == window_start(rig)
+    assert "Observation/o-old" not in rig.store
+    assert {"Observation/o-recent", "Observation/o-undated"} <= set(rig.store.refs())
+    assert "Observation/o-old" not in rig.cache.state(VITALS).refs
+    assert any("Observation/o-old" in c.refs for c in rig.changes)
+
+
+async def test_the_window_is_checked_at_most_once_a_minute(make_rig) -> None:
+    rig = make_rig()
+    now = datetime.fromtimestamp(rig.time.clock.wall(), UTC)
+    edge = vital("o-edge", now - VITALS_WINDOW + timedelta(seconds=5))
+    rig.fetcher.answer = lambda call: SearchResult(matches=[edge])
+    rig.cache.open(VITALS)
+    await rig.time.advance(DEBOUNCE_S)
+    rig.fetcher.answer = lambda call: SearchResult()
+    await rig.time.advance(10.0)  # out of the window now, but checked only 10 s ago
+    rig.cache.invalidate([VITALS])
+    await rig.time.advance(DEBOUNCE_S)
+    assert "Observation/o-edge" in rig.store
+    await rig.time.advance(SERIES_PRUNE_EVERY_S)
+    rig.cache.invalidate([VITALS])
+    await rig.time.advance(DEBOUNCE_S)
+    assert "Observation/o-edge" not in rig.store
+
+
+async def test_no_window_keeps_every_reading(make_rig) -> None:
+    rig = make_rig()
+    rig.cache.series_window = None
+    ancient = vital("o-ancient", datetime(2020, 1, 1, tzinfo=UTC))
+    rig.fetcher.answer = lambda call: SearchResult(matches=[ancient])
+    rig.cache.open(VITALS)
+    await rig.time.advance(DEBOUNCE_S)
+    await rig.time.advance(SERIES_PRUNE_EVERY_S)
+    rig.cache.invalidate([VITALS])
+    await rig.time.advance(DEBOUNCE_S)
+    assert rig.calls[-1].param("date") is None
+    assert "Observation/o-ancient" in rig.store
+
+
+async def test_closing_a_query_forgets_what_no_other_open_query_holds(make_rig) -> None:
+    rig = make_rig()
+    patient = {"resourceType": "Patient", "id": "p1",
+               "meta": {"versionId": "1", "lastUpdated": "2026-01-01T09:00:00Z"}}
+    task = {"resourceType": "Task", "id": "t1", "status": "requested",
+            "meta": {"versionId": "1", "lastUpdated": "2026-01-01T09:00:00Z"},
+            "for": {"reference": "Patient/p1"}}
+
+    def answer(call: Call) -> SearchResult:
+        return SearchResult(matches={"Patient": [patient], "Task": [task]}.get(
+            call.resource_type, []))
+
+    rig.fetcher.answer = answer
+    record = rig.cache.open(PatientRecord("p1"))  # Patient, Task, ...
+    identity = rig.cache.open(PatientIdentity("p1"))  # Patient, Encounter
+    await rig.time.advance(DEBOUNCE_S)
+    assert {"Patient/p1", "Task/t1"} <= set(rig.store.refs())
+
+    rig.changes.clear()
+    record.close()
+    assert "Task/t1" not in rig.store
+    assert "Patient/p1" in rig.store, "the identity banner still shows the patient"
+    assert [c.refs for c in rig.changes] == [("Task/t1",)]
+    identity.close()
+    assert len(rig.store) == 0
+
+    # Reopened, the query pulls everything afresh: nothing it dropped is missing.
+    rig.cache.open(PatientRecord("p1"))
+    await rig.time.advance(DEBOUNCE_S)
+    assert {"Patient/p1", "Task/t1"} <= set(rig.store.refs())

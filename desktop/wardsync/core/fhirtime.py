@@ -75,3 +75,18 @@ def parse_datetime(value: object) -> datetime | None:
         return datetime(int(m["y"]), int(m["mo"] or 1), int(m["d"] or 1), tzinfo=UTC)
     except ValueError:
         return None
+
+
+def effective_time(resource: object) -> datetime | None:
+    """When an Observation-like resource was clinically true: the latest of its `effective[x]`
+    (dateTime, instant, or a Period's end, else start), or None when it has none parsable."""
+    if not isinstance(resource, dict):
+        return None
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        moment = parse_datetime(resource.get(key))
+        if moment is not None:
+            return moment
+    period = resource.get("effectivePeriod")
+    if isinstance(period, dict):
+        return parse_datetime(period.get("end")) or parse_datetime(period.get("start"))
+    return None

@@ -15,7 +15,8 @@ time (`Search.incremental=False`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import timedelta
+from typing import ClassVar, Protocol
 
 from wardsync.core import codes
 from wardsync.core.alerts import ACK_CODE, ALERT_CODE_SYSTEM, ESCALATION_CODE
@@ -34,6 +35,12 @@ class Search:
 
     def with_params(self, *extra: tuple[str, str]) -> list[tuple[str, str]]:
         return [*self.params, *extra]
+
+    def touched_by(self, resource_type: str) -> bool:
+        """Can a change to a `resource_type` resource change what this search returns? One of
+        its own type can; so can any type when it `_include`s others (which types those are
+        is not modelled here, so every poke that touches its key counts)."""
+        return resource_type == self.resource_type or any(k == "_include" for k, _ in self.params)
 
 
 class PokeLike(Protocol):
@@ -85,11 +92,22 @@ class WardCensus:
         return f"census Location/{self.ward_id}"
 
 
+# How far back vital signs are pulled and kept (a site setting, ui.vitals_window_h): the charts
+# show 24 h ending at the latest reading, so 72 h covers a reading up to two days old.
+VITALS_WINDOW = timedelta(hours=72)
+
+
 @dataclass(frozen=True, slots=True)
 class PatientVitals:
-    """All vital-sign Observations of one patient."""
+    """One patient's vital-sign Observations of the recent past (a time series).
+
+    `series_param` makes the pull loop search only `date=ge<now - window>` and forget held
+    results whose effective time falls out of the window, so a ward overview open for days
+    holds a bounded number of readings.
+    """
 
     patient_id: str
+    series_param: ClassVar[str] = "date"
 
     def searches(self) -> tuple[Search, ...]:
         return (

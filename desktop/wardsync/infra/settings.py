@@ -54,6 +54,8 @@ NON_SETTING_ENV_VARS = frozenset({"WARDSYNC_TEST_ARTIFACTS"})
 MAX_ESCALATION_AFTER_MIN = 60.0
 # A shared workstation must lock; an hour is the longest idle time a site may choose.
 MAX_IDLE_LOCK_MIN = 60.0
+# Vital-sign window: more than 6 minutes (a demo of memory staying level) up to four weeks.
+MIN_VITALS_HOURS, MAX_VITALS_HOURS = 0.1, 672.0
 # Polling more often than this loads the FHIR server for no clinical gain.
 MIN_POLLING_INTERVAL_S = 1.0
 # How alike (difflib ratio) a misspelt key must be to a real one to be suggested.
@@ -478,6 +480,10 @@ SETTINGS: tuple[Setting, ...] = (
             "may then edit; the holder is told).", between(0.0, MAX_IDLE_LOCK_MIN)),
     Setting("security.require_tls", BOOL, True,
             "Refuse http:// and ws:// URLs to non-loopback hosts (https/wss only)."),
+    Setting("ui.vitals_window_h", FLOAT, 72.0,
+            "Hours of vital signs each workstation fetches and keeps in memory (older readings "
+            "are dropped; the charts show the 24 h ending at the latest reading).",
+            between(MIN_VITALS_HOURS, MAX_VITALS_HOURS)),
     Setting("ui.theme", choice("light", "high-contrast"), "light",
             "Window theme: light, or high-contrast for bright wards and low vision."),
     Setting("logging.level", choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",

@@ -20,16 +20,16 @@ import heapq
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
 from wardsync.core.events import QueryStateChanged
-from wardsync.core.fhirtime import parse_instant
+from wardsync.core.fhirtime import effective_time, parse_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
-from wardsync.core.queries import QueryKey
+from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
 from wardsync.core.store import ResourceStore
 from wardsync.fhir.client import InvalidEntry, SearchResult
 from wardsync.fhir.errors import FhirError
@@ -42,6 +42,9 @@ SEARCH_PAGE_SIZE = 200
 # Servers may make a write visible a little after stamping its lastUpdated; asking again for
 # this much before the cursor costs a few repeated resources, which the store ignores.
 CURSOR_OVERLAP_S = 1.0
+# A time-series key forgets readings that left its window at most this often (each check
+# reads every held reading's time).
+SERIES_PRUNE_EVERY_S = 60.0
 
 
 class Fetcher(Protocol):
@@ -134,6 +137,7 @@ class QueryState:
     invalid: list[InvalidEntry] = field(default_factory=list)
     cursors: dict[int, datetime] = field(default_factory=dict)
     refs: set[str] = field(default_factory=set)
+    pruned_at: float | None = None  # monotonic time of the last time-window check
 
 
 def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
@@ -159,6 +163,8 @@ class PullLoop:
         self._incremental = incremental
         self._dirty = asyncio.Event()
         self._urgent = asyncio.Event()  # an urgent pull is wanted (cuts the debounce short)
+        # Indices of the key's searches the next pull runs; None: all of them.
+        self._pending: set[int] | None = set()
         self._published: tuple[str, str] | None = None
         self.leases = 0
 
@@ -167,8 +173,13 @@ class PullLoop:
         """True once the last lease is gone or the cache is closed."""
         return self._owner.closed or self.leases <= 0
 
-    def request(self, *, urgent: bool = False) -> None:
-        """Mark the key stale: one pull follows, however many requests come first."""
+    def request(self, *, urgent: bool = False, searches: Iterable[int] | None = None) -> None:
+        """Mark the key stale: one pull follows, however many requests come first. It runs
+        the key's searches numbered in `searches` (all of them when None) of every request."""
+        if searches is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending.update(searches)
         if urgent:
             self._urgent.set()
             self._owner.gate.promote(self)
@@ -184,13 +195,15 @@ class PullLoop:
                 await self._debounce()
             urgent = self._urgent.is_set()
             await o.gate.acquire(urgent, holder=self)
+            wanted: set[int] | None = None  # all searches, should the pull fail at once
             try:
                 # Everything requested until now is answered by this pull, whose request is
                 # sent after this point; a request during the pull gets exactly one more.
                 urgent = urgent or self._urgent.is_set()
                 self._urgent.clear()
                 self._dirty.clear()
-                await self._pull_once(urgent)
+                wanted, self._pending = self._pending, set()
+                await self._pull_once(urgent, wanted)
             except FhirError as exc:
                 error: FhirError | None = exc
             except Exception as exc:
@@ -210,9 +223,12 @@ class PullLoop:
             attempt += 1
             self._failed(error)
             o.report(error)
-            # The data is still stale: pull again after the backoff, as urgently as before.
+            # The data is still stale: pull again after the backoff, as urgently as before,
+            # running what this pull was to run and whatever was asked for meanwhile.
             if urgent:
                 self._urgent.set()
+            self._pending = (None if wanted is None or self._pending is None
+                             else self._pending | wanted)
             self._dirty.set()
             retrying = True
             await o.sleep(o.backoff.delay(attempt - 1))
@@ -235,7 +251,7 @@ class PullLoop:
         if window in done:
             window.result()  # surface a failing sleep function instead of hiding it
 
-    async def _pull_once(self, urgent: bool) -> None:
+    async def _pull_once(self, urgent: bool, wanted: set[int] | None = None) -> None:
         o = self._owner
         st = self.state
         st.pulls += 1
@@ -245,7 +261,10 @@ class PullLoop:
         collected: list[dict] = []
         invalid: list[InvalidEntry] = []
         new_cursors: dict[int, datetime] = {}
-        for i, search in enumerate(self.key.searches()):
+        cutoff = o.series_cutoff(self.key)
+        for i, search in enumerate(o.searches(self.key, cutoff)):
+            if wanted is not None and i not in wanted:
+                continue
             params = search.with_params(("_count", str(SEARCH_PAGE_SIZE)))
             incremental = self._incremental and search.incremental
             if incremental:
@@ -276,6 +295,8 @@ class PullLoop:
         changed = o.store.apply(collected, urgent=urgent)
         arrived = {f"{r.get('resourceType')}/{r.get('id')}" for r in collected}
         st.refs.update(arrived)
+        if cutoff is not None:
+            self._forget_before(cutoff)
         # An entry re-sent (now valid, or invalid again) replaces its old error row.
         resent = arrived | {e.ref for e in invalid}
         st.invalid = [*(e for e in st.invalid if e.ref not in resent), *invalid]
@@ -289,6 +310,23 @@ class PullLoop:
         st.last_error = st.user_message = ""
         st.loading_since = None
         o.publish_state(self)
+
+    def _forget_before(self, cutoff: datetime) -> None:
+        """Drop held readings of this time series that are older than `cutoff`."""
+        o, st = self._owner, self.state
+        now = o.clock.monotonic()
+        if st.pruned_at is not None and now - st.pruned_at < SERIES_PRUNE_EVERY_S:
+            return
+        st.pruned_at = now
+        expired = set()
+        for ref in st.refs:
+            held = o.store.get(ref)
+            moment = effective_time(held) if held is not None else None
+            if moment is not None and moment < cutoff:
+                expired.add(ref)
+        if expired:
+            st.refs -= expired
+            o.forget(expired)
 
     def _failed(self, exc: FhirError) -> None:
         st = self.state
@@ -346,6 +384,7 @@ class QueryCache:
         debounce_s: float = PULL_DEBOUNCE_S,
         max_concurrent: int = MAX_CONCURRENT_PULLS,
         overlap_s: float = CURSOR_OVERLAP_S,
+        series_window: timedelta | None = VITALS_WINDOW,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.fetcher = fetcher
@@ -357,6 +396,7 @@ class QueryCache:
         self.backoff = backoff or Backoff(initial_s=0.5, factor=2.0, cap_s=30.0)
         self.debounce_s = debounce_s
         self.overlap_s = overlap_s
+        self.series_window = series_window  # None: time-series keys keep everything
         self.sleep = sleep
         self.gate = PriorityGate(max_concurrent)
         self._loops: dict[QueryKey, PullLoop] = {}
@@ -393,6 +433,14 @@ class QueryCache:
             if not task.done():
                 self._stopping.add(task)
                 task.add_done_callback(self._stopping.discard)
+            # No panel shows this query any more: its data leaves memory too, unless another
+            # open query holds it (a reopened query pulls it afresh).
+            self.forget(loop.state.refs)
+
+    def forget(self, refs: Iterable[str]) -> tuple[str, ...]:
+        """Drop `refs` from the store, except those another open query still holds."""
+        held = [loop.state.refs for loop in self._loops.values()]
+        return self.store.remove([r for r in refs if not any(r in h for h in held)])
 
     # ------------------------------------------------------------------ invalidation
     def invalidate(self, keys: Iterable[QueryKey], *, urgent: bool = False) -> int:
@@ -405,8 +453,17 @@ class QueryCache:
         return n
 
     def invalidate_matching(self, poke: Any, *, urgent: bool = False) -> int:
-        """Mark every open key that `poke` touches dirty; returns how many."""
-        return self.invalidate((k for k in self._loops if k.touched_by(poke)), urgent=urgent)
+        """Mark every open key that `poke` touches dirty, for the searches of the key that a
+        change to the poked resource's type can change; returns how many keys."""
+        n = 0
+        for key, loop in self._loops.items():
+            if not key.touched_by(poke):
+                continue
+            touched = [i for i, s in enumerate(key.searches())
+                       if s.touched_by(poke.resource_type)]
+            loop.request(urgent=urgent, searches=touched or None)
+            n += 1
+        return n
 
     def invalidate_all(self) -> int:
         """Catch-up: pull every open key (incrementally) now."""
@@ -422,6 +479,22 @@ class QueryCache:
     @property
     def keys(self) -> list[QueryKey]:
         return list(self._loops)
+
+    def series_cutoff(self, key: QueryKey) -> datetime | None:
+        """Where the window of a time-series key starts now (None: not windowed)."""
+        if getattr(key, "series_param", None) is None or self.series_window is None:
+            return None
+        return datetime.fromtimestamp(self.clock.wall(), UTC) - self.series_window
+
+    def searches(self, key: QueryKey, cutoff: datetime | None = None) -> tuple[Search, ...]:
+        """`key`'s searches as its pull loop sends them (paging and cursor aside): a time
+        series's searches carry the start of its window (`cutoff`, or the one of now)."""
+        param: str | None = getattr(key, "series_param", None)
+        cutoff = cutoff or self.series_cutoff(key)
+        if param is None or cutoff is None:
+            return key.searches()
+        window = (param, f"ge{_instant(cutoff)}")
+        return tuple(replace(s, params=(*s.params, window)) for s in key.searches())
 
     def holds(self, ref: str, version_id: str) -> bool:
         """True when the store already has exactly this version (no need to validate it)."""

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -39,7 +40,7 @@ from wardsync.core.connection_status import (
 from wardsync.core.events import ConnectionStatusChanged
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke
-from wardsync.core.queries import QueryKey
+from wardsync.core.queries import VITALS_WINDOW, QueryKey
 from wardsync.core.store import ResourceStore
 from wardsync.fhir.client import FhirClient, TokenSource
 from wardsync.fhir.errors import FhirError, Unreachable
@@ -73,6 +74,7 @@ class WorkstationConfig:
     max_concurrent_pulls: int = MAX_CONCURRENT_PULLS
     backoff_cap_s: float = 30.0
     fhir_timeout_s: float = 10.0
+    vitals_window_h: float = VITALS_WINDOW.total_seconds() / 3600.0
     use_binary_protocol: bool = True
     require_tls: bool = True
     verify: Any = True  # True, False (never for a hospital) or a CA bundle path / SSLContext
@@ -108,6 +110,7 @@ class Workstation:
             clock=self.clock, metrics=self.metrics, debounce_s=config.pull_debounce_s,
             max_concurrent=config.max_concurrent_pulls,
             backoff=Backoff(initial_s=0.5, factor=2.0, cap_s=config.backoff_cap_s),
+            series_window=timedelta(hours=config.vitals_window_h),
         )
         self.intake = PokeIntake(
             invalidate=self._on_poke, on_gap=self.catch_up, publish=self.bus.publish,

@@ -179,6 +179,7 @@ class AppServices:
                 degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
                 pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
                 backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
+                vitals_window_h=s["ui.vitals_window_h"],
                 require_tls=s["security.require_tls"], verify=self._verify,
             ),
             self.session, schedule=schedule, metrics=self.metrics, http=self.http,
