@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from wardsync.core.fhirtime import parse_datetime, parse_instant
+from wardsync.core.fhirtime import effective_time, parse_datetime, parse_instant
 
 
 def test_offsets_are_honoured() -> None:
@@ -67,3 +67,17 @@ def test_partial_datetimes_start_their_period(text: str, expected: datetime) -> 
 @pytest.mark.parametrize("text", ["2024-13", "2024-02-30", "24-05-01", "2024-05-07T08:30:00"])
 def test_invalid_datetimes_are_none(text: str) -> None:
     assert parse_datetime(text) is None
+
+
+@pytest.mark.parametrize(("resource", "expected"), [
+    ({"effectiveDateTime": "2026-03-01T10:00:00+01:00"}, datetime(2026, 3, 1, 9, tzinfo=UTC)),
+    ({"effectiveInstant": "2026-03-01T10:00:00Z"}, datetime(2026, 3, 1, 10, tzinfo=UTC)),
+    ({"effectivePeriod": {"start": "2026-03-01T08:00:00Z", "end": "2026-03-01T09:30:00Z"}},
+     datetime(2026, 3, 1, 9, 30, tzinfo=UTC)),
+    ({"effectivePeriod": {"start": "2026-03-01"}}, datetime(2026, 3, 1, tzinfo=UTC)),
+    ({"effectiveDateTime": "yesterday"}, None),
+    ({"issued": "2026-03-01T10:00:00Z"}, None),  # not when it was true: not used
+    ("not a resource", None),
+])
+def test_effective_time_is_when_an_observation_was_true(resource, expected) -> None:
+    assert effective_time(resource) == expected

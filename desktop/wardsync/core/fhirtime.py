@@ -8,6 +8,7 @@ instants, never strings: "2024-05-01T10:00:00+02:00" is earlier than
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 
 # FHIR R4 datatypes.html#instant: full precision, timezone mandatory. Seconds may be 60 (leap
@@ -80,13 +81,13 @@ def parse_datetime(value: object) -> datetime | None:
 def effective_time(resource: object) -> datetime | None:
     """When an Observation-like resource was clinically true: the latest of its `effective[x]`
     (dateTime, instant, or a Period's end, else start), or None when it has none parsable."""
-    if not isinstance(resource, dict):
+    if not isinstance(resource, Mapping):
         return None
     for key in ("effectiveDateTime", "effectiveInstant"):
         moment = parse_datetime(resource.get(key))
         if moment is not None:
             return moment
     period = resource.get("effectivePeriod")
-    if isinstance(period, dict):
+    if isinstance(period, Mapping):
         return parse_datetime(period.get("end")) or parse_datetime(period.get("start"))
     return None
