@@ -266,3 +266,26 @@ def test_the_diagnostics_window_never_carries_the_patient_alert_banner() -> None
 
     assert PanelWindow.shows_alert_banner is True
     assert DiagnosticsWindow.shows_alert_banner is False
+
+
+def test_log_tables_size_their_columns_once_per_refresh(qtbot: QtBot) -> None:
+    """The update log rewrites hundreds of cells a second under load. Its columns must not be
+    in ResizeToContents mode (Qt would re-measure a whole column for every changed cell: the
+    soak measured seconds-long GUI stalls); they are fitted once after each refresh."""
+    from PySide6.QtWidgets import QHeaderView
+
+    from wardsync.ui.diagnostics import RECENT_COLUMNS, _fill, _table
+
+    table = _table(RECENT_COLUMNS, "recentUpdates", "Recent updates", stretch=2)
+    qtbot.addWidget(table)
+    header = table.horizontalHeader()
+    modes = [header.sectionResizeMode(c) for c in range(header.count())]
+    assert QHeaderView.ResizeMode.ResizeToContents not in modes
+    assert modes[2] == QHeaderView.ResizeMode.Stretch
+
+    _fill(table, [("10:00:00", "poke", f"Observation/o{i}", "1", "") for i in range(300)])
+    narrow = table.columnWidth(1)
+    assert narrow >= table.sizeHintForColumn(1)
+    _fill(table, [("10:00:01", "pull (a longer event name)", "Observation/o1", "2", "")])
+    assert table.rowCount() == 1
+    assert table.columnWidth(1) >= table.sizeHintForColumn(1) > narrow

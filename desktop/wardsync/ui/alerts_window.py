@@ -30,6 +30,7 @@ from wardsync.core.events import QueryStateChanged
 from wardsync.sync.alerts import AlertCenter
 from wardsync.ui.alert_banner import clock_time, format_age, open_acknowledge_dialog, pressing_first
 from wardsync.ui.alert_notifier import AlertNotifier
+from wardsync.ui.columns import fit_columns
 from wardsync.ui.window_base import PanelWindow
 from wardsync.ui.workspace import Workspace
 
@@ -48,13 +49,6 @@ def _item(text: str, alert_id: AlertId | None = None) -> QTableWidgetItem:
     if alert_id is not None:
         item.setData(Qt.ItemDataRole.UserRole, alert_id)
     return item
-
-
-def _fit_columns(table: QTableWidget, *, stretch: int) -> None:
-    """Size every column but the stretching one to its contents, once."""
-    for col in range(table.columnCount()):
-        if col != stretch:
-            table.resizeColumnToContents(col)
 
 
 class AlertsWindow(PanelWindow):
@@ -84,7 +78,7 @@ class AlertsWindow(PanelWindow):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        # Columns are sized once per refresh (`_fit_columns`), never ResizeToContents: that
+        # Columns are sized once per refresh (`fit_columns`), never ResizeToContents: that
         # mode measures every cell again on every setItem, quadratic in the rows — with a
         # hundred open alerts a refresh stalled the GUI thread for seconds (benchmark).
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
@@ -159,8 +153,9 @@ class AlertsWindow(PanelWindow):
             self.closed_table.setRowCount(len(closed))
             for row, record in enumerate(closed):
                 self._fill_closed_row(row, record)
-            _fit_columns(self.table, stretch=5)
-            _fit_columns(self.closed_table, stretch=4)
+            fit_columns(self.table.horizontalHeader(), self.table.resizeColumnToContents)
+            fit_columns(self.closed_table.horizontalHeader(),
+                        self.closed_table.resizeColumnToContents)
         finally:
             self.table.setUpdatesEnabled(True)
             self.closed_table.setUpdatesEnabled(True)

@@ -57,6 +57,7 @@ from wardsync.sync.activity import (
     UpdateEntry,
 )
 from wardsync.sync.pull import QueryState
+from wardsync.ui.columns import fit_columns
 from wardsync.ui.window_base import PanelWindow
 from wardsync.ui.workspace import Workspace
 
@@ -229,8 +230,9 @@ def _table(columns: Sequence[str], name: str, accessible: str,
     table.setAlternatingRowColors(True)
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+    # Columns are sized once per refresh (`_fill`, ui/columns.py), never ResizeToContents.
     header = table.horizontalHeader()
-    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     if stretch is None:
         header.setStretchLastSection(True)
     else:
@@ -239,15 +241,22 @@ def _table(columns: Sequence[str], name: str, accessible: str,
 
 
 def _fill(table: QTableWidget, rows: Sequence[Sequence[str]]) -> None:
-    """Replace the rows, touching only cells whose text changed (keeps selection steady)."""
+    """Replace the rows, touching only cells whose text changed (keeps selection steady),
+    then size the columns to what they now hold."""
+    changed = table.rowCount() != len(rows)
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
         for c, text in enumerate(row):
             cell = table.item(r, c)
             if cell is None:
                 table.setItem(r, c, _item(text))
+                changed = True
             elif cell.text() != text:
                 cell.setText(text)
+                changed = True
+    if changed:
+        fit_columns(table.horizontalHeader(), table.resizeColumnToContents)
+
 
 
 class DiagnosticsWindow(PanelWindow):
@@ -370,7 +379,7 @@ class DiagnosticsWindow(PanelWindow):
         self.queries.setAlternatingRowColors(True)
         self.queries.setUniformRowHeights(True)
         header = self.queries.header()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)  # sized per refresh
         header.setStretchLastSection(True)
         self.queries.itemExpanded.connect(self._on_queries_item_expanded)
         return self._group("Open queries (expand a query to see the versions it holds)",
@@ -458,6 +467,7 @@ class DiagnosticsWindow(PanelWindow):
             item.setData(0, Qt.ItemDataRole.UserRole, label)
             if item.isExpanded():
                 self._fill_versions(item, st)
+        fit_columns(self.queries.header(), self.queries.resizeColumnToContents)
 
     def _fill_versions(self, item: QTreeWidgetItem, st: QueryState) -> None:
         """The resources `st` holds with the version the store has now."""
