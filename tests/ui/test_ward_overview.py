@@ -127,3 +127,35 @@ async def test_the_ward_lists_who_has_each_record_open_without_showing_itself(
             await session.aclose()
         await http.aclose()
         await controller.aclose()
+
+
+async def test_readings_that_leave_the_store_leave_the_ward_overview(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    """Readings dropped from the store (out of the vitals window, or their query closed) must
+    leave the window's own per-patient readings too: it keeps them to compute NEWS2, and
+    before this it kept every reading it had ever shown (memory growing with the ward's
+    traffic, and NEWS2 computed over ever more readings)."""
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        store = controller.workspace.store
+        await wait_for(lambda: len(ward.model.rows) == 24
+                       and all(r.last_vitals for r in ward.model.rows),
+                       what="the ward with vitals")
+        row = ward.model.rows[3]
+        held = ward.held_vitals(row.patient_ref)
+        assert held and set(held) <= set(store.refs())
+        other = ward.model.rows[4]
+        other_shown = ward.model.rows[4].last_vitals
+
+        store.remove(held)  # as the vitals window drops them
+        await wait_for(lambda: ward.model.row_of(row.patient_ref).last_vitals == "",
+                       what="the bed without readings")
+        assert ward.held_vitals(row.patient_ref) == []
+        assert ward.model.row_of(row.patient_ref).news2 is None
+        assert ward.model.row_of(other.patient_ref).last_vitals == other_shown
+    finally:
+        await controller.aclose()

@@ -313,6 +313,10 @@ class WardOverviewWindow(PanelWindow):
         self.model.set_alert_counts(self._alert_counts())
         self.table.resizeColumnToContents(ALERT_COLUMN)  # "1 URGENT" must never be cut
 
+    def held_vitals(self, patient_ref: str) -> list[str]:
+        """References of the vital-sign readings this window holds for one patient."""
+        return list(self._vitals.get(patient_ref, {}))
+
     def _rebuild_all(self) -> dict[str, str]:
         store = self.workspace.store
         self._vitals.clear()
@@ -353,7 +357,14 @@ class WardOverviewWindow(PanelWindow):
                 if not ref.startswith("Observation/"):
                     continue
                 obs = store.get(ref)
-                if obs is None or not is_vital_sign(obs):
+                if obs is None:
+                    # Gone from the store (out of the vitals window, or its query closed):
+                    # forget it here too, or this window would keep every reading ever shown.
+                    for patient_ref, held in self._vitals.items():
+                        if held.pop(ref, None) is not None:
+                            dirty.add(patient_ref)
+                    continue
+                if not is_vital_sign(obs):
                     continue
                 patient_ref = patient_ref_of(obs)
                 if patient_ref is not None and self.model.row_of(patient_ref) is not None:
