@@ -1,5 +1,24 @@
-"""End-to-end tests drive the app's Qt windows: same qasync loop and the same garbage-collection
-guard as tests/ui. Without the guard, a window from these tests caught in a reference cycle
-could later be collected on a validation worker thread of another test (a segfault in Qt)."""
+"""End-to-end tests drive the app's Qt windows: same qasync loop as tests/ui, and the same
+rule for garbage collection while they run (collections on the GUI thread only). When a test
+ends, what it left is collected here, on the GUI thread, before automatic collection resumes:
+otherwise a window caught in a reference cycle could be collected later on another test's
+validation worker thread (a segfault in Qt)."""
 
-from tests.ui.conftest import gc_on_gui_thread, pytest_asyncio_loop_factories  # noqa: F401
+import gc
+from collections.abc import Iterator
+
+import pytest
+from PySide6.QtWidgets import QApplication
+
+from tests.ui.conftest import pytest_asyncio_loop_factories  # noqa: F401
+from wardsync.ui.gc_guard import MainThreadGarbageCollector
+
+
+@pytest.fixture(autouse=True)
+def gc_on_gui_thread(qapp: QApplication) -> Iterator[MainThreadGarbageCollector]:
+    qapp.setQuitOnLastWindowClosed(False)
+    collector = MainThreadGarbageCollector(qapp)
+    collector.start()
+    yield collector
+    gc.collect()
+    collector.stop()
