@@ -268,7 +268,7 @@ class AppSide:
             await self.http.aclose()
 
 
-def _read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
+def read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
     """Blocks on the driver's commands; ends at end of input (the driver closes it)."""
     try:
         for line in sys.stdin:
@@ -278,7 +278,7 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None
         return  # the loop already closed after a "stop": nobody is waiting for input
 
 
-def _say(message: dict[str, Any]) -> None:
+def say(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 
@@ -294,10 +294,10 @@ async def serve(args: argparse.Namespace) -> None:
         await app.start()
         heartbeat = loop.create_task(rec.heartbeat(), name="benchmark heartbeat")
         gc.callbacks.append(rec.on_gc)
-        threading.Thread(target=_read_stdin, args=(loop, inbox), daemon=True,
+        threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
                          name="driver commands").start()
         ready = app.counters()
-        _say({"ready": True, "patients": app.patients, "keys": len(app.ws.queries.keys),
+        say({"ready": True, "patients": app.patients, "keys": len(app.ws.queries.keys),
               "windows": [w.window_id for w in app.windows], **ready})
         while (line := await inbox.get()) is not None:
             command = json.loads(line)
@@ -306,7 +306,7 @@ async def serve(args: argparse.Namespace) -> None:
             if command.get("cmd") == "snapshot":
                 snap = {"label": command.get("label"), **app.counters()}
                 rec.snapshots.append(snap)
-                _say({"snapshot": snap["label"], **snap})
+                say({"snapshot": snap["label"], **snap})
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("app side failed")

@@ -55,7 +55,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.app_process import Recorder, ward_patients
+from benchmarks.app_process import Recorder, read_stdin, say, ward_patients
 from benchmarks.common import (
     AppProcess,
     PokeWatcher,
@@ -533,20 +533,6 @@ class StationHost:
                 await st.http.aclose()
 
 
-def _say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-def _read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
-    try:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(inbox.put_nowait, line)
-        loop.call_soon_threadsafe(inbox.put_nowait, None)
-    except RuntimeError:
-        return  # the loop already closed after a "stop": nobody is waiting for input
-
-
 async def serve_host(args: argparse.Namespace) -> None:
     """The station host's side of the `AppProcess` protocol (benchmarks/app_process.py):
     `ready`, then `snapshot`, `verify` and `stop` commands; the report at the end."""
@@ -560,21 +546,21 @@ async def serve_host(args: argparse.Namespace) -> None:
         await host.start()
         heartbeat = loop.create_task(rec.heartbeat(), name="station host heartbeat")
         gc.callbacks.append(rec.on_gc)
-        threading.Thread(target=_read_stdin, args=(loop, inbox), daemon=True,
+        threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
                          name="driver commands").start()
-        _say({"ready": True, "patients": host.patients, "keys": len(host.keys),
+        say({"ready": True, "patients": host.patients, "keys": len(host.keys),
               **host.counters()})
         while (line := await inbox.get()) is not None:
             command = json.loads(line)
             if command.get("cmd") == "stop":
                 break
             if command.get("cmd") == "snapshot":
-                _say({"snapshot": command.get("label"), **host.counters()})
+                say({"snapshot": command.get("label"), **host.counters()})
             elif command.get("cmd") == "searches":
-                _say({"searches": host.open_searches()})
+                say({"searches": host.open_searches()})
             elif command.get("cmd") == "verify":
                 # On the loop, between pulls: the stores are not read while a pull applies.
-                _say(host.verify(command))
+                say(host.verify(command))
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("station host failed")

@@ -47,7 +47,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.app_process import Recorder
+from benchmarks.app_process import Recorder, read_stdin, say
 from benchmarks.common import (
     AppProcess,
     ResourceSampler,
@@ -283,20 +283,6 @@ class SoakApp:
             self.collector.stop()
 
 
-def _say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-def _read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
-    try:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(inbox.put_nowait, line)
-        loop.call_soon_threadsafe(inbox.put_nowait, None)
-    except RuntimeError:
-        return  # the loop already closed after a "stop": nobody is waiting for input
-
-
 async def serve_app(args: argparse.Namespace) -> None:
     """The app side of the `AppProcess` protocol (benchmarks/app_process.py): `ready`, then
     `snapshot`, `windows`, `check` and `stop`; the report at the end."""
@@ -311,9 +297,9 @@ async def serve_app(args: argparse.Namespace) -> None:
         await app.start()
         heartbeat = loop.create_task(rec.heartbeat(), name="soak heartbeat")
         gc.callbacks.append(rec.on_gc)
-        threading.Thread(target=_read_stdin, args=(loop, inbox), daemon=True,
+        threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
                          name="driver commands").start()
-        _say({"ready": True, "windows": [w.window_id for w in app.controller.windows],
+        say({"ready": True, "windows": [w.window_id for w in app.controller.windows],
               **app.counters()})
         while (line := await inbox.get()) is not None:
             command = json.loads(line)
@@ -321,12 +307,12 @@ async def serve_app(args: argparse.Namespace) -> None:
             if cmd == "stop":
                 break
             if cmd == "snapshot":
-                _say({"snapshot": command.get("label"), **app.counters(),
+                say({"snapshot": command.get("label"), **app.counters(),
                       "memory": app.samples[-1] if app.samples else None})
             elif cmd == "windows":
-                _say({"windows": app.window_queries()})
+                say({"windows": app.window_queries()})
             elif cmd == "check":
-                _say(app.check(command["truth"]))
+                say(app.check(command["truth"]))
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("soak app failed")
