@@ -22,6 +22,7 @@ from wardsync.core.news2 import RiskBand
 from wardsync.core.presence import PresenceChanged, initials
 from wardsync.core.queries import PatientVitals, WardCensus, WardTasks
 from wardsync.sync.presence import PresenceHandle
+from wardsync.ui.columns import fit_columns
 from wardsync.ui.ward_rows import (
     WardRow,
     build_row,
@@ -415,9 +416,7 @@ class WardOverviewWindow(PanelWindow):
                 self.mark_fresh(min(stamps))
 
     def _size_columns(self) -> None:
-        for col in range(len(COLUMNS)):
-            if col != 1:
-                self.table.resizeColumnToContents(col)
+        fit_columns(self.table.horizontalHeader(), self.table.resizeColumnToContents)
 
     def _on_table_current_row_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid() and current.row() < len(self.model.rows):
