@@ -188,6 +188,19 @@ def test_vital_trends_plot_each_measurement_and_news2_per_round() -> None:
     assert data.end_ms - data.start_ms == 24 * 3600 * 1000
 
 
+def test_a_rounds_consciousness_reading_reaches_the_screen_with_its_last_reading() -> None:
+    # ACVPU is plotted only as part of the NEWS2 score, which needs the whole round: when the
+    # oxygen reading comes in a later pull, that repaint reveals the ACVPU reading too.
+    round_ = vitals_round(NOW, hr=90)
+    acvpu = next(o for o in round_ if o["id"].startswith("obs-acvpu"))
+    oxygen = next(o for o in round_ if o["id"].startswith("obs-o2"))
+    partial = vital_trends([o for o in round_ if o is not oxygen]).shown
+    assert f"Observation/{acvpu['id']}" not in partial
+    whole = vital_trends(round_).shown
+    assert set(newly_visible(partial, whole, new_data=True)) == {
+        f"Observation/{acvpu['id']}", f"Observation/{oxygen['id']}"}
+
+
 def test_vital_trends_skip_unusable_values_and_convert_fahrenheit() -> None:
     round_ = vitals_round(NOW, hr=70)
     for obs in round_:
@@ -343,10 +356,14 @@ def test_medicines_and_tasks_are_grouped_by_what_their_status_means() -> None:
     assert [r.cells[0] for r in tasks[GROUP_DONE_TASKS].rows] == ["Done one"]
 
 
-def test_newly_visible_names_only_changed_refs_whose_new_version_is_on_screen() -> None:
+def test_newly_visible_names_every_ref_whose_new_version_reached_the_screen() -> None:
     before = shown_versions([Group("DiagnosticReport/r", "t", (Row("Observation/a", (), "1"),),
                                    version="1")])
-    after = {"DiagnosticReport/r": "2", "Observation/a": "1", "Observation/b": "1"}
-    changed = {"DiagnosticReport/r", "Observation/a", "Observation/b", "Observation/gone"}
-    assert newly_visible(before, after, changed) == {"DiagnosticReport/r": "2",
-                                                     "Observation/b": "1"}
+    # r changed; b arrived; c was held already and is revealed by this repaint (its round
+    # completed); a is unchanged.
+    after = {"DiagnosticReport/r": "2", "Observation/a": "1", "Observation/b": "1",
+             "Observation/c": "3"}
+    assert newly_visible(before, after, new_data=True) == {
+        "DiagnosticReport/r": "2", "Observation/b": "1", "Observation/c": "3"}
+    # The first paint of what the store already held was caused by no new data.
+    assert newly_visible({}, after, new_data=False) == {}

@@ -168,7 +168,7 @@ class LabReportWindow(PatientWindow):
             before = self.shown.get("report", {})
             after = self._render_report()
             self.shown["report"] = after
-            visible.update(newly_visible(before, after, refs or ()))
+            visible.update(newly_visible(before, after, new_data=refs is not None))
             if after != self._history_basis and self.report_ref in after:
                 self._history_basis = dict(after)
                 self.request_history()

@@ -225,7 +225,7 @@ class PatientChartWindow(PatientWindow):
             before = self.shown.get(section, {})
             after = self._render(section)
             self.shown[section] = after
-            visible.update(newly_visible(before, after, refs or ()))
+            visible.update(newly_visible(before, after, new_data=refs is not None))
         return visible
 
     def _render(self, section: str) -> dict[str, str]:

@@ -50,7 +50,14 @@ def shown_versions(groups: Iterable[Group]) -> dict[str, str]:
     return out
 
 
-def newly_visible(before: dict[str, str], after: dict[str, str], changed: Iterable[str]
+def newly_visible(before: dict[str, str], after: dict[str, str], *, new_data: bool
                   ) -> dict[str, str]:
-    """Of the `changed` refs, those whose version on screen is new (metrics `rendered`)."""
-    return {ref: after[ref] for ref in changed if ref in after and before.get(ref) != after[ref]}
+    """The refs whose version on screen is new after a repaint (metrics `rendered`).
+
+    Every one, not only the refs that changed: new data can reveal a held one (a vital sign
+    counted once its round is complete, a result once its report arrives). The first paint
+    of what the store already held (`new_data` False) was caused by no new data: nothing.
+    """
+    if not new_data:
+        return {}
+    return {ref: version for ref, version in after.items() if before.get(ref) != version}

@@ -131,7 +131,7 @@ class PatientWindow(PanelWindow):
         if refs is None or any(r.split("/", 1)[0] in BANNER_TYPES for r in refs):
             before = self.shown.get("banner", {})
             after = self.render_banner()
-            return newly_visible(before, after, refs or ())
+            return newly_visible(before, after, new_data=refs is not None)
         return {}
 
     def is_mine(self, ref: str, *sections: str) -> bool:
