@@ -5,8 +5,10 @@ client, the demo clinician signed in through the sandbox's SMART flow with `Demo
 `Session`, the `Workstation` sync stack configured from the app's own settings — but against a
 sandbox that already runs in another process (the benchmark driver started it and writes to
 it). With `--windows N` (N > 0) it runs on the qasync loop like the app and opens N ward
-overview windows (offscreen Qt); with `--windows 0` it is a headless workstation on plain
-asyncio that opens the census and the per-patient keys itself.
+overview windows (offscreen Qt), with the app's GUI-thread garbage collector (`ui.gc_guard`,
+start-up objects frozen once loaded); with `--windows 0` it is a headless workstation on plain
+asyncio (Python's own garbage collection) that opens the census and the per-patient keys
+itself.
 
 The app's metrics go to `WARDSYNC_METRICS_LOG` through its own file sink (ARCHITECTURE.md §3).
 This process also records what only it can see: every request of the shared HTTP client, a
@@ -141,9 +143,11 @@ def ward_patients(ws: Workstation, ward: str) -> list[str]:
 class AppSide:
     """The workstation under test and the windows it shows."""
 
-    def __init__(self, args: argparse.Namespace, recorder: Recorder) -> None:
+    def __init__(self, args: argparse.Namespace, recorder: Recorder,
+                 collector: Any = None) -> None:
         self.args = args
         self.rec = recorder
+        self.collector = collector  # the app's GUI-thread garbage collector (windows only)
         self.settings = bench_settings(args)
         self.metrics = metrics_from_env()
         self.http: httpx.AsyncClient | None = None
@@ -204,6 +208,9 @@ class AppSide:
             # repaints every row, which belongs to start-up, not to what is measured next.
             settle += HIGHLIGHT_S
         await asyncio.sleep(settle)
+        if self.collector is not None:
+            # As run_app does once started: what start-up built stays out of full passes.
+            self.collector.freeze_startup_objects()
 
     def _open_windows(self) -> None:
         from benchmarks.paint_probe import PaintProbe
@@ -283,9 +290,9 @@ def say(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, collector: Any = None) -> None:
     rec = Recorder()
-    app = AppSide(args, rec)
+    app = AppSide(args, rec, collector)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[str | None] = asyncio.Queue()
     heartbeat: asyncio.Task[None] | None = None
@@ -323,7 +330,11 @@ async def serve(args: argparse.Namespace) -> None:
             "error": error, "patients": app.patients, "final": final,
             "snapshots": rec.snapshots, "requests": rec.requests, "ticks": rec.ticks,
             "tick_cpu": rec.tick_cpu, "gc_pauses": rec.gc_pauses,
-            "paints": rec.paints, "clock": {"t_wall": time.time(),
+            "paints": rec.paints,
+            "gc_guard": None if collector is None else {
+                "collections": list(collector.collections),
+                "full_deferred": collector.full_deferred},
+            "clock": {"t_wall": time.time(),
                                             "t_mono_ns": time.monotonic_ns()},
         }
         await asyncio.to_thread(Path(args.report).write_text, json.dumps(report), "utf-8")
@@ -360,13 +371,21 @@ def main(argv: list[str] | None = None) -> int:
     import qasync
     from PySide6.QtWidgets import QApplication
 
+    from wardsync.ui.gc_guard import MainThreadGarbageCollector
+
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
     # As AppController: closing the windows at the end must not stop the loop under us.
     qt_app.setQuitOnLastWindowClosed(False)
+    # As run_app: garbage collected on the GUI thread, full passes at quiet moments.
+    collector = MainThreadGarbageCollector(qt_app)
+    collector.start()
     loop = qasync.QEventLoop(qt_app)
     asyncio.set_event_loop(loop)
-    with loop:
-        loop.run_until_complete(serve(args))
+    try:
+        with loop:
+            loop.run_until_complete(serve(args, collector))
+    finally:
+        collector.stop()
     return 0
 
 

@@ -1,9 +1,8 @@
 """The launcher's wiring: windows open each other, audit on record access, menus and
-shortcuts, idle lock and unlock, switch user, and the GUI-thread garbage collector."""
+shortcuts, idle lock and unlock and switch user."""
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from pytestqt.qtbot import QtBot
@@ -13,7 +12,6 @@ from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings, load_settings
 from wardsync.ui.app import AppController
-from wardsync.ui.gc_guard import MainThreadGarbageCollector
 from wardsync.ui.idle_lock import LOCKED_TITLE
 
 
@@ -114,31 +112,6 @@ async def test_idle_time_locks_every_window(
         assert controller.screen_lock.locked
     finally:
         await controller.aclose()
-
-
-def test_garbage_collection_runs_on_the_gui_thread(qapp) -> None:
-    guard = MainThreadGarbageCollector(qapp)
-    guard.start()
-    try:
-        assert not gc.isenabled()
-        junk = []
-        for _ in range(5000):
-            a: list = []
-            a.append(a)  # a reference cycle only the collector frees
-            junk.append(a)
-        del junk
-        assert guard.check() is not None
-        assert sum(guard.collections) >= 1
-    finally:
-        guard.stop()
-
-
-def test_startup_objects_can_be_frozen_out_of_full_collections(qapp) -> None:
-    guard = MainThreadGarbageCollector(qapp)
-    try:
-        assert guard.freeze_startup_objects() > 0
-    finally:
-        gc.unfreeze()
 
 
 async def test_a_revoked_session_asks_for_sign_in_and_loses_nothing(
