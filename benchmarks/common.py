@@ -52,6 +52,7 @@ APP_STOP_TIMEOUT_S = 30.0
 SNAPSHOT_TIMEOUT_S = 10.0
 WRITER_HTTP_TIMEOUT_S = 10.0
 NS_PER_MS = 1_000_000
+REPLY_LINE_LIMIT = 64 * 1024 * 1024  # one reply line (every open search of 25 stations) is MBs
 DEMO_USER = "demo.clinician"  # the sandbox's demo clinician (ui.services.DEMO_USER)
 DEMO_PASSWORD = "demo"
 SAMPLE_INTERVAL_S = 1.0  # /proc sampling period of ResourceSampler
@@ -356,7 +357,7 @@ class AppProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=stderr, cwd=str(REPO), env=env,
+                stderr=stderr, cwd=str(REPO), env=env, limit=REPLY_LINE_LIMIT,
             )
         finally:
             stderr.close()  # the child has its own copy
