@@ -385,7 +385,9 @@ class WardOverviewWindow(PanelWindow):
             self.model.update_rows(new_rows)
             if new_rows:
                 self._highlight_timer.start(int(HIGHLIGHT_S * 1000) + 50)
-        self.emit_rendered({r: v for r, v in visible.items() if r in refs})
+        # Every version new on screen, not only those that changed: a reading can appear
+        # with another (NEWS2 needs the whole round).
+        self.emit_rendered(visible)
         self._refresh_message()
 
     def _on_bus_query_state(self, events: list[QueryStateChanged]) -> None:

@@ -26,12 +26,26 @@ SqlArgs = list[object]
 VISIBLE_AT = "v.seq <= ? AND (v.superseded_seq IS NULL OR v.superseded_seq > ?)"
 
 
+# Index criteria by how few rows they usually select: the most selective one drives the
+# search (its index lists candidate versions), the others are checked per candidate.
+_DRIVING_ORDER = {"reference": 0, "token": 1, "string": 2, "date": 3}
+
+
 def where_clause(query: SearchQuery, snapshot: int) -> tuple[str, SqlArgs]:
-    """The WHERE clause (over `version v`) selecting the query's matches at `snapshot`."""
+    """The WHERE clause (over `version v`) selecting the query's matches at `snapshot`.
+
+    One index criterion (a patient reference, say) lists the candidate versions; every
+    other one is probed per candidate through the index tables' `seq`-first indexes. Listing
+    them all instead would read every vital sign on the server for `category=vital-signs`,
+    and every dated Observation for `date=ge...`, on each search.
+    """
     clauses = ["v.type = ?", VISIBLE_AT]
     args: SqlArgs = [query.resource_type, snapshot, snapshot]
+    indexed = [c for c in query.criteria if c.param.name not in ("_id", "_lastUpdated")]
+    driving = min(indexed, key=lambda c: _DRIVING_ORDER.get(c.param.kind, 9), default=None)
     for criterion in query.criteria:
-        sql, crit_args = _criterion(query.resource_type, criterion)
+        sql, crit_args = _criterion(query.resource_type, criterion,
+                                    probe=criterion is not driving)
         clauses.append(sql)
         args.extend(crit_args)
     return " AND ".join(clauses), args
@@ -59,7 +73,8 @@ def order_clause(sort: tuple[SortKey, ...], resource_type: str) -> tuple[str, Sq
     return ", ".join(terms), args
 
 
-def _criterion(resource_type: str, criterion: Criterion) -> tuple[str, SqlArgs]:
+def _criterion(resource_type: str, criterion: Criterion, *, probe: bool = False
+               ) -> tuple[str, SqlArgs]:
     param = criterion.param
     if param.name == "_id":
         ids = [v.code for v in criterion.values if isinstance(v, TokenValue)]
@@ -78,6 +93,10 @@ def _criterion(resource_type: str, criterion: Criterion) -> tuple[str, SqlArgs]:
         table, conds = "idx_string", [_string(v) for v in criterion.values
                                       if isinstance(v, StringValue)]
     any_sql, any_args = _any_of(conds)
+    if probe:
+        sql = (f"EXISTS (SELECT 1 FROM {table} x WHERE x.seq = v.seq AND x.param = ? "
+               f"AND {any_sql})")
+        return sql, [param.name, *any_args]
     sql = f"v.seq IN (SELECT seq FROM {table} WHERE type = ? AND param = ? AND {any_sql})"
     return sql, [resource_type, param.name, *any_args]
 

@@ -83,11 +83,13 @@ CREATE TABLE IF NOT EXISTS idx_token (
     type TEXT NOT NULL, param TEXT NOT NULL, seq INTEGER NOT NULL,
     system TEXT NOT NULL, code TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_token_lookup ON idx_token (type, param, code, system, seq);
+CREATE INDEX IF NOT EXISTS idx_token_probe ON idx_token (seq, param);
 CREATE TABLE IF NOT EXISTS idx_reference (
     type TEXT NOT NULL, param TEXT NOT NULL, seq INTEGER NOT NULL,
     target_type TEXT NOT NULL, target_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_reference_lookup
     ON idx_reference (type, param, target_id, target_type, seq);
+CREATE INDEX IF NOT EXISTS idx_reference_probe ON idx_reference (seq, param);
 CREATE TABLE IF NOT EXISTS idx_date (
     type TEXT NOT NULL, param TEXT NOT NULL, seq INTEGER NOT NULL,
     low INTEGER NOT NULL, high INTEGER NOT NULL);
@@ -97,6 +99,7 @@ CREATE TABLE IF NOT EXISTS idx_string (
     type TEXT NOT NULL, param TEXT NOT NULL, seq INTEGER NOT NULL,
     folded TEXT NOT NULL, exact TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS idx_string_lookup ON idx_string (type, param, seq);
+CREATE INDEX IF NOT EXISTS idx_string_probe ON idx_string (seq, param);
 """
 
 
