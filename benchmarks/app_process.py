@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,33 +291,41 @@ def say(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def serve(args: argparse.Namespace, collector: Any = None) -> None:
-    rec = Recorder()
-    app = AppSide(args, rec, collector)
+Command = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+async def serve_protocol(rec: Recorder, side: str, *, start: Callable[[], Awaitable[None]],
+                         ready: Callable[[], dict[str, Any]], commands: Mapping[str, Command],
+                         finish: Callable[[], Awaitable[dict[str, Any]]],
+                         report_path: str) -> None:
+    """The child's side of the line protocol (module doc), shared by every app-side process.
+
+    `start()` brings the side up; `ready()` is the rest of the ready line; each driver command
+    but "stop" is answered with `commands[cmd](command)` (on the loop, between pulls);
+    `finish()` shuts the side down and returns its part of the report, which is written to
+    `report_path` with the loop's heartbeat ticks and garbage-collection pauses.
+    """
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[str | None] = asyncio.Queue()
     heartbeat: asyncio.Task[None] | None = None
     error: str | None = None
     try:
-        await app.start()
-        heartbeat = loop.create_task(rec.heartbeat(), name="benchmark heartbeat")
+        await start()
+        heartbeat = loop.create_task(rec.heartbeat(), name=f"{side} heartbeat")
         gc.callbacks.append(rec.on_gc)
         threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
                          name="driver commands").start()
-        ready = app.counters()
-        say({"ready": True, "patients": app.patients, "keys": len(app.ws.queries.keys),
-              "windows": [w.window_id for w in app.windows], **ready})
+        say({"ready": True, **ready()})
         while (line := await inbox.get()) is not None:
             command = json.loads(line)
-            if command.get("cmd") == "stop":
+            cmd = command.get("cmd")
+            if cmd == "stop":
                 break
-            if command.get("cmd") == "snapshot":
-                snap = {"label": command.get("label"), **app.counters()}
-                rec.snapshots.append(snap)
-                say({"snapshot": snap["label"], **snap})
+            handler = commands.get(cmd)
+            say(handler(command) if handler is not None else {"error": f"unknown command {cmd!r}"})
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        log.exception("app side failed")
+        log.exception("%s failed", side)
         raise
     finally:
         if rec.on_gc in gc.callbacks:
@@ -324,20 +333,40 @@ async def serve(args: argparse.Namespace, collector: Any = None) -> None:
         if heartbeat is not None:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
+        report = {"error": error, **await finish(), "ticks": rec.ticks,
+                  "tick_cpu": rec.tick_cpu, "gc_pauses": rec.gc_pauses}
+        await asyncio.to_thread(Path(report_path).write_text, json.dumps(report), "utf-8")
+
+
+async def serve(args: argparse.Namespace, collector: Any = None) -> None:
+    rec = Recorder()
+    app = AppSide(args, rec, collector)
+
+    def snapshot(command: dict[str, Any]) -> dict[str, Any]:
+        snap = {"label": command.get("label"), **app.counters()}
+        rec.snapshots.append(snap)
+        return {"snapshot": snap["label"], **snap}
+
+    async def finish() -> dict[str, Any]:
         final = app.counters() if app.ws is not None else {}
         await app.aclose()
-        report = {
-            "error": error, "patients": app.patients, "final": final,
-            "snapshots": rec.snapshots, "requests": rec.requests, "ticks": rec.ticks,
-            "tick_cpu": rec.tick_cpu, "gc_pauses": rec.gc_pauses,
-            "paints": rec.paints,
+        return {
+            "patients": app.patients, "final": final, "snapshots": rec.snapshots,
+            "requests": rec.requests, "paints": rec.paints,
             "gc_guard": None if collector is None else {
                 "collections": list(collector.collections),
                 "full_deferred": collector.full_deferred},
-            "clock": {"t_wall": time.time(),
-                                            "t_mono_ns": time.monotonic_ns()},
+            "clock": {"t_wall": time.time(), "t_mono_ns": time.monotonic_ns()},
         }
-        await asyncio.to_thread(Path(args.report).write_text, json.dumps(report), "utf-8")
+
+    def ready() -> dict[str, Any]:
+        assert app.ws is not None
+        return {"patients": app.patients, "keys": len(app.ws.queries.keys),
+                "windows": [w.window_id for w in app.windows], **app.counters()}
+
+    await serve_protocol(rec, "app side", start=app.start, ready=ready,
+                         commands={"snapshot": snapshot}, finish=finish,
+                         report_path=args.report)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

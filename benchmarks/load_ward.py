@@ -46,7 +46,6 @@ import gc
 import json
 import logging
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -55,7 +54,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.app_process import Recorder, read_stdin, say, ward_patients
+from benchmarks.app_process import Recorder, serve_protocol, ward_patients
 from benchmarks.common import (
     AppProcess,
     PokeWatcher,
@@ -535,46 +534,23 @@ class StationHost:
 
 async def serve_host(args: argparse.Namespace) -> None:
     """The station host's side of the `AppProcess` protocol (benchmarks/app_process.py):
-    `ready`, then `snapshot`, `verify` and `stop` commands; the report at the end."""
+    `ready`, then `snapshot`, `searches`, `verify` and `stop` commands; the report at the end."""
     rec = Recorder()
     host = StationHost(args, rec)
-    loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[str | None] = asyncio.Queue()
-    heartbeat: asyncio.Task[None] | None = None
-    error: str | None = None
-    try:
-        await host.start()
-        heartbeat = loop.create_task(rec.heartbeat(), name="station host heartbeat")
-        gc.callbacks.append(rec.on_gc)
-        threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
-                         name="driver commands").start()
-        say({"ready": True, "patients": host.patients, "keys": len(host.keys),
-              **host.counters()})
-        while (line := await inbox.get()) is not None:
-            command = json.loads(line)
-            if command.get("cmd") == "stop":
-                break
-            if command.get("cmd") == "snapshot":
-                say({"snapshot": command.get("label"), **host.counters()})
-            elif command.get("cmd") == "searches":
-                say({"searches": host.open_searches()})
-            elif command.get("cmd") == "verify":
-                # On the loop, between pulls: the stores are not read while a pull applies.
-                say(host.verify(command))
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log.exception("station host failed")
-        raise
-    finally:
-        if rec.on_gc in gc.callbacks:
-            gc.callbacks.remove(rec.on_gc)
-        if heartbeat is not None:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def finish() -> dict[str, Any]:
         await host.aclose()
-        report = {"error": error, "ticks": rec.ticks, "tick_cpu": rec.tick_cpu,
-                  "gc_pauses": rec.gc_pauses}
-        await asyncio.to_thread(Path(args.report).write_text, json.dumps(report), "utf-8")
+        return {}
+
+    await serve_protocol(
+        rec, "station host", start=host.start, finish=finish, report_path=args.report,
+        ready=lambda: {"patients": host.patients, "keys": len(host.keys), **host.counters()},
+        commands={
+            "snapshot": lambda command: {"snapshot": command.get("label"), **host.counters()},
+            "searches": lambda _: {"searches": host.open_searches()},
+            # On the loop, between pulls: the stores are not read while a pull applies.
+            "verify": host.verify,
+        })
 
 
 def host_main(argv: list[str]) -> int:

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.app_process import Recorder, read_stdin, say
+from benchmarks.app_process import Recorder, serve_protocol
 from benchmarks.common import (
     AppProcess,
     ResourceSampler,
@@ -288,47 +287,25 @@ async def serve_app(args: argparse.Namespace) -> None:
     `snapshot`, `windows`, `check` and `stop`; the report at the end."""
     rec = Recorder()
     app = SoakApp(args, rec)
-    loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[str | None] = asyncio.Queue()
-    heartbeat: asyncio.Task[None] | None = None
-    error: str | None = None
-    final: dict[str, Any] = {}
-    try:
-        await app.start()
-        heartbeat = loop.create_task(rec.heartbeat(), name="soak heartbeat")
-        gc.callbacks.append(rec.on_gc)
-        threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
-                         name="driver commands").start()
-        say({"ready": True, "windows": [w.window_id for w in app.controller.windows],
-              **app.counters()})
-        while (line := await inbox.get()) is not None:
-            command = json.loads(line)
-            cmd = command.get("cmd")
-            if cmd == "stop":
-                break
-            if cmd == "snapshot":
-                say({"snapshot": command.get("label"), **app.counters(),
-                      "memory": app.samples[-1] if app.samples else None})
-            elif cmd == "windows":
-                say({"windows": app.window_queries()})
-            elif cmd == "check":
-                say(app.check(command["truth"]))
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log.exception("soak app failed")
-        raise
-    finally:
-        if rec.on_gc in gc.callbacks:
-            gc.callbacks.remove(rec.on_gc)
-        if heartbeat is not None:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    def ready() -> dict[str, Any]:
+        return {"windows": [w.window_id for w in app.controller.windows], **app.counters()}
+
+    def snapshot(command: dict[str, Any]) -> dict[str, Any]:
+        return {"snapshot": command.get("label"), **app.counters(),
+                "memory": app.samples[-1] if app.samples else None}
+
+    async def finish() -> dict[str, Any]:
+        final: dict[str, Any] = {}
         if app.controller is not None and app.controller.workspace is not None:
             final = app.counters()
         await app.aclose()
-        report = {"error": error, "final": final, "memory": app.samples, "ticks": rec.ticks,
-                  "tick_cpu": rec.tick_cpu, "gc_pauses": rec.gc_pauses}
-        await asyncio.to_thread(Path(args.report).write_text, json.dumps(report), "utf-8")
+        return {"final": final, "memory": app.samples}
+
+    await serve_protocol(
+        rec, "soak app", start=app.start, ready=ready, finish=finish, report_path=args.report,
+        commands={"snapshot": snapshot, "windows": lambda _: {"windows": app.window_queries()},
+                  "check": lambda command: app.check(command["truth"])})
 
 
 def app_main(argv: list[str]) -> int:
