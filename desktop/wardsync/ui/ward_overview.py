@@ -385,8 +385,8 @@ class WardOverviewWindow(PanelWindow):
             self.model.update_rows(new_rows)
             if new_rows:
                 self._highlight_timer.start(int(HIGHLIGHT_S * 1000) + 50)
-        # Every version new on screen, not only those that changed: a reading can appear
-        # with another (NEWS2 needs the whole round).
+        # Every version new on screen, not only the changed refs: a reading leaving the
+        # store brings the one before it back, and a rebuild shows a new bed whole.
         self.emit_rendered(visible)
         self._refresh_message()
 
