@@ -44,13 +44,18 @@ def test_startup_objects_can_be_frozen_out_of_full_collections(qapp) -> None:
 
 
 @pytest.fixture
-def small_thresholds() -> Iterator[None]:
-    """Generations small enough that a few hundred allocations make a full pass due."""
+def guard_on_a_clock(qapp) -> Iterator[tuple[MainThreadGarbageCollector, list[float]]]:
+    """A started guard on a clock the test moves, with generations small enough that a few
+    hundred allocations make a full pass due."""
     saved = gc.get_threshold()
     gc.set_threshold(100, 2, 2)
+    clock = [0.0]
+    guard = MainThreadGarbageCollector(qapp, monotonic=lambda: clock[0])
+    guard.start()
     try:
-        yield
+        yield guard, clock
     finally:
+        guard.stop()
         gc.set_threshold(*saved)
 
 
@@ -69,36 +74,26 @@ def run_ticks(guard: MainThreadGarbageCollector, clock: list[float], seconds: fl
 
 
 def test_full_collections_wait_while_busy_but_are_never_put_off_for_long(
-        qapp, small_thresholds: None) -> None:
-    clock = [0.0]
-    guard = MainThreadGarbageCollector(qapp, monotonic=lambda: clock[0])
-    guard.start()
-    try:
-        # Busy: more than a young generation's worth of allocations every tick.
-        fulls = run_ticks(guard, clock, 60.0, per_tick=300)
-        assert guard.full_deferred > 0
-        assert len(fulls) >= 2, "full collections must still happen under constant load"
-        gaps = [b - a for a, b in zip([0.0, *fulls], fulls, strict=False)]
-        # Each one put off for the longest allowed once due (due a few ticks after the
-        # last), where a quiet app would have collected at the minimum spacing.
-        assert all(FULL_MAX_DEFER_S + 0.5 < g <= FULL_MIN_INTERVAL_S + FULL_MAX_DEFER_S + 1
-                   for g in gaps), gaps
-        assert guard.collections[1] > guard.collections[2]
-    finally:
-        guard.stop()
+        guard_on_a_clock: tuple[MainThreadGarbageCollector, list[float]]) -> None:
+    guard, clock = guard_on_a_clock
+    # Busy: more than a young generation's worth of allocations every tick.
+    fulls = run_ticks(guard, clock, 60.0, per_tick=300)
+    assert guard.full_deferred > 0
+    assert len(fulls) >= 2, "full collections must still happen under constant load"
+    gaps = [b - a for a, b in zip([0.0, *fulls], fulls, strict=False)]
+    # Each one put off for the longest allowed once due (due a few ticks after the last),
+    # where a quiet app would have collected at the minimum spacing.
+    assert all(FULL_MAX_DEFER_S + 0.5 < g <= FULL_MIN_INTERVAL_S + FULL_MAX_DEFER_S + 1
+               for g in gaps), gaps
+    assert guard.collections[1] > guard.collections[2]
 
 
 def test_when_quiet_a_due_full_collection_runs_once_spaced(
-        qapp, small_thresholds: None) -> None:
-    clock = [0.0]
-    guard = MainThreadGarbageCollector(qapp, monotonic=lambda: clock[0])
-    guard.start()
-    try:
-        # Quiet: fewer allocations per tick than one young generation, yet enough over
-        # time to make full passes due.
-        fulls = run_ticks(guard, clock, 60.0, per_tick=60)
-        assert len(fulls) >= 4
-        gaps = [b - a for a, b in zip([0.0, *fulls], fulls, strict=False)]
-        assert all(FULL_MIN_INTERVAL_S <= g < FULL_MIN_INTERVAL_S + 0.5 for g in gaps), gaps
-    finally:
-        guard.stop()
+        guard_on_a_clock: tuple[MainThreadGarbageCollector, list[float]]) -> None:
+    guard, clock = guard_on_a_clock
+    # Quiet: fewer allocations per tick than one young generation, yet enough over time to
+    # make full passes due.
+    fulls = run_ticks(guard, clock, 60.0, per_tick=60)
+    assert len(fulls) >= 4
+    gaps = [b - a for a, b in zip([0.0, *fulls], fulls, strict=False)]
+    assert all(FULL_MIN_INTERVAL_S <= g < FULL_MIN_INTERVAL_S + 0.5 for g in gaps), gaps
