@@ -276,7 +276,7 @@ class AppSide:
             await self.http.aclose()
 
 
-def read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
+def _read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]) -> None:
     """Blocks on the driver's commands; ends at end of input (the driver closes it)."""
     try:
         for line in sys.stdin:
@@ -286,7 +286,7 @@ def read_stdin(loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[str | None]
         return  # the loop already closed after a "stop": nobody is waiting for input
 
 
-def say(message: dict[str, Any]) -> None:
+def _say(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 
@@ -313,16 +313,16 @@ async def serve_protocol(rec: Recorder, side: str, *, start: Callable[[], Awaita
         await start()
         heartbeat = loop.create_task(rec.heartbeat(), name=f"{side} heartbeat")
         gc.callbacks.append(rec.on_gc)
-        threading.Thread(target=read_stdin, args=(loop, inbox), daemon=True,
+        threading.Thread(target=_read_stdin, args=(loop, inbox), daemon=True,
                          name="driver commands").start()
-        say({"ready": True, **ready()})
+        _say({"ready": True, **ready()})
         while (line := await inbox.get()) is not None:
             command = json.loads(line)
             cmd = command.get("cmd")
             if cmd == "stop":
                 break
             handler = commands.get(cmd)
-            say(handler(command) if handler is not None else {"error": f"unknown command {cmd!r}"})
+            _say(handler(command) if handler is not None else {"error": f"unknown command {cmd!r}"})
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("%s failed", side)

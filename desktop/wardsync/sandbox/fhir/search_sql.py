@@ -42,7 +42,7 @@ def where_clause(query: SearchQuery, snapshot: int) -> tuple[str, SqlArgs]:
     clauses = ["v.type = ?", VISIBLE_AT]
     args: SqlArgs = [query.resource_type, snapshot, snapshot]
     indexed = [c for c in query.criteria if c.param.name not in ("_id", "_lastUpdated")]
-    driving = min(indexed, key=lambda c: _DRIVING_ORDER.get(c.param.kind, 9), default=None)
+    driving = min(indexed, key=lambda c: _DRIVING_ORDER[c.param.kind], default=None)
     for criterion in query.criteria:
         sql, crit_args = _criterion(query.resource_type, criterion,
                                     probe=criterion is not driving)
