@@ -205,6 +205,8 @@ async def test_acknowledging_with_read_back_in_the_dialog_clears_every_banner(
         await wait_for(lambda: results, what="dialog accepted")
         assert results == [1] and acknowledged == [alert_id]  # QDialog.Accepted
         assert center.get(alert_id).status is AlertStatus.ACKNOWLEDGED  # type: ignore[union-attr]
+        # The center changes at once; windows hear of it on the bus's next flush.
+        await wait_for(lambda: space.workstation.bus.pending == 0, what="bus delivered")
         assert not labs.alert_banner.isVisible() and not ward.alert_banner.isVisible()
         assert alerts.table.rowCount() == 0
         assert alerts.closed_table.rowCount() == 1
