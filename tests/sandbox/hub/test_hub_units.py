@@ -203,7 +203,7 @@ def test_nonce_cache_is_bounded():
 
 def _channel(**caps) -> Channel:
     return Channel("room", history_limit=caps.get("limit", 5),
-                   history_max_bytes=caps.get("bytes", 10_000), idempotent_ids=10)
+                   history_max_bytes=caps.get("bytes", 10_000))
 
 
 def test_history_is_capped_by_count_and_bytes():

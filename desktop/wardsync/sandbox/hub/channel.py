@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,8 +85,7 @@ def parse_serial(serial: object) -> tuple[str, int] | None:
 class Channel:
     """History, members and subscribers of one channel; caps come from HubConfig."""
 
-    def __init__(self, name: str, *, history_limit: int, history_max_bytes: int,
-                 idempotent_ids: int) -> None:
+    def __init__(self, name: str, *, history_limit: int, history_max_bytes: int) -> None:
         self.name = name
         self.incarnation = secrets.token_hex(5)
         self.seq = 0
@@ -94,10 +93,8 @@ class Channel:
         self.history_bytes = 0
         self.members: dict[str, Member] = {}
         self.subscribers: dict[str, Connection] = {}
-        self._recent_ids: OrderedDict[str, str] = OrderedDict()
         self._history_limit = history_limit
         self._history_max_bytes = history_max_bytes
-        self._idempotent_ids = idempotent_ids
         self.last_used = time.monotonic()
 
     def serial_of(self, seq: int) -> str:
@@ -112,10 +109,6 @@ class Channel:
         """Nobody attached and nobody present: safe to evict under the channel cap."""
         return not self.subscribers and not self.members
 
-    def known_id(self, message_id: object) -> str | None:
-        """Serial of an already-published message with this client-supplied id (RSL1k)."""
-        return self._recent_ids.get(message_id) if isinstance(message_id, str) else None
-
     def append(self, wire: dict[str, Any], size: int) -> StoredMessage:
         """Give `wire` the next serial and keep it in history (trimmed to the caps)."""
         self.seq += 1
@@ -128,11 +121,6 @@ class Channel:
             or self.history_bytes > self._history_max_bytes
         ):
             self.history_bytes -= self.history.popleft().size
-        message_id = wire.get("id")
-        if isinstance(message_id, str):
-            self._recent_ids[message_id] = wire["serial"]
-            while len(self._recent_ids) > self._idempotent_ids:
-                self._recent_ids.popitem(last=False)
         self.last_used = time.monotonic()
         return stored
 

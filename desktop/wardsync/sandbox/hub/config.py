@@ -31,7 +31,10 @@ RESUME_BUFFER_MAX_BYTES = 512 * 1024
 SEND_QUEUE_LIMIT = 2_000  # frames queued for a live socket; more means a stuck client
 SEND_QUEUE_MAX_BYTES = 4 * 1024 * 1024
 ACK_CACHE_PER_CONNECTION = 256  # msgSerials remembered to dedupe re-sent publishes
-IDEMPOTENT_IDS_PER_CHANNEL = 1_000  # client-supplied message ids remembered per channel
+# Client-supplied message ids remembered per channel for the idempotency window: Ably's
+# 50 messages/s per channel over its 2-minute window.
+IDEMPOTENT_IDS_PER_CHANNEL = 6_000
+IDEMPOTENCY_WINDOW_S = 120.0
 MAX_MALFORMED_FRAMES_PER_CONNECTION = 50
 MAX_INBOUND_FRAME_BYTES = 1024 * 1024
 MAX_MESSAGE_SIZE_BYTES = 65_536  # Ably's default maxMessageSize
@@ -67,6 +70,7 @@ class HubConfig:
     sync_page_size: int = SYNC_PAGE_SIZE
     ack_cache_size: int = ACK_CACHE_PER_CONNECTION
     idempotent_ids_per_channel: int = IDEMPOTENT_IDS_PER_CHANNEL
+    idempotency_window_s: float = IDEMPOTENCY_WINDOW_S
     maintenance_tick_s: float = MAINTENANCE_TICK_S
 
     def __post_init__(self) -> None:

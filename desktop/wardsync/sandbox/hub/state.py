@@ -22,6 +22,7 @@ from wardsync.sandbox.hub.capability import PRESENCE, PUBLISH, modes_for
 from wardsync.sandbox.hub.channel import Channel, Member
 from wardsync.sandbox.hub.config import HubConfig
 from wardsync.sandbox.hub.connection import Connection, Transport
+from wardsync.sandbox.hub.idempotency import RecentMessageIds, check_message_ids
 from wardsync.sandbox.hub.tokens import (
     WILDCARD_CLIENT_ID,
     Credentials,
@@ -144,6 +145,10 @@ class HubState:
         self.counters: Counter[str] = Counter()
         self._synthetic_ids = itertools.count(1)
         self._sync_ids = itertools.count(1)
+        self.recent_ids = RecentMessageIds(
+            window_s=config.idempotency_window_s,
+            per_channel_cap=config.idempotent_ids_per_channel,
+        )
 
     # ------------------------------------------------------------------ sending
 
@@ -353,7 +358,6 @@ class HubState:
             name,
             history_limit=self.config.history_limit,
             history_max_bytes=self.config.history_max_bytes,
-            idempotent_ids=self.config.idempotent_ids_per_channel,
         )
         self.channels[name] = channel
         return channel
@@ -471,6 +475,7 @@ class HubState:
         if not isinstance(raw_messages, list) or not raw_messages:
             raise HubError(BAD_REQUEST, 400, "messages must be a non-empty list")
         messages = [_check_payload(item, presence=False) for item in raw_messages]
+        check_message_ids(messages)
         implicit_id = client_id if client_id not in (None, WILDCARD_CLIENT_ID) else None
         for item in messages:
             own = item.get("clientId")
@@ -484,7 +489,7 @@ class HubState:
         serials: list[str] = []
         fresh: list[dict[str, Any]] = []
         for index, (item, size) in enumerate(zip(messages, sizes, strict=True)):
-            known = channel.known_id(item.get("id"))
+            known = self.recent_ids.serial_of(name, item.get("id"))
             if known is not None:
                 self.counters["idempotent_duplicates"] += 1
                 serials.append(known)
@@ -499,6 +504,8 @@ class HubState:
                 wire["connectionId"] = connection_id
             wire["timestamp"] = timestamp
             stored = channel.append(wire, size)
+            if item.get("id") is not None:
+                self.recent_ids.remember(name, item["id"], stored.serial)
             serials.append(stored.serial)
             fresh.append(wire)
         if fresh:
@@ -663,6 +670,7 @@ class HubState:
     def tick(self, monotonic_s: float, wall_ms: int) -> None:
         """Periodic duties: heartbeats, token renewal and expiry, presence grace, state TTL."""
         config = self.config
+        self.recent_ids.prune()
         for conn in list(self.connections.values()):
             transport = conn.transport
             if transport is not None:
