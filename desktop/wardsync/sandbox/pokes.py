@@ -5,11 +5,7 @@ each poke with a per-channel `seq` and publishes through the real Ably REST clie
 auth (key + `use_token_auth`, so the key's secret never leaves this process). A poke carries
 logical ids only (ARCHITECTURE.md §3).
 
-Type rules: a released DiagnosticReport (final, amended, corrected) with a critical result is a
-`CRITICAL_LAB_RESULT` with priority `urgent`; other released lab reports and final lab
-Observations are `LAB_RESULT_READY`; everything else is `RESOURCE_CHANGED`. Result
-Observations are never urgent on their own: the laboratory releases a result by writing its
-report, which is what raises the alert (one urgent poke per report version).
+Type rules live in `core.poke_rules` (shared with the relay, `wardsync.relay`).
 
 Sequence numbers are assigned when a write commits and the high-water mark is saved before a
 batch is published, so a restarted sandbox never reuses a number a client has seen; pokes
@@ -31,23 +27,14 @@ from ably import AblyRest
 from ably.types.message import Message
 from ably.util.exceptions import AblyException
 
-from wardsync.core import codes
-from wardsync.core.critical import (
-    DEFAULT_CRITICAL_LIMITS,
-    CriticalLimit,
-    assess_report,
-    relative_ref,
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit
+from wardsync.core.poke_rules import (
+    classify_change,
+    is_released_report,
+    patient_id_of,
+    report_result_refs,
 )
-from wardsync.core.pokes import (
-    CRITICAL_LAB_RESULT,
-    LAB_RESULT_READY,
-    POKE_RESOURCE_TYPES,
-    RESOURCE_CHANGED,
-    ROUTINE,
-    URGENT,
-    Poke,
-    poke_to_dict,
-)
+from wardsync.core.pokes import POKE_RESOURCE_TYPES, Poke, poke_to_dict
 from wardsync.sandbox.fhir.store import FhirStore, ResourceChange
 
 log = logging.getLogger(__name__)
@@ -57,32 +44,6 @@ PUBLISH_BATCH_MAX = 100  # pokes per REST publish
 QUEUE_LIMIT = 20_000  # pokes waiting for the hub; older ones are dropped beyond this
 RETRY_INITIAL_S = 0.25
 RETRY_CAP_S = 2.0  # a restarted hub gets pokes again within 2 s
-RELEASED_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
-
-# Where each resource type names its patient.
-_PATIENT_FIELDS = ("subject", "patient", "for")
-
-
-def patient_id_of(resource: Mapping[str, Any]) -> str | None:
-    """The logical id of the patient a resource is about (None for ward-level resources)."""
-    if resource.get("resourceType") == "Patient":
-        rid = resource.get("id")
-        return rid if isinstance(rid, str) else None
-    for name in _PATIENT_FIELDS:
-        value = resource.get(name)
-        if isinstance(value, Mapping):
-            ref = relative_ref(value.get("reference"))
-            if ref and ref.startswith("Patient/"):
-                return ref.split("/", 1)[1]
-    return None
-
-
-def _is_lab(resource: Mapping[str, Any]) -> bool:
-    for cat in resource.get("category") or ():
-        for coding in (cat or {}).get("coding") or ():
-            if coding.get("code") in (codes.CATEGORY_LABORATORY, "LAB"):
-                return True
-    return False
 
 
 class PokeClassifier:
@@ -95,21 +56,12 @@ class PokeClassifier:
         self._limits = limits
 
     def __call__(self, change: ResourceChange) -> tuple[str, str]:
-        res = change.resource
-        rtype = change.resource_type
-        if rtype == "DiagnosticReport" and res.get("status") in RELEASED_REPORT_STATUSES:
-            results = {}
-            for item in res.get("result") or ():
-                ref = relative_ref((item or {}).get("reference"))
-                if ref and ref.startswith("Observation/"):
-                    with contextlib.suppress(LookupError):
-                        results[ref] = self._store.read("Observation", ref.split("/", 1)[1])
-            if assess_report(res, results, self._limits).is_critical:
-                return CRITICAL_LAB_RESULT, URGENT
-            return LAB_RESULT_READY, ROUTINE
-        if rtype == "Observation" and _is_lab(res) and res.get("status") == "final":
-            return LAB_RESULT_READY, ROUTINE
-        return RESOURCE_CHANGED, ROUTINE
+        results: dict[str, dict[str, Any]] = {}
+        if is_released_report(change.resource):
+            for ref in report_result_refs(change.resource):
+                with contextlib.suppress(LookupError):
+                    results[ref] = self._store.read("Observation", ref.split("/", 1)[1])
+        return classify_change(change.resource, results, self._limits)
 
 
 class SeqFile:
