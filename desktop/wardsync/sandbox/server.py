@@ -36,7 +36,7 @@ from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.store import FhirStore
 from wardsync.sandbox.hub import Hub, HubConfig
 from wardsync.sandbox.oauth import OAuthServer, default_clients, default_demo_users
-from wardsync.sandbox.oauth.accounts import DEVICES_CLIENT_ID, LAB_CLIENT_ID
+from wardsync.sandbox.oauth.accounts import DEVICES_CLIENT_ID, LAB_CLIENT_ID, RELAY_CLIENT_ID
 from wardsync.sandbox.pokes import PokePublisher
 from wardsync.sandbox.ward.devices import WardDevices
 from wardsync.sandbox.ward.lab import LabSystem
@@ -82,6 +82,7 @@ class _Secrets:
             "admin_token": secrets.token_urlsafe(24),
             LAB_CLIENT_ID: secrets.token_urlsafe(24),
             DEVICES_CLIENT_ID: secrets.token_urlsafe(24),
+            RELAY_CLIENT_ID: secrets.token_urlsafe(24),
         }
         changed = any(k not in data for k in fresh)
         self.data = {**fresh, **data}
@@ -259,6 +260,8 @@ class Sandbox:
                            "client_secret": self._secrets[LAB_CLIENT_ID]},
             "devices_client": {"client_id": DEVICES_CLIENT_ID,
                                "client_secret": self._secrets[DEVICES_CLIENT_ID]},
+            "relay_client": {"client_id": RELAY_CLIENT_ID,
+                             "client_secret": self._secrets[RELAY_CLIENT_ID]},
             "ward": self.ward,
             "demo_users": [
                 {"username": u.username, "password": u.password, "display_name": u.display_name,

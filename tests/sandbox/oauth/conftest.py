@@ -12,7 +12,8 @@ from oauth_driver import FakeClock, OAuthBed, build_server, start_oauth_app
 
 @pytest.fixture
 def client_secrets() -> dict[str, str]:
-    return {"lab-system": secrets.token_urlsafe(24), "ward-devices": secrets.token_urlsafe(24)}
+    return {"lab-system": secrets.token_urlsafe(24), "ward-devices": secrets.token_urlsafe(24),
+            "wardsync-relay": secrets.token_urlsafe(24)}
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_split_scope_refuses_characters_outside_rfc6749():
 
 @pytest.fixture
 def desktop() -> OAuthClient:
-    clients = default_clients({"lab-system": "x", "ward-devices": "y"})
+    clients = default_clients({"lab-system": "x", "ward-devices": "y", "wardsync-relay": "z"})
     return next(c for c in clients if c.client_id == "wardsync-desktop")
 
 
@@ -84,7 +84,8 @@ def test_confidential_clients_get_secrets_from_the_callers_source():
     assert clients["lab-system"].secret == "secret-for-lab-system"
     assert clients["ward-devices"].secret == "secret-for-ward-devices"
     assert clients["wardsync-desktop"].secret is None
-    assert sorted(calls) == ["lab-system", "ward-devices"]
+    assert clients["wardsync-relay"].secret == "secret-for-wardsync-relay"
+    assert sorted(calls) == ["lab-system", "ward-devices", "wardsync-relay"]
     with pytest.raises(ValueError, match="lab-system"):
         default_clients(lambda _cid: "")
 

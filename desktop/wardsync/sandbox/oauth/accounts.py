@@ -18,6 +18,7 @@ SecretSource = Callable[[str], str] | Mapping[str, str]
 DESKTOP_CLIENT_ID = "wardsync-desktop"
 LAB_CLIENT_ID = "lab-system"
 DEVICES_CLIENT_ID = "ward-devices"
+RELAY_CLIENT_ID = "wardsync-relay"
 
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"
@@ -144,6 +145,8 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
       code flow with PKCE and a loopback redirect (RFC 8252), user-level SMART scopes.
     - `lab-system`: a laboratory system writing results (client_credentials).
     - `ward-devices`: bedside monitors writing vital signs (client_credentials).
+    - `wardsync-relay`: the relay reading what changed to announce it (client_credentials,
+      read and search only); it also introspects workstations' tokens (RFC 7662).
 
     `secret_source(client_id)` (or `secret_source[client_id]`) supplies the confidential
     clients' secrets, so the caller decides where they are kept.
@@ -186,5 +189,12 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
                 "system/Location.rs",
             ),
             display_name="Ward bedside devices (synthetic)",
+        ),
+        OAuthClient(
+            client_id=RELAY_CLIENT_ID,
+            secret=_secret_for(secret_source, RELAY_CLIENT_ID),
+            grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
+            allowed_scopes=("system/*.rs",),
+            display_name="WardSync relay",
         ),
     ]

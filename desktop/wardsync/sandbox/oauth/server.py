@@ -8,6 +8,7 @@ Routes (installed on the sandbox's aiohttp application):
     POST /oauth/authorize    the form (field names in `login_page`) -> 302 to the redirect URI
     POST /oauth/token        authorization_code (PKCE S256), refresh_token, client_credentials
     POST /oauth/revoke       token revocation (RFC 7009)
+    POST /oauth/introspect   token introspection (RFC 7662), for confidential clients
 
 Access tokens are self-contained HS256 JWTs (RFC 9068 layout, `typ: at+jwt`), so
 `verify_bearer` checks them with no I/O and they stay valid across a restart with the same key.
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 ROUTE_AUTHORIZE = "/oauth/authorize"
 ROUTE_TOKEN = "/oauth/token"
 ROUTE_REVOKE = "/oauth/revoke"
+ROUTE_INTROSPECT = "/oauth/introspect"
 # SMART 2.0 §2.1: discovery lives at {fhir base}/.well-known/smart-configuration; the FHIR
 # server is mounted at /fhir. The root copy serves clients that start from the issuer.
 SMART_CONFIGURATION_PATHS = (
@@ -93,6 +95,7 @@ SMART_CAPABILITIES = (
     "permission-v2",
 )
 TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 # RFC 6749 §5.1: token responses and errors must not be cached.
 NO_STORE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -215,6 +218,7 @@ class OAuthServer:
         app.router.add_post(ROUTE_AUTHORIZE, self._on_authorize_post)
         app.router.add_post(ROUTE_TOKEN, self._on_token)
         app.router.add_post(ROUTE_REVOKE, self._on_revoke)
+        app.router.add_post(ROUTE_INTROSPECT, self._on_introspect)
         app.on_cleanup.append(self._on_app_cleanup)
 
     def close(self) -> None:
@@ -287,6 +291,7 @@ class OAuthServer:
             "authorization_endpoint": self._endpoint(ROUTE_AUTHORIZE),
             "token_endpoint": self._endpoint(ROUTE_TOKEN),
             "revocation_endpoint": self._endpoint(ROUTE_REVOKE),
+            "introspection_endpoint": self._endpoint(ROUTE_INTROSPECT),
             "grant_types_supported": [
                 GRANT_AUTHORIZATION_CODE,
                 GRANT_REFRESH_TOKEN,
@@ -296,6 +301,7 @@ class OAuthServer:
             "code_challenge_methods_supported": list(pkce.SUPPORTED_METHODS),
             "token_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),
             "revocation_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),
+            "introspection_endpoint_auth_methods_supported": list(CONFIDENTIAL_AUTH_METHODS),
             "id_token_signing_alg_values_supported": [signed_tokens.ALGORITHM],
             "scopes_supported": list(scopes),
             "capabilities": list(SMART_CAPABILITIES),
@@ -774,6 +780,52 @@ class OAuthServer:
     def _revoke_family(self, family_id: str, now: float) -> bool:
         self._revoked_families.add(family_id)
         return self._store.revoke_family(family_id, now)
+
+    # ------------------------------------------------------------------ introspection
+
+    async def _on_introspect(self, request: web.Request) -> web.Response:
+        """RFC 7662 §2: is this access token active, and what does it carry?
+
+        Only confidential clients may ask (§2.1: the endpoint MUST require authorization, to
+        stop token scanning). Anything that does not verify (malformed, forged, expired,
+        revoked, a refresh token) is just `{"active": false}` (§2.2).
+        """
+        try:
+            params = parse_form(request.headers.get("Content-Type", ""), await request.read())
+            client = self._authenticate_client(request, params)
+            if client.secret is None:
+                raise OAuthError(INVALID_CLIENT, "only confidential clients may introspect")
+            token = params.get("token")
+            if not token:
+                raise OAuthError(INVALID_REQUEST, "token is required")
+        except OAuthError as err:
+            return self._oauth_error(err)
+        return self._json(self.introspect(token))
+
+    def introspect(self, token: str) -> dict[str, Any]:
+        """The RFC 7662 §2.2 introspection response for `token`."""
+        grant = self.verify_bearer(token)
+        claims = signed_tokens.decode(token, self._access_key, typ=ACCESS_TOKEN_TYP)
+        if grant is None or claims is None:
+            return {"active": False}
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": " ".join(sorted(grant.scopes)),
+            "client_id": grant.client_id,
+            "token_type": "Bearer",
+            "exp": int(grant.expires_at),
+            "sub": grant.subject,
+        }
+        for claim in ("iat", "iss", "aud", "jti", "username", "fhirUser"):
+            value = claims.get(claim)
+            if isinstance(value, str):
+                body[claim] = value
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                body[claim] = int(value)
+        if grant.ward is not None:
+            # Sandbox extension: the ward this user's workstation serves (its fhirContext).
+            body["ward"] = grant.ward
+        return body
 
     # ------------------------------------------------------------------ housekeeping
 
