@@ -16,6 +16,7 @@ from wardsync._version import __version__
 
 def _build_parser() -> argparse.ArgumentParser:
     from wardsync.infra import config_cli
+    from wardsync.relay.cli import add_arguments as add_relay_arguments
     from wardsync.sandbox.cli import add_arguments as add_sandbox_arguments
 
     parser = argparse.ArgumentParser(
@@ -30,6 +31,7 @@ def _build_parser() -> argparse.ArgumentParser:
     config_cli.add_override_arguments(parser)
     sub = parser.add_subparsers(dest="command")
     add_sandbox_arguments(sub.add_parser("sandbox", help="run the embedded backend headless"))
+    add_relay_arguments(sub.add_parser("relay", help="run the relay service (docs/relay.md)"))
     config_cli.add_arguments(
         sub.add_parser("config", help="show the effective settings or check a policy file")
     )
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         from wardsync.sandbox.cli import run
 
         return run(args)
+    if args.command == "relay":
+        from wardsync.relay.cli import run as run_relay
+
+        return run_relay(args, argv)
     if args.command == "config":
         from wardsync.infra.config_cli import run
 

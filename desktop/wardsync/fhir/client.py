@@ -245,17 +245,20 @@ class FhirClient:
     async def search(
         self, resource_type: str, params: Mapping[str, Any] | None = None, *,
         max_pages: int = MAX_SEARCH_PAGES, known: Known | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> SearchResult:
         """GET [type]?params, following `next` links; each entry validated on its own.
 
         `known(ref, versionId)` says which matches the caller already holds: those are not
         validated again and are returned in `unchanged` (they still move a caller's cursor).
+        `headers` are added to every page's request (e.g. `Cache-Control: no-cache`).
         """
         result = SearchResult()
         url: str | None = self.url(resource_type)
         query: Mapping[str, Any] | None = params or {}
         while url and result.pages < max_pages:
-            resp = await self._request("GET", url, params=query, what=f"search {resource_type}")
+            resp = await self._request("GET", url, params=query, headers=headers,
+                                       what=f"search {resource_type}")
             bundle = self._body(resp, resource_type)
             if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
                 raise ServerError(f"search {resource_type}: response is not a Bundle")

@@ -1,0 +1,126 @@
+"""From a changed resource version to one numbered poke on its ward (docs/relay.md).
+
+Whatever told the relay about a change (the reconciliation poll now, FHIR Subscriptions
+later) ends here: skip versions already announced, find the patient's ward, classify with
+the shared rules (`core.poke_rules`, the site's critical limits) and hand the poke to the
+publisher, which numbers it durably. Nothing here logs more than a reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit
+from wardsync.core.fhirtime import parse_instant
+from wardsync.core.poke_rules import (
+    classify_change,
+    is_released_report,
+    patient_id_of,
+    report_result_refs,
+)
+from wardsync.core.pokes import POKE_RESOURCE_TYPES, Poke
+from wardsync.fhir.errors import NotFound
+from wardsync.relay.fhir_access import RelayFhir
+from wardsync.relay.metrics import RelayMetrics
+from wardsync.relay.publisher import PokePublisher
+from wardsync.relay.state import RelayState, StoredPoke
+from wardsync.relay.wards import WardResolver
+
+log = logging.getLogger(__name__)
+
+
+def version_of(resource: Mapping[str, Any]) -> tuple[str, str] | None:
+    """("Type/id", versionId) of a resource as the server stored it, or None."""
+    meta = resource.get("meta") or {}
+    rtype, rid, vid = resource.get("resourceType"), resource.get("id"), meta.get("versionId")
+    if isinstance(rtype, str) and isinstance(rid, str) and isinstance(vid, str):
+        return f"{rtype}/{rid}", vid
+    return None
+
+
+class Announcer:
+    """Turns resource versions into pokes; each version at most once."""
+
+    def __init__(
+        self,
+        *,
+        fhir: RelayFhir,
+        wards: WardResolver,
+        state: RelayState,
+        publisher: PokePublisher,
+        metrics: RelayMetrics,
+        default_ward: str | None = None,
+        limits: Mapping[str, CriticalLimit] = DEFAULT_CRITICAL_LIMITS,
+    ) -> None:
+        self._fhir = fhir
+        self._wards = wards
+        self._state = state
+        self._publisher = publisher
+        self._metrics = metrics
+        self._default_ward = default_ward
+        self._limits = limits
+
+    async def on_change(self, ref: str, version_id: str | None, *,
+                        source: str) -> StoredPoke | None:
+        """A notification named `ref` (and maybe its version): read it and announce it."""
+        rtype, _, rid = ref.partition("/")
+        if rtype not in POKE_RESOURCE_TYPES or not rid:
+            return None
+        if version_id is not None and self._state.has_version(ref, version_id):
+            self._metrics.duplicates.labels(source).inc()
+            return None
+        try:
+            resource = await self._fhir.read(rtype, rid)
+        except NotFound:
+            log.info("%s is gone (deleted or never readable); nothing to announce", ref)
+            return None
+        # The server may already hold a newer version: announcing the newest covers both.
+        return await self.announce(resource, source=source)
+
+    async def announce(self, resource: Mapping[str, Any], *, source: str) -> StoredPoke | None:
+        """Announce this stored version of `resource` unless it already was."""
+        version = version_of(resource)
+        if version is None or resource["resourceType"] not in POKE_RESOURCE_TYPES:
+            return None
+        ref, version_id = version
+        if self._state.has_version(ref, version_id):
+            self._metrics.duplicates.labels(source).inc()
+            return None
+        self._metrics.changes.labels(source).inc()
+        patient_id = patient_id_of(resource)
+        if resource["resourceType"] == "Encounter":
+            self._wards.forget(patient_id)
+        ward = await self._ward_for(resource, patient_id)
+        if ward is None:
+            self._metrics.unrouted.labels("no_ward").inc()
+            log.info("%s/_history/%s: no ward to announce it on", ref, version_id)
+            return None
+        ptype, priority = classify_change(resource, await self._results_of(resource),
+                                          self._limits)
+        draft = Poke(type=ptype, resource_type=resource["resourceType"], id=resource["id"],
+                     version_id=version_id, patient_id=patient_id, seq=1, priority=priority)
+        changed_at = self._changed_at(resource)
+        return self._publisher.submit(ward, draft, changed_at=changed_at)
+
+    async def _ward_for(self, resource: Mapping[str, Any], patient_id: str | None) -> str | None:
+        if patient_id is not None:
+            return await self._wards.ward_of(patient_id)
+        return self._default_ward
+
+    async def _results_of(self, resource: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        if not is_released_report(resource):
+            return results
+        for ref in report_result_refs(resource):
+            try:
+                results[ref] = await self._fhir.read("Observation", ref.split("/", 1)[1])
+            except NotFound:
+                log.info("result %s of a report is not readable; assessed without it", ref)
+        return results
+
+    @staticmethod
+    def _changed_at(resource: Mapping[str, Any]) -> float | None:
+        instant = parse_instant((resource.get("meta") or {}).get("lastUpdated"))
+        return instant.timestamp() if instant is not None else None

@@ -1,0 +1,54 @@
+"""The relay's Prometheus metrics (served at `GET /metrics`, docs/relay.md "Metrics").
+
+One registry per relay instance (tests run several in one process). Labels carry sources,
+outcomes and ward ids only: never a patient, a resource id or a token.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "RelayMetrics"]
+
+
+class RelayMetrics:
+    """Counters, gauges and histograms of one relay."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.pokes_published = Counter(
+            "wardsync_relay_pokes_published", "Pokes the hub acknowledged", ["type"], registry=r)
+        self.pokes_abandoned = Counter(
+            "wardsync_relay_pokes_abandoned", "Pokes the hub refused for good (4xx)", registry=r)
+        self.publish_failures = Counter(
+            "wardsync_relay_publish_failures", "Publish attempts that will be retried",
+            registry=r)
+        self.pokes_pending = Gauge(
+            "wardsync_relay_pokes_pending", "Numbered pokes not yet acknowledged", registry=r)
+        self.changes = Counter(
+            "wardsync_relay_changes", "Resource versions seen, by where they came from",
+            ["source"], registry=r)
+        self.duplicates = Counter(
+            "wardsync_relay_duplicate_versions", "Versions seen again (already poked)",
+            ["source"], registry=r)
+        self.unrouted = Counter(
+            "wardsync_relay_unrouted_changes", "Changes with no ward to announce them on",
+            ["reason"], registry=r)
+        self.reconcile_finds = Counter(
+            "wardsync_relay_reconcile_finds", "New versions found by the reconciliation poll",
+            registry=r)
+        self.reconcile_rounds = Counter(
+            "wardsync_relay_reconcile_rounds", "Reconciliation rounds, by outcome", ["outcome"],
+            registry=r)
+        self.lag = Histogram(
+            "wardsync_relay_change_to_poke_seconds",
+            "From a version's meta.lastUpdated to the hub's acknowledgement of its poke",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
+        self.token_exchanges = Counter(
+            "wardsync_relay_token_exchanges", "Realtime token requests, by outcome", ["outcome"],
+            registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

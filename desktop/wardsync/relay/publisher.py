@@ -1,0 +1,215 @@
+"""Publishes numbered pokes on `ward:<id>` through the real Ably REST API (`ably` SDK).
+
+Each poke is published on its own (not batched) with its deterministic message id
+(`state.message_id_for`): Ably and the sandbox hub acknowledge a repeated id within two
+minutes without delivering it again (idempotent publishing; in a multi-message publish the
+idempotency key would be the batch's base id, which would tie one version's fate to its
+neighbours'). Per ward, pokes go out in seq order, paced under Ably's 50 messages/s per
+channel limit, and a poke the hub could not take is retried with capped backoff until it
+is acknowledged: a poke is only ever skipped when the hub refuses it for good (a 4xx other
+than auth or rate limiting), which leaves a seq gap clients catch up on.
+
+The REST client uses token auth with the key (`use_token_auth`), so the key's secret never
+crosses the network (docs/realtime-protocol.md §1: over plain HTTP the SDK refuses Basic auth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import httpx
+from ably import AblyRest
+from ably.types.message import Message
+from ably.util.exceptions import AblyException
+
+from wardsync.core.backoff import Backoff
+from wardsync.core.pokes import Poke, poke_to_dict
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import SYSTEM_TIMER, Timer
+from wardsync.relay.metrics import RelayMetrics
+from wardsync.relay.state import ABANDONED, PUBLISHED, RelayState, StoredPoke
+
+log = logging.getLogger(__name__)
+
+POKE_MESSAGE_NAME = "poke"
+# Ably limits a channel to 50 messages/s; stay well under it.
+MAX_POKES_PER_S_PER_CHANNEL = 40.0
+RETRY_INITIAL_S = 0.25
+RETRY_CAP_S = 5.0
+RELAY_CLIENT_ID = "wardsync-relay"
+
+
+@dataclass(frozen=True, slots=True)
+class HubAddress:
+    """Where the Ably REST API is: Ably itself, or a compatible hub on loopback."""
+
+    host: str
+    port: int | None = None
+    tls: bool = True
+
+    @classmethod
+    def parse(cls, endpoint: str, *, tls: bool | None = None) -> HubAddress:
+        """`HOST[:PORT]`; without TLS only when asked or on loopback."""
+        host, colon, port = endpoint.rpartition(":")
+        if not colon or not port.isdigit():
+            host, port = endpoint, ""
+        if not host:
+            raise ValueError(f"not an Ably endpoint (HOST[:PORT]): {endpoint!r}")
+        if tls is None:
+            tls = host not in ("127.0.0.1", "::1", "localhost")
+        return cls(host=host, port=int(port) if port else None, tls=tls)
+
+
+def _retryable(exc: AblyException) -> bool:
+    """Worth retrying: the hub is down or busy, or our token needs renewing (RSA4b)."""
+    status = exc.status_code or 0
+    code = exc.code or 0
+    return status >= 500 or status in (408, 429) or 40140 <= code < 40150 or status == 0
+
+
+class _WardQueue:
+    def __init__(self) -> None:
+        self.items: deque[StoredPoke] = deque()
+        self.wake = asyncio.Event()
+        self.last_publish_at = float("-inf")
+
+
+class PokePublisher:
+    """Numbers pokes durably (`RelayState`) and publishes them per ward, in order."""
+
+    def __init__(
+        self,
+        *,
+        state: RelayState,
+        key: str,
+        hub: HubAddress,
+        metrics: RelayMetrics,
+        timer: Timer = SYSTEM_TIMER,
+        backoff: Backoff | None = None,
+        max_per_s: float = MAX_POKES_PER_S_PER_CHANNEL,
+        use_binary_protocol: bool = True,
+    ) -> None:
+        if max_per_s <= 0:
+            raise ValueError("max_per_s must be positive")
+        self._state = state
+        self._metrics = metrics
+        self._timer = timer
+        self._backoff = backoff or Backoff(RETRY_INITIAL_S, cap_s=RETRY_CAP_S)
+        self._interval_s = 1.0 / max_per_s
+        kwargs: dict[str, object] = {"port": hub.port} if hub.port and not hub.tls else {}
+        if hub.port and hub.tls:
+            kwargs = {"tls_port": hub.port}
+        self.ably = AblyRest(
+            key=key, use_token_auth=True, endpoint=hub.host, tls=hub.tls,
+            client_id=RELAY_CLIENT_ID, use_binary_protocol=use_binary_protocol, **kwargs,
+        )
+        self._queues: dict[str, _WardQueue] = {}
+        self._tasks = TaskOwner("poke publisher", logger=log)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._changed_at: dict[str, float] = {}
+        self.published = 0
+
+    # ------------------------------------------------------------------ intake
+    def start(self) -> int:
+        """Queue what a previous run numbered but never saw acknowledged; returns how many."""
+        pending = self._state.pending()
+        for stored in pending:
+            self._enqueue(stored)
+        if pending:
+            log.info("republishing %d poke(s) left pending by the previous run", len(pending))
+        return len(pending)
+
+    def submit(self, ward: str, draft: Poke, *, changed_at: float | None = None) -> StoredPoke:
+        """Number `draft` on `ward` (durably) and queue it; a version already numbered is
+        returned as it was and not queued again."""
+        stored, new = self._state.number(ward, draft)
+        if new:
+            if changed_at is not None:
+                self._changed_at[stored.message_id] = changed_at
+            self._enqueue(stored)
+        return stored
+
+    def _enqueue(self, stored: StoredPoke) -> None:
+        queue = self._queues.get(stored.ward)
+        if queue is None:
+            queue = self._queues[stored.ward] = _WardQueue()
+            self._tasks.spawn(self._run(stored.ward, queue), name=f"publish ward:{stored.ward}")
+        queue.items.append(stored)
+        queue.wake.set()
+        self._idle.clear()
+        self._metrics.pokes_pending.set(self.pending)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(q.items) for q in self._queues.values())
+
+    # ------------------------------------------------------------------ lifetime
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every queued poke is acknowledged; False if `timeout_s` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self._tasks.aclose()
+        await self.ably.close()
+
+    # ------------------------------------------------------------------ publishing
+    async def _run(self, ward: str, queue: _WardQueue) -> None:
+        channel = self.ably.channels.get(f"ward:{ward}")
+        attempt = 0
+        while True:
+            if not queue.items:
+                queue.wake.clear()
+                if not any(q.items for q in self._queues.values()):
+                    self._idle.set()
+                await queue.wake.wait()
+                continue
+            stored = queue.items[0]
+            wait_s = queue.last_publish_at + self._interval_s - self._timer.monotonic()
+            if wait_s > 0:
+                await self._timer.sleep(wait_s)
+            queue.last_publish_at = self._timer.monotonic()
+            try:
+                await channel.publish(Message(
+                    name=POKE_MESSAGE_NAME, data=poke_to_dict(stored.poke), id=stored.message_id,
+                ))
+            except AblyException as exc:
+                if not _retryable(exc):
+                    log.error("hub refused poke seq %d on ward:%s for good (%s %s); skipped",
+                              stored.poke.seq, ward, exc.status_code, exc.code)
+                    self._state.mark(stored.message_id, ABANDONED)
+                    self._metrics.pokes_abandoned.inc()
+                    self._done(queue)
+                    attempt = 0
+                    continue
+                attempt = await self._retry_later(ward, attempt, f"{exc.status_code} {exc.code}")
+                continue
+            except (httpx.HTTPError, OSError) as exc:
+                attempt = await self._retry_later(ward, attempt, type(exc).__name__)
+                continue
+            attempt = 0
+            self._state.mark(stored.message_id, PUBLISHED)
+            self.published += 1
+            self._metrics.pokes_published.labels(stored.poke.type).inc()
+            changed_at = self._changed_at.pop(stored.message_id, None)
+            if changed_at is not None:
+                self._metrics.lag.observe(max(0.0, self._timer.wall() - changed_at))
+            self._done(queue)
+
+    def _done(self, queue: _WardQueue) -> None:
+        queue.items.popleft()
+        self._metrics.pokes_pending.set(self.pending)
+
+    async def _retry_later(self, ward: str, attempt: int, why: str) -> int:
+        delay = self._backoff.delay(attempt)
+        self._metrics.publish_failures.inc()
+        log.warning("publish on ward:%s failed (%s); retrying in %.2f s", ward, why, delay)
+        await self._timer.sleep(delay)
+        return attempt + 1

@@ -1,0 +1,133 @@
+"""The reconciliation poll: finds every committed change, whatever notifications were lost.
+
+Per resource type, `GET [type]?_lastUpdated=gt<cursor - overlap>&_sort=_lastUpdated` with
+`Cache-Control: no-cache` (R4 search.html#lastUpdated, #_sort), following `next` links. The
+overlap re-reads a short window before the cursor, so a version committed with a timestamp at
+or just before the last one seen (same-instant writes, a transaction that committed late) is
+still found; versions already announced are skipped (`RelayState.has_version`). The cursor, per
+type, moves only past resources that were durably numbered, and is saved after each page, so a
+restart resumes where it stopped and loses nothing.
+
+Bound (docs/relay.md): a change committed at t is announced by t + `interval_s` + the round's
+own duration, provided its `meta.lastUpdated` is not older than the cursor minus `overlap_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from wardsync.core.fhirtime import parse_instant
+from wardsync.core.timer import SYSTEM_TIMER, Timer
+from wardsync.fhir.errors import FhirError, Forbidden
+from wardsync.relay.announce import Announcer
+from wardsync.relay.fhir_access import NO_CACHE, RelayFhir
+from wardsync.relay.metrics import RelayMetrics
+from wardsync.relay.state import RelayState
+
+log = logging.getLogger(__name__)
+
+SOURCE = "reconcile"
+PAGE_SIZE = 100
+DEFAULT_INTERVAL_S = 5.0
+DEFAULT_OVERLAP_S = 2.0
+DEFAULT_INITIAL_LOOKBACK_S = 60.0
+
+
+def format_instant(moment: datetime) -> str:
+    """A FHIR instant in UTC with microseconds (R4 datatypes.html#instant)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Reconciler:
+    """Polls each resource type for versions newer than its cursor and announces them."""
+
+    def __init__(
+        self,
+        *,
+        fhir: RelayFhir,
+        announcer: Announcer,
+        state: RelayState,
+        metrics: RelayMetrics,
+        types: Iterable[str],
+        interval_s: float = DEFAULT_INTERVAL_S,
+        overlap_s: float = DEFAULT_OVERLAP_S,
+        initial_lookback_s: float = DEFAULT_INITIAL_LOOKBACK_S,
+        timer: Timer = SYSTEM_TIMER,
+    ) -> None:
+        self._fhir = fhir
+        self._announcer = announcer
+        self._state = state
+        self._metrics = metrics
+        self.types = tuple(types)
+        self.interval_s = interval_s
+        self._overlap = timedelta(seconds=overlap_s)
+        self._lookback = timedelta(seconds=initial_lookback_s)
+        self._timer = timer
+        self._forbidden: set[str] = set()
+        self.rounds = 0
+        self.last_success_wall: float | None = None
+
+    async def run(self) -> None:
+        """Poll forever (cancel to stop); a failed round is retried at the next interval."""
+        while True:
+            await self.round()
+            await self._timer.sleep(self.interval_s)
+
+    async def round(self) -> int:
+        """One pass over every type; returns how many new versions it announced."""
+        found = 0
+        ok = True
+        for rtype in self.types:
+            if rtype in self._forbidden:
+                continue
+            try:
+                found += await self._poll(rtype)
+            except Forbidden:
+                # The relay's client may not read this type: say so once, keep the others.
+                self._forbidden.add(rtype)
+                log.warning("reconcile: the relay's client may not search %s; skipped", rtype)
+            except FhirError as exc:
+                ok = False
+                log.warning("reconcile: %s search failed (%s)", rtype, type(exc).__name__)
+                break
+        self.rounds += 1
+        self._metrics.reconcile_rounds.labels("ok" if ok else "failed").inc()
+        if ok:
+            self.last_success_wall = self._timer.wall()
+        return found
+
+    def _cursor(self, rtype: str) -> datetime:
+        saved = parse_instant(self._state.cursor(rtype))
+        if saved is not None:
+            return saved
+        start = datetime.fromtimestamp(self._timer.wall(), UTC) - self._lookback
+        self._state.set_cursor(rtype, format_instant(start))
+        return start
+
+    async def _poll(self, rtype: str) -> int:
+        cursor = self._cursor(rtype)
+        since = format_instant(cursor - self._overlap)
+        result = await self._fhir.client.search(
+            rtype, {"_lastUpdated": f"gt{since}", "_sort": "_lastUpdated",
+                    "_count": str(PAGE_SIZE)},
+            headers=NO_CACHE,
+        )
+        found = 0
+        newest = cursor
+        try:
+            for resource in result.matches:
+                if await self._announcer.announce(resource, source=SOURCE) is not None:
+                    found += 1
+                updated = parse_instant((resource.get("meta") or {}).get("lastUpdated"))
+                if updated is not None and updated > newest:
+                    newest = updated
+        finally:
+            # Everything before `newest` was numbered durably: move past it even when a later
+            # resource failed, so a poison resource does not make the poll redo its page.
+            if newest > cursor:
+                self._state.set_cursor(rtype, format_instant(newest))
+        if found:
+            self._metrics.reconcile_finds.inc(found)
+        return found

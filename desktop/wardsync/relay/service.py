@@ -1,0 +1,201 @@
+"""The relay service: composition of its parts, its HTTP endpoints and its lifetime.
+
+    POST /realtime/token   workstation token exchange (token_exchange.py)
+    POST /notify[/...]     where FHIR Subscriptions will deliver (202 and logged for now)
+    PUT  /notify/...       (HAPI's classic rest-hook shape)
+    GET  /healthz          the process answers
+    GET  /readyz           the reconciliation poll succeeded recently and the relay is not stopping
+    GET  /metrics          Prometheus text format
+
+`stop()` drains: the poll stops, pokes already numbered get `drain_s` to be acknowledged, and
+whatever is left stays pending on disk for the next start (same seq, same message id).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import SYSTEM_TIMER, Timer
+from wardsync.fhir.client import FhirClient
+from wardsync.relay.announce import Announcer
+from wardsync.relay.backend_auth import ClientCredentials, SmartEndpoints, discover
+from wardsync.relay.config import RelayConfig
+from wardsync.relay.fhir_access import RelayFhir
+from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
+from wardsync.relay.publisher import HubAddress, PokePublisher
+from wardsync.relay.reconcile import Reconciler
+from wardsync.relay.state import RelayState, StoredPoke
+from wardsync.relay.token_exchange import Introspector, TokenExchangeEndpoint
+from wardsync.relay.wards import WardResolver
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 256 * 1024  # a notification Bundle of ids; anything bigger is refused
+HTTP_TIMEOUT_S = 10.0
+DEFAULT_DRAIN_S = 5.0
+# /readyz fails when the last good reconciliation round is older than this many intervals.
+READY_INTERVALS = 3
+READY_MIN_S = 30.0
+
+
+class Relay:
+    """`await relay.start()`, `relay.ready_info()`, `await relay.stop()`."""
+
+    def __init__(self, config: RelayConfig, *, timer: Timer = SYSTEM_TIMER,
+                 use_binary_protocol: bool = True) -> None:
+        self.config = config
+        self.metrics = RelayMetrics()
+        self._timer = timer
+        self._binary = use_binary_protocol
+        self._tasks = TaskOwner("relay", logger=log)
+        self._runner: web.AppRunner | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._fhir_client: FhirClient | None = None
+        self.state: RelayState | None = None
+        self.publisher: PokePublisher | None = None
+        self.reconciler: Reconciler | None = None
+        self.announcer: Announcer | None = None
+        self.endpoints: SmartEndpoints | None = None
+        self.port = 0
+        self._stopping = False
+
+    # ------------------------------------------------------------------ lifetime
+    async def start(self) -> None:
+        cfg = self.config
+        self.state = RelayState.in_dir(Path(cfg.relay.data_dir))
+        self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
+        self.endpoints = await discover(self._http, cfg.fhir.base)
+        tokens = ClientCredentials(
+            token_url=self.endpoints.token_endpoint, client_id=cfg.fhir.client_id,
+            client_secret=cfg.client_secret(), http=self._http, scope=cfg.fhir.scope,
+            timer=self._timer,
+        )
+        self._fhir_client = FhirClient(cfg.fhir.base, tokens, http=self._http)
+        fhir = RelayFhir(self._fhir_client)
+        self.publisher = PokePublisher(
+            state=self.state, key=cfg.ably_key(), metrics=self.metrics, timer=self._timer,
+            hub=HubAddress.parse(cfg.ably.endpoint, tls=cfg.ably.tls),
+            max_per_s=cfg.ably.max_pokes_per_s, use_binary_protocol=self._binary,
+        )
+        self.announcer = Announcer(
+            fhir=fhir, wards=WardResolver(fhir), state=self.state, publisher=self.publisher,
+            metrics=self.metrics, default_ward=cfg.relay.default_ward,
+        )
+        self.reconciler = Reconciler(
+            fhir=fhir, announcer=self.announcer, state=self.state, metrics=self.metrics,
+            types=cfg.reconcile.types, interval_s=cfg.reconcile.interval_s,
+            overlap_s=cfg.reconcile.overlap_s,
+            initial_lookback_s=cfg.reconcile.initial_lookback_s, timer=self._timer,
+        )
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        if self.endpoints.introspection_endpoint is not None:
+            exchange = TokenExchangeEndpoint(
+                introspector=Introspector(self.endpoints.introspection_endpoint, self._http,
+                                          tokens.auth),
+                ably=self.publisher.ably, metrics=self.metrics,
+                default_ward=cfg.relay.default_ward, max_ttl_s=cfg.tokens.max_ttl_s,
+                timer=self._timer,
+            )
+            app.router.add_post("/realtime/token", exchange.handle)
+        else:
+            log.warning("the authorization server advertises no introspection_endpoint: "
+                        "realtime token exchange is unavailable")
+            app.router.add_post("/realtime/token", self._no_exchange)
+        app.router.add_route("POST", "/notify", self._on_notify)
+        app.router.add_route("*", "/notify/{tail:.*}", self._on_notify)
+        app.router.add_get("/healthz", self._on_healthz)
+        app.router.add_get("/readyz", self._on_readyz)
+        app.router.add_get("/metrics", self._on_metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = cfg.listen_host_port
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        self.publisher.start()
+        self._tasks.spawn(self.reconciler.run(), name="reconciliation poll")
+        log.info("relay ready on %s (FHIR %s)", self.public_url, cfg.fhir.base)
+
+    async def stop(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
+        """Stop polling, give numbered pokes `drain_s` to go out, close everything."""
+        self._stopping = True
+        await self._tasks.aclose()
+        if self.publisher is not None:
+            if not await self.publisher.drain(drain_s):
+                log.warning("%d poke(s) still pending at shutdown; kept for the next start",
+                            self.publisher.pending)
+            await self.publisher.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._fhir_client is not None:
+            await self._fhir_client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self.state is not None:
+            self.state.close()
+
+    # ------------------------------------------------------------------ changes
+    async def on_change(self, ref: str, version_id: str | None,
+                        source: str = "notification") -> StoredPoke | None:
+        """A change notification (Subscriptions intake, later): read, classify, publish."""
+        assert self.announcer is not None
+        return await self.announcer.on_change(ref, version_id, source=source)
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def public_url(self) -> str:
+        if self.config.relay.public_url:
+            return self.config.relay.public_url.rstrip("/")
+        host, _ = self.config.listen_host_port
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def ready_info(self) -> dict[str, Any]:
+        """The `wardsync relay` ready line (docs/architecture.md §3)."""
+        base = self.public_url
+        return {
+            "token_url": f"{base}/realtime/token",
+            "notify_url": f"{base}/notify",
+            "health_url": f"{base}/healthz",
+            "metrics_url": f"{base}/metrics",
+        }
+
+    @property
+    def ready(self) -> bool:
+        if self._stopping or self.reconciler is None:
+            return False
+        last = self.reconciler.last_success_wall
+        limit = max(READY_MIN_S, READY_INTERVALS * self.reconciler.interval_s)
+        return last is not None and self._timer.wall() - last <= limit
+
+    # ------------------------------------------------------------------ handlers
+    async def _on_healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _on_readyz(self, request: web.Request) -> web.Response:
+        ok = self.ready
+        body = {"ready": ok,
+                "pending_pokes": self.publisher.pending if self.publisher else None}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _on_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _on_notify(self, request: web.Request) -> web.Response:
+        # Subscriptions intake is not built yet: the reconciliation poll finds the change.
+        await request.read()
+        log.info("notification received (%s %s); the reconciliation poll will pick it up",
+                 request.method, request.path)
+        return web.Response(status=202)
+
+    async def _no_exchange(self, request: web.Request) -> web.Response:
+        self.metrics.token_exchanges.labels("unavailable").inc()
+        return web.json_response({"error": "temporarily_unavailable"}, status=503,
+                                 headers={"Cache-Control": "no-store"})

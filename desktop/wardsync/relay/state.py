@@ -1,0 +1,166 @@
+"""What the relay keeps on disk (SQLite in its data dir) so a restart loses nothing.
+
+- `pokes`: one row per announced resource version, with the `seq` and message id it was given
+  and whether the hub acknowledged it. A version is numbered once: after a crash the same row
+  is published again with the SAME seq and id, which the hub (or Ably) recognises as a repeat
+  (idempotent publishing), so subscribers see one poke per version and contiguous seqs.
+- `ward_seq`: the last seq given out per ward.
+- `cursors`: the reconciliation poll's position per resource type.
+
+Every write is its own committed transaction (WAL, synchronous=FULL): what the publisher was
+told is durable before it publishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from wardsync.core.pokes import Poke, parse_poke, poke_to_dict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pokes (
+    message_id TEXT PRIMARY KEY,
+    ward TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    version_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,   -- 0 pending, 1 published, 2 abandoned (refused)
+    created_at REAL NOT NULL,
+    UNIQUE (ward, seq)
+);
+CREATE INDEX IF NOT EXISTS pokes_version ON pokes (ref, version_id);
+CREATE INDEX IF NOT EXISTS pokes_pending ON pokes (state, ward, seq);
+CREATE TABLE IF NOT EXISTS ward_seq (ward TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+PENDING, PUBLISHED, ABANDONED = 0, 1, 2
+
+
+def message_id_for(ward: str, ref: str, version_id: str) -> str:
+    """The Ably message id of the poke for one resource version on one ward: the same on
+    every relay and after every restart, so a re-publish is recognised as a repeat."""
+    key = f"{ward}|{ref}/_history/{version_id}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoke:
+    """A numbered poke: its ward, message id and wire form."""
+
+    ward: str
+    message_id: str
+    poke: Poke
+    state: int = PENDING
+
+
+class RelayState:
+    """The relay's SQLite database (one connection, used from the event loop thread)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def in_dir(cls, data_dir: Path) -> RelayState:
+        """The state kept in `data_dir` (created private to the relay's user if need be)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        return cls(data_dir / "relay.sqlite3")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------------ pokes
+    def has_version(self, ref: str, version_id: str) -> bool:
+        """True if this resource version was already numbered (on any ward)."""
+        row = self._db.execute(
+            "SELECT 1 FROM pokes WHERE ref = ? AND version_id = ? LIMIT 1", (ref, version_id)
+        ).fetchone()
+        return row is not None
+
+    def number(self, ward: str, draft: Poke) -> tuple[StoredPoke, bool]:
+        """Give `draft` (its seq ignored) the ward's next seq, durably; or return the poke this
+        version already got. The bool says whether it is new."""
+        message_id = message_id_for(ward, draft.ref, draft.version_id)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT body, state FROM pokes WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            if row is not None:
+                db.execute("COMMIT")
+                return StoredPoke(ward, message_id, parse_poke(json.loads(row[0])), row[1]), False
+            last = db.execute("SELECT last_seq FROM ward_seq WHERE ward = ?", (ward,)).fetchone()
+            seq = (last[0] if last else 0) + 1
+            poke = Poke(
+                type=draft.type, resource_type=draft.resource_type, id=draft.id,
+                version_id=draft.version_id, patient_id=draft.patient_id, seq=seq,
+                priority=draft.priority,
+            )
+            db.execute(
+                "INSERT INTO pokes (message_id, ward, ref, version_id, seq, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, strftime('%s','now'))",
+                (message_id, ward, poke.ref, poke.version_id, seq,
+                 json.dumps(poke_to_dict(poke), separators=(",", ":"))),
+            )
+            db.execute(
+                "INSERT INTO ward_seq (ward, last_seq) VALUES (?, ?)"
+                " ON CONFLICT (ward) DO UPDATE SET last_seq = excluded.last_seq",
+                (ward, seq),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return StoredPoke(ward, message_id, poke), True
+
+    def mark(self, message_id: str, state: int) -> None:
+        self._db.execute("UPDATE pokes SET state = ? WHERE message_id = ?", (state, message_id))
+
+    def pending(self) -> list[StoredPoke]:
+        """Numbered pokes the hub has not acknowledged yet, per ward in seq order."""
+        rows = self._db.execute(
+            "SELECT ward, message_id, body FROM pokes WHERE state = ? ORDER BY ward, seq",
+            (PENDING,),
+        ).fetchall()
+        return [StoredPoke(w, m, parse_poke(json.loads(b))) for w, m, b in rows]
+
+    def last_seq(self, ward: str) -> int:
+        row = self._db.execute("SELECT last_seq FROM ward_seq WHERE ward = ?", (ward,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def count(self, state: int | None = None) -> int:
+        if state is None:
+            return int(self._db.execute("SELECT count(*) FROM pokes").fetchone()[0])
+        return int(self._db.execute(
+            "SELECT count(*) FROM pokes WHERE state = ?", (state,)).fetchone()[0])
+
+    def prune(self, older_than_s: float) -> int:
+        """Forget published pokes older than `older_than_s` (ward_seq keeps the numbering)."""
+        cur = self._db.execute(
+            "DELETE FROM pokes WHERE state != ? AND created_at < strftime('%s','now') - ?",
+            (PENDING, older_than_s),
+        )
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ cursors
+    def cursor(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_cursor(self, name: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO cursors (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )

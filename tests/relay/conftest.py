@@ -1,0 +1,20 @@
+"""Relay test fixtures: the real sandbox, quiet, and the relay under test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.relay.relay_fixtures import quiet_sandbox
+from tests.sandbox_fixtures import running_sandbox
+from wardsync.sandbox.server import Sandbox
+
+
+@pytest.fixture
+async def ward(seeded_data_dir: Path, tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """The sandbox with its own poke publisher stopped."""
+    async with running_sandbox(seeded_data_dir, tmp_path) as sb:
+        await quiet_sandbox(sb)
+        yield sb

@@ -1,0 +1,167 @@
+"""A real sandbox (FHIR + OAuth + hub) with its in-process poke publisher stopped, so every
+poke on the ward channel comes from the relay under test; relays in-process or as a
+`wardsync relay` subprocess; a real ably realtime subscriber with a relay-minted token."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ably import AblyRealtime
+
+from tests.sandbox_fixtures import demo_sign_in
+from wardsync.auth.session import Session
+from wardsync.relay.config import RelayConfig, load
+from wardsync.relay.service import Relay
+from wardsync.sandbox.server import Sandbox
+from wardsync.sync.realtime_token import RealtimeTokenExchange
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_SDK = {"realtime_request_timeout": 3000, "disconnected_retry_timeout": 300,
+            "suspended_retry_timeout": 1000, "channel_retry_timeout": 500}
+
+
+def write_secret(directory: Path, name: str, value: str) -> Path:
+    path = directory / name
+    path.write_text(value)
+    path.chmod(0o600)
+    return path
+
+
+def relay_flags(sandbox: Sandbox, tmp: Path, data_dir: Path) -> dict[str, object]:
+    info = sandbox.ready_info()
+    return {
+        "fhir_base": info["fhir_base"],
+        "client_id": info["relay_client"]["client_id"],
+        "client_secret_file": write_secret(tmp, "relay-client-secret",
+                                           info["relay_client"]["client_secret"]),
+        "ably_key_file": write_secret(tmp, "ably-key", info["ably_key"]),
+        "ably_endpoint": info["ably_endpoint"],
+        "listen": "127.0.0.1:0",
+        "data_dir": data_dir,
+    }
+
+
+def relay_config(sandbox: Sandbox, tmp: Path, data_dir: Path, **reconcile: Any) -> RelayConfig:
+    config = load(config_file=None, env={}, flags=relay_flags(sandbox, tmp, data_dir))
+    config.reconcile.interval_s = reconcile.get("interval_s", 0.2)
+    config.reconcile.overlap_s = reconcile.get("overlap_s", 1.0)
+    config.reconcile.initial_lookback_s = 0.0
+    config.reconcile.types = reconcile.get(
+        "types", ["DiagnosticReport", "Observation", "Encounter", "Task"])
+    return config
+
+
+@contextlib.asynccontextmanager
+async def running_relay(config: RelayConfig) -> AsyncIterator[Relay]:
+    relay = Relay(config)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
+@dataclass
+class PokeWatcher:
+    """A workstation's view of the ward channel: a real ably realtime client whose token
+    comes from the relay's token exchange (the desktop's own exchange class)."""
+
+    client: AblyRealtime
+    pokes: list[dict[str, Any]] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+
+    def on_message(self, message: Any) -> None:
+        self.pokes.append(message.data)
+        self.message_ids.append(message.id)
+
+    def per_version(self) -> Counter[tuple[str, str]]:
+        return Counter((f"{p['resourceType']}/{p['id']}", p["versionId"]) for p in self.pokes)
+
+    def seqs(self) -> list[int]:
+        return [p["seq"] for p in self.pokes]
+
+
+@contextlib.asynccontextmanager
+async def poke_watcher(sandbox: Sandbox, session: Session, http: httpx.AsyncClient,
+                       token_url: str) -> AsyncIterator[PokeWatcher]:
+    exchange = RealtimeTokenExchange(http, token_url, session)
+
+    async def auth_callback(_params: dict[str, Any]) -> dict[str, Any]:
+        return await exchange()
+
+    info = sandbox.ready_info()
+    client = AblyRealtime(endpoint=f"{info['ably_endpoint']}/", tls=False,
+                          auth_callback=auth_callback, **FAST_SDK)
+    watcher = PokeWatcher(client)
+    try:
+        await client.channels.get(f"ward:{info['ward']}").subscribe(watcher.on_message)
+        yield watcher
+    finally:
+        await client.close()
+
+
+async def clinician_session(sandbox: Sandbox, http: httpx.AsyncClient) -> Session:
+    return await demo_sign_in(sandbox, http)
+
+
+async def quiet_sandbox(sandbox: Sandbox) -> None:
+    """Stop the sandbox's in-process publisher: the relay is the only one poking."""
+    assert sandbox.publisher is not None
+    await sandbox.publisher.stop()
+
+
+class RelayProcess:
+    """`wardsync relay` as a subprocess (SIGKILL and restart tests)."""
+
+    def __init__(self, flags: dict[str, object], config_file: Path) -> None:
+        self.flags = flags
+        self.config_file = config_file
+        self.proc: subprocess.Popen[str] | None = None
+        self.ready: dict[str, str] = {}
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, "-m", "wardsync", "relay", "--config", str(self.config_file)]
+        for name, value in self.flags.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        return args
+
+    async def start(self, timeout_s: float = 30.0) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "desktop")}
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout_s)
+        if not line:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"relay exited before ready: {err[-2000:]}")
+        self.ready = json.loads(line)
+        return self.ready
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            if stream is not None:
+                stream.close()
