@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 from ably import AblyRealtime
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sandbox_fixtures import demo_sign_in
 from wardsync.auth.session import Session
@@ -30,6 +30,16 @@ from wardsync.sync.realtime_token import RealtimeTokenExchange
 REPO = Path(__file__).resolve().parents[2]
 FAST_SDK = {"realtime_request_timeout": 3000, "disconnected_retry_timeout": 300,
             "suspended_retry_timeout": 1000, "channel_retry_timeout": 500}
+
+
+async def scrape(http: httpx.AsyncClient, url: str, name: str, **labels: str) -> float:
+    """The value of one sample on the relay's /metrics (0 when absent)."""
+    text = (await http.get(url)).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
 
 
 def write_secret(directory: Path, name: str, value: str) -> Path:
@@ -123,45 +133,49 @@ async def quiet_sandbox(sandbox: Sandbox) -> None:
 
 
 class RelayProcess:
-    """`wardsync relay` as a subprocess (SIGKILL and restart tests)."""
+    """`wardsync relay` as a subprocess (SIGKILL and restart tests); its JSON logs go to
+    `log_file`."""
 
-    def __init__(self, flags: dict[str, object], config_file: Path) -> None:
+    def __init__(self, flags: dict[str, object], config_file: Path, log_file: Path) -> None:
         self.flags = flags
         self.config_file = config_file
-        self.proc: subprocess.Popen[str] | None = None
+        self.log_file = log_file
+        self.proc: asyncio.subprocess.Process | None = None
         self.ready: dict[str, str] = {}
 
     def argv(self) -> list[str]:
-        args = [sys.executable, "-m", "wardsync", "relay", "--config", str(self.config_file)]
+        args = ["-m", "wardsync", "relay", "--config", str(self.config_file)]
         for name, value in self.flags.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         return args
 
     async def start(self, timeout_s: float = 30.0) -> dict[str, str]:
         env = {**os.environ, "PYTHONPATH": str(REPO / "desktop")}
-        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout_s)
+        with open(self.log_file, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, *self.argv(), stdout=asyncio.subprocess.PIPE, stderr=log,
+                env=env)
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
         if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"relay exited before ready: {err[-2000:]}")
+            raise AssertionError(f"relay exited before ready: {self.log_tail()}")
         self.ready = json.loads(line)
         return self.ready
 
-    def kill(self) -> None:
+    def log_tail(self) -> str:
+        return self.log_file.read_text()[-3000:] if self.log_file.exists() else ""
+
+    async def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        await self.proc.wait()
 
-    def terminate(self) -> int:
+    async def terminate(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(20)
+        return await asyncio.wait_for(self.proc.wait(), 30)
 
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
-            self.proc.wait(10)
-        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
-            if stream is not None:
-                stream.close()
+            await self.proc.wait()
