@@ -1,0 +1,115 @@
+"""Relay configuration: TOML < WARDSYNC_RELAY_* < flags; secrets only from files or the
+environment; `wardsync relay check FILE`; secret-looking flags refused without echo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wardsync.cli import main
+from wardsync.relay.config import ConfigError, load, refuse_secret_flags
+
+GOOD = """
+[relay]
+listen = "127.0.0.1:8470"
+default_ward = "ward-a"
+
+[fhir]
+base = "https://fhir.example.org/fhir"
+client_id = "wardsync-relay"
+client_secret_file = "{secret}"
+
+[ably]
+endpoint = "rest.ably.io"
+key_file = "{key}"
+
+[reconcile]
+interval_s = 10
+types = ["Observation", "DiagnosticReport"]
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cr3t-value\n")
+    key = tmp_path / "ably-key"
+    key.write_text("app.key:abc\n")
+    config = tmp_path / "relay.toml"
+    config.write_text(GOOD.format(secret=secret, key=key))
+    return {"secret": secret, "key": key, "config": config}
+
+
+def test_layers_file_then_environment_then_flags(files: dict[str, Path]):
+    env = {"WARDSYNC_RELAY_RECONCILE_INTERVAL_S": "3", "WARDSYNC_RELAY_RELAY_LISTEN": "0.0.0.0:1"}
+    config = load(config_file=files["config"], env=env, flags={"listen": "127.0.0.1:9"})
+    assert config.reconcile.interval_s == 3.0  # environment beats the file
+    assert config.relay.listen == "127.0.0.1:9"  # flags beat the environment
+    assert config.reconcile.types == ["Observation", "DiagnosticReport"]
+    assert config.relay.default_ward == "ward-a"
+    assert config.client_secret({}) == "s3cr3t-value"
+    assert config.ably_key({}) == "app.key:abc"
+    assert config.validate({}) == []
+
+
+def test_secrets_may_come_from_the_environment():
+    env = {"WARDSYNC_RELAY_FHIR_BASE": "https://fhir.example.org/fhir",
+           "WARDSYNC_RELAY_ABLY_ENDPOINT": "rest.ably.io",
+           "WARDSYNC_RELAY_FHIR_CLIENT_SECRET": "from-env",
+           "WARDSYNC_RELAY_ABLY_KEY": "app.key:xyz"}
+    config = load(config_file=None, env=env)
+    assert config.client_secret(env) == "from-env"
+    assert config.validate(env) == []
+
+
+@pytest.mark.parametrize(("toml", "error"), [
+    ("[fhir]\nclient_secret = 'x'", "unknown key fhir.client_secret (secrets go in a file"),
+    ("[nope]\nx = 1", "unknown section [nope]"),
+    ("[reconcile]\ninterval_s = 'soon'", "reconcile.interval_s must be a number"),
+    ("not toml [", "not valid TOML"),
+])
+def test_bad_files_are_refused_with_the_key_named(tmp_path: Path, toml: str, error: str):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=error.replace("[", r"\[").replace("(", r"\(")):
+        load(config_file=path, env={})
+
+
+def test_validation_names_every_problem(tmp_path: Path):
+    path = tmp_path / "r.toml"
+    path.write_text("[fhir]\nbase = 'http://fhir.example.org/fhir'\n"
+                    "[ably]\nmax_pokes_per_s = 80\n[reconcile]\ntypes = ['Secret']\n")
+    problems = "\n".join(load(config_file=path, env={}).validate({}))
+    assert "must be reached over https" in problems
+    assert "ably.endpoint is required" in problems
+    assert "fhir.client_secret_file is required (or set WARDSYNC_RELAY_FHIR_CLIENT_SECRET)" \
+        in problems
+    assert "max_pokes_per_s" in problems and "['Secret']" in problems
+
+
+def test_relay_check_command(files: dict[str, Path], tmp_path: Path, capsys):
+    assert main(["relay", "check", str(files["config"])]) == 0
+    assert "ok" in capsys.readouterr().out
+    files["secret"].unlink()
+    assert main(["relay", "check", str(files["config"])]) == 2
+    assert "client-secret" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["relay", "--client-secret", "hunter2-value"],
+    ["relay", "--ably-key=app.key:hunter2-value"],
+])
+def test_secret_flags_are_refused_without_echoing_them(argv: list[str], capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "not accepted on the command line" in err
+    assert "hunter2-value" not in err
+
+
+def test_refuse_secret_flags_allows_file_options():
+    refuse_secret_flags(["--client-secret-file", "/x", "--ably-key-file=/y"])
+    with pytest.raises(ConfigError):
+        refuse_secret_flags(["--token", "t"])

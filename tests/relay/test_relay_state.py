@@ -1,0 +1,51 @@
+"""The relay's durable numbering: one seq and one message id per resource version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wardsync.core.pokes import Poke
+from wardsync.relay.state import PUBLISHED, RelayState, message_id_for
+
+
+def _draft(rid: str, version: str = "1") -> Poke:
+    return Poke(type="RESOURCE_CHANGED", resource_type="Observation", id=rid,
+                version_id=version, patient_id="p1", seq=1)
+
+
+def test_a_version_is_numbered_once_and_kept_across_a_restart(tmp_path: Path):
+    state = RelayState.in_dir(tmp_path / "data")
+    first, new = state.number("w1", _draft("a"))
+    assert new and first.poke.seq == 1
+    again, new = state.number("w1", _draft("a"))
+    assert not new and again.poke.seq == 1 and again.message_id == first.message_id
+    second, _ = state.number("w1", _draft("a", "2"))
+    other_ward, _ = state.number("w2", _draft("b"))
+    assert (second.poke.seq, other_ward.poke.seq) == (2, 1)
+    state.mark(first.message_id, PUBLISHED)
+    state.close()
+    reopened = RelayState.in_dir(tmp_path / "data")  # a crash loses nothing numbered
+    assert [(p.ward, p.poke.seq) for p in reopened.pending()] == [("w1", 2), ("w2", 1)]
+    third, new = reopened.number("w1", _draft("c"))
+    assert new and third.poke.seq == 3
+    assert reopened.has_version("Observation/a", "2")
+    assert not reopened.has_version("Observation/a", "3")
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0
+    reopened.close()
+
+
+def test_message_ids_are_deterministic_per_ward_and_version():
+    one = message_id_for("w1", "Observation/a", "1")
+    assert one == message_id_for("w1", "Observation/a", "1")
+    assert len({one, message_id_for("w1", "Observation/a", "2"),
+                message_id_for("w2", "Observation/a", "1")}) == 3
+    assert ":" not in one  # a single-message id, never mistaken for `<base>:<index>`
+
+
+def test_cursors_persist(tmp_path: Path):
+    state = RelayState(tmp_path / "s.sqlite3")
+    assert state.cursor("Observation") is None
+    state.set_cursor("Observation", "2026-12-07T10:00:00.000001Z")
+    state.set_cursor("Observation", "2026-12-07T10:00:01.000000Z")
+    state.close()
+    assert RelayState(tmp_path / "s.sqlite3").cursor("Observation") == "2026-12-07T10:00:01.000000Z"
