@@ -60,7 +60,9 @@ class Reconciler:
         self._announcer = announcer
         self._state = state
         self._metrics = metrics
-        self.types = tuple(types)
+        # Encounters first: a patient who moved ward is re-resolved before the same round
+        # announces their results (WardResolver.forget).
+        self.types = tuple(sorted(dict.fromkeys(types), key=lambda t: t != "Encounter"))
         self.interval_s = interval_s
         self._overlap = timedelta(seconds=overlap_s)
         self._lookback = timedelta(seconds=initial_lookback_s)

@@ -42,6 +42,10 @@ DEFAULT_DRAIN_S = 5.0
 # /readyz fails when the last good reconciliation round is older than this many intervals.
 READY_INTERVALS = 3
 READY_MIN_S = 30.0
+# Announced versions are remembered this long (dedupe of late re-deliveries and overlap
+# re-reads); the per-ward seq itself is kept for ever.
+POKE_RETENTION_S = 7 * 24 * 3600.0
+HOUSEKEEPING_INTERVAL_S = 3600.0
 
 
 class Relay:
@@ -120,6 +124,7 @@ class Relay:
         self.port = int(self._runner.addresses[0][1])
         self.publisher.start()
         self._tasks.spawn(self.reconciler.run(), name="reconciliation poll")
+        self._tasks.spawn(self._housekeeping(), name="relay housekeeping")
         log.info("relay ready on %s (FHIR %s)", self.public_url, cfg.fhir.base)
 
     async def stop(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
@@ -139,6 +144,19 @@ class Relay:
             await self._http.aclose()
         if self.state is not None:
             self.state.close()
+
+    async def _housekeeping(self) -> None:
+        assert self.state is not None
+        while True:
+            forgotten = self.state.prune(POKE_RETENTION_S)
+            if forgotten:
+                log.info("forgot %d announced version(s) older than the retention", forgotten)
+            await self._timer.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    @property
+    def fhir_requests_sent(self) -> int:
+        """FHIR requests made so far (tests and diagnostics)."""
+        return self._fhir_client.requests_sent if self._fhir_client is not None else 0
 
     # ------------------------------------------------------------------ changes
     async def on_change(self, ref: str, version_id: str | None,

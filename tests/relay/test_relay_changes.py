@@ -1,0 +1,130 @@
+"""Changes in: the notification interface (`Relay.on_change`), ward resolution that follows
+a patient's Encounter, paging of the reconciliation poll, and the service endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from ably import AblyRest
+
+from tests.relay.relay_fixtures import relay_config, running_relay, scrape
+from tests.waiting import wait_for
+from wardsync.core import codes
+from wardsync.relay import reconcile
+from wardsync.relay.service import Relay
+from wardsync.sandbox.server import Sandbox
+
+LACTATE = {codes.LACTATE.code: 1.4}
+
+
+async def _ward_history(ward: Sandbox, channel: str) -> list:
+    info = ward.ready_info()
+    host, port = info["ably_endpoint"].split(":")
+    rest = AblyRest(key=info["ably_key"], use_token_auth=True, endpoint=host, port=int(port),
+                    tls=False)
+    try:
+        return (await rest.channels.get(channel).history(direction="forwards")).items
+    finally:
+        await rest.close()
+
+
+@pytest.fixture
+async def idle_relay(ward: Sandbox, tmp_path: Path) -> AsyncIterator[Relay]:
+    """A relay whose poll runs once at start and then waits an hour."""
+    config = relay_config(ward, tmp_path, tmp_path / "relay", interval_s=3600.0)
+    async with running_relay(config) as relay:
+        await wait_for(lambda: relay.reconciler.rounds >= 1, 10, "first round")
+        yield relay
+
+
+async def test_on_change_reads_classifies_and_publishes_once(ward: Sandbox, idle_relay: Relay):
+    await wait_for(lambda: idle_relay.publisher.pending == 0, 10, "start-up pokes out")
+    before = idle_relay.state.last_seq(ward.ward)
+    report, _ = await ward.lab.post_panel("pat-02", codes.LACTATE_PANEL.code, LACTATE)
+    ref = f"DiagnosticReport/{report['id']}"
+    stored = await idle_relay.on_change(ref, "1")
+    assert stored is not None
+    assert (stored.ward, stored.poke.type, stored.poke.seq) == (
+        ward.ward, "LAB_RESULT_READY", before + 1)
+    assert await idle_relay.on_change(ref, "1") is None  # a re-delivered notification
+    assert await idle_relay.on_change(ref, None) is None  # id-only, version unknown: read
+    assert await idle_relay.on_change("DiagnosticReport/never-written", "1") is None
+    assert await idle_relay.on_change("Secret/x", "1") is None  # not announced at all
+    await wait_for(lambda: idle_relay.publisher.pending == 0, 10, "published")
+    items = await _ward_history(ward, f"ward:{ward.ward}")
+    assert [m.data["seq"] for m in items if m.data["id"] == report["id"]] == [before + 1]
+    assert [m.data["seq"] for m in items] == list(range(1, before + 2))
+    async with httpx.AsyncClient() as http:
+        dupes = await scrape(http, idle_relay.ready_info()["metrics_url"],
+                             "wardsync_relay_duplicate_versions_total", source="notification")
+    assert dupes == 2
+
+
+async def test_a_patient_moved_to_another_ward_is_announced_there(
+    ward: Sandbox, tmp_path: Path
+):
+    config = relay_config(ward, tmp_path, tmp_path / "relay")
+    async with running_relay(config) as relay:
+        ward.store.update("Location", "ward-b", {
+            "resourceType": "Location", "id": "ward-b", "status": "active", "name": "Ward B",
+            "physicalType": {"coding": [{"code": "wa"}]},
+        })
+        report, _ = await ward.lab.post_panel("pat-06", codes.LACTATE_PANEL.code, LACTATE)
+        first = f"DiagnosticReport/{report['id']}"
+        await wait_for(lambda: relay.state.has_version(first, "1"), 10, "first result")
+        page = ward.store.search("Encounter", [("patient", "Patient/pat-06"),
+                                               ("status", "in-progress")])
+        encounter = dict(page.matches[0])
+        encounter["location"] = [{"location": {"reference": "Location/ward-b"},
+                                  "status": "active"}]
+        moved = ward.store.update("Encounter", encounter["id"], encounter)
+        await wait_for(lambda: relay.state.has_version(
+            f"Encounter/{moved['id']}", moved["meta"]["versionId"]), 10, "the move")
+        report, _ = await ward.lab.post_panel("pat-06", codes.LACTATE_PANEL.code, LACTATE)
+        second = f"DiagnosticReport/{report['id']}"
+        await wait_for(lambda: relay.state.has_version(second, "1"), 10, "second result")
+        await wait_for(lambda: relay.publisher.pending == 0, 10, "published")
+    on_b = {f"{m.data['resourceType']}/{m.data['id']}" for m in
+            await _ward_history(ward, "ward:ward-b")}
+    on_home = {f"{m.data['resourceType']}/{m.data['id']}" for m in
+               await _ward_history(ward, f"ward:{ward.ward}")}
+    assert second in on_b and second not in on_home
+    assert first in on_home and first not in on_b
+    assert f"Encounter/{moved['id']}" in on_b  # the move itself is news on the new ward
+
+
+async def test_the_poll_follows_next_links(ward: Sandbox, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(reconcile, "PAGE_SIZE", 2)
+    config = relay_config(ward, tmp_path, tmp_path / "relay", interval_s=3600.0,
+                          types=["Observation"])
+    async with running_relay(config) as relay:
+        await wait_for(lambda: relay.reconciler.rounds >= 1, 10, "first round")
+        written = []
+        for i in range(3):
+            _, observations = await ward.lab.post_panel(
+                "pat-07", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0 + i})
+            written += [f"Observation/{o['id']}" for o in observations]
+        sent = relay.fhir_requests_sent
+        assert await relay.reconciler.round() == 3
+        assert relay.fhir_requests_sent - sent >= 2  # more than one page
+        assert all(relay.state.has_version(ref, "1") for ref in written)
+        assert await relay.reconciler.round() == 0  # the overlap re-reads, nothing re-poked
+
+
+async def test_health_readiness_metrics_and_notify(ward: Sandbox, idle_relay: Relay):
+    info = idle_relay.ready_info()
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(info["health_url"])).status_code == 200
+        ready = await http.get(info["health_url"].replace("healthz", "readyz"))
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert (await http.post(info["notify_url"], json={"resourceType": "Bundle"})
+                ).status_code == 202
+        assert (await http.put(f"{info['notify_url']}/Observation/1", json={})).status_code \
+            == 202
+        metrics = await http.get(info["metrics_url"])
+        assert metrics.headers["Content-Type"].startswith("text/plain")
+        assert "wardsync_relay_reconcile_rounds_total" in metrics.text
