@@ -49,3 +49,15 @@ def test_cursors_persist(tmp_path: Path):
     state.set_cursor("Observation", "2026-12-07T10:00:01.000000Z")
     state.close()
     assert RelayState(tmp_path / "s.sqlite3").cursor("Observation") == "2026-12-07T10:00:01.000000Z"
+
+
+def test_prune_forgets_old_published_versions_but_never_the_numbering(tmp_path: Path):
+    state = RelayState(tmp_path / "s.sqlite3")
+    done, _ = state.number("w1", _draft("a"))
+    state.number("w1", _draft("b"))  # still pending
+    state.mark(done.message_id, PUBLISHED)
+    assert state.prune(older_than_s=-10) == 1
+    assert not state.has_version("Observation/a", "1")
+    assert state.has_version("Observation/b", "1")  # pending pokes are never forgotten
+    assert state.number("w1", _draft("c"))[0].poke.seq == 3
+    state.close()
