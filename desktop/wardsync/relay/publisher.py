@@ -99,9 +99,11 @@ class PokePublisher:
         self._timer = timer
         self._backoff = backoff or Backoff(RETRY_INITIAL_S, cap_s=RETRY_CAP_S)
         self._interval_s = 1.0 / max_per_s
-        kwargs: dict[str, object] = {"port": hub.port} if hub.port and not hub.tls else {}
-        if hub.port and hub.tls:
-            kwargs = {"tls_port": hub.port}
+        # REST-only client: the host alone as endpoint, the port separately
+        # (docs/realtime-protocol.md §1).
+        kwargs: dict[str, object] = {}
+        if hub.port is not None:
+            kwargs["tls_port" if hub.tls else "port"] = hub.port
         self.ably = AblyRest(
             key=key, use_token_auth=True, endpoint=hub.host, tls=hub.tls,
             client_id=RELAY_CLIENT_ID, use_binary_protocol=use_binary_protocol, **kwargs,
