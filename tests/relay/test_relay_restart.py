@@ -5,10 +5,12 @@ drains and exits 0."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.relay.relay_fixtures import (
     RelayProcess,
@@ -93,6 +95,31 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
                 assert len(set(watcher.message_ids)) == len(watcher.message_ids)
             assert await relay.terminate() == 0
             assert '"stopping: draining pokes"' in relay.log_tail()
+            # JSON lines only, and no secret in them.
+            log_text = relay.log_file.read_text()
+            records = [json.loads(line) for line in log_text.splitlines()]
+            assert records and all({"t", "level", "logger", "msg"} <= set(r) for r in records)
+            info = ward.ready_info()
+            assert info["relay_client"]["client_secret"] not in log_text
+            assert info["ably_key"].split(":", 1)[1] not in log_text
         finally:
             await relay.close()
             await session.aclose()
+
+
+async def test_exit_codes_for_a_bad_configuration_and_an_unreachable_server(
+    ward: Sandbox, tmp_path: Path
+):
+    config_file = tmp_path / "relay.toml"
+    config_file.write_text(CONFIG)
+    flags = relay_flags(ward, tmp_path, tmp_path / "relay-data")
+    missing = RelayProcess({**flags, "ably_key_file": tmp_path / "absent"}, config_file,
+                           tmp_path / "missing.log")
+    with pytest.raises(AssertionError, match=r"ably\.key_file: cannot read"):
+        await missing.start()
+    assert await missing.proc.wait() == 2
+    unreachable = RelayProcess({**flags, "fhir_base": "http://127.0.0.1:9/fhir"}, config_file,
+                               tmp_path / "unreachable.log")
+    with pytest.raises(AssertionError, match="relay could not start"):
+        await unreachable.start()
+    assert await unreachable.proc.wait() == 1
