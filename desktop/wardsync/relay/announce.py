@@ -90,10 +90,11 @@ class Announcer:
             return None
         self._metrics.changes.labels(source).inc()
         patient_id = patient_id_of(resource)
+        previous_ward = None
         if resource["resourceType"] == "Encounter":
-            self._wards.forget(patient_id)
+            previous_ward = self._wards.forget(patient_id)
         ward = await self._ward_for(resource, patient_id)
-        if ward is None:
+        if ward is None and previous_ward is None:
             self._metrics.unrouted.labels("no_ward").inc()
             log.info("%s/_history/%s: no ward to announce it on", ref, version_id)
             return None
@@ -102,7 +103,13 @@ class Announcer:
         draft = Poke(type=ptype, resource_type=resource["resourceType"], id=resource["id"],
                      version_id=version_id, patient_id=patient_id, seq=1, priority=priority)
         changed_at = self._changed_at(resource)
-        return self._publisher.submit(ward, draft, changed_at=changed_at)
+        stored: StoredPoke | None = None
+        # A patient who left a ward (transfer, discharge) is news there too: the Encounter
+        # version is announced on the ward they were on (when known) as well as the new one.
+        for target in dict.fromkeys(w for w in (ward, previous_ward) if w is not None):
+            poke = self._publisher.submit(target, draft, changed_at=changed_at)
+            stored = stored or poke
+        return stored
 
     async def _ward_for(self, resource: Mapping[str, Any], patient_id: str | None) -> str | None:
         if patient_id is not None:

@@ -206,7 +206,7 @@ class PokePublisher:
             self._done(queue)
 
     def _done(self, queue: _WardQueue) -> None:
-        queue.items.popleft()
+        self._changed_at.pop(queue.items.popleft().message_id, None)
         self._metrics.pokes_pending.set(self.pending)
 
     async def _retry_later(self, ward: str, attempt: int, why: str) -> int:

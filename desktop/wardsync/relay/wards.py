@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 WARD_PHYSICAL_TYPE = "wa"
 MAX_PART_OF_DEPTH = 5
 ACTIVE_ENCOUNTER_STATUSES = ("in-progress", "arrived", "onleave")
+MAX_CACHED_PATIENTS = 50_000  # oldest forgotten first beyond this
 
 
 class FhirReader(Protocol):
@@ -43,10 +44,12 @@ class WardResolver:
         self._locations: dict[str, str | None] = {}
         self.lookups = 0
 
-    def forget(self, patient_id: str | None) -> None:
-        """An Encounter of this patient changed: look the ward up again next time."""
-        if patient_id is not None:
-            self._patients.pop(patient_id, None)
+    def forget(self, patient_id: str | None) -> str | None:
+        """An Encounter of this patient changed: look the ward up again next time. Returns
+        the ward the patient was known to be on (None if not cached)."""
+        if patient_id is None:
+            return None
+        return self._patients.pop(patient_id, None)
 
     async def ward_of(self, patient_id: str) -> str | None:
         if patient_id in self._patients:
@@ -68,6 +71,8 @@ class WardResolver:
             if ward is not None:
                 break
         self._patients[patient_id] = ward
+        while len(self._patients) > MAX_CACHED_PATIENTS:
+            del self._patients[next(iter(self._patients))]
         return ward
 
     async def _ward_of_location(self, location_id: str) -> str | None:
