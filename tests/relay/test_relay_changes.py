@@ -133,3 +133,19 @@ async def test_health_readiness_metrics_and_notify(ward: Sandbox, idle_relay: Re
         metrics = await http.get(info["metrics_url"])
         assert metrics.headers["Content-Type"].startswith("text/plain")
         assert "wardsync_relay_reconcile_rounds_total" in metrics.text
+
+
+async def test_a_first_start_announces_nothing_older_than_its_starting_point(
+    ward: Sandbox, tmp_path: Path
+):
+    before, _ = await ward.lab.post_panel("pat-03", codes.LACTATE_PANEL.code, LACTATE)
+    # A wide overlap would re-read the write above; the first start's floor stops it.
+    config = relay_config(ward, tmp_path, tmp_path / "relay", overlap_s=60.0,
+                          types=["DiagnosticReport"])
+    async with running_relay(config) as relay:
+        await wait_for(lambda: relay.reconciler.rounds >= 2, 10, "two rounds")
+        assert not relay.state.has_version(f"DiagnosticReport/{before['id']}", "1")
+        after, _ = await ward.lab.post_panel("pat-03", codes.LACTATE_PANEL.code, LACTATE)
+        await wait_for(lambda: relay.state.has_version(f"DiagnosticReport/{after['id']}", "1"),
+                       10, "the write after the start")
+        assert relay.state.count() == 1

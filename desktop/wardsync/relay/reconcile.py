@@ -6,7 +6,8 @@ overlap re-reads a short window before the cursor, so a version committed with a
 or just before the last one seen (same-instant writes, a transaction that committed late) is
 still found; versions already announced are skipped (`RelayState.has_version`). The cursor, per
 type, moves only past resources that were durably numbered, and is saved after each page, so a
-restart resumes where it stopped and loses nothing.
+restart resumes where it stopped and loses nothing. On the very first run the poll starts
+`initial_lookback_s` before now, and the overlap never reaches below that starting point.
 
 Bound (docs/relay.md): a change committed at t is announced by t + `interval_s` + the round's
 own duration, provided its `meta.lastUpdated` is not older than the cursor minus `overlap_s`.
@@ -33,6 +34,7 @@ PAGE_SIZE = 100
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_OVERLAP_S = 2.0
 DEFAULT_INITIAL_LOOKBACK_S = 60.0
+FLOOR_SUFFIX = "#floor"
 
 
 def format_instant(moment: datetime) -> str:
@@ -100,17 +102,25 @@ class Reconciler:
             self.last_success_wall = self._timer.wall()
         return found
 
-    def _cursor(self, rtype: str) -> datetime:
+    def _cursor(self, rtype: str) -> tuple[datetime, datetime | None]:
+        """(cursor, floor): the floor is where this type's history started on the relay's
+        first run; versions at or before it were never meant to be announced, so the overlap
+        does not reach below it."""
         saved = parse_instant(self._state.cursor(rtype))
+        floor = parse_instant(self._state.cursor(f"{rtype}{FLOOR_SUFFIX}"))
         if saved is not None:
-            return saved
+            return saved, floor
         start = datetime.fromtimestamp(self._timer.wall(), UTC) - self._lookback
+        self._state.set_cursor(f"{rtype}{FLOOR_SUFFIX}", format_instant(start))
         self._state.set_cursor(rtype, format_instant(start))
-        return start
+        return start, start
 
     async def _poll(self, rtype: str) -> int:
-        cursor = self._cursor(rtype)
-        since = format_instant(cursor - self._overlap)
+        cursor, floor = self._cursor(rtype)
+        since_at = cursor - self._overlap
+        if floor is not None and floor > since_at:
+            since_at = floor
+        since = format_instant(since_at)
         result = await self._fhir.client.search(
             rtype, {"_lastUpdated": f"gt{since}", "_sort": "_lastUpdated",
                     "_count": str(PAGE_SIZE)},
