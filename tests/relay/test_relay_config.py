@@ -78,7 +78,7 @@ def test_bad_files_are_refused_with_the_key_named(tmp_path: Path, toml: str, err
 
 def test_validation_names_every_problem(tmp_path: Path):
     path = tmp_path / "r.toml"
-    path.write_text("[fhir]\nbase = 'http://fhir.example.org/fhir'\n"
+    path.write_text("[fhir]\nbase = 'http://fhir.example.org/fhir'\nca_bundle = '/nonexistent'\n"
                     "[ably]\nmax_pokes_per_s = 80\n[reconcile]\ntypes = ['Secret']\n")
     problems = "\n".join(load(config_file=path, env={}).validate({}))
     assert "must be reached over https" in problems
@@ -86,6 +86,7 @@ def test_validation_names_every_problem(tmp_path: Path):
     assert "fhir.client_secret_file is required (or set WARDSYNC_RELAY_FHIR_CLIENT_SECRET)" \
         in problems
     assert "max_pokes_per_s" in problems and "['Secret']" in problems
+    assert "fhir.ca_bundle: /nonexistent is not a readable file" in problems
 
 
 def test_relay_check_command(files: dict[str, Path], tmp_path: Path, capsys):

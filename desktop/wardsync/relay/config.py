@@ -3,7 +3,7 @@
 File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
 
     [relay]      listen, public_url, data_dir, default_ward, log_level
-    [fhir]       base, client_id, client_secret_file, scope
+    [fhir]       base, client_id, client_secret_file, scope, ca_bundle
     [ably]       endpoint, key_file, tls, max_pokes_per_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
     [tokens]     max_ttl_s
@@ -60,6 +60,7 @@ class FhirSection:
     client_id: str = "wardsync-relay"
     client_secret_file: Path | None = None
     scope: str | None = None
+    ca_bundle: Path | None = None
 
 
 @dataclass
@@ -114,6 +115,8 @@ class RelayConfig:
                 require_secure_url(self.fhir.base)
             except InsecureServer as exc:
                 problems.append(f"fhir.base: {exc}")
+        if self.fhir.ca_bundle is not None and not Path(self.fhir.ca_bundle).is_file():
+            problems.append(f"fhir.ca_bundle: {self.fhir.ca_bundle} is not a readable file")
         if not self.fhir.client_id:
             problems.append("fhir.client_id is required")
         if not self.ably.endpoint:

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
-from wardsync.fhir.client import FhirClient
+from wardsync.fhir.client import FhirClient, tls_context
 from wardsync.relay.announce import Announcer
 from wardsync.relay.backend_auth import ClientCredentials, SmartEndpoints, discover
 from wardsync.relay.config import RelayConfig
@@ -73,7 +73,9 @@ class Relay:
     async def start(self) -> None:
         cfg = self.config
         self.state = RelayState.in_dir(Path(cfg.relay.data_dir))
-        self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
+        # Public CAs plus the hospital's own (`fhir.ca_bundle`); verification is never off.
+        ca_bundle = str(cfg.fhir.ca_bundle) if cfg.fhir.ca_bundle else None
+        self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, verify=tls_context(ca_bundle))
         self.endpoints = await discover(self._http, cfg.fhir.base)
         tokens = ClientCredentials(
             token_url=self.endpoints.token_endpoint, client_id=cfg.fhir.client_id,
