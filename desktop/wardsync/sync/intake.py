@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wardsync.core.clock import Clock, SystemClock
-from wardsync.core.events import PokeAccepted, PokeRejectedEvent
+from wardsync.core.events import Event, PokeAccepted, PokeRejectedEvent
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke, PokeRejected, parse_poke
 from wardsync.core.seq import SeqTracker
@@ -32,7 +32,7 @@ class PokeIntake:
         *,
         invalidate: Callable[[Poke], int],
         on_gap: Callable[[], None],
-        publish: Callable[[object], None] | None = None,
+        publish: Callable[[Event], None] | None = None,
         clock: Clock | None = None,
         metrics: MetricsSink | None = None,
         gap_grace_s: float = SEQ_GAP_GRACE_S,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -326,7 +327,7 @@ class PresenceService:
         task = asyncio.get_running_loop().create_task(
             self._leave(rec, previous), name="record presence leave")
         self._leaving[rec.channel] = task
-        task.add_done_callback(lambda t, ch=rec.channel: self._forget_leaving(ch, t))
+        task.add_done_callback(functools.partial(self._forget_leaving, rec.channel))
 
     def _forget_leaving(self, channel: str, task: asyncio.Task[None]) -> None:
         if self._leaving.get(channel) is task:
