@@ -123,7 +123,7 @@ class CriticalLimits(Mapping[str, CriticalLimit]):
         return CriticalLimits(combined.values())
 
     @classmethod
-    def from_mapping(cls, table: Mapping[str, Any]) -> CriticalLimits:
+    def from_mapping(cls, table: object) -> CriticalLimits:
         """Build from a site table such as the `[critical_limits]` section of config.toml.
 
         `{"2823-3": {"low": 2.8, "high": 6.2, "unit": "mmol/L", "name": "Potassium"}}`;

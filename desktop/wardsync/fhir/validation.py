@@ -41,8 +41,7 @@ def validate_resource(data: object) -> dict:
     if not isinstance(data, Mapping):
         raise InvalidResource("resource is not a JSON object")
     rtype = data.get("resourceType")
-    model = _model(rtype) if isinstance(rtype, str) else None
-    if model is None:
+    if not isinstance(rtype, str) or (model := _model(rtype)) is None:
         raise InvalidResource(f"unknown resourceType {str(rtype)[:40]!r}")
     try:
         model.model_validate(data)

@@ -55,6 +55,7 @@ class SandboxProcess:
             )
         except OSError as exc:
             raise SandboxStartError(f"the demo server could not be started ({exc})") from exc
+        assert proc.stdout is not None  # stdout=PIPE
         try:
             line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout_s)
             info = json.loads(line)

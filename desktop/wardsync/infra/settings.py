@@ -248,7 +248,7 @@ def _toml_critical_limits(value: object) -> CriticalLimits:
         for code in value:
             _check_loinc(str(code))
     try:
-        return CriticalLimits.from_mapping(value)  # type: ignore[arg-type]
+        return CriticalLimits.from_mapping(value)
     except CriticalLimitsError as exc:
         raise InvalidValue(str(exc)) from None
 
@@ -826,7 +826,8 @@ def load_settings(
                     candidate = setting.parse_toml(raw)
                 problem = (
                     insecure_url_problem(candidate)
-                    if setting.tls_checked and values.get(REQUIRE_TLS_KEY, False)
+                    if setting.tls_checked and isinstance(candidate, str)
+                    and values.get(REQUIRE_TLS_KEY, False)
                     else None
                 )
                 if problem:

@@ -168,7 +168,7 @@ class Sandbox:
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # the bound port, when cfg.port is 0
 
         self.hub = Hub({HUB_KEY_NAME: self._secrets["hub_secret"]}, cfg.hub_config)
         await self.hub.start(cfg.host, cfg.hub_port)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
@@ -128,7 +128,7 @@ class QueryState:
     """What the Diagnostics inspector and the panels know about one open query."""
 
     key: QueryKey
-    status: str = "loading"  # loading | ok | error
+    status: Literal["loading", "ok", "error"] = "loading"
     pulls: int = 0
     failures: int = 0
     last_ok_wall: float | None = None

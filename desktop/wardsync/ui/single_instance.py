@@ -63,12 +63,14 @@ class SingleInstanceUnavailable(OSError):
 
 
 def _windows_session_id() -> int | None:
+    if sys.platform != "win32":  # ctypes.windll exists on Windows only
+        return None
     import ctypes
     from ctypes import wintypes
 
     session = wintypes.DWORD()
     # kernel32!ProcessIdToSessionId: the Terminal Services session of this process.
-    ok = ctypes.windll.kernel32.ProcessIdToSessionId(os.getpid(), ctypes.byref(session))  # type: ignore[attr-defined]
+    ok = ctypes.windll.kernel32.ProcessIdToSessionId(os.getpid(), ctypes.byref(session))
     return int(session.value) if ok else None
 
 

@@ -344,6 +344,7 @@ class FhirStore:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (rid, rtype, id, version, lu_us, interaction, method, text),
         ).lastrowid
+        assert seq is not None  # an INSERT sets it
         if row:
             self._conn.execute("UPDATE version SET superseded_seq = ? WHERE seq = ?", (seq, row[2]))
         self._conn.execute(

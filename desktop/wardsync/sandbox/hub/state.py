@@ -67,11 +67,12 @@ _MESSAGE_FIELDS = ("name", "data", "encoding", "clientId", "id", "extras")
 def check_channel_name(name: object) -> str:
     """Ably channel-name rules: non-empty, no newline, not starting with `[` or `:`."""
     if (
-        not is_text(name) or not name or len(name) > MAX_CHANNEL_NAME_CHARS
+        not isinstance(name, str) or not is_text(name) or not name
+        or len(name) > MAX_CHANNEL_NAME_CHARS
         or name[0] in "[:" or "\n" in name or "\r" in name
     ):
         raise HubError(INVALID_CHANNEL_NAME, 400, "invalid channel name")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def _payload_size(item: Mapping[str, Any]) -> int:
