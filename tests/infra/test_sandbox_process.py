@@ -8,7 +8,14 @@ import subprocess
 import sys
 import time
 
-from wardsync.infra.sandbox_process import SandboxProcess
+import pytest
+
+from tests.sandbox_absent import env_without_sandbox
+from wardsync.infra.sandbox_process import (
+    SANDBOX_NOT_INSTALLED_MESSAGE,
+    SandboxNotInstalled,
+    SandboxProcess,
+)
 
 PARENT = """
 import asyncio
@@ -53,3 +60,14 @@ async def test_orderly_stop_returns_zero() -> None:
     assert sb.running and sb.info["ward"] == "ward-7a"
     assert await sb.stop() == 0
     assert not sb.running
+
+
+async def test_a_missing_sandbox_extra_is_reported_in_words(tmp_path, monkeypatch) -> None:
+    # The app starts its demo sandbox as a child; without the extra the child exits at once
+    # and the app gets the install hint (shown in its "could not start" dialog), not a timeout.
+    monkeypatch.setenv("PYTHONPATH", env_without_sandbox(tmp_path)["PYTHONPATH"])
+    t0 = time.monotonic()
+    with pytest.raises(SandboxNotInstalled) as caught:
+        await SandboxProcess.start("--no-simulator", timeout_s=30)
+    assert str(caught.value) == SANDBOX_NOT_INSTALLED_MESSAGE
+    assert time.monotonic() - t0 < 15  # well before the ready timeout

@@ -13,6 +13,12 @@ from pathlib import Path
 import httpx
 from ably import AblyRest
 
+from tests.sandbox_absent import env_without_sandbox
+from wardsync.infra.sandbox_process import (
+    SANDBOX_NOT_INSTALLED_EXIT,
+    SANDBOX_NOT_INSTALLED_MESSAGE,
+)
+
 REQUIRED = {"fhir_base", "ably_endpoint", "smart_config", "token_url", "ably_token_url",
             "ably_key", "lab_client", "ward"}
 
@@ -97,3 +103,14 @@ def test_simulator_writes_pokes_by_default(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         assert stop(proc) == 0
+
+
+def test_without_the_sandbox_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "wardsync", "sandbox", "--no-simulator"],
+        capture_output=True, text=True, env=env_without_sandbox(tmp_path), timeout=60,
+    )
+    assert out.returncode == SANDBOX_NOT_INSTALLED_EXIT
+    assert out.stdout == ""  # no ready line: a parent waiting for one learns from the exit
+    assert out.stderr.strip() == (
+        f"wardsync sandbox: {SANDBOX_NOT_INSTALLED_MESSAGE} (missing: aiohttp)")
