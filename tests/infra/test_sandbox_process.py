@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from tests.sandbox_absent import env_without_sandbox
 from wardsync.infra.sandbox_process import (
+    PUBLIC_READY_FIELDS,
     SANDBOX_NOT_INSTALLED_MESSAGE,
     SandboxNotInstalled,
     SandboxProcess,
@@ -58,6 +60,10 @@ def test_killed_app_takes_its_sandbox_with_it() -> None:
 async def test_orderly_stop_returns_zero() -> None:
     sb = await SandboxProcess.start("--no-simulator")
     assert sb.running and sb.info["ward"] == "ward-7a"
+    # What the metrics log may carry: endpoints and the ward, none of the ready line's secrets.
+    assert sb.public_info == {k: sb.info[k] for k in PUBLIC_READY_FIELDS}
+    secrets = [sb.info["ably_key"], sb.info["admin_token"], sb.info["lab_client"]["client_secret"]]
+    assert not any(s in json.dumps(sb.public_info) for s in secrets)
     assert await sb.stop() == 0
     assert not sb.running
 

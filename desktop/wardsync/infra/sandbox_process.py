@@ -35,6 +35,12 @@ SANDBOX_NOT_INSTALLED_MESSAGE = (
 )
 
 
+# The ready-line fields the app may write to its metrics log (`sandbox_ready`,
+# docs/architecture.md §3): endpoints and the ward, never the keys and secrets beside them.
+PUBLIC_READY_FIELDS = ("fhir_base", "ably_endpoint", "smart_config", "token_url",
+                       "ably_token_url", "ward")
+
+
 class SandboxStartError(RuntimeError):
     """The embedded sandbox did not start; the message says why in plain words."""
 
@@ -98,6 +104,11 @@ class SandboxProcess:
             raise SandboxStartError("the demo server did not start properly") from exc
         log.info("demo sandbox ready (pid %s)", proc.pid)
         return cls(proc, info)
+
+    @property
+    def public_info(self) -> dict[str, Any]:
+        """The ready line without its secrets: what `sandbox_ready` may carry."""
+        return {k: self.info[k] for k in PUBLIC_READY_FIELDS if k in self.info}
 
     @property
     def running(self) -> bool:
