@@ -12,6 +12,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import (
     DEGRADED_AFTER_S,
     assert_states,
@@ -22,6 +24,8 @@ from tests.faults.harness import (
 from wardsync.core.connection_status import ConnectionState
 from wardsync.sync.realtime import DISCONNECTED_RETRY_MS, REALTIME_REQUEST_TIMEOUT_MS
 from wardsync.sync.workstation import WATCHDOG_TICK_S
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 CUT_S = 4.0
 # The first poll after degraded_after_s fails to connect: offline.

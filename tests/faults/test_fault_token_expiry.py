@@ -13,7 +13,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import eventually, fault_bed, post_marker
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 TOKEN_TTL_S = 6.0
 # The Session's default REFRESH_AHEAD_S (60 s) is longer than such a lifetime, which makes it
