@@ -40,7 +40,7 @@ HEADING = re.compile(r"#{1,6}\s+§?(\d+(?:\.\d+)*)\.?(?:\s|$)")
 # The design notes the project started from live outside the repository; cite the in-repo
 # documents instead (docs/README.md). Spelled in pieces so this file does not cite them.
 OUTSIDE = re.compile("|".join((
-    r"(?<![\w/.-])" + "ARCHITECTURE" + r"\.md", r"(?<![\w/.-])" + "STYLE" + r"\.md",
+    r"(?<![\w/.-])" + "ARCHITECTURE" + r"(?:\.md)?\b", r"(?<![\w/.-])" + "STYLE" + r"\.md",
     "(?i:protocol" + r"\s+" + "brief)", "ably-wire-" + "protocol",
 )))
 
@@ -186,7 +186,8 @@ def test_checker_fails_on_a_missing_file_and_names_file_and_line(repo: Path) -> 
 
 
 def test_checker_fails_on_the_design_notes_outside_the_repository(repo: Path) -> None:
-    for outside in ("ARCHITECTURE" + ".md §3", "STYLE" + ".md", "the Protocol" + " brief §1"):
+    for outside in ("ARCHITECTURE" + ".md §3", "ARCHITECTURE" + " §3", "STYLE" + ".md",
+                    "the Protocol" + " brief §1"):
         problems = _cite(repo, f"# per {outside}\n")
         assert problems and "not in the repository" in problems[0], outside
     # The in-repository documents of the same names are fine.
