@@ -21,6 +21,7 @@ SLOW_MODULES = (
     "faults/test_fault_*.py",  # live fault injection against real servers
     "e2e/test_*.py",  # whole app processes
     "benchmarks/test_*_smoke.py",  # each benchmark end to end
+    "ui/test_alert_benchmark_smoke.py",  # the alert latency benchmark end to end
     "ui/test_screenshots.py",  # every window, both themes, on Xvfb
     "packaging/e2e_installed_package.py",  # builds and installs the real bundle
 )

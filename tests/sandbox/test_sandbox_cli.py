@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from ably import AblyRest
 
 from tests.sandbox_absent import env_without_sandbox
@@ -73,6 +74,7 @@ async def test_ready_line_names_working_endpoints(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "fhir.sqlite3").exists()  # data kept where asked
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_removes_the_temporary_data() -> None:
     proc, info = start("--no-simulator")
     data_dir = Path(info["data_dir"])
@@ -84,6 +86,7 @@ def test_sigterm_stops_cleanly_and_removes_the_temporary_data() -> None:
     assert "Traceback" not in proc.stderr.read()
 
 
+@pytest.mark.slow
 def test_simulator_writes_pokes_by_default(tmp_path: Path) -> None:
     env = dict(os.environ)
     proc = subprocess.Popen(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.waiting import wait_for
@@ -16,6 +17,7 @@ from wardsync.ui.app import AppController, has_display
 from wardsync.ui.window_base import DEMO_TEXT
 
 
+@pytest.mark.slow
 async def test_demo_start_shows_the_ward_and_closes_cleanly(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
