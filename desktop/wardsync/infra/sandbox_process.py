@@ -79,8 +79,10 @@ class SandboxProcess:
             )
         except OSError as exc:
             raise SandboxStartError(f"the demo server could not be started ({exc})") from exc
+        stdout = proc.stdout
+        assert stdout is not None  # stdout=PIPE above
         try:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout_s)
+            line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), timeout_s)
         except TimeoutError as exc:
             await _kill(proc)
             raise SandboxStartError("the demo server did not start in time") from exc

@@ -28,7 +28,7 @@ EXTRA_REQUIREMENTS = ("aiohttp",)
 
 def missing_requirements() -> list[str]:
     """The sandbox's own libraries (the `sandbox` extra) that cannot be imported here."""
-    missing = []
+    missing: list[str] = []
     for name in EXTRA_REQUIREMENTS:
         try:
             importlib.import_module(name)
