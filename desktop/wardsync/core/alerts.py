@@ -1,4 +1,4 @@
-"""Critical lab result alerts (ARCHITECTURE.md §5): identity, state machine, escalation times,
+"""Critical lab result alerts (docs/architecture.md §5): identity, state machine, escalation times,
 read-back, and the FHIR resources that record acknowledgements and escalations. Pure Python.
 
 Identity. One alert per *released* DiagnosticReport version (`AlertId` = the report reference
@@ -85,7 +85,7 @@ READ_BACK_EXTENSION: Final = "urn:wardsync:alerts:read-back"
 ESCALATION_ID_PREFIX: Final = "crit-esc-"
 
 RELEASED_REPORT_STATUSES: Final = frozenset({"final", "amended", "corrected", "appended"})
-DEFAULT_ESCALATION_AFTER_S: Final = 15 * 60.0  # ARCHITECTURE.md §5: 15-30 min for inpatients
+DEFAULT_ESCALATION_AFTER_S: Final = 15 * 60.0  # docs/architecture.md §5: 15-30 min for inpatients
 # Alerts are rebuilt from the server for reports released in this window. Guidelines ask for
 # acknowledgement within an hour at most and unacknowledged alerts escalate after the site
 # window, so an older report has been handled through the paging chain already.

@@ -1,4 +1,4 @@
-"""Critical lab result rules (ARCHITECTURE.md §5), configurable per site.
+"""Critical lab result rules (docs/architecture.md §5), configurable per site.
 
 A result is critical when the laboratory flagged it so, or when its value lies beyond the
 site's critical limit for that test:

@@ -1,4 +1,4 @@
-"""The poke: the only thing the realtime channel carries (ARCHITECTURE.md §3).
+"""The poke: the only thing the realtime channel carries (docs/architecture.md §3.2).
 
 A poke says "resource X changed, go and fetch it"; it is a hint, never data. It holds
 logical ids, a version number, a sequence number and a priority, and nothing else. Parsing

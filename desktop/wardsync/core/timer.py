@@ -5,8 +5,8 @@ Production code takes a `Timer` and never calls `asyncio.sleep`, `loop.call_late
 `time.monotonic` or `datetime.now` itself; `SystemTimer` is the real one and `FakeTimer` moves
 only when a test says so, waking each sleeper and callback at its own deadline, in deadline
 order (ties in the order they were scheduled). This is how the workstation's status timeline
-(live → degraded → polling → live) is asserted with exact timestamps (STYLE.md "Fake clocks
-with timeline assertions"; docs/architecture.md §6).
+(live → degraded → polling → live) is asserted with exact timestamps (docs/style.md §11,
+fake clocks with timeline assertions; docs/architecture.md §6).
 """
 
 from __future__ import annotations

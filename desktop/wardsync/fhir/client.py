@@ -145,7 +145,7 @@ def _validate_entries(
 
 
 class FhirClient:
-    """Authenticated FHIR REST calls on ONE httpx.AsyncClient (STYLE.md: one owner)."""
+    """Authenticated FHIR REST calls on ONE httpx.AsyncClient (docs/style.md §3: one owner)."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """Validation of received resources against the FHIR R4 structure (fhir.resources R4B models).
 
 R4B (4.3.0) is structurally compatible with R4 for the resources the app uses
-(ARCHITECTURE.md §4). The app keeps the original JSON dict once it is known to be valid: the
+(docs/architecture.md §4). The app keeps the original JSON dict once it is known to be valid: the
 model is only a gate, so the store and panels work on plain data.
 """
 

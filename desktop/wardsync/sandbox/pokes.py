@@ -3,7 +3,7 @@
 It plays the hospital's notification relay: it listens to the FHIR store's commits, numbers
 each poke with a per-channel `seq` and publishes through the real Ably REST client with token
 auth (key + `use_token_auth`, so the key's secret never leaves this process). A poke carries
-logical ids only (ARCHITECTURE.md §3).
+logical ids only (docs/architecture.md §3.2).
 
 Type rules: a released DiagnosticReport (final, amended, corrected) with a critical result is a
 `CRITICAL_LAB_RESULT` with priority `urgent`; other released lab reports and final lab
@@ -212,7 +212,8 @@ class PokePublisher:
     def _client(self) -> AblyRest:
         port = self._hub_port()
         if self._rest is None or self._rest_port != port:
-            # REST-only client: host without the port, port separately (protocol brief §1).
+            # REST-only client: host without the port, port separately
+            # (docs/realtime-protocol.md §1).
             self._rest = AblyRest(
                 key=self._key, use_token_auth=True, endpoint=self._hub_host, port=port,
                 tls=False, use_binary_protocol=self._use_binary,

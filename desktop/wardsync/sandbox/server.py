@@ -246,7 +246,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ contract
     def ready_info(self) -> dict[str, Any]:
-        """The `wardsync sandbox` ready line (ARCHITECTURE.md §3)."""
+        """The `wardsync sandbox` ready line (docs/architecture.md §3.1)."""
         assert self.hub is not None
         return {
             "fhir_base": self.fhir_base,

@@ -1,6 +1,6 @@
 """Poke intake: validate every realtime message, drop duplicates, notice gaps, invalidate keys.
 
-A poke is a hint, never data (ARCHITECTURE.md §2). A message that is not exactly a poke is
+A poke is a hint, never data (docs/architecture.md §2). A message that is not exactly a poke is
 rejected, counted and logged by reason only — its content could carry patient data if a relay
 misbehaved — and the connection stays up. A sequence gap that is still open after a short grace
 period (pokes may arrive out of order) triggers a catch-up pull of every open query.

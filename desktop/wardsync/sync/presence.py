@@ -2,7 +2,7 @@
 
 `PresenceService` (one per workstation process, built from the `Workstation` and the signed-in
 clinician) makes this workstation ONE presence member of each record channel
-(`record:<ResourceType>:<id>`, ARCHITECTURE.md §3) that any of its windows shows. Windows ask
+(`record:<ResourceType>:<id>`, docs/architecture.md §3.3) that any of its windows shows. Windows ask
 for a `PresenceHandle` with `join(...)` and close it when they stop showing the record; the
 service counts handles, enters presence with the first and leaves `leave_grace_s` after the
 last one closed (a chart closed and reopened does not flicker on other screens), then

@@ -8,7 +8,7 @@ SubscriptionManager does the same for its one socket).
 Authentication is token-only through `auth_callback`: the workstation exchanges its FHIR access
 token for a short-lived Ably token at the hospital relay (the sandbox stands in for it), so the
 Ably API key never reaches a workstation. No `client_id` option is set: the clientId comes from
-the token via CONNECTED.connectionDetails (see the "clientId trap" in the protocol brief).
+the token via CONNECTED.connectionDetails (the "clientId trap", docs/realtime-protocol.md §8).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def ably_options(endpoint: str) -> dict[str, Any]:
     """Client options for `host:port` (loopback: plain ws; anything else: TLS).
 
     `endpoint` gets a trailing slash so ONE client serves both websocket and REST with the
-    port in the host (ably 3.1.4 ignores `port` for realtime; protocol brief §1).
+    port in the host (ably 3.1.4 ignores `port` for realtime; docs/realtime-protocol.md §1).
     """
     host = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
     loopback = is_loopback_host(host)
@@ -207,7 +207,7 @@ class SyncConnection:
     # ------------------------------------------------------------------ auth
     async def _auth_callback(self, token_params: dict[str, Any]) -> dict[str, Any]:
         # Must be a coroutine function: ably 3.1.4 treats a plain function's result as an
-        # error (protocol brief §8).
+        # error (docs/realtime-protocol.md §8).
         self.token_requests += 1
         return await self._token_provider()
 

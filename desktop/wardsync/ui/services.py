@@ -131,7 +131,7 @@ class AppServices:
             await _say(progress, "Starting the demo server (synthetic data)…")
             self.sandbox = await SandboxProcess.start()
             info = self.sandbox.info
-            self.metrics.emit("sandbox_ready", sandbox=info)
+            self.metrics.emit("sandbox_ready", sandbox=self.sandbox.public_info)
             self.backend = Backend(info["fhir_base"], info["ward"], info["ably_endpoint"],
                                    info["ably_token_url"], demo=True)
 

@@ -1,6 +1,6 @@
 """One WardSync process per user and desktop session: a second launch opens a window in it.
 
-Each process owns one realtime connection and one sign-in (ARCHITECTURE.md §1), so launching
+Each process owns one realtime connection and one sign-in (docs/architecture.md §1), so launching
 `wardsync` again while it runs must not start a second one. The first process listens on a
 local socket (QLocalServer: a Unix domain socket, a named pipe on Windows); a later launch
 connects, sends one message and exits once the running process has answered.

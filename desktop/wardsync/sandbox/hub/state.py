@@ -4,8 +4,8 @@ Every method runs to completion without awaiting: a broadcast, an ATTACHED and i
 queued atomically, so no other event interleaves with them. Frames go into each connection's
 outbox and the socket writers (realtime.py) drain them.
 
-Section numbers (§n) refer to the project's protocol brief
-(`reference/ably-wire-protocol.md`); spec ids (RTN15, RTP17...) to the Ably features spec.
+Section numbers (§n) refer to docs/realtime-protocol.md; spec ids (RTN15, RTP17...) to the
+Ably features spec.
 """
 
 from __future__ import annotations
