@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from subs_bed import Endpoint, SubsBed, start_bed, stop_bed
+from subs_bed import TEST_POLICY, Endpoint, SubsBed, start_bed, stop_bed
 
-from wardsync.core.backoff import Jitter
 from wardsync.core.timer import FakeTimer
 from wardsync.sandbox.fhir import FhirStore
-from wardsync.sandbox.fhir.subscriptions.delivery import RetryPolicy
 from wardsync.sandbox.fhir.subscriptions.ledger import SubscriptionLedger
-
-# No jitter in tests, so retry timelines are exact.
-TEST_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, cap_s=30.0, attempts_before_error=6,
-                          jitter=Jitter.NONE)
 
 
 @pytest.fixture

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from wardsync.core.backoff import Jitter
 from wardsync.core.timer import FakeTimer
 from wardsync.sandbox.fhir import FhirApi, FhirStore
+from wardsync.sandbox.fhir.subscriptions.delivery import RetryPolicy
 from wardsync.sandbox.fhir.subscriptions.ledger import SubscriptionLedger
 from wardsync.sandbox.fhir.subscriptions.model import (
     FILTER_CRITERIA_URL,
@@ -26,6 +28,9 @@ from wardsync.sandbox.fhir.subscriptions.topics import TOPIC_BASE
 from wardsync.sandbox.grants import Grant
 
 OBSERVATION_TOPIC = f"{TOPIC_BASE}observation-changed"
+# No jitter in tests, so retry timelines are exact.
+TEST_POLICY = RetryPolicy(initial_s=1.0, factor=2.0, cap_s=30.0, attempts_before_error=6,
+                          jitter=Jitter.NONE)
 FAR_FUTURE = 4_000_000_000.0
 
 GRANTS: dict[str, Grant] = {
