@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.parameters import Parameters
 from subs_bed import (
     OBSERVATION_TOPIC,
@@ -21,6 +22,7 @@ from subs_bed import (
 )
 
 from wardsync.sandbox.fhir.subscriptions.notifications import STATUS_PROFILE
+from wardsync.sandbox.fhir.subscriptions.topics import TOPICS
 
 
 def assert_ig_notification(bundle: dict[str, Any], sub_id: str, base: str, kind: str) -> None:
@@ -252,3 +254,28 @@ async def test_invalid_subscriptions_are_refused_with_reasons(bed: SubsBed,
         r = await bed.relay.post("/Subscription", json={**subscription(endpoint.url), **change})
         assert r.status_code == 422, (change, r.text)
         assert message in r.text, r.text
+
+
+async def test_capability_statement_lists_topics_and_operations(bed: SubsBed) -> None:
+    statement = (await bed.relay.get("/metadata")).json()
+    CapabilityStatement.model_validate(statement)
+    [entry] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
+    canonicals = [e["valueCanonical"] for e in entry["extension"] if e["url"].endswith(
+        "/capabilitystatement-subscriptiontopic-canonical")]
+    assert canonicals == [t.url for t in TOPICS]
+    assert {t.resource_type for t in TOPICS} >= {
+        "Observation", "DiagnosticReport", "Task", "Communication", "Encounter", "Patient"}
+    assert {o["name"] for o in entry["operation"]} == {"status", "events",
+                                                       "get-ws-binding-token"}
+    assert "retained" in entry["documentation"]
+
+
+async def test_an_unbound_websocket_subscription_waits_quietly(bed: SubsBed) -> None:
+    sub_id = await bed.subscribe(subscription("", channel_type="websocket", heartbeat_s=2))
+    await until(lambda: bed.service.spec(sub_id).status == "active", bed.timer)  # type: ignore[union-attr]
+    await bed.write_observation()
+    await bed.timer.advance(20)
+    # No socket bound: nothing is sent, nothing is scheduled to spin, the event waits.
+    assert bed.timer.pending() == []
+    assert bed.ledger.counters(sub_id).events == 1
+    assert bed.ledger.pending(sub_id, 10)[0].number == 1

@@ -156,8 +156,9 @@ class DeliveryWorker:
             await self._wait(self._heartbeat_due_in(spec))
 
     def _heartbeat_due_in(self, spec: SubscriptionSpec) -> float | None:
-        if spec.heartbeat_s is None or spec.status != "active":
-            return None
+        if (spec.heartbeat_s is None or spec.status != "active"
+                or not self._host.channel_ready(spec)):
+            return None  # (an unbound websocket waits for a bind, not for the clock)
         return max(0.0, self._last_sent + spec.heartbeat_s - self._host.timer.monotonic())
 
     async def _wait(self, delay_s: float | None) -> None:

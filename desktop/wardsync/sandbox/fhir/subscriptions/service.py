@@ -98,9 +98,14 @@ class SubscriptionService:
         if cursor > self.store.last_seq():
             raise RuntimeError("the subscription ledger is ahead of the FHIR store: they "
                                "belong to different data directories")
-        self.matched_through = cursor
         page = self.store.search("Subscription", [("_snapshot", str(cursor)),
                                                   ("_count", str(MAX_SUBSCRIPTIONS))])
+        if cursor == 0 and not self.store.search("Subscription", [("_summary", "count")]).total:
+            # A new ledger and no live Subscription: nothing before now can match anything,
+            # so skip the seeded history instead of reading it all.
+            cursor = self.store.last_seq()
+            self.ledger.record(cursor, [])
+        self.matched_through = cursor
         for resource in page.matches:
             self._apply(resource)
         self._remove_listener = self.store.add_listener(self._on_commit)
