@@ -279,3 +279,18 @@ async def test_an_unbound_websocket_subscription_waits_quietly(bed: SubsBed) -> 
     assert bed.timer.pending() == []
     assert bed.ledger.counters(sub_id).events == 1
     assert bed.ledger.pending(sub_id, 10)[0].number == 1
+
+
+async def test_several_filters_must_all_match(bed: SubsBed, endpoint: Endpoint) -> None:
+    await active_subscription(bed, endpoint, filters=(
+        "Observation?patient=Patient/p2,Patient/p3", "Observation?status=final"))
+    await bed.write_observation("p1")
+    wanted = await bed.write_observation("p2")
+    r = await bed.writer.post("/Observation", json={**observation("p3"),
+                                                    "status": "preliminary"})
+    assert r.status_code == 201
+    await until(lambda: bed.service.matched_through == bed.store.last_seq(), bed.timer)
+    await until(lambda: bool(endpoint.bundles("event-notification")), bed.timer)
+    await bed.timer.advance(1)
+    focus = [e["fullUrl"] for b in endpoint.bundles("event-notification") for e in b["entry"][1:]]
+    assert focus == [f"{bed.base}/Observation/{wanted}"]

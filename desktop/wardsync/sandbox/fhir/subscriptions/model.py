@@ -67,7 +67,7 @@ class SubscriptionSpec:
     version_id: str
     status: str
     topic: Topic | None  # None for a classic subscription
-    criteria: tuple[Criteria, ...]  # topic filters (any may match) or the classic search
+    criteria: tuple[Criteria, ...]  # topic filters (all must match) or the classic search
     channel_type: str
     endpoint: str
     headers: tuple[tuple[str, str], ...]
@@ -90,7 +90,8 @@ class SubscriptionSpec:
         if self.topic is not None:
             if resource.get("resourceType") != self.topic.resource_type:
                 return False
-            return not self.criteria or any(c.matches(resource) for c in self.criteria)
+            # Several filters narrow together, as R5's `filterBy` entries do.
+            return all(c.matches(resource) for c in self.criteria)
         return self.criteria[0].matches(resource)
 
 
