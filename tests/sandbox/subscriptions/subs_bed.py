@@ -77,22 +77,33 @@ class Endpoint:
     status: int = 200  # what it answers; set 503 to play "down"
     runner: web.AppRunner | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Cleared: requests are held (a hung endpoint) until it is set again.
+    flowing: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    held: int = 0  # requests waiting for `flowing`
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        self.flowing.set()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/hook"
+        host, self.port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{self.port}/hook"
 
     async def stop(self) -> None:
+        self.flowing.set()
         if self.runner is not None:
             await self.runner.cleanup()
+            self.runner = None
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if not self.flowing.is_set():
+            self.held += 1
+            await self.flowing.wait()
+            self.held -= 1
         body = await request.read()
         if self.status < 300:
             self.received.append(Received(request.method, request.path,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
 from subs_bed import Endpoint, SubsBed, param, parameters_of, subscription, until
 
 from wardsync.core.timer import FakeTimer
+from wardsync.sandbox.fhir.subscriptions.model import DEFAULT_TIMEOUT_S
 
 
 async def activate(bed: SubsBed, endpoint: Endpoint, **kwargs: Any) -> str:
@@ -145,3 +147,37 @@ async def test_a_dead_endpoint_does_not_hold_up_another_subscriber(
     finally:
         await healthy.stop()
     assert endpoint.event_numbers() == []
+
+
+async def test_listener_gone_for_30s_then_back_on_its_port(bed: SubsBed,
+                                                           endpoint: Endpoint) -> None:
+    sub_id = await activate(bed, endpoint)
+    port = endpoint.port
+    await endpoint.stop()  # connection refused from now on
+    for _ in range(3):
+        await bed.write_observation()
+        await advance_real(bed.timer, 10)
+    await endpoint.start(port)
+    await until(lambda: endpoint.event_numbers() == [1, 2, 3], bed.timer)
+    assert bed.ledger.counters(sub_id).delivered == 3
+
+
+async def test_a_hung_endpoint_never_slows_a_fhir_write(bed: SubsBed,
+                                                        endpoint: Endpoint) -> None:
+    await activate(bed, endpoint)
+    endpoint.flowing.clear()  # the endpoint accepts connections and never answers
+    await bed.write_observation()
+    await until(lambda: bed.service.matched_through == bed.store.last_seq(), bed.timer,
+                step_s=0.01, limit_s=1)
+    took = []
+    for _ in range(10):
+        start = time.perf_counter()
+        await bed.write_observation()
+        took.append(time.perf_counter() - start)
+    # All ten writes returned while the first notification was still stuck at the endpoint:
+    # together they took less than the one delivery's timeout, so none waited for it.
+    assert endpoint.held == 1
+    assert sum(took) < DEFAULT_TIMEOUT_S, took
+    assert endpoint.event_numbers() == []
+    endpoint.flowing.set()
+    await until(lambda: endpoint.event_numbers() == list(range(1, 12)), bed.timer)
