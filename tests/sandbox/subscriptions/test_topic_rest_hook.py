@@ -21,6 +21,7 @@ from subs_bed import (
     until,
 )
 
+from wardsync.sandbox.fhir.fhir_dates import format_instant
 from wardsync.sandbox.fhir.subscriptions.notifications import STATUS_PROFILE
 from wardsync.sandbox.fhir.subscriptions.topics import TOPICS
 
@@ -294,3 +295,17 @@ async def test_several_filters_must_all_match(bed: SubsBed, endpoint: Endpoint) 
     await bed.timer.advance(1)
     focus = [e["fullUrl"] for b in endpoint.bundles("event-notification") for e in b["entry"][1:]]
     assert focus == [f"{bed.base}/Observation/{wanted}"]
+
+
+async def test_subscription_end_turns_it_off(bed: SubsBed, endpoint: Endpoint) -> None:
+    end = format_instant(int((bed.timer.wall() + 30) * 1_000_000))
+    sub_id = await bed.subscribe({**subscription(endpoint.url), "end": end})
+    await until(lambda: bed.service.spec(sub_id).status == "active", bed.timer)  # type: ignore[union-attr]
+    await bed.write_observation()
+    await until(lambda: endpoint.event_numbers() == [1], bed.timer)
+    await until(lambda: bed.service.spec(sub_id).status == "off", bed.timer,  # type: ignore[union-attr]
+                limit_s=40)
+    assert await bed.status_of(sub_id) == "off"
+    await bed.write_observation()
+    await until(lambda: bed.service.matched_through == bed.store.last_seq(), bed.timer)
+    assert bed.ledger.counters(sub_id).events == 1

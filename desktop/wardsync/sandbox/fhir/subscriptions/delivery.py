@@ -133,6 +133,11 @@ class DeliveryWorker:
             spec = self._host.spec(self.sub_id)
             if spec is None or spec.status == "off":
                 return
+            if spec.ended(int(timer.wall() * 1_000_000)) and not self._host.ledger.pending(
+                    self.sub_id, 1):
+                # Past `Subscription.end` and everything before it delivered: turn it off.
+                self._host.set_status(spec, "off", None)
+                return
             self._wake.clear()
             try:
                 acted = await self._step(spec)
@@ -153,7 +158,12 @@ class DeliveryWorker:
                 self._failures = 0
                 self._last_sent = timer.monotonic()
                 continue
-            await self._wait(self._heartbeat_due_in(spec))
+            due = [d for d in (self._heartbeat_due_in(spec), self._end_in(spec)) if d is not None]
+            await self._wait(min(due) if due else None)
+
+    def _end_in(self, spec: SubscriptionSpec) -> float | None:
+        left = None if spec.end_us is None else spec.end_us / 1_000_000 - self._host.timer.wall()
+        return left if left is not None and left > 0 else None
 
     def _heartbeat_due_in(self, spec: SubscriptionSpec) -> float | None:
         if (spec.heartbeat_s is None or spec.status != "active"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from wardsync.sandbox.fhir.fhir_dates import parse_date_range
 from wardsync.sandbox.fhir.search_params import SEARCH_PARAMETERS
 from wardsync.sandbox.fhir.subscriptions.criteria import Criteria, InvalidCriteria, parse_criteria
 from wardsync.sandbox.fhir.subscriptions.topics import Topic, topic_by_url
@@ -76,6 +77,12 @@ class SubscriptionSpec:
     heartbeat_s: int | None
     timeout_s: int
     max_count: int
+    end_us: int | None = None  # `Subscription.end`, epoch microseconds
+
+    def ended(self, at_us: int) -> bool:
+        """True once `Subscription.end` has passed (R4: "the time for the server to turn the
+        subscription off")."""
+        return self.end_us is not None and at_us >= self.end_us
 
     @property
     def classic(self) -> bool:
@@ -199,6 +206,13 @@ def parse_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
                        "Subscription.channel.extension", problems)
     max_count = _int_ext(channel, MAX_COUNT_URL, 1, MAX_COUNT_LIMIT,
                          "Subscription.channel.extension", problems)
+    end_us: int | None = None
+    if resource.get("end") is not None:
+        end = parse_date_range(str(resource["end"]))
+        if end is None:
+            problems.append(("Subscription.end", "end must be a FHIR instant"))
+        else:
+            end_us = end.low
     if problems:
         raise SubscriptionRefused(problems)
     assert isinstance(channel_type, str) and isinstance(status, str)
@@ -218,4 +232,5 @@ def parse_subscription(resource: dict[str, Any]) -> SubscriptionSpec:
         heartbeat_s=heartbeat if topic is not None else None,
         timeout_s=timeout or DEFAULT_TIMEOUT_S,
         max_count=max_count or DEFAULT_MAX_COUNT,
+        end_us=end_us,
     )

@@ -25,7 +25,7 @@ from aiohttp import web
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.sandbox.fhir.errors import ResourceNotFound, VersionConflict
-from wardsync.sandbox.fhir.fhir_dates import format_instant
+from wardsync.sandbox.fhir.fhir_dates import format_instant, parse_date_range
 from wardsync.sandbox.fhir.store import FhirStore, ResourceChange
 from wardsync.sandbox.fhir.subscriptions.classic import HookRequest
 from wardsync.sandbox.fhir.subscriptions.delivery import (
@@ -147,8 +147,11 @@ class SubscriptionService:
                 self._apply_change(change)
                 touched.add(change.id)
                 continue
+            committed = parse_date_range(change.last_updated)
+            at_us = committed.low if committed is not None else 0
             for spec in self._specs.values():
-                if spec.status != "off" and spec.matches(change.resource):
+                if (spec.status != "off" and not spec.ended(at_us)
+                        and spec.matches(change.resource)):
                     matches.append((spec.id, change))
         numbered = self.ledger.record(batch[-1].seq, matches)
         self.matched_through = batch[-1].seq
