@@ -72,7 +72,7 @@ async def test_handshake_activates_a_requested_subscription(bed: SubsBed,
     assert endpoint.received[0].headers["Content-Type"].startswith("application/fhir+json")
 
 
-async def test_handshake_refused_sets_error(bed: SubsBed, endpoint: Endpoint) -> None:
+async def test_handshake_refused_sets_error_then_probing_recovers(bed: SubsBed, endpoint: Endpoint) -> None:
     endpoint.status = 410
     sub_id = await bed.subscribe(subscription(endpoint.url))
     await until(lambda: bed.service.spec(sub_id).status == "error",  # type: ignore[union-attr]
@@ -80,6 +80,11 @@ async def test_handshake_refused_sets_error(bed: SubsBed, endpoint: Endpoint) ->
     stored = (await bed.relay.get(f"/Subscription/{sub_id}")).json()
     assert stored["status"] == "error"
     assert "410" in stored["error"]
+    # The server keeps probing with handshakes; once the endpoint accepts, it is active.
+    endpoint.status = 200
+    await until(lambda: bed.service.spec(sub_id).status == "active",  # type: ignore[union-attr]
+                bed.timer, limit_s=31)
+    assert endpoint.bundles("handshake")
 
 
 async def test_id_only_notification_carries_references_and_no_resource(

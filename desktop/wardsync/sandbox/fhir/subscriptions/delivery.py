@@ -213,7 +213,8 @@ class DeliveryWorker:
             await self._send_bundle(spec, "event-notification", pending)
             host.ledger.mark_delivered(self.sub_id, pending[-1].number)
             return True
-        if spec.status == "error" and self._failures:
+        if spec.status == "error":
+            # Probe: a handshake tells whether the endpoint is back (IG "Handshake").
             await self._send_bundle(spec, "handshake", [])
             return True
         due = self._heartbeat_due_in(spec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ from wardsync.sandbox.fhir.subscriptions.websocket import WebSocketChannel
 log = logging.getLogger(__name__)
 
 MATCH_BATCH = 500  # versions read per matcher pass
+MATCH_RETRY_S = 1.0  # after a database error while matching
 MAX_SUBSCRIPTIONS = 500
 MAX_EVENTS_PER_QUERY = 1000  # $events answers at most this many events per call
 WEBSOCKET_PATH = "/fhir-subscriptions/websocket"
@@ -131,11 +133,20 @@ class SubscriptionService:
     async def _match_loop(self) -> None:
         while True:
             self._changed.clear()
-            batch = self.store.changes_after(self.matched_through, MATCH_BATCH)
+            try:
+                batch = self.store.changes_after(self.matched_through, MATCH_BATCH)
+                if batch:
+                    self.match_batch(batch)
+            except sqlite3.Error:
+                # Nothing was numbered (the ledger transaction rolled back): try the same
+                # changes again shortly rather than stop announcing changes.
+                log.exception("subscription matching failed; retrying in %s s",
+                              MATCH_RETRY_S)
+                await self.timer.sleep(MATCH_RETRY_S)
+                continue
             if not batch:
                 await self._changed.wait()
                 continue
-            self.match_batch(batch)
             await asyncio.sleep(0)  # let requests run between big batches
 
     def match_batch(self, batch: list[ResourceChange]) -> None:
@@ -156,9 +167,9 @@ class SubscriptionService:
         numbered = self.ledger.record(batch[-1].seq, matches)
         self.matched_through = batch[-1].seq
         for sub_id in touched | set(numbered):
-            worker = self._workers.get(sub_id)
-            if worker is not None:
-                worker.wake()
+            spec = self._specs.get(sub_id)
+            if spec is not None:
+                self._ensure_worker(spec)  # wakes it, or restarts one that died
 
     def _apply_change(self, change: ResourceChange) -> None:
         if change.deleted:
