@@ -72,7 +72,8 @@ async def test_handshake_activates_a_requested_subscription(bed: SubsBed,
     assert endpoint.received[0].headers["Content-Type"].startswith("application/fhir+json")
 
 
-async def test_handshake_refused_sets_error_then_probing_recovers(bed: SubsBed, endpoint: Endpoint) -> None:
+async def test_handshake_refused_sets_error_then_probing_recovers(
+        bed: SubsBed, endpoint: Endpoint) -> None:
     endpoint.status = 410
     sub_id = await bed.subscribe(subscription(endpoint.url))
     await until(lambda: bed.service.spec(sub_id).status == "error",  # type: ignore[union-attr]
