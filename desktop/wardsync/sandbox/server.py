@@ -369,6 +369,7 @@ class Sandbox:
             "pokes": {"published": self.publisher.published, "pending": self.publisher.pending,
                       "dropped": self.publisher.dropped, "last_seq": self.publisher.last_seq},
             "simulator": dataclasses.asdict(self.simulator.stats) if self.simulator else None,
+            "subscriptions": self.subscriptions.stats() if self.subscriptions else None,
         }, dumps=lambda o: json.dumps(o, default=str))
 
 

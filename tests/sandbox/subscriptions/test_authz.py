@@ -61,6 +61,11 @@ async def test_desktop_token_cannot_manage_subscriptions_the_relay_can(
                                 headers={"Authorization": f"Bearer {lab_token}"})
             assert r.status_code == 201
             await until(lambda: endpoint.event_numbers() == [1], real_limit_s=10)
+            r = await http.get(f"{info['admin_url']}/stats",
+                               headers={"Authorization": f"Bearer {info['admin_token']}"})
+            stats = r.json()["subscriptions"]["subscriptions"][sub_id]
+            assert stats == {"status": "active", "channel": "rest-hook", "events": 1,
+                             "delivered": 1}
             await session.aclose()
     finally:
         await endpoint.stop()

@@ -211,6 +211,15 @@ class SubscriptionService:
         else:
             await self._http_send(spec, request)
 
+    def stats(self) -> dict[str, Any]:
+        """Counters for the sandbox's control endpoint: ids and numbers only."""
+        subs = {}
+        for sub_id, spec in self._specs.items():
+            counters = self.ledger.counters(sub_id)
+            subs[sub_id] = {"status": spec.status, "channel": spec.channel_type,
+                            "events": counters.events, "delivered": counters.delivered}
+        return {"matched_through": self.matched_through, "subscriptions": subs}
+
     # ------------------------------------------------------------------ SubscriptionHost
 
     def spec(self, sub_id: str) -> SubscriptionSpec | None:
