@@ -97,6 +97,8 @@ class PokeClassifier:
     def __call__(self, change: ResourceChange) -> tuple[str, str]:
         res = change.resource
         rtype = change.resource_type
+        if change.deleted:  # the body is the last version's: a delete releases nothing
+            return RESOURCE_CHANGED, ROUTINE
         if rtype == "DiagnosticReport" and res.get("status") in RELEASED_REPORT_STATUSES:
             results = {}
             for item in res.get("result") or ():

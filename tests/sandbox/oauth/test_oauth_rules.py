@@ -84,7 +84,8 @@ def test_confidential_clients_get_secrets_from_the_callers_source():
     assert clients["lab-system"].secret == "secret-for-lab-system"
     assert clients["ward-devices"].secret == "secret-for-ward-devices"
     assert clients["wardsync-desktop"].secret is None
-    assert sorted(calls) == ["lab-system", "ward-devices"]
+    assert clients["wardsync-relay"].secret == "secret-for-wardsync-relay"
+    assert sorted(calls) == ["lab-system", "ward-devices", "wardsync-relay"]
     with pytest.raises(ValueError, match="lab-system"):
         default_clients(lambda _cid: "")
 
