@@ -17,7 +17,7 @@ For every report it joins, by reference and version (wall clock; one host):
                                                   -> rendered (Alerts window row)
 
 "Visible" is the ward overview's `rendered` event for the report version: the banner's text
-was set in that Qt tick (ARCHITECTURE.md §3). Target: p99 under 500 ms on loopback.
+was set in that Qt tick (docs/architecture.md §3.4). Target: p99 under 500 ms on loopback.
 
 Each run (`--runs`, default 3) starts a fresh sandbox and workstation and measures
 `--results` (default 100) critical results; the file has the pooled distribution, each run's,

@@ -10,7 +10,8 @@ start-up objects frozen once loaded); with `--windows 0` it is a headless workst
 asyncio (Python's own garbage collection) that opens the census and the per-patient keys
 itself.
 
-The app's metrics go to `WARDSYNC_METRICS_LOG` through its own file sink (ARCHITECTURE.md §3).
+The app's metrics go to `WARDSYNC_METRICS_LOG` through its own file sink
+(docs/architecture.md §3.4).
 This process also records what only it can see: every request of the shared HTTP client, a
 10 ms heartbeat on its event loop (stalls), when each window's table was painted, and
 counters (`FhirClient.requests_sent`, pulls per key) when the driver asks.

@@ -298,7 +298,7 @@ class PokeWatcher:
             self.received.setdefault(key, time.time())
 
     async def __aenter__(self) -> PokeWatcher:
-        # Realtime takes host:port in `endpoint` (ARCHITECTURE.md §4); the key's secret is
+        # Realtime takes host:port in `endpoint` (docs/architecture.md §4); the key's secret is
         # exchanged for a token, as plain-HTTP basic auth is refused by the SDK.
         self._realtime = AblyRealtime(key=self._info["ably_key"], use_token_auth=True,
                                       endpoint=self._info["ably_endpoint"] + "/", tls=False)

@@ -9,7 +9,7 @@ side sent to the FHIR server and how its event loop kept up. Two ways to make th
   server takes about 150-200 writes/s on this 2-core machine, not the 500/s this needs, so the
   pokes are published straight to the hub's `ward:<id>` channel with the sandbox's root
   `ably_key` through `AblyRest`, exactly as the sandbox's poke publisher does: well-formed
-  pokes (ARCHITECTURE.md §3) for resources that exist (written before the app started),
+  pokes (docs/architecture.md §3.2) for resources that exist (written before the app started),
   numbered on from the publisher's last `seq` so the app sees no gap or duplicate.
 * `writes`: 1000 real FHIR writes (vital-sign rounds and lab panels) by the sandbox's device
   and laboratory clients, four at a time, as fast as the server takes them.

@@ -3,7 +3,8 @@
 `wardsync` starts the desktop app (on the embedded sandbox when no FHIR server is configured),
 `wardsync sandbox ...` runs the backend headless, `wardsync config show|check` explains the
 effective configuration. Qt is imported only when a window is needed, so the headless commands
-work on machines without a display.
+work on machines without a display. The sandbox is an optional extra (`wardsync[sandbox]`);
+`wardsync --demo` without it says how to install it instead of starting a window.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         from wardsync.infra.config_cli import run
 
         return run(args)
+    if args.demo:
+        from wardsync.infra.sandbox_process import SANDBOX_NOT_INSTALLED_EXIT, SandboxNotInstalled
+        from wardsync.sandbox.cli import require_installed
+
+        try:
+            require_installed()
+        except SandboxNotInstalled as exc:
+            print(f"wardsync: {exc}", file=sys.stderr)
+            return SANDBOX_NOT_INSTALLED_EXIT
     from wardsync.ui.app import run_app
 
     return run_app(args)

@@ -2,7 +2,7 @@
 
 PyInstaller copies most shared libraries into the bundle but leaves out those that must
 match the machine (glibc, the OpenGL/EGL drivers, libxcb, Wayland). Qt additionally needs the
-libraries `dev` installs as APT_QT (ARCHITECTURE.md §4) on the machine, so the packages depend
+libraries `dev` installs as APT_QT (docs/architecture.md §4) on the machine, so the packages depend
 on all of them. One table gives both formats: Debian `Depends` by package name, RPM
 `Requires` by the soname capability rpm's own dependency generator would write
 (`libEGL.so.1()(64bit)`), which works across Fedora, RHEL and openSUSE package names.

@@ -12,7 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import common, poke_burst, poke_to_render, polling_baseline
+
+pytestmark = pytest.mark.slow  # each benchmark end to end, tens of seconds
 
 
 def check_result_file(name: str, result: dict, out: Path) -> dict:

@@ -13,7 +13,11 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from benchmarks import common, load_ward, soak
+
+pytestmark = pytest.mark.slow  # each benchmark end to end, tens of seconds
 
 
 def check_result_file(name: str, result: dict, out: Path) -> dict:

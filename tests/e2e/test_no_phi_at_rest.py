@@ -20,6 +20,8 @@ from wardsync.infra.paths import app_dirs
 from wardsync.infra.settings import load_settings
 from wardsync.ui.app import AppController
 
+pytestmark = pytest.mark.slow  # whole app processes on a real sandbox
+
 
 def all_files(*roots: Path) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]

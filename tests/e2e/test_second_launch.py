@@ -11,6 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole app processes on a real sandbox
+
 
 def events(path: Path) -> list[dict]:
     if not path.exists():

@@ -12,6 +12,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import (
     DEGRADED_AFTER_S,
     MAX_IDLE_INTERVAL_MS,
@@ -24,6 +26,8 @@ from tests.faults.harness import (
 from wardsync.core.connection_status import ConnectionState
 from wardsync.sync.realtime import DISCONNECTED_RETRY_MS, REALTIME_REQUEST_TIMEOUT_MS
 from wardsync.sync.workstation import WATCHDOG_TICK_S
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 # Stated recovery times, derived from the configuration.
 # RTN23a: the SDK's idle timer is maxIdleInterval + realtime_request_timeout (+100 ms).

@@ -11,6 +11,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import (
     BACKOFF_CAP_S,
     assert_states,
@@ -19,6 +21,8 @@ from tests.faults.harness import (
     write_behind_the_api,
 )
 from wardsync.core.connection_status import ConnectionState
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 # The issue asks for 30 s; the suite affords it.
 FAULT_S = 30.0

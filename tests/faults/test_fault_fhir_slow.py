@@ -13,7 +13,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import eventually, fault_bed, post_marker, write_behind_the_api
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 SERVER_DELAY_S = 1.0
 NETWORK_DELAY_S = 1.0

@@ -11,6 +11,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import (
     DEGRADED_AFTER_S,
     POLLING_INTERVAL_S,
@@ -23,6 +25,8 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.sandbox.pokes import RETRY_CAP_S
 from wardsync.sync.realtime import DISCONNECTED_RETRY_MS
 from wardsync.sync.workstation import WATCHDOG_TICK_S
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 OUTAGE_MIN_S = 4.0
 # Stated recovery times, derived from the configuration.

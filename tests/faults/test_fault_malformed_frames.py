@@ -18,10 +18,13 @@ from pathlib import Path
 
 import aiohttp
 import msgpack
+import pytest
 from ably import AblyRest
 
 from tests.faults.harness import assert_states, eventually, fault_bed, post_marker
 from wardsync.core.connection_status import ConnectionState
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 PHI_MARKERS = ("Zzsample", "1950-01-01", "6.9 mmol")
 RESUME_BOUND_S = 2.0  # a dropped socket of a connected client is retried at once (RTN15a)

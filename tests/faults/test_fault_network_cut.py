@@ -12,6 +12,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import (
     DEGRADED_AFTER_S,
     assert_states,
@@ -23,11 +25,14 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.sync.realtime import DISCONNECTED_RETRY_MS, REALTIME_REQUEST_TIMEOUT_MS
 from wardsync.sync.workstation import WATCHDOG_TICK_S
 
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
+
 CUT_S = 4.0
 # The first poll after degraded_after_s fails to connect: offline.
 OFFLINE_BOUND_S = DEGRADED_AFTER_S + 2 * WATCHDOG_TICK_S + 1.0
 # A refused websocket connect is given up after the request timeout, then retried after the
-# disconnected retry timeout (protocol brief §3), so recovery takes at most one such cycle.
+# disconnected retry timeout (docs/realtime-protocol.md §3), so recovery takes at most one
+# such cycle.
 RECOVERY_BOUND_S = (REALTIME_REQUEST_TIMEOUT_MS + DISCONNECTED_RETRY_MS) / 1000 + 2.0
 CONVERGE_BOUND_S = 3.0
 

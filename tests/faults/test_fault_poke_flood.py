@@ -23,6 +23,8 @@ from wardsync.core import codes
 from wardsync.sandbox.ward.observations import lab_observation
 from wardsync.sync.pull import PULL_DEBOUNCE_S, PullLoop
 
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
+
 POKES_PER_S = 50  # Ably's per-channel publish and per-connection delivery limit
 FLOOD_S = 8.0
 # Stated bounds.

@@ -2,9 +2,9 @@
 less) while the ward keeps writing.
 
 The Session refreshes the FHIR access token ahead of expiry (single-flight, one shared refresh);
-the hub asks for a new realtime token before it expires (server AUTH, protocol brief §8) and the
-SDK fetches one through the token exchange without dropping the connection. Nothing the user
-sees changes: no reconnect, no error row, no failed write.
+the hub asks for a new realtime token before it expires (server AUTH,
+docs/realtime-protocol.md §8) and the SDK fetches one through the token exchange without
+dropping the connection. Nothing the user sees changes: no reconnect, no error row, no failed write.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.harness import eventually, fault_bed, post_marker
+
+pytestmark = pytest.mark.slow  # live fault injection: 5-35 s a test
 
 TOKEN_TTL_S = 6.0
 # The Session's default REFRESH_AHEAD_S (60 s) is longer than such a lifetime, which makes it

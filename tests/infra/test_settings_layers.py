@@ -1,4 +1,4 @@
-"""Precedence across the five layers and machine-policy locks (ARCHITECTURE.md §3)."""
+"""Precedence across the five layers and machine-policy locks (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def test_env_var_names_are_derived_and_unique():
     for setting in SETTINGS:
         assert setting.env_var == "WARDSYNC_" + setting.name.upper().replace(".", "_")
         assert re.fullmatch(r"WARDSYNC_[A-Z0-9_]+", setting.env_var)
-    # The metrics-log variable is a documented contract (ARCHITECTURE.md §3).
+    # The metrics-log variable is a documented contract (docs/architecture.md §3.4).
     assert SETTINGS_BY_NAME["metrics.log"].env_var == "WARDSYNC_METRICS_LOG"
 
 

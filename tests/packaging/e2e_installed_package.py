@@ -29,7 +29,7 @@ from wardsync_build import bundle, deb, linux_layout, project, system_libraries
 from tests.packaging.conftest import require_tool, run
 from tests.ui.xvfb import xvfb_display  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xvfb, pytest.mark.slow]
 
 INSTALL_DIR = Path(str(linux_layout.INSTALL_DIR))
 LAUNCHER = Path(str(linux_layout.LAUNCHER))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.relay.relay_fixtures import (
     clinician_session,
@@ -17,6 +18,8 @@ from tests.relay.relay_fixtures import (
 from tests.waiting import wait_for
 from wardsync.core import codes
 from wardsync.sandbox.server import Sandbox
+
+pytestmark = pytest.mark.slow  # real servers and processes, seconds each
 
 NORMAL_LYTES = {
     codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 4.1, codes.UREA.code: 5.2,

@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.relay.relay_fixtures import clinician_session, relay_config, running_relay, scrape
 from tests.waiting import wait_for
 from wardsync.sandbox.server import Sandbox
+
+pytestmark = pytest.mark.slow  # real servers and processes, seconds each
 
 LAB = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                     "code": "laboratory"}]}]

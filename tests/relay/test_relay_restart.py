@@ -23,6 +23,8 @@ from tests.waiting import wait_for
 from wardsync.core import codes
 from wardsync.sandbox.server import Sandbox
 
+pytestmark = pytest.mark.slow  # real servers and processes, seconds each
+
 
 async def ok_rounds(http: httpx.AsyncClient, url: str) -> float:
     return await scrape(http, url, "wardsync_relay_reconcile_rounds_total", outcome="ok")

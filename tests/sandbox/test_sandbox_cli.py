@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from ably import AblyRest
+
+from tests.sandbox_absent import env_without_sandbox
+from wardsync.infra.sandbox_process import (
+    SANDBOX_NOT_INSTALLED_EXIT,
+    SANDBOX_NOT_INSTALLED_MESSAGE,
+)
 
 REQUIRED = {"fhir_base", "ably_endpoint", "smart_config", "token_url", "ably_token_url",
             "ably_key", "lab_client", "ward"}
@@ -67,6 +74,7 @@ async def test_ready_line_names_working_endpoints(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "fhir.sqlite3").exists()  # data kept where asked
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_removes_the_temporary_data() -> None:
     proc, info = start("--no-simulator")
     data_dir = Path(info["data_dir"])
@@ -78,6 +86,7 @@ def test_sigterm_stops_cleanly_and_removes_the_temporary_data() -> None:
     assert "Traceback" not in proc.stderr.read()
 
 
+@pytest.mark.slow
 def test_simulator_writes_pokes_by_default(tmp_path: Path) -> None:
     env = dict(os.environ)
     proc = subprocess.Popen(
@@ -97,3 +106,14 @@ def test_simulator_writes_pokes_by_default(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         assert stop(proc) == 0
+
+
+def test_without_the_sandbox_extra_it_says_how_to_install_it(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "wardsync", "sandbox", "--no-simulator"],
+        capture_output=True, text=True, env=env_without_sandbox(tmp_path), timeout=60,
+    )
+    assert out.returncode == SANDBOX_NOT_INSTALLED_EXIT
+    assert out.stdout == ""  # no ready line: a parent waiting for one learns from the exit
+    assert out.stderr.strip() == (
+        f"wardsync sandbox: {SANDBOX_NOT_INSTALLED_MESSAGE} (missing: aiohttp)")

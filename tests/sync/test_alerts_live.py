@@ -165,6 +165,7 @@ async def test_acknowledging_on_one_workstation_clears_the_alert_on_the_other(
         assert [e["here"] for e in metrics_b.of("alert_acknowledged")] == [False]
 
 
+@pytest.mark.slow
 async def test_a_result_written_while_the_hub_is_down_is_raised_after_reconnect(
     sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
 ) -> None:

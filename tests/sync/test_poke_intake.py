@@ -234,6 +234,7 @@ messages = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.lists(messages, min_size=1, max_size=12))
 def test_any_message_is_handled_without_raising_and_counted(batch: list[Any]) -> None:

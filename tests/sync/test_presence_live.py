@@ -229,6 +229,7 @@ async def test_a_frozen_holders_lock_expires_for_others_at_its_announced_time(
         b.close()
 
 
+@pytest.mark.slow
 async def test_a_vanished_workstation_disappears_within_the_hub_grace_and_frees_its_lock(
         sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
     grace_s = sandbox.hub.config.presence_grace_s
@@ -288,6 +289,7 @@ async def test_without_realtime_claims_are_granted_offline_and_nobody_is_seen(
         await ws.aclose()
 
 
+@pytest.mark.slow
 async def test_a_stale_claim_re_entered_after_a_failed_resume_does_not_take_the_lock_back(
         seeded_data_dir, tmp_path, http: httpx.AsyncClient) -> None:
     # The hub forgets the doctor's connection (state TTL) while she is off the network, so

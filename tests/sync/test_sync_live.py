@@ -141,6 +141,7 @@ async def test_a_burst_of_pokes_is_coalesced_into_few_pulls(
         assert 1 <= pulls <= 4, f"{pulls} pulls for 21 pokes"
 
 
+@pytest.mark.slow
 async def test_hub_restart_mid_stream_loses_and_duplicates_nothing(
     sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
 ) -> None:
@@ -179,6 +180,7 @@ async def test_hub_restart_mid_stream_loses_and_duplicates_nothing(
         assert ws.catch_ups >= 1
 
 
+@pytest.mark.slow
 async def test_polling_keeps_data_fresh_while_the_hub_is_down(
     sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
 ) -> None:

@@ -3,10 +3,13 @@ joins every written result to when it became visible, exactly once."""
 
 from __future__ import annotations
 
+import pytest
 from benchmarks.alerts_latency import TARGET_P99_MS, Config, measure, summarise
 from pytestqt.qtbot import QtBot
 
 from tests.ui.test_alert_ui import garbage_collected_on_the_gui_thread  # noqa: F401 (autouse)
+
+pytestmark = pytest.mark.slow  # the alert latency benchmark end to end
 
 
 async def test_the_alert_latency_benchmark_measures_every_result(qtbot: QtBot) -> None:

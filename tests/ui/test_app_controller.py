@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.ui.app_harness import demo_app
@@ -13,6 +14,8 @@ from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings, load_settings
 from wardsync.ui.app import AppController
 from wardsync.ui.idle_lock import LOCKED_TITLE
+
+pytestmark = pytest.mark.slow  # whole signed-in app sessions, 6-20 s a test
 
 
 async def test_windows_open_each_other_and_record_access_is_audited(

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.waiting import wait_for
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
+from wardsync.infra.sandbox_process import PUBLIC_READY_FIELDS
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController, has_display
 from wardsync.ui.window_base import DEMO_TEXT
 
 
+@pytest.mark.slow
 async def test_demo_start_shows_the_ward_and_closes_cleanly(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
@@ -42,6 +45,7 @@ async def test_demo_start_shows_the_ward_and_closes_cleanly(
     assert all("," in n and n.split(",")[0].isupper() for n in names)
     assert window.freshness.text().startswith("Updated ")
     assert metrics.of("sandbox_ready") and "fhir_base" in metrics.of("sandbox_ready")[0]["sandbox"]
+    assert set(metrics.of("sandbox_ready")[0]["sandbox"]) == set(PUBLIC_READY_FIELDS)  # no keys
 
     await controller.aclose()
     assert not sandbox.running and sandbox.process.returncode == 0

@@ -60,3 +60,18 @@ def test_lock_hides_every_window_and_unlock_restores_them(qtbot: QtBot) -> None:
     assert windows[0].windowTitle() == "Patient chart — ZZEXAMPLE, Charlie"
     assert windows[0].centralWidget().text() == "ZZEXAMPLE, Charlie"
     assert windows[1].statusBar().isVisible()
+
+
+def test_a_window_without_content_yet_locks_and_unlocks(qtbot: QtBot) -> None:
+    empty = QMainWindow()
+    empty.setWindowTitle("Patient chart")
+    qtbot.addWidget(empty)
+    empty.show()
+    chart = make_window(qtbot, "ZZEXAMPLE, Charlie")
+    lock = ScreenLock()
+    lock.lock([empty, chart], "Dr Demo Clinician")
+    assert empty.windowTitle() == LOCKED_TITLE
+    lock.unlock()
+    assert not lock.locked
+    assert empty.centralWidget() is None and empty.windowTitle() == "Patient chart"
+    assert chart.centralWidget().text() == "ZZEXAMPLE, Charlie"

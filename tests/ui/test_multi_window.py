@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.waiting import wait_for
@@ -13,6 +14,8 @@ from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.queries import PatientVitals
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController
+
+pytestmark = pytest.mark.slow  # several windows of a live app
 
 
 async def test_one_poke_updates_every_window_with_a_single_pull(

@@ -4,13 +4,19 @@ highlights what changed and the theme colours reach the widgets through the .qss
 
 from __future__ import annotations
 
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
+from wardsync.core.bus import EventBus
+from wardsync.core.store import ResourceStore
+from wardsync.sync.alerts import Clinician
+from wardsync.sync.edits import new_nursing_note
 from wardsync.ui.app import load_stylesheet
 from wardsync.ui.banner_facts import BannerFacts
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
 from wardsync.ui.chart_widgets.vital_trends import VitalTrendCard, VitalTrendsPanel, time_axis
+from wardsync.ui.nursing_note import NursingNotesPanel
 from wardsync.ui.patient_banner import PatientBanner
 from wardsync.ui.table_rows import Group, Row
 from wardsync.ui.vital_series import TRENDS_BY_KEY, Trend, VitalTrends
@@ -134,3 +140,21 @@ def test_banner_highlights_only_fields_that_changed_after_the_first_fill(
     assert banner.highlighted == {"location"}
     assert banner.labels["location"].property("highlighted") == "true"
     assert banner.texts()["mrn"] == "MRN SYN1"
+
+
+def test_nursing_notes_panel_lists_notes_and_still_paints_like_any_widget(qtbot: QtBot) -> None:
+    store = ResourceStore(EventBus())
+    note = new_nursing_note("p1", "Comfortable overnight.",
+                            Clinician("Practitioner/n1", "Nurse Example"), 1_767_225_600.0)
+    store.apply([{**note, "id": "n1", "meta": {"versionId": "3"}}])
+    panel = NursingNotesPanel(store=store, patient_id="p1", subscribe=lambda *_: None,
+                              edits=None, presence=None)
+    qtbot.addWidget(panel)
+    assert panel.render_notes() == {"Observation/n1": "3"}
+    assert panel.table.row_texts("Observation/n1")[1:3] == ("Nurse Example",
+                                                           "Comfortable overnight.")
+    # Listing the notes has its own name: QWidget.render (paint into a device) is not hidden.
+    panel.resize(400, 200)
+    pixmap = QPixmap(panel.size())
+    panel.render(pixmap)
+    assert not pixmap.isNull()

@@ -3,6 +3,7 @@ an unsaved edit, in which case it stays and says why."""
 
 from __future__ import annotations
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.ui.app_harness import demo_app
@@ -12,6 +13,8 @@ from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController
 from wardsync.ui.ward_rows import OPEN_TASK
+
+pytestmark = pytest.mark.slow  # several windows of a live app
 
 
 def charts(controller: AppController) -> list:

@@ -12,6 +12,8 @@ from PySide6.QtGui import QColor, QImage
 from tests.conftest import REPO
 from tests.ui.xvfb import xvfb_env
 
+pytestmark = [pytest.mark.xvfb, pytest.mark.slow]
+
 THEMES = ("light", "high-contrast")
 CHART_TABS = ("vitals", "labs", "problems", "medicines", "tasks")
 

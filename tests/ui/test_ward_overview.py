@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pytestqt.qtbot import QtBot
 
 from tests.waiting import wait_for
@@ -70,6 +71,7 @@ async def test_task_counts_and_alerts_follow_the_server(
         await controller.aclose()
 
 
+@pytest.mark.slow
 async def test_the_ward_lists_who_has_each_record_open_without_showing_itself(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:
@@ -129,6 +131,7 @@ async def test_the_ward_lists_who_has_each_record_open_without_showing_itself(
         await controller.aclose()
 
 
+@pytest.mark.slow
 async def test_readings_that_leave_the_store_leave_the_ward_overview(
     qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
 ) -> None:

@@ -71,10 +71,11 @@ class RefreshTokenStore:
             parts = [self.backend.get_password(self.service, self._key(str(i))) for i in range(n)]
         except keyring.errors.KeyringError as exc:
             raise KeyringUnavailable(f"keyring read failed: {type(exc).__name__}") from exc
-        if any(p is None for p in parts):
+        held = [p for p in parts if p is not None]
+        if len(held) != len(parts):
             log.warning("stored session is incomplete; a new sign-in is needed")
             return None
-        return "".join(parts)  # type: ignore[arg-type]
+        return "".join(held)
 
     def delete(self) -> None:
         n = self._count()

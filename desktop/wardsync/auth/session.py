@@ -1,7 +1,7 @@
 """The signed-in session: one TokenSet, refreshed ahead of expiry, single-flight.
 
 Many windows and pull loops ask for a token at once; at most one refresh runs and everyone
-awaits it (STYLE.md "one owner"). The refresh token is rotated by the server on every use, so
+awaits it (docs/style.md §3, one owner). The refresh token is rotated by the server on every use, so
 the new one is saved to the OS keyring before anyone gets the new access token. The access
 token itself is never written anywhere.
 """

@@ -157,11 +157,12 @@ class TokenSet:
             expires_at=now + lifetime,
             lifetime_s=lifetime,
             # RFC 6749 §6: the server MAY issue a new refresh token; keep the old one if not.
-            refresh_token=body.get("refresh_token") or (previous and previous.refresh_token),
+            refresh_token=(body.get("refresh_token")
+                           or (previous.refresh_token if previous else None)),
             scope=tuple(str(body.get("scope", "")).split()),
-            fhir_user=fhir_user or (previous and previous.fhir_user),
+            fhir_user=fhir_user or (previous.fhir_user if previous else None),
             display_name=str(claims.get("name") or (previous and previous.display_name) or ""),
-            ward=ward or (previous and previous.ward),
+            ward=ward or (previous.ward if previous else None),
         )
 
     @property

@@ -1,4 +1,4 @@
-"""Critical lab result alerts (ARCHITECTURE.md §5): identity, state machine, escalation times,
+"""Critical lab result alerts (docs/architecture.md §5): identity, state machine, escalation times,
 read-back, and the FHIR resources that record acknowledgements and escalations. Pure Python.
 
 Identity. One alert per *released* DiagnosticReport version (`AlertId` = the report reference
@@ -85,7 +85,7 @@ READ_BACK_EXTENSION: Final = "urn:wardsync:alerts:read-back"
 ESCALATION_ID_PREFIX: Final = "crit-esc-"
 
 RELEASED_REPORT_STATUSES: Final = frozenset({"final", "amended", "corrected", "appended"})
-DEFAULT_ESCALATION_AFTER_S: Final = 15 * 60.0  # ARCHITECTURE.md §5: 15-30 min for inpatients
+DEFAULT_ESCALATION_AFTER_S: Final = 15 * 60.0  # docs/architecture.md §5: 15-30 min for inpatients
 # Alerts are rebuilt from the server for reports released in this window. Guidelines ask for
 # acknowledgement within an hour at most and unacknowledged alerts escalate after the site
 # window, so an older report has been handled through the paging chain already.
@@ -186,11 +186,13 @@ def last_updated_s(resource: Resource) -> float | None:
 def _concept_text(concept: object) -> str:
     if not isinstance(concept, Mapping):
         return ""
-    if isinstance(concept.get("text"), str):
-        return concept["text"]
+    text = concept.get("text")
+    if isinstance(text, str):
+        return text
     for coding in concept.get("coding") or ():
-        if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
-            return coding["display"].split(" [", 1)[0]
+        display = coding.get("display") if isinstance(coding, Mapping) else None
+        if isinstance(display, str):
+            return display.split(" [", 1)[0]
     return ""
 
 
@@ -223,8 +225,9 @@ def value_text(obs: Resource) -> str:
             prefix = comparator if comparator in ("<", "<=", ">", ">=") else ""
             unit = quantity.get("unit") or quantity.get("code") or ""
             return f"{prefix}{value:g} {unit}".strip()
-    if isinstance(obs.get("valueString"), str):
-        return obs["valueString"]
+    value_string = obs.get("valueString")
+    if isinstance(value_string, str):
+        return value_string
     return _concept_text(obs.get("valueCodeableConcept"))
 
 
@@ -261,8 +264,8 @@ def critical_alert(
     for item in report.get("result") or ():
         obs_ref = relative_ref(item.get("reference")) if isinstance(item, Mapping) else None
         held = get(obs_ref) if obs_ref and obs_ref.startswith("Observation/") else None
-        if held is not None:
-            results[obs_ref] = held  # type: ignore[index]  # checked just above
+        if obs_ref and held is not None:
+            results[obs_ref] = held
     assessment = assess_report(report, results, limits)
     if not assessment.is_critical:
         return None
@@ -384,7 +387,7 @@ class AlertsChanged(Event):
     changes: AlertChanges
 
     @property
-    def urgent(self) -> bool:  # type: ignore[override]
+    def urgent(self) -> bool:
         return bool(self.changes.raised or self.changes.escalated)
 
 
@@ -567,10 +570,12 @@ def _bed_of(encounters: Iterable[Resource], get: Lookup, ward_id: str) -> str:
             continue
         for ref in _location_refs(enc):
             location = get(ref)
-            physical = location.get("physicalType") if location is not None else None
+            if location is None:
+                continue
+            physical = location.get("physicalType")
             for coding in (physical.get("coding") or ()) if isinstance(physical, Mapping) else ():
                 if isinstance(coding, Mapping) and coding.get("code") == "bd":
-                    return str(location.get("name", ""))  # type: ignore[union-attr]
+                    return str(location.get("name", ""))
     return ""
 
 
@@ -669,8 +674,9 @@ def _extension(resource: Resource, url: str) -> str:
     for ext in resource.get("extension") or ():
         if isinstance(ext, Mapping) and ext.get("url") == url:
             for key in ("valueString", "valueCode"):
-                if isinstance(ext.get(key), str):
-                    return ext[key]
+                value = ext.get(key)
+                if isinstance(value, str):
+                    return value
     return ""
 
 

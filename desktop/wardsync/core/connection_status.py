@@ -23,7 +23,8 @@ DEFAULT_DEGRADED_AFTER_S: Final = 30.0
 
 
 class ConnectionState(StrEnum):
-    """What every window shows (names are the metrics-log `state` values, ARCHITECTURE §3)."""
+    """What every window shows (names are the metrics-log `state` values,
+    docs/architecture.md §3.4)."""
 
     LIVE = "live"
     RECONNECTING = "reconnecting"

@@ -1,4 +1,4 @@
-"""Critical lab result rules (ARCHITECTURE.md §5), configurable per site.
+"""Critical lab result rules (docs/architecture.md §5), configurable per site.
 
 A result is critical when the laboratory flagged it so, or when its value lies beyond the
 site's critical limit for that test:
@@ -123,7 +123,7 @@ class CriticalLimits(Mapping[str, CriticalLimit]):
         return CriticalLimits(combined.values())
 
     @classmethod
-    def from_mapping(cls, table: Mapping[str, Any]) -> CriticalLimits:
+    def from_mapping(cls, table: object) -> CriticalLimits:
         """Build from a site table such as the `[critical_limits]` section of config.toml.
 
         `{"2823-3": {"low": 2.8, "high": 6.2, "unit": "mmol/L", "name": "Potassium"}}`;
@@ -234,8 +234,9 @@ def _number(value: object) -> float | None:
 
 
 def _unit_of(quantity: Mapping[str, Any]) -> str | None:
-    if quantity.get("system") == codes.UCUM and isinstance(quantity.get("code"), str):
-        return quantity["code"]
+    code = quantity.get("code")
+    if quantity.get("system") == codes.UCUM and isinstance(code, str):
+        return code
     unit = quantity.get("unit")
     return unit if isinstance(unit, str) else None
 

@@ -9,7 +9,6 @@ bus delivers urgent events at once instead of at the next batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from wardsync.core.connection_status import ConnectionStatus
 from wardsync.core.pokes import Poke
@@ -19,7 +18,11 @@ class Event:
     """Base of all bus events. Subclasses override `urgent` (class or instance level)."""
 
     __slots__ = ()
-    urgent: ClassVar[bool] = False
+
+    @property
+    def urgent(self) -> bool:
+        """Deliver at once rather than at the next batch (a field or property may override)."""
+        return False
 
 
 def is_urgent(event: object) -> bool:
@@ -32,7 +35,7 @@ class ResourcesChanged(Event):
     """These resources ("Observation/123") changed, appeared or were removed from the store."""
 
     refs: tuple[str, ...]
-    urgent: bool = False  # type: ignore[misc]  # instance-level urgency overrides the ClassVar
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,7 @@ class PokeAccepted(Event):
     poke: Poke
 
     @property
-    def urgent(self) -> bool:  # type: ignore[override]
+    def urgent(self) -> bool:
         return self.poke.is_urgent
 
 

@@ -1,6 +1,6 @@
 """The metrics sink interface: events with references only, never clinical content.
 
-The file-backed sink (`WARDSYNC_METRICS_LOG`, ARCHITECTURE.md §3) lives in `infra.metrics`;
+The file-backed sink (`WARDSYNC_METRICS_LOG`, docs/architecture.md §3.4) lives in `infra.metrics`;
 layers below take any `MetricsSink` so they stay free of I/O.
 """
 

@@ -1,4 +1,4 @@
-"""The poke: the only thing the realtime channel carries (ARCHITECTURE.md §3).
+"""The poke: the only thing the realtime channel carries (docs/architecture.md §3.2).
 
 A poke says "resource X changed, go and fetch it"; it is a hint, never data. It holds
 logical ids, a version number, a sequence number and a priority, and nothing else. Parsing
@@ -197,9 +197,9 @@ def parse_poke(data: str | bytes | bytearray | Mapping[str, object]) -> Poke:
     return Poke(
         type=ptype,
         resource_type=rtype,
-        id=rid,  # type: ignore[arg-type]  # checked by _is_id
+        id=rid,  # checked by _is_id
         version_id=version,
-        patient_id=patient,  # type: ignore[arg-type]
+        patient_id=patient,
         seq=seq,
         priority=priority,
     )

@@ -1,8 +1,8 @@
 """Presence on record channels, as plain data: who is viewing or editing which record.
 
-Channel names follow ARCHITECTURE.md §3: `record:<ResourceType>:<id>` carries presence for one
-record. Each workstation is ONE member of a record's channel however many of its windows show
-the record; the member's data says who is signed in there and what they are doing:
+Channel names follow docs/architecture.md §3.3: `record:<ResourceType>:<id>` carries presence
+for one record. Each workstation is ONE member of a record's channel however many of its
+windows show the record; the member's data says who is signed in there and what they are doing:
 
     {"v": 1, "practitioner": "demo-nurse", "name": "Nurse Demo Nightingale", "role": "Nurse",
      "state": "editing", "since": 1767225600000, "conn": "<connectionId>",

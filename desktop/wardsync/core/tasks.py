@@ -1,4 +1,4 @@
-"""One owner for the background tasks a component starts (STYLE.md "No orphan tasks").
+"""One owner for the background tasks a component starts (docs/style.md §5).
 
 A component that fires work off (an audit write, a presence leave, a channel detach) spawns it
 through its `TaskOwner`, which keeps a strong reference until the task ends, logs a task that

@@ -5,8 +5,8 @@ Production code takes a `Timer` and never calls `asyncio.sleep`, `loop.call_late
 `time.monotonic` or `datetime.now` itself; `SystemTimer` is the real one and `FakeTimer` moves
 only when a test says so, waking each sleeper and callback at its own deadline, in deadline
 order (ties in the order they were scheduled). This is how the workstation's status timeline
-(live → degraded → polling → live) is asserted with exact timestamps (STYLE.md "Fake clocks
-with timeline assertions"; docs/architecture.md §6).
+(live → degraded → polling → live) is asserted with exact timestamps (docs/style.md §11,
+fake clocks with timeline assertions; docs/architecture.md §6).
 """
 
 from __future__ import annotations
@@ -71,17 +71,29 @@ async def settle(rounds: int = SETTLE_ROUNDS) -> None:
         await asyncio.sleep(0)
 
 
-class FakeTimer(FakeClock):
+class FakeTimer:
     """Fake time: sleeps and callbacks wait until `advance` moves the clock past them.
 
     `requested` lists every sleep delay asked for, in order (timeline assertions).
     """
 
     def __init__(self, monotonic: float = 0.0, wall: float = DEFAULT_FAKE_WALL_S) -> None:
-        super().__init__(monotonic=monotonic, wall=wall)
+        # Has a FakeClock rather than being one: `advance` here is a coroutine (it wakes the
+        # sleepers), so a FakeTimer must not pass where a FakeClock's plain `advance` is called.
+        self._clock = FakeClock(monotonic=monotonic, wall=wall)
         self.requested: list[float] = []
         self._due: list[tuple[float, int, asyncio.Future[None] | _FakeHandle]] = []
         self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    def wall(self) -> float:
+        return self._clock.wall()
+
+    def set_wall(self, epoch_s: float) -> None:
+        """Set the wall clock alone, as when the OS corrects the time; monotonic is unchanged."""
+        self._clock.set_wall(epoch_s)
 
     async def sleep(self, delay_s: float) -> None:
         self.requested.append(delay_s)
@@ -110,14 +122,14 @@ class FakeTimer(FakeClock):
             due, _, item = heapq.heappop(self._due)
             if not _live(item):
                 continue
-            super().advance(max(0.0, due - self.monotonic()))
+            self._clock.advance(max(0.0, due - self.monotonic()))
             if isinstance(item, _FakeHandle):
                 item.cancelled = True  # fired: a later cancel() is a no-op, as with asyncio
                 item.callback()
             else:
                 item.set_result(None)
             await settle()
-        super().advance(max(0.0, target - self.monotonic()))
+        self._clock.advance(max(0.0, target - self.monotonic()))
         await settle()
 
     async def run_until(self, predicate: Callable[[], bool], *, step_s: float,

@@ -127,12 +127,12 @@ def _validate_entries(
         resource = entry.get("resource")
         if mode == "outcome":
             continue
-        if known is not None and mode == "match":
+        if known is not None and mode == "match" and isinstance(resource, Mapping):
             version = _version_of(resource)
             if version is not None and known(*version):
                 # The caller already holds exactly this version (validated when it arrived):
                 # re-checking it would only burn event-loop time.
-                out.append(("known", dict(resource)))  # type: ignore[arg-type]
+                out.append(("known", dict(resource)))
                 continue
         try:
             out.append((mode, validate_resource(resource)))
@@ -145,7 +145,7 @@ def _validate_entries(
 
 
 class FhirClient:
-    """Authenticated FHIR REST calls on ONE httpx.AsyncClient (STYLE.md: one owner)."""
+    """Authenticated FHIR REST calls on ONE httpx.AsyncClient (docs/style.md §3: one owner)."""
 
     def __init__(
         self,
@@ -271,8 +271,8 @@ class FhirClient:
             else:
                 checked = _validate_entries(entries, known)
             for mode, item in checked:
-                if mode == "known":
-                    result.unchanged.append(item)  # type: ignore[arg-type]
+                if mode == "known" and isinstance(item, dict):
+                    result.unchanged.append(item)
                 elif isinstance(item, InvalidEntry):
                     log.warning("invalid %s in search result: %s", item.ref, item.error)
                     result.invalid.append(item)

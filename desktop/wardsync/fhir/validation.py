@@ -1,7 +1,7 @@
 """Validation of received resources against the FHIR R4 structure (fhir.resources R4B models).
 
 R4B (4.3.0) is structurally compatible with R4 for the resources the app uses
-(ARCHITECTURE.md §4). The app keeps the original JSON dict once it is known to be valid: the
+(docs/architecture.md §4). The app keeps the original JSON dict once it is known to be valid: the
 model is only a gate, so the store and panels work on plain data.
 """
 
@@ -41,8 +41,7 @@ def validate_resource(data: object) -> dict:
     if not isinstance(data, Mapping):
         raise InvalidResource("resource is not a JSON object")
     rtype = data.get("resourceType")
-    model = _model(rtype) if isinstance(rtype, str) else None
-    if model is None:
+    if not isinstance(rtype, str) or (model := _model(rtype)) is None:
         raise InvalidResource(f"unknown resourceType {str(rtype)[:40]!r}")
     try:
         model.model_validate(data)

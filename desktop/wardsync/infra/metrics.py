@@ -1,6 +1,6 @@
 """The metrics log: `WARDSYNC_METRICS_LOG=<path>` appends one JSON object per line.
 
-Contract (ARCHITECTURE.md §3): every line has `event`, `t_wall` (epoch seconds, float) and
+Contract (docs/architecture.md §3.4): every line has `event`, `t_wall` (epoch seconds, float) and
 `t_mono_ns`; resource events carry `ref` and `versionId`. Only references, states and numbers
 are written, never clinical content, so the file can be shared with IT for diagnosis.
 """

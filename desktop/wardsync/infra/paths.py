@@ -13,7 +13,7 @@ use the ordinary per-user locations of each operating system:
   for config and data; `%LOCALAPPDATA%` for cache, state and logs.
 - macOS: `~/Library/Application Support`, `~/Library/Caches` and `~/Library/Logs`.
 
-The machine policy file (ARCHITECTURE.md §3) is `/etc/wardsync/config.toml` on Linux,
+The machine policy file (docs/architecture.md §7) is `/etc/wardsync/config.toml` on Linux,
 `%ProgramData%\\WardSync\\config.toml` on Windows and
 `/Library/Application Support/WardSync/config.toml` on macOS.
 

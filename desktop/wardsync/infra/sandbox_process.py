@@ -23,10 +23,34 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+EXIT_WAIT_S = 10.0  # how long a child that closed its stdout gets to report its exit status
+
+# The sandbox is an optional part of the product (the `sandbox` extra, docs/architecture.md
+# §8): hospital installs may leave it out. `wardsync sandbox` exits with this status, and
+# says this, when its libraries are missing; the app relays the same words.
+SANDBOX_NOT_INSTALLED_EXIT = 3
+SANDBOX_NOT_INSTALLED_MESSAGE = (
+    "The demo needs the sandbox component, which is not installed here. Install it with "
+    "pip install 'wardsync[sandbox]', or ask IT for a WardSync installation that includes it."
+)
+
+
+# The ready-line fields the app may write to its metrics log (`sandbox_ready`,
+# docs/architecture.md §3): endpoints and the ward, never the keys and secrets beside them.
+PUBLIC_READY_FIELDS = ("fhir_base", "ably_endpoint", "smart_config", "token_url",
+                       "ably_token_url", "ward")
 
 
 class SandboxStartError(RuntimeError):
     """The embedded sandbox did not start; the message says why in plain words."""
+
+
+class SandboxNotInstalled(SandboxStartError):
+    """The sandbox component (the `wardsync[sandbox]` extra) is not installed."""
+
+    def __init__(self, missing: str = "") -> None:
+        detail = f" (missing: {missing})" if missing else ""
+        super().__init__(SANDBOX_NOT_INSTALLED_MESSAGE + detail)
 
 
 def sandbox_command(*args: str) -> list[str]:
@@ -55,17 +79,38 @@ class SandboxProcess:
             )
         except OSError as exc:
             raise SandboxStartError(f"the demo server could not be started ({exc})") from exc
+        stdout = proc.stdout
+        assert stdout is not None  # stdout=PIPE above
         try:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), timeout_s)
+            line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), timeout_s)
+        except TimeoutError as exc:
+            await _kill(proc)
+            raise SandboxStartError("the demo server did not start in time") from exc
+        if not line:  # the child ended before it was ready: its exit status says why
+            code: int | None
+            try:
+                code = await asyncio.wait_for(asyncio.to_thread(proc.wait), EXIT_WAIT_S)
+            except TimeoutError:
+                code = None
+            await _kill(proc)
+            if code == SANDBOX_NOT_INSTALLED_EXIT:
+                raise SandboxNotInstalled()
+            raise SandboxStartError(f"the demo server stopped before it was ready (exit "
+                                    f"status {code}); run `wardsync sandbox` to see why")
+        try:
             info = json.loads(line)
             if not isinstance(info, dict) or "fhir_base" not in info:
                 raise ValueError("no ready line")
-        except (TimeoutError, ValueError) as exc:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-            raise SandboxStartError("the demo server did not start in time") from exc
+        except ValueError as exc:
+            await _kill(proc)
+            raise SandboxStartError("the demo server did not start properly") from exc
         log.info("demo sandbox ready (pid %s)", proc.pid)
         return cls(proc, info)
+
+    @property
+    def public_info(self) -> dict[str, Any]:
+        """The ready line without its secrets: what `sandbox_ready` may carry."""
+        return {k: self.info[k] for k in PUBLIC_READY_FIELDS if k in self.info}
 
     @property
     def running(self) -> bool:
@@ -87,3 +132,13 @@ class SandboxProcess:
         if proc.stdout is not None:
             proc.stdout.close()
         return proc.returncode
+
+
+async def _kill(proc: subprocess.Popen[str]) -> None:
+    """End a child that will not become a usable sandbox, and close our ends of its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()

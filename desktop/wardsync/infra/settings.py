@@ -1,4 +1,4 @@
-"""Layered configuration (ARCHITECTURE.md §3 "Config is layered, last wins").
+"""Layered configuration (docs/architecture.md §7).
 
 Layers, last wins::
 
@@ -50,7 +50,7 @@ DEFAULT_SOURCE = "default"
 CLI_SOURCE = "cli"
 # WARDSYNC_* variables that are not settings, so they are not reported as unknown.
 NON_SETTING_ENV_VARS = frozenset({"WARDSYNC_TEST_ARTIFACTS"})
-# ARCHITECTURE.md §5: critical results must reach a clinician in under an hour at most.
+# docs/architecture.md §5: critical results must reach a clinician in under an hour at most.
 MAX_ESCALATION_AFTER_MIN = 60.0
 # A shared workstation must lock; an hour is the longest idle time a site may choose.
 MAX_IDLE_LOCK_MIN = 60.0
@@ -248,7 +248,7 @@ def _toml_critical_limits(value: object) -> CriticalLimits:
         for code in value:
             _check_loinc(str(code))
     try:
-        return CriticalLimits.from_mapping(value)  # type: ignore[arg-type]
+        return CriticalLimits.from_mapping(value)
     except CriticalLimitsError as exc:
         raise InvalidValue(str(exc)) from None
 
@@ -355,7 +355,7 @@ def _http_url(value: str | None) -> None:
 
 
 def _endpoint(value: str | None) -> None:
-    # The realtime endpoint is `host[:port][/]` as the ably SDK takes it (ARCHITECTURE.md §4),
+    # The realtime endpoint is `host[:port][/]` as the ably SDK takes it (docs/architecture.md §4),
     # or a ws:// / wss:// URL.
     if value is None:
         return
@@ -489,7 +489,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("logging.level", choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO",
             "Lowest level written to the application log (never clinical content)."),
     Setting("metrics.log", OPTIONAL_PATH, None,
-            "Append JSON-lines metrics to this file (ARCHITECTURE.md §3); "
+            "Append JSON-lines metrics to this file (docs/architecture.md §3.4); "
             "WARDSYNC_METRICS_LOG is the documented contract.", None),
 )
 SETTINGS_BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
@@ -826,7 +826,8 @@ def load_settings(
                     candidate = setting.parse_toml(raw)
                 problem = (
                     insecure_url_problem(candidate)
-                    if setting.tls_checked and values.get(REQUIRE_TLS_KEY, False)
+                    if setting.tls_checked and isinstance(candidate, str)
+                    and values.get(REQUIRE_TLS_KEY, False)
                     else None
                 )
                 if problem:

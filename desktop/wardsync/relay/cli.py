@@ -1,6 +1,6 @@
 """`wardsync relay ...`: run the relay, or `wardsync relay check FILE` to validate a config.
 
-Contract (docs/architecture.md §3, docs/relay.md): prints ONE JSON line on stdout when ready,
+Contract (docs/architecture.md §3.1, docs/relay.md): prints ONE JSON line on stdout when ready,
 `{"token_url", "notify_url", "health_url", "metrics_url"}`; logs go to stderr as JSON; SIGTERM
 or SIGINT drains and exits 0. Exit 2 for an unusable configuration, 1 when the relay cannot
 start (e.g. the FHIR server's SMART configuration is unreachable).

@@ -177,7 +177,7 @@ class Relay:
         return f"http://{host}:{self.port}"
 
     def ready_info(self) -> dict[str, Any]:
-        """The `wardsync relay` ready line (docs/architecture.md §3)."""
+        """The `wardsync relay` ready line (docs/architecture.md §3.1)."""
         base = self.public_url
         return {
             "token_url": f"{base}/realtime/token",

@@ -4,9 +4,10 @@ The access token is verified by the authorization server itself, by RFC 7662 int
 with the relay's own client credentials (the endpoint is discovered from the SMART
 configuration), so a revoked token stops working at once. The Ably token is minted with the
 hub key through the ably SDK (`auth.request_token`), bound to a clientId derived from the
-user's `fhirUser`, with exactly the capability a workstation needs (docs/architecture.md §3):
-subscribe on its ward's channel, presence on record channels, nothing else, and a lifetime no
-longer than the access token's remaining life, so signing out ends realtime access too.
+user's `fhirUser`, with exactly the capability a workstation needs (docs/architecture.md
+§3.3): subscribe on its ward's channel, presence on record channels, nothing else, and a
+lifetime no longer than the access token's remaining life, so signing out ends realtime
+access too.
 
 Outcomes: 200 TokenDetails; 401 no/forged/expired/revoked token; 403 a token without the
 user scopes the desktop needs, or no ward; 400 malformed request; 413 oversized; 503 the
@@ -86,7 +87,7 @@ def client_id_for(fhir_user: object) -> str | None:
 
 
 def capability_for(ward: str) -> dict[str, list[str]]:
-    """Least privilege (docs/architecture.md §3): a ward's pokes, presence on records."""
+    """Least privilege (docs/architecture.md §3.3): a ward's pokes, presence on records."""
     return {f"ward:{ward}": ["subscribe"], "record:*": ["presence", "subscribe"]}
 
 

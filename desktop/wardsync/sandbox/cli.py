@@ -1,7 +1,9 @@
 """`wardsync sandbox`: run the embedded backend headless and print one JSON ready line.
 
-The ready line (ARCHITECTURE.md §3) is the only thing written to stdout; logs go to stderr.
+The ready line (docs/architecture.md §3) is the only thing written to stdout; logs go to stderr.
 Ctrl-C and SIGTERM stop the sandbox cleanly (servers closed, simulator stopped, pokes drained).
+The sandbox is an optional extra (`wardsync[sandbox]`): without its libraries the command says
+how to install them and exits with `SANDBOX_NOT_INSTALLED_EXIT`, before anything needs them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import signal
@@ -16,7 +19,29 @@ import sys
 import threading
 from pathlib import Path
 
+from wardsync.infra.sandbox_process import SANDBOX_NOT_INSTALLED_EXIT, SandboxNotInstalled
 from wardsync.sandbox.ward.planner import SimulatorConfig
+
+# What the `sandbox` extra in pyproject.toml adds to the app's own dependencies.
+EXTRA_REQUIREMENTS = ("aiohttp",)
+
+
+def missing_requirements() -> list[str]:
+    """The sandbox's own libraries (the `sandbox` extra) that cannot be imported here."""
+    missing: list[str] = []
+    for name in EXTRA_REQUIREMENTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def require_installed() -> None:
+    """Raise `SandboxNotInstalled`, naming what is missing, unless the sandbox can run."""
+    missing = missing_requirements()
+    if missing:
+        raise SandboxNotInstalled(", ".join(missing))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +113,11 @@ def _wait_for_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        require_installed()
+    except SandboxNotInstalled as exc:
+        print(f"wardsync sandbox: {exc}", file=sys.stderr)
+        return SANDBOX_NOT_INSTALLED_EXIT
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -3,7 +3,7 @@
 It plays the hospital's notification relay: it listens to the FHIR store's commits, numbers
 each poke with a per-channel `seq` and publishes through the real Ably REST client with token
 auth (key + `use_token_auth`, so the key's secret never leaves this process). A poke carries
-logical ids only (ARCHITECTURE.md §3).
+logical ids only (docs/architecture.md §3.2).
 
 Type rules live in `core.poke_rules` (shared with the relay, `wardsync.relay`).
 
@@ -34,7 +34,7 @@ from wardsync.core.poke_rules import (
     patient_id_of,
     report_result_refs,
 )
-from wardsync.core.pokes import POKE_RESOURCE_TYPES, Poke, poke_to_dict
+from wardsync.core.pokes import POKE_RESOURCE_TYPES, RESOURCE_CHANGED, ROUTINE, Poke, poke_to_dict
 from wardsync.sandbox.fhir.store import FhirStore, ResourceChange
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class PokeClassifier:
         self._limits = limits
 
     def __call__(self, change: ResourceChange) -> tuple[str, str]:
+        if change.deleted:  # the body is the last version's: a delete releases nothing
+            return RESOURCE_CHANGED, ROUTINE
         results: dict[str, dict[str, Any]] = {}
         if is_released_report(change.resource):
             for ref in report_result_refs(change.resource):
@@ -164,7 +166,8 @@ class PokePublisher:
     def _client(self) -> AblyRest:
         port = self._hub_port()
         if self._rest is None or self._rest_port != port:
-            # REST-only client: host without the port, port separately (protocol brief §1).
+            # REST-only client: host without the port, port separately
+            # (docs/realtime-protocol.md §1).
             self._rest = AblyRest(
                 key=self._key, use_token_auth=True, endpoint=self._hub_host, port=port,
                 tls=False, use_binary_protocol=self._use_binary,

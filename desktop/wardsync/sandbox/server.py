@@ -5,7 +5,7 @@ Two listening ports on loopback: one HTTP server for FHIR (`/fhir`), sign-in (`/
 endpoints (`/_sandbox`, admin token only); and the realtime hub on its own port so it can be
 stopped and restarted while the FHIR side keeps running (the fault tests do exactly that).
 
-Secrets (token signing key, hub key, laboratory and device client secrets, admin token) are
+Secrets (token signing key, hub key, laboratory, device and relay client secrets, admin token) are
 created once per data directory and kept in `secrets.json` there, so a restarted sandbox keeps
 accepting the tokens it issued. A sandbox without a data directory uses a temporary one that is
 deleted on stop.
@@ -34,6 +34,8 @@ from wardsync._version import __version__
 from wardsync.sandbox.fhir.api import FhirApi
 from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.store import FhirStore
+from wardsync.sandbox.fhir.subscriptions.ledger import SubscriptionLedger
+from wardsync.sandbox.fhir.subscriptions.service import WEBSOCKET_PATH, SubscriptionService
 from wardsync.sandbox.hub import Hub, HubConfig
 from wardsync.sandbox.oauth import OAuthServer, default_clients, default_demo_users
 from wardsync.sandbox.oauth.accounts import DEVICES_CLIENT_ID, LAB_CLIENT_ID, RELAY_CLIENT_ID
@@ -108,6 +110,8 @@ class Sandbox:
         self.oauth: OAuthServer | None = None
         self.hub: Hub | None = None
         self.publisher: PokePublisher | None = None
+        self.subscriptions: SubscriptionService | None = None
+        self._ledger: SubscriptionLedger | None = None
         self.simulator: WardSimulator | None = None
         self._http: httpx.AsyncClient | None = None
         self._lab: LabSystem | None = None
@@ -158,9 +162,16 @@ class Sandbox:
             access_token_ttl_s=cfg.access_token_ttl_s,
             db_path=data_dir / "oauth.sqlite3",
         )
+        self._ledger = SubscriptionLedger(data_dir / "subscriptions.sqlite3")
+        self.subscriptions = SubscriptionService(
+            self.store, self._ledger, fhir_base=lambda: self.fhir_base,
+            websocket_url=lambda: f"ws://{cfg.host}:{self.port}{WEBSOCKET_PATH}",
+        )
         app = web.Application()
         self.oauth.install(app)
-        FhirApi(self.store, self.oauth.verify_bearer, faults=self.faults).install(app, "/fhir")
+        FhirApi(self.store, self.oauth.verify_bearer, faults=self.faults,
+                subscriptions=self.subscriptions).install(app, "/fhir")
+        self.subscriptions.install_websocket(app)
         app.router.add_post("/realtime/token", self._realtime_token)
         app.router.add_post("/_sandbox/faults", self._admin_faults)
         app.router.add_post("/_sandbox/hub/{action}", self._admin_hub)
@@ -169,7 +180,8 @@ class Sandbox:
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # the bound port, when cfg.port is 0
+        await self.subscriptions.start()
 
         self.hub = Hub({HUB_KEY_NAME: self._secrets["hub_secret"]}, cfg.hub_config)
         await self.hub.start(cfg.host, cfg.hub_port)
@@ -229,6 +241,10 @@ class Sandbox:
             await self.publisher.stop()
         if self._http is not None:
             await self._http.aclose()
+        if self.subscriptions is not None:
+            await self.subscriptions.stop()
+        if self._ledger is not None:
+            self._ledger.close()
         if self.hub is not None:
             await self.hub.stop()
         if self._runner is not None:
@@ -247,7 +263,7 @@ class Sandbox:
 
     # ------------------------------------------------------------------ contract
     def ready_info(self) -> dict[str, Any]:
-        """The `wardsync sandbox` ready line (ARCHITECTURE.md §3)."""
+        """The `wardsync sandbox` ready line (docs/architecture.md §3.1)."""
         assert self.hub is not None
         return {
             "fhir_base": self.fhir_base,
@@ -353,6 +369,7 @@ class Sandbox:
             "pokes": {"published": self.publisher.published, "pending": self.publisher.pending,
                       "dropped": self.publisher.dropped, "last_seq": self.publisher.last_seq},
             "simulator": dataclasses.asdict(self.simulator.stats) if self.simulator else None,
+            "subscriptions": self.subscriptions.stats() if self.subscriptions else None,
         }, dumps=lambda o: json.dumps(o, default=str))
 
 

@@ -4,7 +4,7 @@ The Diagnostics window (and IT, through its copied summary) needs to see what th
 connection has been doing: connection state changes with their reasons, how many pokes and
 pulls arrive per minute, which pokes were rejected and why, how long a poke takes to become a
 pulled version (and a version on screen), and a short log of the latest updates. All of this
-is already in the metrics events (ARCHITECTURE.md §3), so the recorder is a `MetricsSink`:
+is already in the metrics events (docs/architecture.md §3.4), so the recorder is a `MetricsSink`:
 the app sends its events through a `Tee` to both the file log and the recorder.
 
 Everything is bounded, whatever the event rate: rates are counted in one-second buckets over
@@ -267,7 +267,7 @@ class ActivityRecorder:
 
     # ------------------------------------------------------------------ MetricsSink
     def emit(self, event: str, **fields: Any) -> None:
-        """Record one metrics event (see ARCHITECTURE.md §3 for the fields)."""
+        """Record one metrics event (see docs/architecture.md §3.4 for the fields)."""
         now = self.clock.monotonic()
         wall = self.clock.wall()
         with self._lock:

@@ -51,7 +51,7 @@ from wardsync.core.alerts import (
     AlertStatus,
 )
 from wardsync.core.bus import Subscription
-from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, relative_ref
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, alert_key, relative_ref
 from wardsync.core.events import PokeAccepted, ResourcesChanged
 from wardsync.core.pokes import CRITICAL_LAB_RESULT
 from wardsync.core.queries import LabReport, WardAlerts, WardCensus
@@ -188,9 +188,9 @@ class AlertCenter:
         for lease, _ in self._report_leases.values():
             lease.close()
         self._report_leases.clear()
-        for lease in (self._feed_lease, self._census_lease):
-            if lease is not None:
-                lease.close()
+        for held in (self._feed_lease, self._census_lease):
+            if held is not None:
+                held.close()
         self._feed_lease = self._census_lease = None
 
     async def __aenter__(self) -> AlertCenter:
@@ -230,7 +230,8 @@ class AlertCenter:
 
     @property
     def feed_key(self) -> WardAlerts | None:
-        return self._feed_lease.key if self._feed_lease is not None else None  # type: ignore[return-value]
+        key = self._feed_lease.key if self._feed_lease is not None else None
+        return key if isinstance(key, WardAlerts) else None
 
     # ------------------------------------------------------------------ acknowledging
     async def acknowledge(self, alert_id: AlertId, read_back: ReadBack) -> AlertRecord:
@@ -351,7 +352,7 @@ class AlertCenter:
             if obs_ref is not None:
                 self._obs_reports.setdefault(obs_ref, set()).add(ref)
         alert = rules.critical_alert(report, self._ws.store.get, self.limits)
-        _, version = rules.alert_key(report)
+        _, version = alert_key(report)
         return self.ledger.observe_report(ref, version, alert,
                                           withdrawn=rules.is_withdrawn(report))
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from wardsync.fhir.client import FhirClient
 from wardsync.fhir.errors import FhirError
@@ -32,7 +33,7 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 def access_event(
     *, practitioner_id: str, patient_id: str, workstation_id: str, app_version: str,
     recorded: datetime,
-) -> dict:
+) -> dict[str, Any]:
     """One AuditEvent for a clinician viewing a patient's record (R4 AuditEvent)."""
     return {
         "resourceType": "AuditEvent",
@@ -64,7 +65,7 @@ class AuditTrail:
     def __init__(
         self, fhir: FhirClient, *, practitioner_id: str, workstation_id: str, app_version: str,
         monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._fhir = fhir
         self._practitioner_id = practitioner_id
@@ -94,7 +95,7 @@ class AuditTrail:
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _write(self, event: dict, patient_id: str) -> None:
+    async def _write(self, event: dict[str, Any], patient_id: str) -> None:
         for delay in (*RETRY_DELAYS_S, None):
             try:
                 await self._fhir.create(event)

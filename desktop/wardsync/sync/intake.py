@@ -1,6 +1,6 @@
 """Poke intake: validate every realtime message, drop duplicates, notice gaps, invalidate keys.
 
-A poke is a hint, never data (ARCHITECTURE.md §2). A message that is not exactly a poke is
+A poke is a hint, never data (docs/architecture.md §2). A message that is not exactly a poke is
 rejected, counted and logged by reason only — its content could carry patient data if a relay
 misbehaved — and the connection stays up. A sequence gap that is still open after a short grace
 period (pokes may arrive out of order) triggers a catch-up pull of every open query.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wardsync.core.clock import Clock, SystemClock
-from wardsync.core.events import PokeAccepted, PokeRejectedEvent
+from wardsync.core.events import Event, PokeAccepted, PokeRejectedEvent
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke, PokeRejected, parse_poke
 from wardsync.core.seq import SeqTracker
@@ -32,7 +32,7 @@ class PokeIntake:
         *,
         invalidate: Callable[[Poke], int],
         on_gap: Callable[[], None],
-        publish: Callable[[object], None] | None = None,
+        publish: Callable[[Event], None] | None = None,
         clock: Clock | None = None,
         metrics: MetricsSink | None = None,
         gap_grace_s: float = SEQ_GAP_GRACE_S,

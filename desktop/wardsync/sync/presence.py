@@ -2,7 +2,7 @@
 
 `PresenceService` (one per workstation process, built from the `Workstation` and the signed-in
 clinician) makes this workstation ONE presence member of each record channel
-(`record:<ResourceType>:<id>`, ARCHITECTURE.md §3) that any of its windows shows. Windows ask
+(`record:<ResourceType>:<id>`, docs/architecture.md §3.3) that any of its windows shows. Windows ask
 for a `PresenceHandle` with `join(...)` and close it when they stop showing the record; the
 service counts handles, enters presence with the first and leaves `leave_grace_s` after the
 last one closed (a chart closed and reopened does not flicker on other screens), then
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -326,7 +327,7 @@ class PresenceService:
         task = asyncio.get_running_loop().create_task(
             self._leave(rec, previous), name="record presence leave")
         self._leaving[rec.channel] = task
-        task.add_done_callback(lambda t, ch=rec.channel: self._forget_leaving(ch, t))
+        task.add_done_callback(functools.partial(self._forget_leaving, rec.channel))
 
     def _forget_leaving(self, channel: str, task: asyncio.Task[None]) -> None:
         if self._leaving.get(channel) is task:

@@ -19,14 +19,14 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
-from wardsync.core.events import QueryStateChanged
+from wardsync.core.events import Event, QueryStateChanged
 from wardsync.core.fhirtime import effective_time, parse_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
@@ -53,7 +53,8 @@ class Fetcher(Protocol):
     ) -> SearchResult: ...
 
 
-Sleep = Callable[[float], Awaitable[None]]
+# A coroutine function: the debounce window runs it as its own task (`create_task`).
+Sleep = Callable[[float], Coroutine[Any, Any, None]]
 
 
 @dataclass(order=True)
@@ -127,7 +128,7 @@ class QueryState:
     """What the Diagnostics inspector and the panels know about one open query."""
 
     key: QueryKey
-    status: str = "loading"  # loading | ok | error
+    status: Literal["loading", "ok", "error"] = "loading"
     pulls: int = 0
     failures: int = 0
     last_ok_wall: float | None = None
@@ -258,7 +259,7 @@ class PullLoop:
         if st.loading_since is None:
             st.loading_since = o.clock.monotonic()
             o.publish_state(self)
-        collected: list[dict] = []
+        collected: list[dict[str, Any]] = []
         invalid: list[InvalidEntry] = []
         new_cursors: dict[int, datetime] = {}
         cutoff = o.series_cutoff(self.key)
@@ -376,7 +377,7 @@ class QueryCache:
         fetcher: Fetcher,
         store: ResourceStore,
         *,
-        publish: Callable[[object], None] | None = None,
+        publish: Callable[[Event], None] | None = None,
         on_pull_result: Callable[[FhirError | None], None] | None = None,
         clock: Clock | None = None,
         metrics: MetricsSink | None = None,

@@ -8,7 +8,7 @@ SubscriptionManager does the same for its one socket).
 Authentication is token-only through `auth_callback`: the workstation exchanges its FHIR access
 token for a short-lived Ably token at the hospital relay (the sandbox stands in for it), so the
 Ably API key never reaches a workstation. No `client_id` option is set: the clientId comes from
-the token via CONNECTED.connectionDetails (see the "clientId trap" in the protocol brief).
+the token via CONNECTED.connectionDetails (the "clientId trap", docs/realtime-protocol.md §8).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SILENCE_CHECK_S = 0.25
 # The SDK's idle timer fires 100 ms after its limit; report only once it surely has.
 SILENCE_MARGIN_MS = 300
 
-TokenProvider = Callable[[], Awaitable[dict]]
+TokenProvider = Callable[[], Awaitable[dict[str, Any]]]
 PresenceListener = Callable[[], None]
 MessageListener = Callable[[Any], None]
 StateListener = Callable[[str, str], None]
@@ -51,7 +51,7 @@ def ably_options(endpoint: str) -> dict[str, Any]:
     """Client options for `host:port` (loopback: plain ws; anything else: TLS).
 
     `endpoint` gets a trailing slash so ONE client serves both websocket and REST with the
-    port in the host (ably 3.1.4 ignores `port` for realtime; protocol brief §1).
+    port in the host (ably 3.1.4 ignores `port` for realtime; docs/realtime-protocol.md §1).
     """
     host = endpoint.rsplit(":", 1)[0] if endpoint.count(":") == 1 else endpoint
     loopback = is_loopback_host(host)
@@ -205,15 +205,16 @@ class SyncConnection:
         self._tasks.add(self._silence_watch)
 
     # ------------------------------------------------------------------ auth
-    async def _auth_callback(self, token_params: dict[str, Any]) -> dict:
+    async def _auth_callback(self, token_params: dict[str, Any]) -> dict[str, Any]:
         # Must be a coroutine function: ably 3.1.4 treats a plain function's result as an
-        # error (protocol brief §8).
+        # error (docs/realtime-protocol.md §8).
         self.token_requests += 1
         return await self._token_provider()
 
     @property
     def client_id(self) -> str | None:
-        return self.client.auth.client_id
+        client_id: str | None = self.client.auth.client_id
+        return client_id
 
     @property
     def connection_id(self) -> str | None:
@@ -233,8 +234,8 @@ class SyncConnection:
     def _link_silent(self) -> bool:
         """True once the SDK's idle timer has given the current transport up (RTN23a)."""
         transport = getattr(self.client.connection.connection_manager, "transport", None)
-        last_ms = getattr(transport, "last_activity", None)
-        limit_ms = getattr(transport, "max_idle_interval", None)
+        last_ms: float | None = getattr(transport, "last_activity", None)
+        limit_ms: float | None = getattr(transport, "max_idle_interval", None)
         if not last_ms or not limit_ms:
             return False
         return time.time() * 1000 - last_ms > limit_ms + SILENCE_MARGIN_MS

@@ -39,4 +39,5 @@ class RealtimeTokenExchange:
             break
         if resp.status_code != 200:
             raise error_for_status(resp.status_code, None, "realtime token")
-        return resp.json()
+        details: dict[str, Any] = resp.json()
+        return details

@@ -3,7 +3,7 @@
 One instance per process owns the one httpx client, the one realtime connection, the event bus,
 the resource store, the open queries and the freshness watchdog. Every window reads from it.
 
-Freshness (ARCHITECTURE.md §2): pokes invalidate query keys; anything that may have lost a poke
+Freshness (docs/architecture.md §2): pokes invalidate query keys; anything that may have lost a poke
 (a channel re-attached without continuity, a sequence gap) triggers a catch-up of every open
 query; when realtime stays down longer than `degraded_after_s` the watchdog polls every
 `polling_interval_s` and the status says so, and the first live moment after that catches up

@@ -163,7 +163,7 @@ class AlertBanner(QFrame):
         try:
             self._show_first()
         finally:
-            # Metrics contract (ARCHITECTURE.md §3): report versions that became visible.
+            # Metrics contract (docs/architecture.md §3.4): report versions that became visible.
             if new and self._on_shown is not None:
                 self._on_shown(new)
 

@@ -66,7 +66,7 @@ class AppController:
         # Windows close through the controller, so the sync stack and the demo server are
         # stopped before the event loop ends (Qt must not quit on the last window by itself).
         app = QApplication.instance()
-        if app is not None:
+        if isinstance(app, QApplication):
             app.setQuitOnLastWindowClosed(False)
 
         self.settings = settings
@@ -448,7 +448,8 @@ def run_app(args: argparse.Namespace) -> int:
         session_server_name,
     )
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("WardSync")
     app.setOrganizationName("WardSync")
     app.setStyleSheet(load_stylesheet(settings["ui.theme"]))

@@ -68,7 +68,7 @@ def conflict_rows(conflict: SaveConflict) -> list[ConflictRow]:
     rows: list[ConflictRow] = []
     for name in [*theirs, *[f for f in mine if f not in theirs]]:
         ours, other = mine.get(name), theirs.get(name)
-        started = (other or ours).before  # type: ignore[union-attr]
+        started = (other or mine[name]).before  # `name` is in at least one of the two
         rows.append(ConflictRow(name, started, other.after if other else UNCHANGED,
                                 ours.after if ours else UNCHANGED,
                                 ours is not None and other is not None

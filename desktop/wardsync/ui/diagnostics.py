@@ -447,8 +447,8 @@ class DiagnosticsWindow(PanelWindow):
         states = list(self.workspace.queries.states())
         labels = [st.key.label() for st in states]
         for gone in set(self._query_items) - set(labels):
-            item = self._query_items.pop(gone)
-            self.queries.takeTopLevelItem(self.queries.indexOfTopLevelItem(item))
+            stale = self._query_items.pop(gone)
+            self.queries.takeTopLevelItem(self.queries.indexOfTopLevelItem(stale))
         for index, (label, st) in enumerate(zip(labels, states, strict=True)):
             item = self._query_items.get(label)
             if item is None:
@@ -481,7 +481,7 @@ class DiagnosticsWindow(PanelWindow):
         if len(refs) > len(shown):
             rows.append((f"… {len(refs) - len(shown)} more", ""))
         while item.childCount() > len(rows):
-            item.removeChild(item.child(item.childCount() - 1))
+            item.takeChild(item.childCount() - 1)
         for i, (ref, version) in enumerate(rows):
             child = item.child(i) if i < item.childCount() else None
             if child is None:

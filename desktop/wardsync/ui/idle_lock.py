@@ -117,7 +117,7 @@ class ScreenLock(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._saved: dict[QMainWindow, tuple[QWidget, str, list[QWidget]]] = {}
+        self._saved: dict[QMainWindow, tuple[QWidget | None, str, list[QWidget]]] = {}
         self.message: str | None = None
 
     @property
@@ -151,8 +151,9 @@ class ScreenLock(QObject):
             page = window.takeCentralWidget()
             if page is not None:
                 page.deleteLater()
-            window.setCentralWidget(central)
-            central.show()
+            if central is not None:  # a window may have had no content yet
+                window.setCentralWidget(central)
+                central.show()
             window.setWindowTitle(title)
             for widget in hidden:
                 widget.show()

@@ -176,7 +176,7 @@ def result_refs(report: Resource) -> list[str]:
 def _worst(levels: list[Level]) -> Level:
     for level in ("critical", "abnormal"):
         if level in levels:
-            return level  # type: ignore[return-value]
+            return level
     return ""
 
 

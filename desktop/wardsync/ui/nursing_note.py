@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -179,7 +179,7 @@ class NursingNotesPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
 
-    def render(self) -> dict[str, str]:
+    def render_notes(self) -> dict[str, str]:
         """Repaint the list; returns the versions shown (for `rendered`)."""
         rows = note_rows(self.store, self.patient_id)
         self.table.blockSignals(True)  # a repaint is not the user choosing a note
@@ -205,7 +205,7 @@ class NursingNotesPanel(QWidget):
                 "Save or discard this note before starting another.", "info")
             return
         self.table.blockSignals(True)
-        self.table.setCurrentItem(None)
+        self.table.setCurrentIndex(QModelIndex())  # no current note
         self.table.blockSignals(False)
         self.editor.set_record(None)
         if self.editor.mode == "view":
@@ -225,7 +225,7 @@ class NursingNotesPanel(QWidget):
             self._select_quietly(self.editor.ref)  # one edit at a time
             if self.editor.ref is None:
                 self.table.blockSignals(True)
-                self.table.setCurrentItem(None)
+                self.table.setCurrentIndex(QModelIndex())  # no current note
                 self.table.blockSignals(False)
             self.editor.message.show_message(
                 "Save or discard this note before opening another.", "info")
@@ -236,5 +236,5 @@ class NursingNotesPanel(QWidget):
                 self.editor.set_record(note)
 
     def _on_editor_saved(self, ref: str) -> None:
-        self.render()
+        self.render_notes()
         self._select_quietly(ref)

@@ -231,7 +231,7 @@ class PatientChartWindow(PatientWindow):
     def _render(self, section: str) -> dict[str, str]:
         store, pid = self.workspace.store, self.patient_id
         if section == "notes":
-            return self.notes.render()
+            return self.notes.render_notes()
         if section == "vitals":
             mine = store.select(
                 "Observation",
@@ -269,8 +269,9 @@ class PatientChartWindow(PatientWindow):
     # ------------------------------------------------------------------ interaction
     def _on_labs_activated_key(self, key: str) -> None:
         item = self.labs.item_for(key)
-        if key.startswith("Observation/") and item is not None and item.parent() is not None:
-            key = str(item.parent().data(0, KEY_ROLE))
+        if key.startswith("Observation/") and item is not None and (
+                parent := item.parent()) is not None:
+            key = str(parent.data(0, KEY_ROLE))
         if key.startswith("DiagnosticReport/"):
             self.report_requested.emit(key.split("/", 1)[1], self.patient_id)
 

@@ -56,7 +56,8 @@ def _version_number(resource: Resource) -> int:
 def _stamp(resource: Resource, tz: tzinfo | None) -> tuple[float, str]:
     # `issued` is when this version was made available to clinicians (R4
     # diagnosticreport.html, observation.html); the server's lastUpdated is a fallback.
-    meta = resource.get("meta") if isinstance(resource.get("meta"), Mapping) else {}
+    meta = resource.get("meta")
+    meta = meta if isinstance(meta, Mapping) else {}
     moment = when(resource.get("issued")) or when(meta.get("lastUpdated"))
     if moment is None:
         return 0.0, NO_VALUE

@@ -131,7 +131,7 @@ class AppServices:
             await _say(progress, "Starting the demo server (synthetic data)…")
             self.sandbox = await SandboxProcess.start()
             info = self.sandbox.info
-            self.metrics.emit("sandbox_ready", sandbox=info)
+            self.metrics.emit("sandbox_ready", sandbox=self.sandbox.public_info)
             self.backend = Backend(info["fhir_base"], info["ward"], info["ably_endpoint"],
                                    info["ably_token_url"], demo=True)
 
@@ -240,13 +240,13 @@ class AppServices:
         config = await discover(self.http, fhir_base)
         tokens: TokenSet | None = None
         saved = store.load() if store and use_stored else None
-        if saved:
+        if saved and store is not None:
             try:
                 stub = TokenSet(access_token="", expires_at=0, refresh_token=saved)
                 tokens = await refresh(self.http, config, client_id=client_id, tokens=stub)
             except SignInError:
                 log.info("stored session no longer valid; signing in again")
-                store.delete()  # type: ignore[union-attr]
+                store.delete()
         if tokens is None:
             config, tokens = await sign_in(
                 self.http, fhir_base=fhir_base, client_id=client_id, scopes=self.sign_in_scopes(),

@@ -1,6 +1,6 @@
 """One WardSync process per user and desktop session: a second launch opens a window in it.
 
-Each process owns one realtime connection and one sign-in (ARCHITECTURE.md §1), so launching
+Each process owns one realtime connection and one sign-in (docs/architecture.md §1), so launching
 `wardsync` again while it runs must not start a second one. The first process listens on a
 local socket (QLocalServer: a Unix domain socket, a named pipe on Windows); a later launch
 connects, sends one message and exits once the running process has answered.
@@ -63,12 +63,14 @@ class SingleInstanceUnavailable(OSError):
 
 
 def _windows_session_id() -> int | None:
+    if sys.platform != "win32":  # ctypes.windll exists on Windows only
+        return None
     import ctypes
     from ctypes import wintypes
 
     session = wintypes.DWORD()
     # kernel32!ProcessIdToSessionId: the Terminal Services session of this process.
-    ok = ctypes.windll.kernel32.ProcessIdToSessionId(os.getpid(), ctypes.byref(session))  # type: ignore[attr-defined]
+    ok = ctypes.windll.kernel32.ProcessIdToSessionId(os.getpid(), ctypes.byref(session))
     return int(session.value) if ok else None
 
 

@@ -21,6 +21,7 @@ from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.news2 import RiskBand
 from wardsync.core.presence import PresenceChanged, initials
 from wardsync.core.queries import PatientVitals, WardCensus, WardTasks
+from wardsync.core.store import Resource
 from wardsync.sync.presence import PresenceHandle
 from wardsync.ui.columns import fit_columns
 from wardsync.ui.ward_rows import (
@@ -105,7 +106,8 @@ class WardTableModel(QAbstractTableModel):
             return QBrush(QColor("#ffffff"))
         if role == Qt.ItemDataRole.ForegroundRole:
             # Dark text on the band colours and on the highlight, whatever the theme.
-            banded = col == 4 and row.news2 is not None and BAND_COLOURS.get(row.news2.band)
+            banded = (col == 4 and row.news2 is not None and row.news2.band is not None
+                      and BAND_COLOURS.get(row.news2.band))
             highlighted = (time.monotonic() - self._changed_at.get(row.patient_ref, -1e9)
                            < HIGHLIGHT_S)
             if banded or highlighted:
@@ -239,7 +241,7 @@ class WardOverviewWindow(PanelWindow):
         self.resize(1100, 700)
 
         self._census_key = WardCensus(workspace.ward)
-        self._vitals: dict[str, dict[str, dict]] = {}  # patient ref -> obs ref -> obs
+        self._vitals: dict[str, dict[str, Resource]] = {}  # patient ref -> obs ref -> obs
         self._watches: dict[str, PresenceHandle] = {}  # patient id -> presence watch
         self._loading_timer = QTimer(self)
         self._loading_timer.setSingleShot(True)
@@ -414,8 +416,9 @@ class WardOverviewWindow(PanelWindow):
             self.message.hide()
             # Fresh as of the oldest confirmation among this window's queries.
             stamps = [self.workspace.queries.state(k).last_ok_wall for k in self.open_keys]
-            if stamps and all(t is not None for t in stamps):
-                self.mark_fresh(min(stamps))
+            known = [t for t in stamps if t is not None]
+            if stamps and len(known) == len(stamps):
+                self.mark_fresh(min(known))
 
     def _size_columns(self) -> None:
         fit_columns(self.table.horizontalHeader(), self.table.resizeColumnToContents)

@@ -16,6 +16,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QStatusBar, QWidget
 
+from wardsync.core.alerts import AlertId
 from wardsync.core.bus import Subscription
 from wardsync.core.connection_status import ConnectionState, ConnectionStatus
 from wardsync.core.events import ConnectionStatusChanged
@@ -140,7 +141,7 @@ class PanelWindow(QMainWindow):
             ids.add(patient_id)
         return frozenset(ids) or None
 
-    def _on_alert_banner_acknowledge(self, alert_id: object) -> None:
+    def _on_alert_banner_acknowledge(self, alert_id: AlertId) -> None:
         assert self.workspace.alerts is not None
         open_acknowledge_dialog(self, self.workspace.alerts, alert_id, self.workspace.bus)
 

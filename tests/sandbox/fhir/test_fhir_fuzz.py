@@ -135,6 +135,7 @@ async def fuzz_client(fhir_server: FhirServer) -> Any:
         yield c
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(request=fhir_request(), headers=headers)

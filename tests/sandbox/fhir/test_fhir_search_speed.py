@@ -6,6 +6,7 @@ import statistics
 import time
 
 import httpx
+import pytest
 
 from conftest import FhirServer
 
@@ -26,6 +27,7 @@ def synthetic_observations() -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 async def test_searches_over_10k_observations_take_milliseconds(
     fhir_server: FhirServer, client: httpx.AsyncClient
 ) -> None:

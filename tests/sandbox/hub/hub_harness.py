@@ -1,6 +1,6 @@
 """Test bed for the hub: a real Hub on loopback, real `ably` SDK clients, raw websockets.
 
-Clients point at the hub as the protocol brief (§1) prescribes: realtime clients use
+Clients point at the hub as docs/realtime-protocol.md §1 prescribes: realtime clients use
 `endpoint="127.0.0.1:P/"` (trailing slash, so their REST calls work too), REST-only clients
 `endpoint="127.0.0.1", port=P`, always `tls=False` and short retry timeouts.
 """

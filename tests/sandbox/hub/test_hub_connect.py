@@ -49,7 +49,7 @@ async def test_wrong_key_fails_the_connection(bed: HubBed):
 
 
 async def test_wildcard_token_lets_the_client_choose_its_id(bed: HubBed):
-    # Protocol brief §8, the clientId trap: client_id set + token clientId '*' is fine.
+    # docs/realtime-protocol.md §8, the clientId trap: client_id set + token clientId '*' is fine.
     client = bed.realtime(client_id="alice", token_client_id="*")
     await connected(client)
     assert client.auth.client_id == "alice"

@@ -46,7 +46,7 @@ def test_split_scope_refuses_characters_outside_rfc6749():
 
 @pytest.fixture
 def desktop() -> OAuthClient:
-    clients = default_clients({"lab-system": "x", "ward-devices": "y", "wardsync-relay": "z"})
+    clients = default_clients({"lab-system": "x", "ward-devices": "y"})
     return next(c for c in clients if c.client_id == "wardsync-desktop")
 
 

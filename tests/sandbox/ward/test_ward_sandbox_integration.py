@@ -63,7 +63,6 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     client_secrets = {
         LAB_CLIENT: secrets.token_urlsafe(24),
         DEVICES_CLIENT: secrets.token_urlsafe(24),
-        "wardsync-relay": secrets.token_urlsafe(24),
     }
     store = FhirStore(":memory:")
     seeded = build_ward(3, now=datetime.now(UTC), patients=8)

@@ -1,8 +1,11 @@
 """The FHIR R4 REST API over a `FhirStore` (R4 http.html), as an aiohttp sub-application.
 
 JSON only. Every endpoint but `GET /metadata` needs a bearer token whose grant permits the
-interaction (SMART scopes: r read/vread/history, s search, c create, u update). Errors are
-OperationOutcome resources; no input makes the server answer 5xx or stop serving.
+interaction (SMART scopes: r read/vread/history, s search, c create, u update, d delete).
+Subscriptions need explicit system scopes (`subscriptions/access.py`) and, when a
+`SubscriptionService` is given, get the Backport IG operations `$status`, `$events` and
+`$get-ws-binding-token` (docs/subscriptions.md). Errors are OperationOutcome resources; no
+input makes the server answer 5xx or stop serving.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ from wardsync.sandbox.fhir.fhir_dates import format_instant, http_date, parse_da
 from wardsync.sandbox.fhir.outcome import operation_outcome
 from wardsync.sandbox.fhir.search_params import SUPPORTED_TYPES
 from wardsync.sandbox.fhir.search_query import TRANSPORT_PARAMETERS
-from wardsync.sandbox.fhir.store import ID_PATTERN, FhirStore, SearchPage
+from wardsync.sandbox.fhir.store import ID_PATTERN, FhirStore, ResourceGone, SearchPage
+from wardsync.sandbox.fhir.subscriptions.access import SUBSCRIPTION, permits_subscription
+from wardsync.sandbox.fhir.subscriptions.model import (
+    CLIENT_STATUSES,
+    SubscriptionRefused,
+    parse_subscription,
+)
+from wardsync.sandbox.fhir.subscriptions.service import SubscriptionService, UnknownSubscription
 from wardsync.sandbox.grants import Grant
 
 logger = logging.getLogger(__name__)
@@ -86,8 +96,10 @@ class FhirApi:
         *,
         faults: FhirFaults | None = None,
         wall_clock: Callable[[], float] = time.time,
+        subscriptions: SubscriptionService | None = None,
     ) -> None:
         self._store = store
+        self._subscriptions = subscriptions
         self._verify_bearer = verify_bearer
         self._faults = faults
         self._wall_clock = wall_clock
@@ -102,11 +114,18 @@ class FhirApi:
         sub[_PREFIX] = prefix.rstrip("/")
         router = sub.router
         router.add_get("/metadata", self._metadata, name="metadata")
+        # Before the generic routes, which would take `$status` for an id.
+        for path, handler in (("$status", self._op_status), ("$events", self._op_events),
+                              ("$get-ws-binding-token", self._op_ws_token)):
+            for route in (f"/Subscription/{{id}}/{path}", f"/Subscription/{path}"):
+                router.add_get(route, handler)
+                router.add_post(route, handler)
         router.add_get("/{type}", self._search)
         router.add_post("/{type}/_search", self._search)
         router.add_post("/{type}", self._create)
         router.add_get("/{type}/{id}", self._read)
         router.add_put("/{type}/{id}", self._update)
+        router.add_delete("/{type}/{id}", self._delete)
         router.add_get("/{type}/{id}/_history", self._history)
         router.add_get("/{type}/{id}/_history/{vid}", self._vread)
         sub.on_shutdown.append(self._release_held_requests)
@@ -201,8 +220,8 @@ class FhirApi:
     # ------------------------------------------------------------------ interactions
 
     async def _metadata(self, request: web.Request) -> web.StreamResponse:
-        return self._json(request, 200, capability_statement(self._base(request),
-                                                             self._published))
+        return self._json(request, 200, capability_statement(
+            self._base(request), self._published, subscriptions=self._subscriptions is not None))
 
     async def _read(self, request: web.Request) -> web.StreamResponse:
         rtype = self._type(request, "r")
@@ -223,7 +242,7 @@ class FhirApi:
         for item in self._store.history_entries(rtype, id):
             change = item.change
             created = change.interaction == "create"
-            entries.append({
+            entry: dict[str, Any] = {
                 "fullUrl": f"{base}/{rtype}/{id}",
                 "resource": change.resource,
                 "request": {"method": item.method,
@@ -231,7 +250,12 @@ class FhirApi:
                 "response": {"status": "201 Created" if created else "200 OK",
                              "etag": f'W/"{change.version_id}"',
                              "lastModified": change.last_updated},
-            })
+            }
+            if change.deleted:
+                # R4 http.html#history: a delete is an entry with a request and no resource.
+                del entry["resource"]
+                entry["response"]["status"] = "204 No Content"
+            entries.append(entry)
         bundle = self._bundle("history", len(entries),
                               [{"relation": "self", "url": f"{base}/{rtype}/{id}/_history"}],
                               entries)
@@ -240,6 +264,8 @@ class FhirApi:
     async def _create(self, request: web.Request) -> web.StreamResponse:
         rtype = self._type(request, "c")
         body = await self._body(request, rtype)
+        if rtype == SUBSCRIPTION:
+            self._check_subscription(request, body)
         stored = self._store.create(body)
         return self._resource(request, 201, stored, location=True)
 
@@ -254,13 +280,127 @@ class FhirApi:
             raise InvalidRequest("the resource must carry the id of the URL", f"{rtype}.id")
         current = self._current_version(rtype, id)
         if_match = _if_match(request.headers.get("If-Match"), current)
-        grant = request[_GRANT]
-        if current is None and not grant.permits(rtype, "c"):
+        if current is None and not self._permits(request[_GRANT], rtype, "c"):
             raise self._forbidden(rtype, "c")
+        if rtype == SUBSCRIPTION:
+            self._check_subscription(request, body)
         change = self._store.update_change(rtype, id, body, if_match=if_match)
         created = change.interaction == "create"
         return self._resource(request, 201 if created else 200, change.resource,
                               location=created)
+
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        """R4 http.html#delete: 204 whether or not there was anything to delete."""
+        rtype = self._type(request, "d")
+        id = self._path_id(request, rtype)
+        self._store.delete(rtype, id)
+        return web.Response(status=204)
+
+    def _check_subscription(self, request: web.Request, body: dict[str, Any]) -> None:
+        """What a client may ask of a Subscription beyond its validity (docs/subscriptions.md):
+        status `requested` or `off` only (the server sets `active` and `error`), and a
+        `full-resource` payload only of types the client may read itself."""
+        if self._subscriptions is None:
+            raise _Problem(422, Issue("not-supported", "this server does not deliver "
+                                      "subscriptions"))
+        if body.get("status") not in CLIENT_STATUSES:
+            raise _Problem(422, Issue(
+                "business-rule", "a client sets Subscription.status to requested (or off); "
+                "the server moves it to active or error", "Subscription.status"))
+        try:
+            spec = parse_subscription({**body, "id": body.get("id", "new")})
+        except SubscriptionRefused as exc:
+            raise InvalidResource(tuple(Issue("not-supported", f"{where}: {message}", where)
+                                        for where, message in exc.problems)) from None
+        grant = request[_GRANT]
+        types = ([spec.topic.resource_type] if spec.topic else
+                 [c.resource_type for c in spec.criteria])
+        if spec.content == "full-resource":
+            for rtype in types:
+                if not grant.permits(rtype, "r"):
+                    raise self._forbidden(rtype, "r")
+
+    # ------------------------------------------------------------------ subscription operations
+
+    def _service(self) -> SubscriptionService:
+        if self._subscriptions is None:
+            raise _Problem(404, Issue("not-supported", "this server has no subscriptions"))
+        return self._subscriptions
+
+    def _subscription_ids(self, request: web.Request, form: list[tuple[str, str]]) -> list[str]:
+        if not self._permits(request[_GRANT], SUBSCRIPTION, "r"):
+            raise self._forbidden(SUBSCRIPTION, "r")
+        if "id" in request.match_info:
+            ids = [request.match_info["id"]]
+        else:
+            ids = [v for k, v in [*request.query.items(), *form] if k == "id"]
+        if not ids or len(ids) > 100:
+            raise InvalidRequest("name one to 100 Subscriptions (id parameter)", "id")
+        for sub_id in ids:
+            if not ID_PATTERN.match(sub_id):
+                raise ResourceNotFound(SUBSCRIPTION, "?")
+        return ids
+
+    async def _op_params(self, request: web.Request) -> list[tuple[str, str]]:
+        """Operation inputs from the query and a `Parameters` or form body (R4
+        operations.html#request)."""
+        if request.method != "POST" or not (await request.read()).strip():
+            return []
+        if request.content_type == "application/x-www-form-urlencoded":
+            return await self._form(request)
+        body = await self._body(request, "Parameters")
+        pairs = []
+        for param in body.get("parameter", []) if isinstance(body.get("parameter"), list) else []:
+            if isinstance(param, dict) and isinstance(param.get("name"), str):
+                value = next((v for k, v in param.items() if k.startswith("value")), None)
+                if isinstance(value, str | int):
+                    pairs.append((param["name"], str(value)))
+        return pairs
+
+    async def _op_status(self, request: web.Request) -> web.StreamResponse:
+        service = self._service()
+        form = await self._op_params(request)
+        ids = self._subscription_ids(request, form)
+        try:
+            return self._json(request, 200, service.status(ids, self._base(request)))
+        except UnknownSubscription as exc:
+            raise ResourceNotFound(SUBSCRIPTION, str(exc)) from None
+
+    async def _op_events(self, request: web.Request) -> web.StreamResponse:
+        service = self._service()
+        form = await self._op_params(request)
+        ids = self._subscription_ids(request, form)
+        args = dict([*request.query.items(), *form])
+
+        def number(name: str) -> int | None:
+            text = args.get(name)
+            if text is None:
+                return None
+            if not text.isascii() or not text.isdigit() or len(text) > 18:
+                raise InvalidRequest(f"{name} must be an event number", name)
+            return int(text)
+
+        since, until = number("eventsSinceNumber"), number("eventsUntilNumber")
+        try:
+            bundle = service.events(ids[0], since, until, args.get("content"),
+                                    self._base(request))
+        except UnknownSubscription as exc:
+            raise ResourceNotFound(SUBSCRIPTION, str(exc)) from None
+        return self._json(request, 200, bundle)
+
+    async def _op_ws_token(self, request: web.Request) -> web.StreamResponse:
+        service = self._service()
+        form = await self._op_params(request)
+        ids = self._subscription_ids(request, form)
+        try:
+            params = service.ws_binding_token(ids, self._base(request))
+        except UnknownSubscription as exc:
+            raise ResourceNotFound(SUBSCRIPTION, str(exc)) from None
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        except OverflowError as exc:
+            raise _Problem(429, Issue("throttled", str(exc))) from None
+        return self._json(request, 200, params)
 
     async def _search(self, request: web.Request) -> web.StreamResponse:
         rtype = self._type(request, "s")
@@ -282,17 +422,25 @@ class FhirApi:
         rtype = request.match_info["type"]
         if rtype not in SUPPORTED_TYPES:
             raise UnknownResourceType(rtype)
-        if not request[_GRANT].permits(rtype, interaction):
+        if not self._permits(request[_GRANT], rtype, interaction):
             raise self._forbidden(rtype, interaction)
         return rtype
 
     @staticmethod
+    def _permits(grant: Grant, rtype: str, interaction: str) -> bool:
+        if rtype == SUBSCRIPTION:
+            return permits_subscription(grant, interaction)
+        return grant.permits(rtype, interaction)
+
+    @staticmethod
     def _forbidden(rtype: str, interaction: str) -> _Problem:
         needed = f"{rtype}.{interaction}"
+        context = "system" if rtype == SUBSCRIPTION else "user"
         return _Problem(
             403, Issue("forbidden", f"the token's scopes do not allow {needed}"),
             {"WWW-Authenticate":
-             f'Bearer realm="{AUTH_REALM}", error="insufficient_scope", scope="user/{needed}"'},
+             f'Bearer realm="{AUTH_REALM}", error="insufficient_scope", '
+             f'scope="{context}/{needed}"'},
         )
 
     @staticmethod
@@ -439,6 +587,8 @@ class FhirApi:
     def _store_error(self, request: web.Request, exc: FhirStoreError) -> web.StreamResponse:
         if isinstance(exc, UnknownResourceType):
             return self._outcome(request, 404, (Issue("not-supported", str(exc)),))
+        if isinstance(exc, ResourceGone):
+            return self._outcome(request, 410, (Issue("deleted", str(exc)),))
         if isinstance(exc, ResourceNotFound):
             return self._outcome(request, 404, (Issue("not-found", str(exc)),))
         if isinstance(exc, VersionConflict):

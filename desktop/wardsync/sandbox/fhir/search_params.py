@@ -122,13 +122,20 @@ SEARCH_PARAMETERS: dict[str, tuple[SearchParam, ...]] = {
         _p("agent", "reference", "agent.who", "Who took part in the event"),
         _p("date", "date", "recorded", "When the event was recorded"),
     ),
+    # Subscriptions R5 Backport IG STU 1.1 (docs/subscriptions.md); reading or writing one
+    # needs an explicit system/Subscription scope (sandbox/fhir/subscriptions/access.py).
+    "Subscription": (
+        _p("status", "token", "status", "requested, active, error or off"),
+        _p("type", "token", "channel.type", "Channel type (rest-hook, websocket)"),
+        _p("url", "string", "channel.endpoint", "Where notifications are sent"),
+    ),
 }
 
 SUPPORTED_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMETERS)
 
 # Interactions each type supports (R4 http.html); the CapabilityStatement lists exactly these.
 TYPE_INTERACTIONS: tuple[str, ...] = (
-    "read", "vread", "update", "create", "history-instance", "search-type",
+    "read", "vread", "update", "delete", "create", "history-instance", "search-type",
 )
 
 

@@ -118,7 +118,7 @@ def _date(value: DateValue, low: str, high: str) -> tuple[str, SqlArgs]:
     """R4 search.html#prefix over inclusive ranges: resource [low, high] vs value [ps, pe]."""
     ps, pe = value.range.low, value.range.high
     contained = f"{low} >= ? AND {high} <= ?"
-    return {
+    by_prefix: dict[str, tuple[str, SqlArgs]] = {
         "eq": (contained, [ps, pe]),
         "ne": (f"NOT ({contained})", [ps, pe]),
         "gt": (f"{high} > ?", [pe]),
@@ -128,7 +128,8 @@ def _date(value: DateValue, low: str, high: str) -> tuple[str, SqlArgs]:
         "sa": (f"{low} > ?", [pe]),
         "eb": (f"{high} < ?", [ps]),
         "ap": (f"{low} <= ? AND {high} >= ?", [pe, ps]),
-    }[value.prefix]
+    }
+    return by_prefix[value.prefix]
 
 
 def _token(value: TokenValue) -> tuple[str, SqlArgs]:

@@ -72,8 +72,8 @@ CREATE TABLE IF NOT EXISTS version (
     version INTEGER NOT NULL,
     lu_us INTEGER NOT NULL,             -- meta.lastUpdated, epoch microseconds
     superseded_seq INTEGER,             -- seq of the next version; NULL while current
-    interaction TEXT NOT NULL,          -- create | update
-    method TEXT NOT NULL,               -- POST | PUT (for history entries)
+    interaction TEXT NOT NULL,          -- create | update | delete
+    method TEXT NOT NULL,               -- POST | PUT | DELETE (for history entries)
     json TEXT NOT NULL,
     UNIQUE (rid, version)
 );
@@ -111,8 +111,14 @@ class ResourceChange:
     id: str
     version_id: str
     last_updated: str  # FHIR instant, microsecond precision
-    interaction: str  # "create" | "update"
-    resource: dict[str, Any]  # the stored JSON (with meta)
+    interaction: str  # "create" | "update" | "delete"
+    resource: dict[str, Any]  # the stored JSON (with meta); for a delete, the last version
+    seq: int = 0  # the version row's global commit order (`version.seq`)
+
+    @property
+    def deleted(self) -> bool:
+        """True for the version a DELETE wrote (R4 http.html#delete)."""
+        return self.interaction == "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,10 @@ class SearchPage:
             return None
         after = self.query.offset + self.query.count
         return after if after < self.total else None
+
+
+class ResourceGone(ResourceNotFound):
+    """The resource existed and was deleted: reads answer 410 Gone (R4 http.html#read)."""
 
 
 Listener = Callable[[ResourceChange], None]
@@ -319,10 +329,12 @@ class FhirStore:
     ) -> ResourceChange:
         self._check_type(rtype)
         row = self._conn.execute(
-            "SELECT rid, version, current_seq FROM resource WHERE type = ? AND id = ?",
+            "SELECT r.rid, r.version, r.current_seq, v.interaction FROM resource r "
+            "JOIN version v ON v.seq = r.current_seq WHERE r.type = ? AND r.id = ?",
             (rtype, id),
         ).fetchone()
-        current = str(row[1]) if row else None
+        was_deleted = row is not None and row[3] == "delete"
+        current = str(row[1]) if row and not was_deleted else None
         if if_match is not None and if_match != current:
             raise VersionConflict(rtype, id, if_match, current)
         version = row[1] + 1 if row else 1
@@ -331,7 +343,7 @@ class FhirStore:
         lu_us = max(self._clock_us(), self._last_lu_us + 1)
         body = validate_resource(_with_meta(resource, rtype, id, version, lu_us))
         text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        interaction = "update" if row else "create"
+        interaction = "update" if row and not was_deleted else "create"
         if row:
             rid = row[0]
         else:
@@ -344,6 +356,7 @@ class FhirStore:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (rid, rtype, id, version, lu_us, interaction, method, text),
         ).lastrowid
+        assert seq is not None  # an INSERT sets it
         if row:
             self._conn.execute("UPDATE version SET superseded_seq = ? WHERE seq = ?", (seq, row[2]))
         self._conn.execute(
@@ -352,7 +365,53 @@ class FhirStore:
         self._index(rtype, seq, body)
         self._last_lu_us = lu_us
         self._version_count += 1
-        return ResourceChange(rtype, id, str(version), format_instant(lu_us), interaction, body)
+        return ResourceChange(rtype, id, str(version), format_instant(lu_us), interaction, body,
+                              seq)
+
+    def delete(self, resource_type: str, id: str) -> ResourceChange | None:
+        """Delete `resource_type/id` (R4 http.html#delete); None when there is nothing to
+        delete (never existed, or already deleted: a repeated DELETE succeeds, §delete).
+
+        The delete is a version row of its own (so history shows it and subscribers are
+        told, in commit order) that is superseded by itself, so no search snapshot ever
+        sees it; it keeps the last version's JSON for subscription matching only.
+        """
+        self._check_type(resource_type)
+        _check_id(id)
+
+        def write() -> ResourceChange | None:
+            row = self._conn.execute(
+                "SELECT r.rid, r.version, r.current_seq, v.interaction, v.json FROM resource r "
+                "JOIN version v ON v.seq = r.current_seq WHERE r.type = ? AND r.id = ?",
+                (resource_type, id),
+            ).fetchone()
+            if row is None or row[3] == "delete":
+                return None
+            rid, old_version, old_seq, _, text = row
+            version = old_version + 1
+            lu_us = max(self._clock_us(), self._last_lu_us + 1)
+            seq = self._conn.execute(
+                "INSERT INTO version (rid, type, id, version, lu_us, interaction, method, json) "
+                "VALUES (?, ?, ?, ?, ?, 'delete', 'DELETE', ?)",
+                (rid, resource_type, id, version, lu_us, text),
+            ).lastrowid
+            assert seq is not None
+            self._conn.execute("UPDATE version SET superseded_seq = ? WHERE seq IN (?, ?)",
+                               (seq, old_seq, seq))
+            self._conn.execute(
+                "UPDATE resource SET version = ?, current_seq = ? WHERE rid = ?",
+                (version, seq, rid),
+            )
+            self._last_lu_us = lu_us
+            self._version_count += 1
+            return ResourceChange(resource_type, id, str(version), format_instant(lu_us),
+                                  "delete", json.loads(text), seq)
+
+        with self._lock:
+            change = self._in_transaction(write)
+        if change is not None:
+            self._notify(change)
+        return change
 
     def _index(self, rtype: str, seq: int, body: dict[str, Any]) -> None:
         tokens, refs, dates, strings = [], [], [], []
@@ -380,12 +439,14 @@ class FhirStore:
         with self._lock:
             self._ensure_open()
             row = self._conn.execute(
-                "SELECT v.json FROM resource r JOIN version v ON v.seq = r.current_seq "
-                "WHERE r.type = ? AND r.id = ?",
+                "SELECT v.json, v.interaction FROM resource r "
+                "JOIN version v ON v.seq = r.current_seq WHERE r.type = ? AND r.id = ?",
                 (resource_type, id),
             ).fetchone()
         if row is None:
             raise ResourceNotFound(resource_type, id)
+        if row[1] == "delete":
+            raise ResourceGone(resource_type, id)
         return json.loads(row[0])
 
     def vread(self, resource_type: str, id: str, version_id: str) -> dict[str, Any]:
@@ -396,16 +457,20 @@ class FhirStore:
         with self._lock:
             self._ensure_open()
             row = self._conn.execute(
-                "SELECT json FROM version WHERE type = ? AND id = ? AND version = ?",
+                "SELECT json, interaction FROM version WHERE type = ? AND id = ? AND version = ?",
                 (resource_type, id, int(version_id)),
             ).fetchone()
         if row is None:
             raise ResourceNotFound(resource_type, id, version_id)
+        if row[1] == "delete":
+            raise ResourceGone(resource_type, id, version_id)
         return json.loads(row[0])
 
     def history(self, resource_type: str, id: str) -> list[dict[str, Any]]:
-        """Every version, newest first (R4 http.html#history); raises ResourceNotFound."""
-        return [entry.change.resource for entry in self.history_entries(resource_type, id)]
+        """Every stored version, newest first, deletes left out (R4 http.html#history);
+        raises ResourceNotFound."""
+        return [entry.change.resource for entry in self.history_entries(resource_type, id)
+                if not entry.change.deleted]
 
     def history_entries(self, resource_type: str, id: str) -> list[HistoryEntry]:
         """Every version with how it was written, newest first; raises ResourceNotFound."""
@@ -413,7 +478,7 @@ class FhirStore:
         with self._lock:
             self._ensure_open()
             rows = self._conn.execute(
-                "SELECT version, lu_us, interaction, method, json FROM version "
+                "SELECT version, lu_us, interaction, method, json, seq FROM version "
                 "WHERE type = ? AND id = ? ORDER BY version DESC",
                 (resource_type, id),
             ).fetchall()
@@ -422,11 +487,38 @@ class FhirStore:
         return [
             HistoryEntry(
                 ResourceChange(resource_type, id, str(version), format_instant(lu_us),
-                               interaction, json.loads(text)),
+                               interaction, json.loads(text), seq),
                 method,
             )
-            for version, lu_us, interaction, method, text in rows
+            for version, lu_us, interaction, method, text, seq in rows
         ]
+
+    def changes_after(self, seq: int, limit: int = 500) -> list[ResourceChange]:
+        """Committed versions with a `seq` above `seq`, in commit order (at most `limit`).
+
+        The version table is the server's one global commit order, so a reader that
+        remembers the last seq it handled resumes exactly where it stopped (subscription
+        matching reads it this way, docs/subscriptions.md).
+        """
+        with self._lock:
+            self._ensure_open()
+            rows = self._conn.execute(
+                "SELECT seq, type, id, version, lu_us, interaction, json FROM version "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [
+            ResourceChange(rtype, rid, str(version), format_instant(lu_us), interaction,
+                           json.loads(text), row_seq)
+            for row_seq, rtype, rid, version, lu_us, interaction, text in rows
+        ]
+
+    def last_seq(self) -> int:
+        """The seq of the newest committed version (0 for an empty store)."""
+        with self._lock:
+            self._ensure_open()
+            return int(self._conn.execute(
+                "SELECT IFNULL(MAX(seq), 0) FROM version").fetchone()[0])
 
     def search(
         self,

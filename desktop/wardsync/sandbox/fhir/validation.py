@@ -96,9 +96,24 @@ def validate_resource(resource: dict[str, Any]) -> dict[str, Any]:
     except RecursionError:
         raise InvalidResource((Issue("structure", "the resource is nested too deeply"),)) from None
     issues.extend(_shape_issues(resource, model, rtype))
+    if rtype == "Subscription":
+        issues.extend(_subscription_issues(resource))
     if issues:
         raise InvalidResource(tuple(issues))
     return resource
+
+
+def _subscription_issues(resource: dict[str, Any]) -> list[Issue]:
+    """What this server cannot honour in a Subscription (docs/subscriptions.md)."""
+    # Imported here: the subscriptions package builds on the store, which imports this module.
+    from wardsync.sandbox.fhir.subscriptions.model import SubscriptionRefused, parse_subscription
+
+    try:
+        parse_subscription(resource)
+    except SubscriptionRefused as exc:
+        return [Issue("not-supported", f"{where}: {message}", where)
+                for where, message in exc.problems]
+    return []
 
 
 def _shape_issues(given: Any, parsed: Any, where: str) -> list[Issue]:

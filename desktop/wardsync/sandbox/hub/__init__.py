@@ -3,7 +3,7 @@
 Speaks what the real `ably==3.1.4` SDK needs: JSON and msgpack, key and token auth with
 capabilities, attach/detach, publish with ACK/NACK, presence with SYNC, resume, token renewal
 and the REST endpoints for time, tokens, publish, history and presence. Caps and behaviour:
-docs/hub.md.
+docs/hub.md. Section numbers (§n) in this package refer to docs/realtime-protocol.md.
 """
 
 from wardsync.sandbox.hub.capability import Capability

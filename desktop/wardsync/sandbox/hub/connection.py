@@ -2,7 +2,7 @@
 
 While a connection has a socket its `outbox` is the queue the socket's writer drains (capped
 by the send-queue limits: more means a stuck client); while it has none, the MESSAGE and
-PRESENCE frames kept in `outbox` are its resume buffer (§7 of the protocol brief, capped by
+PRESENCE frames kept in `outbox` are its resume buffer (docs/realtime-protocol.md §7, capped by
 the resume-buffer limits). Going over either cap marks the connection `overflowed`, which
 makes the next resume fail (80008) so the client knows it must catch up.
 """

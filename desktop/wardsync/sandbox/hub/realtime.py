@@ -1,7 +1,7 @@
 """The websocket side of the hub: handshake, one writer per socket, inbound dispatch.
 
 The client never sends CONNECT: the websocket upgrade is the connect, with credentials,
-`format`, `clientId` and `resume` in the query string (§1, §3 of the protocol brief).
+`format`, `clientId` and `resume` in the query string (docs/realtime-protocol.md §1, §3).
 """
 
 from __future__ import annotations

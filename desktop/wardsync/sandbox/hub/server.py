@@ -1,7 +1,7 @@
 """`Hub`: the sandbox's Ably-compatible realtime hub, websockets and REST on one port.
 
 The real, unmodified `ably` SDK (3.1.4) talks to it with
-`endpoint="127.0.0.1:<port>/", tls=False` (see docs/hub.md and the protocol brief).
+`endpoint="127.0.0.1:<port>/", tls=False` (see docs/hub.md and docs/realtime-protocol.md §1).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Hub:
     @property
     def endpoint(self) -> str:
         """`host:port`, as the SDK's `endpoint` option wants it (add a trailing `/` for
-        clients that use both realtime and REST, protocol brief §1)."""
+        clients that use both realtime and REST, docs/realtime-protocol.md §1)."""
         return f"{self._host}:{self._port}"
 
     @property

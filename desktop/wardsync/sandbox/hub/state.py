@@ -4,8 +4,8 @@ Every method runs to completion without awaiting: a broadcast, an ATTACHED and i
 queued atomically, so no other event interleaves with them. Frames go into each connection's
 outbox and the socket writers (realtime.py) drain them.
 
-Section numbers (§n) refer to the project's protocol brief
-(`reference/ably-wire-protocol.md`); spec ids (RTN15, RTP17...) to the Ably features spec.
+Section numbers (§n) refer to docs/realtime-protocol.md; spec ids (RTN15, RTP17...) to the
+Ably features spec.
 """
 
 from __future__ import annotations
@@ -68,11 +68,12 @@ _MESSAGE_FIELDS = ("name", "data", "encoding", "clientId", "id", "extras")
 def check_channel_name(name: object) -> str:
     """Ably channel-name rules: non-empty, no newline, not starting with `[` or `:`."""
     if (
-        not is_text(name) or not name or len(name) > MAX_CHANNEL_NAME_CHARS
+        not isinstance(name, str) or not is_text(name) or not name
+        or len(name) > MAX_CHANNEL_NAME_CHARS
         or name[0] in "[:" or "\n" in name or "\r" in name
     ):
         raise HubError(INVALID_CHANNEL_NAME, 400, "invalid channel name")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def _payload_size(item: Mapping[str, Any]) -> int:

@@ -19,6 +19,18 @@ DESKTOP_CLIENT_ID = "wardsync-desktop"
 LAB_CLIENT_ID = "lab-system"
 DEVICES_CLIENT_ID = "ward-devices"
 RELAY_CLIENT_ID = "wardsync-relay"
+# What the relay reads to turn changes into pokes, plus managing its own Subscriptions
+# (an explicit system/Subscription scope: wildcards never cover Subscription).
+RELAY_SCOPES = (
+    "system/Observation.rs",
+    "system/DiagnosticReport.rs",
+    "system/Task.crus",
+    "system/Communication.rs",
+    "system/Encounter.rs",
+    "system/Patient.rs",
+    "system/Location.rs",
+    "system/Subscription.cruds",
+)
 
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"
@@ -145,13 +157,14 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
       code flow with PKCE and a loopback redirect (RFC 8252), user-level SMART scopes.
     - `lab-system`: a laboratory system writing results (client_credentials).
     - `ward-devices`: bedside monitors writing vital signs (client_credentials).
-    - `wardsync-relay`: the relay reading what changed to announce it (client_credentials,
-      read and search only); it also introspects workstations' tokens (RFC 7662).
+    - `wardsync-relay`: the relay beside the FHIR server (client_credentials): reads what it
+      turns into pokes, writes escalation Tasks, manages its own Subscriptions.
 
     `secret_source(client_id)` (or `secret_source[client_id]`) supplies the confidential
-    clients' secrets, so the caller decides where they are kept.
+    clients' secrets, so the caller decides where they are kept. The relay is registered
+    only when a mapping source has a secret for it (a callable source always supplies one).
     """
-    return [
+    clients = [
         OAuthClient(
             client_id=DESKTOP_CLIENT_ID,
             secret=None,
@@ -190,11 +203,13 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
             ),
             display_name="Ward bedside devices (synthetic)",
         ),
-        OAuthClient(
+    ]
+    if not isinstance(secret_source, Mapping) or RELAY_CLIENT_ID in secret_source:
+        clients.append(OAuthClient(
             client_id=RELAY_CLIENT_ID,
             secret=_secret_for(secret_source, RELAY_CLIENT_ID),
             grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
-            allowed_scopes=("system/*.rs",),
+            allowed_scopes=RELAY_SCOPES,
             display_name="WardSync relay",
-        ),
-    ]
+        ))
+    return clients

@@ -490,6 +490,7 @@ class OAuthServer:
         """The calling client (RFC 6749 §2.3): Basic header or body credentials for a
         confidential client, a bare client_id for a public one."""
         basic = basic_credentials(request.headers.get("Authorization"))
+        secret: str | None
         if basic is not None:
             if "client_secret" in params:
                 # RFC 6749 §2.3: "MUST NOT use more than one authentication method".

@@ -3,7 +3,7 @@
 One table serves the synthetic ward (seed), the laboratory client and the simulator, so a
 value written by any of them carries the same `referenceRange` and `interpretation`.
 
-Ranges are typical UK adult ranges; the critical limits are those of ARCHITECTURE.md §5
+Ranges are typical UK adult ranges; the critical limits are those of docs/architecture.md §5
 (potassium < 2.8 or > 6.2 mmol/L, sodium < 120 or > 160 mmol/L, glucose < 2.5 or > 25 mmol/L,
 haemoglobin < 70 g/L, lactate > 4 mmol/L). Flags are v3 ObservationInterpretation codes
 (terminology.hl7.org CodeSystem-v3-ObservationInterpretation): N, L, H, LL, HH.

@@ -65,7 +65,7 @@ def latest_vitals(acuity: Acuity, rng: random.Random) -> VitalSigns:
     if acuity is Acuity.STABLE:
         return v
     if acuity is Acuity.WATCH:
-        changes = rng.sample(
+        changes: list[dict[str, float]] = rng.sample(
             [
                 {"heart_rate": rng.randint(91, 105)},  # 1
                 {"spo2": rng.randint(94, 95)},  # 1

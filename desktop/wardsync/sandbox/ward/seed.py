@@ -308,7 +308,7 @@ class _PatientBuilder:
         active += rng.sample(extra, k=rng.choice([0, 0, 1, 1, 2]))
         past = [p for p in PAST_PROBLEMS if p not in active]
         resolved = rng.sample(past, k=rng.choice([0, 1, 1, 2]))
-        out = []
+        out: list[dict] = []
         for problem in active:
             out.append(self._condition(len(out) + 1, problem, resolved=False))
         for problem in resolved:
@@ -386,12 +386,16 @@ class _PatientBuilder:
             else:
                 progress = max(0.0, (t - onset) / (latest - onset))
                 vitals = self._between(baseline, final, progress)
+
+            def id_for(slug: str, r: int = round_no) -> str:
+                return f"obs-{self.nn}-{slug}-{r:03d}"
+
             out += vital_sign_observations(
                 self.patient_id,
                 vitals,
                 effective=t,
                 encounter_id=self.encounter_id,
-                id_for=lambda slug, r=round_no: f"obs-{self.nn}-{slug}-{r:03d}",
+                id_for=id_for,
             )
         return out
 

@@ -25,6 +25,12 @@ HIGHLIGHT_S = 3.0  # how long a changed line stays highlighted
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
+def _child_keys(parent: QTreeWidgetItem) -> list[str]:
+    """The keys of `parent`'s lines, in screen order."""
+    return [child.data(0, KEY_ROLE) for i in range(parent.childCount())
+            if (child := parent.child(i)) is not None]
+
+
 class GroupedTable(QTreeWidget):
     """Groups (spanning heading lines) with their rows, or a flat list of rows."""
 
@@ -109,7 +115,7 @@ class GroupedTable(QTreeWidget):
         return tuple(item.text(c) for c in range(self._columns))
 
     def group_keys(self) -> list[str]:
-        return [self.topLevelItem(i).data(0, KEY_ROLE) for i in range(self.topLevelItemCount())]
+        return _child_keys(self.invisibleRootItem())
 
     def row_keys(self, group_key: str | None = None) -> list[str]:
         """Row keys in screen order (of one group, or all)."""
@@ -119,7 +125,7 @@ class GroupedTable(QTreeWidget):
         for gkey in self.group_keys() if group_key is None else [group_key]:
             group = self._groups.get(gkey)
             if group is not None:
-                out += [group.child(i).data(0, KEY_ROLE) for i in range(group.childCount())]
+                out += _child_keys(group)
         return out
 
     def set_rows(self, rows: Sequence[Row]) -> set[str]:
@@ -132,12 +138,11 @@ class GroupedTable(QTreeWidget):
         root = self.invisibleRootItem()
         wanted = [g.key for g in groups]
         for key in [k for k in self._groups if k not in wanted]:
-            item = self._groups.pop(key)
-            for i in range(item.childCount()):
-                child = item.child(i).data(0, KEY_ROLE)
+            gone = self._groups.pop(key)
+            for child in _child_keys(gone):
                 self._forget(child)
                 changed.add(child)
-            root.removeChild(item)
+            root.removeChild(gone)
             self._forget(key)
             changed.add(key)
         for index, group in enumerate(groups):
@@ -176,7 +181,7 @@ class GroupedTable(QTreeWidget):
         changed: set[str] = set()
         root = self.invisibleRootItem()
         wanted = {r.key for r in rows}
-        present = [parent.child(i).data(0, KEY_ROLE) for i in range(parent.childCount())]
+        present = _child_keys(parent)
         for key in present:
             if key not in wanted:
                 parent.removeChild(self._rows[key])

@@ -98,7 +98,7 @@ class QueryStatusLine(PanelMessage):
 
     def statuses(self) -> list[tuple[str, str]]:
         """(status, user message) of each open key of this panel."""
-        out = []
+        out: list[tuple[str, str]] = []
         cache = self._queries()
         for key in self.keys:
             try:

@@ -4,7 +4,7 @@ freshness, and the signals that let the launcher open linked windows.
 A subclass builds its panels, registers a `QueryStatusLine` per panel, opens its queries and
 implements `render_sections`: given the references that changed, it repaints only the
 panels those references touch and returns the resource versions that became visible. This
-base turns that into one `rendered` metrics event per repaint (ARCHITECTURE.md §3).
+base turns that into one `rendered` metrics event per repaint (docs/architecture.md §3.4).
 
 Candidates for `PanelWindow` itself (kept here so the base stays untouched meanwhile):
 status lines driven by `QueryStateChanged`, freshness from the oldest confirmation of the
