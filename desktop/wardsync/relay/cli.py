@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import signal
@@ -26,6 +27,9 @@ from wardsync.relay.config import (
 )
 
 log = logging.getLogger(__name__)
+
+# What `pip install 'wardsync[relay]'` adds (pyproject.toml); imported only when serving.
+RELAY_EXTRA_MODULES = ("aiohttp", "prometheus_client")
 
 
 # Flags someone might try for a secret. Each is refused without echoing its value (argparse
@@ -98,6 +102,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if problems:
         for problem in problems:
             print(f"wardsync relay: {problem}", file=sys.stderr)
+        return 2
+    missing = [m for m in RELAY_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"wardsync relay: needs the `relay` extra (pip install 'wardsync[relay]'); "
+              f"missing: {', '.join(missing)}", file=sys.stderr)
         return 2
     logs.configure(config.relay.log_level)
     return asyncio.run(_serve(config))

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from ably import AblyRest
@@ -101,7 +102,7 @@ class PokePublisher:
         self._interval_s = 1.0 / max_per_s
         # REST-only client: the host alone as endpoint, the port separately
         # (docs/realtime-protocol.md §1).
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}
         if hub.port is not None:
             kwargs["tls_port" if hub.tls else "port"] = hub.port
         self.ably = AblyRest(
