@@ -87,6 +87,9 @@ def test_validation_names_every_problem(tmp_path: Path):
         in problems
     assert "max_pokes_per_s" in problems and "['Secret']" in problems
     assert "fhir.ca_bundle: /nonexistent is not a readable file" in problems
+    path.write_text("[ably]\nendpoint = 'https://rest.ably.io/'\n")
+    problems = "\n".join(load(config_file=path, env={}).validate({}))
+    assert "ably.endpoint must be HOST[:PORT], got 'https://rest.ably.io/'" in problems
 
 
 def test_relay_check_command(files: dict[str, Path], tmp_path: Path, capsys):

@@ -34,6 +34,7 @@ DEFAULT_LISTEN = "127.0.0.1:8470"
 ENV_PREFIX = "WARDSYNC_RELAY_"
 SECRET_ENV = {"fhir": ("client_secret", "WARDSYNC_RELAY_FHIR_CLIENT_SECRET"),
               "ably": ("key", "WARDSYNC_RELAY_ABLY_KEY")}
+_ENDPOINT = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 _SECRET_FLAG = re.compile(r"--?[\w-]*(secret|key|password|token)[\w-]*", re.IGNORECASE)
 
 
@@ -121,6 +122,8 @@ class RelayConfig:
             problems.append("fhir.client_id is required")
         if not self.ably.endpoint:
             problems.append("ably.endpoint is required (HOST[:PORT])")
+        elif not _ENDPOINT.fullmatch(self.ably.endpoint):
+            problems.append(f"ably.endpoint must be HOST[:PORT], got {self.ably.endpoint!r}")
         for check in (self.client_secret, self.ably_key):
             try:
                 check(env)
