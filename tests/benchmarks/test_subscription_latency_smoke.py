@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import common, subscription_latency
+
+pytestmark = pytest.mark.slow
 
 
 async def test_every_write_is_notified_through_both_dialects_and_the_publisher(
