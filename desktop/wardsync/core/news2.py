@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_datetime
+from wardsync.core.resources import codes_of, has_code
 from wardsync.core.store import is_newer
 
 
@@ -286,21 +287,8 @@ _PARAMETER_OF_CODE: Final = {
 }
 
 
-def _coding_codes(concept: object, system: str | None = codes.LOINC) -> list[str]:
-    codings = concept.get("coding") if isinstance(concept, Mapping) else None
-    if not isinstance(codings, list):
-        return []
-    return [
-        c["code"]
-        for c in codings
-        if isinstance(c, Mapping)
-        and isinstance(c.get("code"), str)
-        and (system is None or c.get("system") == system)
-    ]
-
-
 def _parameter_of(obs: Mapping[str, Any]) -> Parameter | None:
-    for code in _coding_codes(obs.get("code")):
+    for code in codes_of(obs.get("code"), codes.LOINC):
         if code in _PARAMETER_OF_CODE:
             return _PARAMETER_OF_CODE[code]
     return None
@@ -340,13 +328,12 @@ def _value_of(parameter: Parameter, obs: Mapping[str, Any]) -> float | bool | st
         case Parameter.SPO2:
             return _quantity(obs, _PERCENT)
         case Parameter.SYSTOLIC_BP:
-            if codes.SYSTOLIC_BP.code in _coding_codes(obs.get("code")):
+            if has_code(obs.get("code"), codes.SYSTOLIC_BP.code, codes.LOINC):
                 return _quantity(obs, _MMHG)
             components = obs.get("component")
             for comp in components if isinstance(components, list) else []:
-                if isinstance(comp, Mapping) and codes.SYSTOLIC_BP.code in _coding_codes(
-                    comp.get("code")
-                ):
+                if isinstance(comp, Mapping) and has_code(comp.get("code"),
+                                                          codes.SYSTOLIC_BP.code, codes.LOINC):
                     return _quantity(comp, _MMHG)
             return None
         case Parameter.TEMPERATURE:
@@ -362,7 +349,7 @@ def _value_of(parameter: Parameter, obs: Mapping[str, Any]) -> float | bool | st
             fio2 = _quantity(obs, _PERCENT)  # inspired O2 fraction: room air is 21%
             return None if fio2 is None else fio2 > 21.0
         case Parameter.CONSCIOUSNESS:
-            for code in _coding_codes(obs.get("valueCodeableConcept"), system=None):
+            for code in codes_of(obs.get("valueCodeableConcept")):
                 if code in codes.CONSCIOUSNESS_LEVELS:
                     return code
             return None

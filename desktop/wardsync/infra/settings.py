@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from wardsync.core.critical import CriticalLimits, CriticalLimitsError
 from wardsync.core.net import is_loopback_host
+from wardsync.core.resources import is_fhir_id
 from wardsync.infra import paths
 
 ENV_PREFIX = "WARDSYNC_"
@@ -330,12 +331,8 @@ def _scopes(value: tuple[str, ...]) -> None:
             raise InvalidValue(f"{scope!r} is not a scope token (RFC 6749 §3.3)")
 
 
-# FHIR R4 datatypes.html#id: a logical id is [A-Za-z0-9\-\.]{1,64}.
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
 def _fhir_id(value: str | None) -> None:
-    if value is not None and not _FHIR_ID.match(value):
+    if value is not None and not is_fhir_id(value):
         raise InvalidValue(f"{value!r} is not a FHIR logical id ([A-Za-z0-9-.], 1-64 chars)")
 
 

@@ -36,7 +36,6 @@ from wardsync.core.critical import (
     DEFAULT_CRITICAL_LIMITS,
     CriticalLimit,
     assess_report,
-    relative_ref,
 )
 from wardsync.core.pokes import (
     CRITICAL_LAB_RESULT,
@@ -48,6 +47,7 @@ from wardsync.core.pokes import (
     Poke,
     poke_to_dict,
 )
+from wardsync.core.resources import codes_of, patient_id_of, relative_ref
 from wardsync.sandbox.fhir.store import FhirStore, ResourceChange
 
 log = logging.getLogger(__name__)
@@ -59,30 +59,9 @@ RETRY_INITIAL_S = 0.25
 RETRY_CAP_S = 2.0  # a restarted hub gets pokes again within 2 s
 RELEASED_REPORT_STATUSES = frozenset({"final", "amended", "corrected", "appended"})
 
-# Where each resource type names its patient.
-_PATIENT_FIELDS = ("subject", "patient", "for")
-
-
-def patient_id_of(resource: Mapping[str, Any]) -> str | None:
-    """The logical id of the patient a resource is about (None for ward-level resources)."""
-    if resource.get("resourceType") == "Patient":
-        rid = resource.get("id")
-        return rid if isinstance(rid, str) else None
-    for name in _PATIENT_FIELDS:
-        value = resource.get(name)
-        if isinstance(value, Mapping):
-            ref = relative_ref(value.get("reference"))
-            if ref and ref.startswith("Patient/"):
-                return ref.split("/", 1)[1]
-    return None
-
-
 def _is_lab(resource: Mapping[str, Any]) -> bool:
-    for cat in resource.get("category") or ():
-        for coding in (cat or {}).get("coding") or ():
-            if coding.get("code") in (codes.CATEGORY_LABORATORY, "LAB"):
-                return True
-    return False
+    found = codes_of(resource.get("category"))
+    return codes.CATEGORY_LABORATORY in found or "LAB" in found
 
 
 class PokeClassifier:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
+from wardsync.core.resources import is_fhir_id
 from wardsync.sandbox.fhir.capability import capability_statement
 from wardsync.sandbox.fhir.errors import (
     FhirStoreError,
@@ -34,7 +35,7 @@ from wardsync.sandbox.fhir.fhir_dates import format_instant, http_date, parse_da
 from wardsync.sandbox.fhir.outcome import operation_outcome
 from wardsync.sandbox.fhir.search_params import SUPPORTED_TYPES
 from wardsync.sandbox.fhir.search_query import TRANSPORT_PARAMETERS
-from wardsync.sandbox.fhir.store import ID_PATTERN, FhirStore, SearchPage
+from wardsync.sandbox.fhir.store import FhirStore, SearchPage
 from wardsync.sandbox.grants import Grant
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ class FhirApi:
     async def _update(self, request: web.Request) -> web.StreamResponse:
         rtype = self._type(request, "u")
         id = request.match_info["id"]
-        if not ID_PATTERN.match(id):
+        if not is_fhir_id(id):
             raise InvalidRequest(f"{id!r} is not a valid FHIR id", "id")
         body = await self._body(request, rtype)
         if "id" not in body:
@@ -298,7 +299,7 @@ class FhirApi:
     @staticmethod
     def _path_id(request: web.Request, rtype: str) -> str:
         id = request.match_info["id"]
-        if not ID_PATTERN.match(id):
+        if not is_fhir_id(id):
             raise ResourceNotFound(rtype, "?")
         return id
 
