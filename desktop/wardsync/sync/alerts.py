@@ -53,6 +53,7 @@ from wardsync.core.alerts import (
 from wardsync.core.bus import Subscription
 from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, relative_ref
 from wardsync.core.events import PokeAccepted, ResourcesChanged
+from wardsync.core.fhirtime import format_instant
 from wardsync.core.pokes import CRITICAL_LAB_RESULT
 from wardsync.core.queries import LabReport, WardAlerts, WardCensus
 from wardsync.fhir.errors import FhirError, NotFound
@@ -112,7 +113,7 @@ class AcknowledgementFailed(AcknowledgeError):
 
 
 def _instant(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="microseconds")
+    return format_instant(epoch_s, "microseconds")
 
 
 class AlertCenter:

@@ -32,10 +32,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from wardsync.core import codes
+from wardsync.core.fhirtime import format_instant
 from wardsync.core.queries import PokeLike, Search
 from wardsync.core.store import resource_ref
 from wardsync.fhir.errors import Conflict, FhirError, InvalidResource, Unreachable
@@ -66,7 +66,7 @@ class EditRefused(ValueError):
 
 
 def _instant(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
+    return format_instant(epoch_s, "seconds")
 
 
 def version_of(resource: Mapping[str, Any] | None) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
 from wardsync.core.events import QueryStateChanged
-from wardsync.core.fhirtime import effective_time, parse_instant
+from wardsync.core.fhirtime import effective_time, format_instant, parse_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
 from wardsync.core.store import ResourceStore
@@ -148,7 +148,7 @@ def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
 
 
 def _instant(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds")
+    return format_instant(dt, "microseconds")
 
 
 class PullLoop:

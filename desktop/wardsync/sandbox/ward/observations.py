@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from wardsync.core import codes
+from wardsync.core.fhirtime import format_instant
 
 from .lab_ranges import INTERPRETATION_DISPLAY, lab_range
 
@@ -78,9 +79,7 @@ def fhir_datetime(moment: datetime) -> str:
 
     FHIR R4 datatypes.html#dateTime requires a time zone whenever a time is given.
     """
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("FHIR date-times need a time zone; pass an aware datetime")
-    return moment.isoformat(timespec="seconds")
+    return format_instant(moment, "seconds")
 
 
 def reference(resource_type: str, logical_id: str) -> dict:
