@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 
+from wardsync.core.defaults import FHIR_TIMEOUT_S as DEFAULT_TIMEOUT_S
 from wardsync.core.errors import SignInError
 from wardsync.core.net import is_loopback_host
 from wardsync.fhir.errors import (
@@ -35,7 +36,6 @@ from wardsync.fhir.validation import BULK_VALIDATION_THRESHOLD, validate_resourc
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-DEFAULT_TIMEOUT_S = 10.0
 MAX_SEARCH_PAGES = 50
 # Terminology and protocol content may be cached; clinical resources never are.
 TERMINOLOGY_TYPES = frozenset(

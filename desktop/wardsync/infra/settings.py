@@ -39,6 +39,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from wardsync.core import defaults
 from wardsync.core.critical import CriticalLimits, CriticalLimitsError
 from wardsync.core.net import is_loopback_host
 from wardsync.core.resources import is_fhir_id
@@ -425,7 +426,7 @@ SETTINGS: tuple[Setting, ...] = (
             "FHIR R4 base URL of the hospital's server; unset = run on the embedded sandbox "
             "with synthetic data (a permanent DEMO marker is shown).",
             _http_url, tls_checked=True),
-    Setting("fhir.timeout_s", FLOAT, 10.0,
+    Setting("fhir.timeout_s", FLOAT, defaults.FHIR_TIMEOUT_S,
             "Seconds before a FHIR request is abandoned and retried with backoff.", positive),
     Setting("fhir.ca_bundle", OPTIONAL_PATH, None,
             "PEM file of a hospital CA, trusted besides the public CAs for FHIR, sign-in and "
@@ -445,18 +446,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("realtime.ward", OPTIONAL_STR, None,
             "Ward (FHIR Location id) whose channel ward:<id> this workstation follows; "
             "unset = chosen at login.", _fhir_id),
-    Setting("sync.polling_interval_s", FLOAT, 15.0,
+    Setting("sync.polling_interval_s", FLOAT, defaults.POLLING_INTERVAL_S,
             "Seconds between watchdog polls while realtime is down (degraded: polling).",
             at_least(MIN_POLLING_INTERVAL_S)),
-    Setting("sync.degraded_after_s", FLOAT, 10.0,
+    Setting("sync.degraded_after_s", FLOAT, defaults.DEGRADED_AFTER_S,
             "Seconds without a working realtime connection before windows show degraded.",
             positive),
-    Setting("sync.pull_debounce_ms", INT, 10,
+    Setting("sync.pull_debounce_ms", INT, defaults.PULL_DEBOUNCE_MS,
             "Milliseconds to coalesce pokes for the same query into one pull.", non_negative),
-    Setting("sync.gap_grace_s", FLOAT, 2.0,
+    Setting("sync.gap_grace_s", FLOAT, defaults.SEQ_GAP_GRACE_S,
             "Seconds to wait for a missing poke sequence number before a catch-up pull.",
             non_negative),
-    Setting("sync.backoff_cap_s", FLOAT, 30.0,
+    Setting("sync.backoff_cap_s", FLOAT, defaults.BACKOFF_CAP_S,
             "Longest wait in seconds between retries of a failing pull (exponential backoff).",
             positive),
     Setting("alerts.critical_limits", CRITICAL_LIMITS, CriticalLimits(),

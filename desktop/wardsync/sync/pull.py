@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.defaults import PULL_DEBOUNCE_S
 from wardsync.core.events import QueryStateChanged
 from wardsync.core.fhirtime import effective_time, format_instant, parse_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
@@ -36,7 +37,6 @@ from wardsync.fhir.errors import FhirError
 
 log = logging.getLogger(__name__)
 
-PULL_DEBOUNCE_S = 0.01  # coalesces a burst; short enough to stay out of the latency budget
 MAX_CONCURRENT_PULLS = 4
 SEARCH_PAGE_SIZE = 200
 # Servers may make a write visible a little after stamping its lastUpdated; asking again for
