@@ -64,6 +64,12 @@ def parse_instant(value: object) -> datetime | None:
         return None
 
 
+def instant_seconds(value: object) -> float | None:
+    """A FHIR `instant` as epoch seconds; None if it is not a valid instant."""
+    moment = parse_instant(value)
+    return moment.timestamp() if moment is not None else None
+
+
 def parse_datetime(value: object) -> datetime | None:
     """Parse a FHIR `dateTime` (possibly partial) into an aware datetime, or None.
 
