@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from wardsync.core import codes
+from wardsync.core.loinc import is_loinc_syntax
 from wardsync.core.resources import codes_of, codings, relative_ref
 
 V2_INTERPRETATION: Final = "http://terminology.hl7.org/CodeSystem/v2-0078"
@@ -60,7 +61,6 @@ WITHDRAWN_STATUSES: Final = frozenset({"cancelled", "entered-in-error"})
 Level = Literal["critical", "abnormal", "normal", "unknown"]
 _RANK: Final = {"unknown": 0, "normal": 1, "abnormal": 2, "critical": 3}
 
-_LOINC_CODE = re.compile(r"[0-9]{1,7}-[0-9]")
 # UCUM has "l" and "L" as synonyms for litre; a standalone l is normalised to L.
 _LITRE = re.compile(r"(?<![A-Za-z])l(?![A-Za-z])")
 
@@ -136,7 +136,7 @@ class CriticalLimits(Mapping[str, CriticalLimit]):
         limits = []
         for key, entry in table.items():
             where = f"critical_limits[{key!r}]"
-            if not isinstance(key, str) or _LOINC_CODE.fullmatch(key) is None:
+            if not is_loinc_syntax(key):
                 raise CriticalLimitsError(f"{where}: key must be a LOINC code like '2823-3'")
             if not isinstance(entry, Mapping):
                 raise CriticalLimitsError(f"{where}: must be a table with low/high/unit")
