@@ -212,8 +212,9 @@ def _number(value: object) -> float | None:
 
 
 def _unit_of(quantity: Mapping[str, Any]) -> str | None:
-    if quantity.get("system") == codes.UCUM and isinstance(quantity.get("code"), str):
-        return quantity["code"]
+    code = quantity.get("code")
+    if quantity.get("system") == codes.UCUM and isinstance(code, str):
+        return code
     unit = quantity.get("unit")
     return unit if isinstance(unit, str) else None
 

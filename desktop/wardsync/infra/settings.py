@@ -407,6 +407,7 @@ def load_settings(
                 problem = (
                     insecure_url_problem(candidate)
                     if setting.tls_checked and values.get(REQUIRE_TLS_KEY, False)
+                    and (candidate is None or isinstance(candidate, str))
                     else None
                 )
                 if problem:

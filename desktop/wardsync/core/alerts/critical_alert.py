@@ -141,8 +141,9 @@ def value_text(obs: Resource) -> str:
             prefix = comparator if comparator in ("<", "<=", ">", ">=") else ""
             unit = quantity.get("unit") or quantity.get("code") or ""
             return f"{prefix}{value:g} {unit}".strip()
-    if isinstance(obs.get("valueString"), str):
-        return obs["valueString"]
+    text = obs.get("valueString")
+    if isinstance(text, str):
+        return text
     return _concept_text(obs.get("valueCodeableConcept"))
 
 

@@ -80,8 +80,9 @@ def _extension(resource: Resource, url: str) -> str:
     for ext in resource.get("extension") or ():
         if isinstance(ext, Mapping) and ext.get("url") == url:
             for key in ("valueString", "valueCode"):
-                if isinstance(ext.get(key), str):
-                    return ext[key]
+                value = ext.get(key)
+                if isinstance(value, str):
+                    return value
     return ""
 
 

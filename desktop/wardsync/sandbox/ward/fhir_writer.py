@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Required, TypedDict, Unpack
 from urllib.parse import quote_plus
 
 import httpx
@@ -282,6 +283,17 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class WriterConnection(TypedDict, total=False):
+    """Where and as whom a `BackendSystem` writes: `FhirRestWriter`'s arguments."""
+
+    fhir_base: Required[str]
+    token_url: Required[str]
+    client_id: Required[str]
+    client_secret: Required[str]
+    http: httpx.AsyncClient | None
+    scope: str | None
+
+
 class BackendSystem:
     """A system that writes over FHIR REST as a confidential client_credentials client.
 
@@ -292,22 +304,11 @@ class BackendSystem:
     def __init__(
         self,
         *,
-        fhir_base: str,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        http: httpx.AsyncClient | None = None,
         now: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        **connection: Unpack[WriterConnection],
     ) -> None:
-        self._writer = FhirRestWriter(
-            fhir_base=fhir_base,
-            token_url=token_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            http=http,
-            clock=monotonic,
-        )
+        self._writer = FhirRestWriter(clock=monotonic, **connection)
         self._now = now
 
     async def aclose(self) -> None:
