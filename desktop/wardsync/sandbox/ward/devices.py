@@ -10,6 +10,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from wardsync.core import codes
+from wardsync.core.resources import first_code
+
 from .fhir_writer import BackendSystem
 from .observations import VITAL_SLUGS, VitalSigns, vital_sign_observations
 
@@ -36,5 +39,5 @@ class WardDevices(BackendSystem):
         observations = vital_sign_observations(
             patient_id, vitals, effective=effective or self._now(), encounter_id=encounter_id
         )
-        items = [(VITAL_SLUGS[o["code"]["coding"][0]["code"]], o) for o in observations]
+        items = [(VITAL_SLUGS[first_code(o["code"], codes.LOINC) or ""], o) for o in observations]
         return await self._writer.create_batch(round_id or uuid.uuid4().hex, items)
