@@ -37,6 +37,7 @@ from typing import Any
 from wardsync.core import codes
 from wardsync.core.fhirtime import format_instant
 from wardsync.core.queries import PokeLike, Search
+from wardsync.core.resources import version_id as version_of
 from wardsync.core.store import resource_ref
 from wardsync.fhir.errors import Conflict, FhirError, InvalidResource, Unreachable
 from wardsync.sync.alerts import Clinician
@@ -67,12 +68,6 @@ class EditRefused(ValueError):
 
 def _instant(epoch_s: float) -> str:
     return format_instant(epoch_s, "seconds")
-
-
-def version_of(resource: Mapping[str, Any] | None) -> str | None:
-    meta = (resource or {}).get("meta")
-    version = meta.get("versionId") if isinstance(meta, Mapping) else None
-    return version if isinstance(version, str) and version else None
 
 
 def _body_for_update(resource: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -28,9 +28,10 @@ from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
 from wardsync.core.defaults import PULL_DEBOUNCE_S
 from wardsync.core.events import QueryStateChanged
-from wardsync.core.fhirtime import effective_time, format_instant, parse_instant
+from wardsync.core.fhirtime import effective_time, format_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
+from wardsync.core.resources import last_updated as _last_updated
 from wardsync.core.store import ResourceStore
 from wardsync.fhir.client import InvalidEntry, SearchResult
 from wardsync.fhir.errors import FhirError
@@ -138,13 +139,6 @@ class QueryState:
     cursors: dict[int, datetime] = field(default_factory=dict)
     refs: set[str] = field(default_factory=set)
     pruned_at: float | None = None  # monotonic time of the last time-window check
-
-
-def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
-    # A FHIR instant always has a zone (R4 datatypes.html#instant); anything else is ignored
-    # rather than compared, as a naive datetime cannot be ordered against an aware one.
-    meta = resource.get("meta")
-    return parse_instant(meta.get("lastUpdated")) if isinstance(meta, Mapping) else None
 
 
 def _instant(dt: datetime) -> str:
