@@ -197,9 +197,9 @@ def parse_poke(data: str | bytes | bytearray | Mapping[str, object]) -> Poke:
     return Poke(
         type=ptype,
         resource_type=rtype,
-        id=rid,  # type: ignore[arg-type]  # checked by _is_id
+        id=rid,  # checked by _is_id
         version_id=version,
-        patient_id=patient,  # type: ignore[arg-type]
+        patient_id=patient,
         seq=seq,
         priority=priority,
     )
