@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 
 from wardsync.core import codes
 from wardsync.core.loinc import is_loinc_syntax
-from wardsync.core.resources import codes_of, codings, relative_ref
+from wardsync.core.resources import codes_of, codings, relative_ref, version_id
 
 V2_INTERPRETATION: Final = "http://terminology.hl7.org/CodeSystem/v2-0078"
 INTERPRETATION_SYSTEMS: Final = frozenset({codes.INTERPRETATION, V2_INTERPRETATION})
@@ -431,9 +431,7 @@ def assess_report(
 def alert_key(resource: Mapping[str, Any]) -> tuple[str, str]:
     """(reference, versionId) identifying one alertable version: re-alert only on a new one."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
-    meta = resource.get("meta")
-    version = meta.get("versionId") if isinstance(meta, Mapping) else None
-    return f"{rtype}/{rid}", version if isinstance(version, str) else ""
+    return f"{rtype}/{rid}", version_id(resource) or ""
 
 
 def is_correction(report: Mapping[str, Any]) -> bool:

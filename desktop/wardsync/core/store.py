@@ -18,7 +18,7 @@ from typing import Any
 from wardsync.core.bus import EventBus
 from wardsync.core.events import ResourcesChanged
 from wardsync.core.fhirtime import parse_instant
-from wardsync.core.resources import resource_ref
+from wardsync.core.resources import resource_ref, version_id
 
 Resource = Mapping[str, Any]
 
@@ -98,10 +98,7 @@ class ResourceStore:
 
     def version(self, ref: str) -> str | None:
         """The held `meta.versionId` of "Type/id" (None if not held or unversioned)."""
-        resource = self.get(ref)
-        meta = resource.get("meta") if resource is not None else None
-        version = meta.get("versionId") if isinstance(meta, Mapping) else None
-        return version if isinstance(version, str) else None
+        return version_id(self.get(ref))
 
     def refs(self) -> tuple[str, ...]:
         """Every held reference."""

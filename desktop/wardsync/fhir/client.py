@@ -22,6 +22,7 @@ import httpx
 from wardsync.core.defaults import FHIR_TIMEOUT_S as DEFAULT_TIMEOUT_S
 from wardsync.core.errors import SignInError
 from wardsync.core.net import is_loopback_host
+from wardsync.core.resources import version_id
 from wardsync.fhir.errors import (
     AuthError,
     FhirError,
@@ -110,8 +111,7 @@ Known = Callable[[str, str], bool]
 def _version_of(resource: object) -> tuple[str, str] | None:
     if not isinstance(resource, Mapping):
         return None
-    meta = resource.get("meta")
-    vid = meta.get("versionId") if isinstance(meta, Mapping) else None
+    vid = version_id(resource)
     rtype, rid = resource.get("resourceType"), resource.get("id")
     if isinstance(vid, str) and isinstance(rtype, str) and isinstance(rid, str):
         return f"{rtype}/{rid}", vid
