@@ -25,6 +25,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
+from wardsync.core.resources import version_id
 from wardsync.fhir.errors import (
     AuthError,
     FhirError,
@@ -191,7 +192,7 @@ class FhirRestWriter:
         raised as `Conflict`, never retried as an overwrite.
         """
         rtype, rid = resource["resourceType"], resource["id"]
-        version = resource.get("meta", {}).get("versionId")
+        version = version_id(resource)
         if not version:
             raise ValueError("an update needs the meta.versionId it was read at")
         response = await self._send(
