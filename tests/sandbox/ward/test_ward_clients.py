@@ -16,6 +16,8 @@ from wardsync.core import codes
 from wardsync.fhir.errors import (
     AuthError,
     Conflict,
+    FhirError,
+    Forbidden,
     InvalidResource,
     NotFound,
     ServerError,
@@ -301,3 +303,25 @@ async def test_ward_devices_post_a_round_of_vitals(fhir_double: FhirDouble):
     assert all(o["subject"] == {"reference": "Patient/pat-02"} for o in stored)
     assert all(o["effectiveDateTime"] == NOW.isoformat() for o in stored)
     assert len(fhir_double.of_type("Observation")) == 2 * len(codes.VITAL_SIGNS)
+
+
+@pytest.mark.parametrize(("status", "error", "transient"), [
+    (400, InvalidResource, False),
+    (403, Forbidden, True),
+    (404, NotFound, False),
+    (408, ServerError, True),
+    (409, FhirError, False),
+    (412, Conflict, False),
+    (429, ServerError, True),
+    (502, ServerError, True),
+])
+async def test_statuses_map_to_the_fhir_client_errors(
+    lab: LabSystem, fhir_double: FhirDouble, status: int, error: type[FhirError],
+    transient: bool,
+):
+    fhir_double.fail_next = [status]
+    with pytest.raises(FhirError) as raised:
+        await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
+    assert type(raised.value) is error
+    assert raised.value.transient is transient and raised.value.status == status
+    assert str(raised.value).startswith(f"POST Observation -> {status}")
