@@ -1,6 +1,6 @@
 """Reading FHIR R4 resources held as JSON mappings: ids, meta, references, codings, patient.
 
-Every layer (core rules, the sync loops, the view models, the sandbox server) reads resources
+The alert rules, the patient identity, the sync loops and the sandbox server read resources
 through these functions, so they agree on what a reference points at and whom a resource is
 about. Pure functions of their arguments; malformed input gives None or an empty result, never
 an exception, because resources come from servers we do not control.

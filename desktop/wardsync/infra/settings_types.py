@@ -253,7 +253,7 @@ def http_url(value: str | None) -> None:
 
 
 def realtime_endpoint(value: str | None) -> None:
-    # The realtime endpoint is `host[:port][/]` as the ably SDK takes it (ARCHITECTURE.md §4),
+    # The realtime endpoint is `host[:port][/]` as the ably SDK takes it (docs/architecture.md §4),
     # or a ws:// / wss:// URL.
     if value is None:
         return
