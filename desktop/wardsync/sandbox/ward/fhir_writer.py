@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from wardsync.core.resources import version_id
+from wardsync.core.resources import parse_reference, version_id
 from wardsync.fhir.errors import (
     AuthError,
     FhirError,
@@ -232,10 +232,10 @@ class FhirRestWriter:
         location = response.headers.get("Location") or response.headers.get("Content-Location")
         if not location:
             raise ServerError(f"{rtype} write returned neither body nor Location")
-        parts = location.rstrip("/").split("/")
-        if "_history" in parts:
-            parts = parts[: parts.index("_history")]
-        return await self.read(rtype, parts[-1])
+        literal = parse_reference(location)
+        if literal is None or literal.type != rtype:
+            raise ServerError(f"{rtype} write returned a Location that names no {rtype}")
+        return await self.read(rtype, literal.id)
 
     async def _send(
         self,

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from wardsync.core import codes
+from wardsync.core.resources import parse_reference
 
 from .fhir_writer import BackendSystem
 from .observations import (
@@ -142,12 +143,10 @@ class LabSystem(BackendSystem):
 
 def _observation_id(ref: str) -> str:
     """The logical id in `Observation/<id>` (also absolute or versioned forms)."""
-    parts = ref.rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    if len(parts) < 2 or parts[-2] != "Observation" or not parts[-1]:
+    literal = parse_reference(ref)
+    if literal is None or literal.type != "Observation":
         raise ValueError("the report refers to a result that is not an Observation")
-    return parts[-1]
+    return literal.id
 
 
 def _panel_code(report: dict) -> str:
