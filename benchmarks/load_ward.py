@@ -79,7 +79,7 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS
 from wardsync.core.queries import PatientLabs, PatientVitals, QueryKey, WardCensus, WardTasks
 from wardsync.fhir.client import FhirClient
-from wardsync.sandbox.ward.fhir_writer import FhirWriteError
+from wardsync.fhir.errors import FhirError
 from wardsync.sandbox.ward.observations import VITAL_SLUGS
 from wardsync.sandbox.ward.planner import (
     LabCorrectionWrite,
@@ -199,7 +199,7 @@ class PacedWard:
     async def _one(self, write: PlannedWrite, out: WriteRun, gate: asyncio.Semaphore) -> None:
         try:
             stored = await self._write(write, out)
-        except (FhirWriteError, httpx.HTTPError) as exc:
+        except (FhirError, httpx.HTTPError) as exc:
             out.failures[f"{type(write).__name__} {type(exc).__name__}"] += 1
             return
         finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from wardsync.core.fhirtime import effective_time, parse_datetime, parse_instant
+from wardsync.core.fhirtime import effective_time, format_instant, parse_datetime, parse_instant
 
 
 def test_offsets_are_honoured() -> None:
@@ -81,3 +84,48 @@ def test_invalid_datetimes_are_none(text: str) -> None:
 ])
 def test_effective_time_is_when_an_observation_was_true(resource, expected) -> None:
     assert effective_time(resource) == expected
+
+
+# ---------------------------------------------------------------- writing instants
+
+PRECISION_US = {"seconds": 1_000_000, "milliseconds": 1_000, "microseconds": 1}
+aware_moments = st.datetimes(
+    min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2)),
+                               timezone(-timedelta(hours=9, minutes=30))]),
+)
+
+
+def _truncated(moment: datetime, precision: str) -> datetime:
+    step = PRECISION_US[precision]
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % step)
+
+
+@settings(max_examples=300)
+@given(aware_moments, st.sampled_from(sorted(PRECISION_US)), st.booleans())
+def test_instant_round_trip_at_every_precision(moment: datetime, precision: str,
+                                               zulu: bool) -> None:
+    text = format_instant(moment, precision, zulu=zulu)  # type: ignore[arg-type]
+    assert parse_instant(text) == _truncated(moment, precision)
+    assert text.endswith("Z") == zulu
+    fraction = re.search(r"T[0-9:]{8}(\.[0-9]+)?", text)[1] or "."  # type: ignore[index]
+    assert len(fraction) - 1 == {"seconds": 0, "milliseconds": 3, "microseconds": 6}[precision]
+
+
+@given(st.integers(min_value=0, max_value=7_258_118_400), st.sampled_from(sorted(PRECISION_US)))
+def test_epoch_seconds_are_written_in_utc(epoch_s: int, precision: str) -> None:
+    text = format_instant(float(epoch_s), precision)  # type: ignore[arg-type]
+    assert text.endswith("+00:00")
+    assert parse_instant(text) == datetime.fromtimestamp(epoch_s, UTC)
+
+
+def test_instant_formats() -> None:
+    moment = datetime(2026, 1, 1, 10, 0, 8, 500_123, tzinfo=UTC)
+    assert format_instant(moment) == "2026-01-01T10:00:08.500123+00:00"
+    assert format_instant(moment, "milliseconds") == "2026-01-01T10:00:08.500+00:00"
+    assert format_instant(moment, "seconds", zulu=True) == "2026-01-01T10:00:08Z"
+    plus_two = moment.astimezone(timezone(timedelta(hours=2)))
+    assert format_instant(plus_two, "seconds") == "2026-01-01T12:00:08+02:00"
+    assert format_instant(plus_two, "seconds", zulu=True) == "2026-01-01T10:00:08Z"
+    with pytest.raises(ValueError, match="time zone"):
+        format_instant(datetime(2026, 1, 1, 10, 0))

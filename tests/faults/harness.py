@@ -37,7 +37,6 @@ from wardsync.core.queries import PatientLabs, PatientVitals, QueryKey
 from wardsync.fhir.errors import Conflict, FhirError
 from wardsync.sandbox.hub import HubConfig
 from wardsync.sandbox.server import Sandbox
-from wardsync.sandbox.ward.fhir_writer import FhirWriteError
 from wardsync.sandbox.ward.observations import (
     VitalSigns,
     lab_observation,
@@ -194,7 +193,7 @@ class WardTraffic:
                     accession=accession)
                 self._pending_accession = None
                 self._last_report = report["id"]
-        except FhirWriteError as exc:
+        except FhirError as exc:
             self.log.failures[f"lab {type(exc).__name__}"] += 1
             return
         for resource in (report, *observations):
@@ -376,7 +375,7 @@ async def post_marker(bed: FaultBed, patient: str = PATIENTS[0]) -> str:
             report, _ = await bed.sandbox.lab.post_panel(
                 patient, codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.9},
                 accession=f"LAB-MARK-{id(bed):x}-{time.monotonic_ns()}")
-        except FhirWriteError:
+        except FhirError:
             await asyncio.sleep(0.2)
             continue
         return f"DiagnosticReport/{report['id']}"

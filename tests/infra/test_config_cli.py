@@ -10,12 +10,12 @@ import pytest
 
 from wardsync.infra import config_cli
 from wardsync.infra.settings import (
-    OPTIONAL_STR,
     SETTINGS,
     ConfigError,
     Setting,
     load_settings,
 )
+from wardsync.infra.settings_types import OPTIONAL_STR
 
 
 def _row(text: str, key: str) -> str:

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from wardsync.core import codes
 from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, CriticalLimits
+from wardsync.core.loinc import loinc_check_digit
 from wardsync.infra.settings import (
     DEFAULT_SCOPES,
     SETTINGS,
     SETTINGS_BY_NAME,
     ConfigError,
     InvalidValue,
-    loinc_check_digit,
 )
 
 # ------------------------------------------------------------------------------ the table

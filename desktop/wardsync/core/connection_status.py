@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-DEFAULT_DEGRADED_AFTER_S: Final = 30.0
+from wardsync.core.defaults import DEGRADED_AFTER_S
+
+DEFAULT_DEGRADED_AFTER_S: Final = DEGRADED_AFTER_S
 
 
 class ConnectionState(StrEnum):

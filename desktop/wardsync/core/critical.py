@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from wardsync.core import codes
+from wardsync.core.loinc import is_loinc_syntax
+from wardsync.core.resources import codes_of, codings, relative_ref, version_id
 
 V2_INTERPRETATION: Final = "http://terminology.hl7.org/CodeSystem/v2-0078"
 INTERPRETATION_SYSTEMS: Final = frozenset({codes.INTERPRETATION, V2_INTERPRETATION})
@@ -59,7 +61,6 @@ WITHDRAWN_STATUSES: Final = frozenset({"cancelled", "entered-in-error"})
 Level = Literal["critical", "abnormal", "normal", "unknown"]
 _RANK: Final = {"unknown": 0, "normal": 1, "abnormal": 2, "critical": 3}
 
-_LOINC_CODE = re.compile(r"[0-9]{1,7}-[0-9]")
 # UCUM has "l" and "L" as synonyms for litre; a standalone l is normalised to L.
 _LITRE = re.compile(r"(?<![A-Za-z])l(?![A-Za-z])")
 
@@ -135,7 +136,7 @@ class CriticalLimits(Mapping[str, CriticalLimit]):
         limits = []
         for key, entry in table.items():
             where = f"critical_limits[{key!r}]"
-            if not isinstance(key, str) or _LOINC_CODE.fullmatch(key) is None:
+            if not is_loinc_syntax(key):
                 raise CriticalLimitsError(f"{where}: key must be a LOINC code like '2823-3'")
             if not isinstance(entry, Mapping):
                 raise CriticalLimitsError(f"{where}: must be a table with low/high/unit")
@@ -193,37 +194,14 @@ class Assessment:
 # ---------------------------------------------------------------- observation helpers
 
 
-def _loinc_codes(obs: Mapping[str, Any]) -> list[str]:
-    code = obs.get("code")
-    codings = code.get("coding") if isinstance(code, Mapping) else None
-    if not isinstance(codings, list):
-        return []
-    return [
-        c["code"]
-        for c in codings
-        if isinstance(c, Mapping)
-        and c.get("system") == codes.LOINC
-        and isinstance(c.get("code"), str)
-    ]
-
-
 def _interpretation_codes(obs: Mapping[str, Any]) -> list[str]:
-    found: list[str] = []
     concepts = obs.get("interpretation")
-    if not isinstance(concepts, list):
-        return found
-    for concept in concepts:
-        codings = concept.get("coding") if isinstance(concept, Mapping) else None
-        if not isinstance(codings, list):
-            continue
-        for coding in codings:
-            if not isinstance(coding, Mapping) or not isinstance(coding.get("code"), str):
-                continue
-            # A coding without a system is read as v3: a dropped system must not hide an HH.
-            system = coding.get("system")
-            if system is None or system in INTERPRETATION_SYSTEMS:
-                found.append(coding["code"])
-    return found
+    # A coding without a system is read as v3: a dropped system must not hide an HH.
+    return [
+        c["code"] for c in codings(concepts if isinstance(concepts, list) else [])
+        if isinstance(c.get("code"), str)
+        and (c.get("system") is None or c.get("system") in INTERPRETATION_SYSTEMS)
+    ]
 
 
 def _number(value: object) -> float | None:
@@ -368,7 +346,7 @@ def assess_observation(
     status = obs.get("status")
     if status in WITHDRAWN_STATUSES:
         return Assessment("unknown", (f"Result withdrawn ({status})",))
-    loincs = _loinc_codes(obs)
+    loincs = codes_of(obs.get("code"), codes.LOINC)
     limit = next((limits[c] for c in loincs if c in limits), None)
     label = limit.label if limit is not None else _test_label(next(iter(loincs), None))
 
@@ -401,18 +379,6 @@ def assess_observation(
     worst = _worst(levels)
     kept = tuple(r for r in reasons if worst != "critical" or "critical" in r or "not checked" in r)
     return Assessment(worst, kept)
-
-
-def relative_ref(reference: object) -> str | None:
-    """The "Type/id" of a Reference.reference (relative, absolute or versioned), or None."""
-    if not isinstance(reference, str) or reference.startswith("#"):
-        return None
-    parts = reference.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":  # .../Type/id/_history/vid
-        parts = parts[:-2]
-    if len(parts) < 2 or not parts[-2] or not parts[-1]:
-        return None
-    return f"{parts[-2]}/{parts[-1]}"
 
 
 def assess_report(
@@ -465,9 +431,7 @@ def assess_report(
 def alert_key(resource: Mapping[str, Any]) -> tuple[str, str]:
     """(reference, versionId) identifying one alertable version: re-alert only on a new one."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
-    meta = resource.get("meta")
-    version = meta.get("versionId") if isinstance(meta, Mapping) else None
-    return f"{rtype}/{rid}", version if isinstance(version, str) else ""
+    return f"{rtype}/{rid}", version_id(resource) or ""
 
 
 def is_correction(report: Mapping[str, Any]) -> bool:

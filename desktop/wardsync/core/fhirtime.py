@@ -1,4 +1,4 @@
-"""FHIR date/time values parsed into comparable, timezone-aware datetimes.
+"""FHIR date/time values: parsed into comparable, timezone-aware datetimes, and instants written.
 
 Ordering resources by `meta.lastUpdated` or vitals by `effectiveDateTime` must compare
 instants, never strings: "2024-05-01T10:00:00+02:00" is earlier than
@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Literal
+
+# How many fraction digits a written instant carries: none, 3 or 6.
+InstantPrecision = Literal["seconds", "milliseconds", "microseconds"]
 
 # FHIR R4 datatypes.html#instant: full precision, timezone mandatory. Seconds may be 60 (leap
 # second); fractions may have any number of digits.
@@ -60,6 +64,12 @@ def parse_instant(value: object) -> datetime | None:
         return None
 
 
+def instant_seconds(value: object) -> float | None:
+    """A FHIR `instant` as epoch seconds; None if it is not a valid instant."""
+    moment = parse_instant(value)
+    return moment.timestamp() if moment is not None else None
+
+
 def parse_datetime(value: object) -> datetime | None:
     """Parse a FHIR `dateTime` (possibly partial) into an aware datetime, or None.
 
@@ -91,3 +101,24 @@ def effective_time(resource: object) -> datetime | None:
     if isinstance(period, Mapping):
         return parse_datetime(period.get("end")) or parse_datetime(period.get("start"))
     return None
+
+
+def format_instant(
+    moment: datetime | float, precision: InstantPrecision = "microseconds", *, zulu: bool = False,
+) -> str:
+    """Write a FHIR `instant` (R4 datatypes.html#instant) at `precision`.
+
+    `moment` is an aware datetime (written with its own offset) or epoch seconds (written in
+    UTC). `zulu` writes the moment in UTC with the "Z" designator. A naive datetime has no
+    place on the time line, so it is refused (ValueError): FHIR instants need a zone.
+    Fractions beyond `precision` are truncated, never rounded, so a written instant is never
+    later than the moment it stands for.
+    """
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError("FHIR instants need a time zone; pass an aware datetime")
+    else:
+        moment = datetime.fromtimestamp(moment, UTC)
+    if zulu:
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=precision) + "Z"
+    return moment.isoformat(timespec=precision)

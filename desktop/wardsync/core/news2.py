@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_datetime
+from wardsync.core.resources import codes_of, has_code
 from wardsync.core.store import is_newer
 
 
@@ -71,48 +72,31 @@ def _chart(value: float, places: int = 0) -> Decimal:
     return Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
 
 
+def _band(value: Decimal, bands: tuple[tuple[int | Decimal, int], ...], *, above: int) -> int:
+    """The score of the first chart band whose upper limit (inclusive) holds `value`, or
+    `above` beyond the last one: the rows of RCP 2017 Chart 1, lowest band first."""
+    for upper, score in bands:
+        if value <= upper:
+            return score
+    return above
+
+
 def score_respiration_rate(per_min: float) -> int:
     """Respiration rate, breaths per minute."""
-    v = _chart(per_min)
-    if v <= 8:
-        return 3
-    if v <= 11:
-        return 1
-    if v <= 20:
-        return 0
-    if v <= 24:
-        return 2
-    return 3
+    return _band(_chart(per_min), ((8, 3), (11, 1), (20, 0), (24, 2)), above=3)
 
 
 def score_spo2_scale1(percent: float) -> int:
     """SpO2 on scale 1 (most patients)."""
-    v = _chart(percent)
-    if v <= 91:
-        return 3
-    if v <= 93:
-        return 2
-    if v <= 95:
-        return 1
-    return 0
+    return _band(_chart(percent), ((91, 3), (93, 2), (95, 1)), above=0)
 
 
 def score_spo2_scale2(percent: float, on_oxygen: bool) -> int:
     """SpO2 on scale 2 (target 88-92%): above 92% scores only when on oxygen."""
     v = _chart(percent)
-    if v <= 83:
-        return 3
-    if v <= 85:
-        return 2
-    if v <= 87:
-        return 1
-    if v <= 92 or not on_oxygen:
-        return 0
-    if v <= 94:
-        return 1
-    if v <= 96:
-        return 2
-    return 3
+    if not on_oxygen:
+        return _band(v, ((83, 3), (85, 2), (87, 1)), above=0)
+    return _band(v, ((83, 3), (85, 2), (87, 1), (92, 0), (94, 1), (96, 2)), above=3)
 
 
 def score_air_or_oxygen(on_oxygen: bool) -> int:
@@ -122,32 +106,12 @@ def score_air_or_oxygen(on_oxygen: bool) -> int:
 
 def score_systolic_bp(mmhg: float) -> int:
     """Systolic blood pressure, mmHg."""
-    v = _chart(mmhg)
-    if v <= 90:
-        return 3
-    if v <= 100:
-        return 2
-    if v <= 110:
-        return 1
-    if v <= 219:
-        return 0
-    return 3
+    return _band(_chart(mmhg), ((90, 3), (100, 2), (110, 1), (219, 0)), above=3)
 
 
 def score_pulse(per_min: float) -> int:
     """Pulse, beats per minute."""
-    v = _chart(per_min)
-    if v <= 40:
-        return 3
-    if v <= 50:
-        return 1
-    if v <= 90:
-        return 0
-    if v <= 110:
-        return 1
-    if v <= 130:
-        return 2
-    return 3
+    return _band(_chart(per_min), ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2)), above=3)
 
 
 def score_consciousness(acvpu: str) -> int:
@@ -159,16 +123,9 @@ def score_consciousness(acvpu: str) -> int:
 
 def score_temperature(celsius: float) -> int:
     """Temperature, degrees Celsius."""
-    v = _chart(celsius, 1)
-    if v <= Decimal("35.0"):
-        return 3
-    if v <= Decimal("36.0"):
-        return 1
-    if v <= Decimal("38.0"):
-        return 0
-    if v <= Decimal("39.0"):
-        return 1
-    return 2
+    return _band(_chart(celsius, 1),
+                 ((Decimal("35.0"), 3), (Decimal("36.0"), 1), (Decimal("38.0"), 0),
+                  (Decimal("39.0"), 1)), above=2)
 
 
 def risk_band(total: int, scores: Iterable[int]) -> RiskBand:
@@ -286,21 +243,8 @@ _PARAMETER_OF_CODE: Final = {
 }
 
 
-def _coding_codes(concept: object, system: str | None = codes.LOINC) -> list[str]:
-    codings = concept.get("coding") if isinstance(concept, Mapping) else None
-    if not isinstance(codings, list):
-        return []
-    return [
-        c["code"]
-        for c in codings
-        if isinstance(c, Mapping)
-        and isinstance(c.get("code"), str)
-        and (system is None or c.get("system") == system)
-    ]
-
-
 def _parameter_of(obs: Mapping[str, Any]) -> Parameter | None:
-    for code in _coding_codes(obs.get("code")):
+    for code in codes_of(obs.get("code"), codes.LOINC):
         if code in _PARAMETER_OF_CODE:
             return _PARAMETER_OF_CODE[code]
     return None
@@ -340,13 +284,12 @@ def _value_of(parameter: Parameter, obs: Mapping[str, Any]) -> float | bool | st
         case Parameter.SPO2:
             return _quantity(obs, _PERCENT)
         case Parameter.SYSTOLIC_BP:
-            if codes.SYSTOLIC_BP.code in _coding_codes(obs.get("code")):
+            if has_code(obs.get("code"), codes.SYSTOLIC_BP.code, codes.LOINC):
                 return _quantity(obs, _MMHG)
             components = obs.get("component")
             for comp in components if isinstance(components, list) else []:
-                if isinstance(comp, Mapping) and codes.SYSTOLIC_BP.code in _coding_codes(
-                    comp.get("code")
-                ):
+                if isinstance(comp, Mapping) and has_code(comp.get("code"),
+                                                          codes.SYSTOLIC_BP.code, codes.LOINC):
                     return _quantity(comp, _MMHG)
             return None
         case Parameter.TEMPERATURE:
@@ -362,7 +305,7 @@ def _value_of(parameter: Parameter, obs: Mapping[str, Any]) -> float | bool | st
             fio2 = _quantity(obs, _PERCENT)  # inspired O2 fraction: room air is 21%
             return None if fio2 is None else fio2 > 21.0
         case Parameter.CONSCIOUSNESS:
-            for code in _coding_codes(obs.get("valueCodeableConcept"), system=None):
+            for code in codes_of(obs.get("valueCodeableConcept")):
                 if code in codes.CONSCIOUSNESS_LEVELS:
                     return code
             return None

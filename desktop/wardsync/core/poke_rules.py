@@ -16,12 +16,7 @@ from typing import Any
 
 from wardsync.core import codes
 from wardsync.core.alerts import RELEASED_REPORT_STATUSES
-from wardsync.core.critical import (
-    DEFAULT_CRITICAL_LIMITS,
-    CriticalLimit,
-    assess_report,
-    relative_ref,
-)
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, assess_report
 from wardsync.core.pokes import (
     CRITICAL_LAB_RESULT,
     LAB_RESULT_READY,
@@ -29,33 +24,17 @@ from wardsync.core.pokes import (
     ROUTINE,
     URGENT,
 )
+from wardsync.core.resources import codes_of, patient_id_of, relative_ref
 
-# Where each resource type names its patient.
-_PATIENT_FIELDS = ("subject", "patient", "for")
-
-
-def patient_id_of(resource: Mapping[str, Any]) -> str | None:
-    """The logical id of the patient a resource is about (None for ward-level resources)."""
-    if resource.get("resourceType") == "Patient":
-        rid = resource.get("id")
-        return rid if isinstance(rid, str) else None
-    for name in _PATIENT_FIELDS:
-        value = resource.get(name)
-        if isinstance(value, Mapping):
-            ref = relative_ref(value.get("reference"))
-            if ref and ref.startswith("Patient/"):
-                return ref.split("/", 1)[1]
-    return None
+__all__ = ["classify_change", "is_lab", "is_released_report", "patient_id_of",
+           "report_result_refs"]
 
 
 def is_lab(resource: Mapping[str, Any]) -> bool:
     """True if the resource is in the laboratory category (v2-0074 LAB or observation-category
     laboratory)."""
-    for cat in resource.get("category") or ():
-        for coding in (cat or {}).get("coding") or ():
-            if coding.get("code") in (codes.CATEGORY_LABORATORY, "LAB"):
-                return True
-    return False
+    found = codes_of(resource.get("category"))
+    return codes.CATEGORY_LABORATORY in found or "LAB" in found
 
 
 def is_released_report(resource: Mapping[str, Any]) -> bool:

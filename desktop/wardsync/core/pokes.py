@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from wardsync.core.resources import FHIR_ID
+
 RESOURCE_CHANGED: Final = "RESOURCE_CHANGED"
 LAB_RESULT_READY: Final = "LAB_RESULT_READY"
 CRITICAL_LAB_RESULT: Final = "CRITICAL_LAB_RESULT"
@@ -58,8 +60,6 @@ POKE_RESOURCE_TYPES: Final = frozenset(
 MAX_POKE_BYTES: Final = 512  # serialized UTF-8 size; a valid poke is well under 300 bytes
 MAX_SEQ: Final = 2**53 - 1  # largest integer every JSON implementation keeps exact (RFC 8259 §6)
 
-# FHIR R4 datatypes.html#id. fullmatch is used throughout: `$` would accept a trailing "\n".
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _VERSION_ID = re.compile(r"[0-9]{1,18}")
 # Defence in depth: strings that fit the id grammar but read like a date (of birth) or a
 # measured value are not ids any FHIR server assigns, so a poke carrying one is refused.
@@ -147,7 +147,7 @@ def _decode(data: str | bytes | bytearray) -> object:
 def _is_id(value: object) -> bool:
     return (
         type(value) is str
-        and _FHIR_ID.fullmatch(value) is not None
+        and FHIR_ID.fullmatch(value) is not None
         and _DATE_LIKE.fullmatch(value) is None
         and _VALUE_LIKE.fullmatch(value) is None
     )

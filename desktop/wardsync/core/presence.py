@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 from wardsync.core.events import Event
 from wardsync.core.locks import LockClaim, LockView, lock_view, next_expiry_ms
+from wardsync.core.resources import FHIR_ID, RESOURCE_TYPE
 
 RECORD_CHANNEL_PREFIX: Final = "record"
 PRESENCE_SCHEMA: Final = 1
@@ -44,9 +45,6 @@ UNKNOWN_NAME: Final = "Unknown user"
 
 PresenceState = Literal["viewing", "editing"]
 
-# FHIR R4 datatypes.html#id and resource type names.
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _COMPONENT = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _WIRE_KEYS = frozenset({"v", "practitioner", "name", "role", "state", "since", "conn",
                         "claims"})
@@ -68,7 +66,7 @@ class PresenceDataError(ValueError):
 
 def record_channel(resource_type: str, id: str) -> str:
     """`record:<ResourceType>:<id>` for one record (ValueError on a malformed type or id)."""
-    if not _RESOURCE_TYPE.fullmatch(resource_type) or not _FHIR_ID.fullmatch(id):
+    if not RESOURCE_TYPE.fullmatch(resource_type) or not FHIR_ID.fullmatch(id):
         raise ValueError("a record channel needs a FHIR resource type and logical id")
     return f"{RECORD_CHANNEL_PREFIX}:{resource_type}:{id}"
 
@@ -83,8 +81,8 @@ def record_of_channel(channel: str) -> tuple[str, str]:
     """(resource type, id) of a record channel name (ValueError otherwise)."""
     prefix, _, rest = channel.partition(":")
     rtype, _, rid = rest.partition(":")
-    if prefix != RECORD_CHANNEL_PREFIX or not _RESOURCE_TYPE.fullmatch(rtype) \
-            or not _FHIR_ID.fullmatch(rid):
+    if prefix != RECORD_CHANNEL_PREFIX or not RESOURCE_TYPE.fullmatch(rtype) \
+            or not FHIR_ID.fullmatch(rid):
         raise ValueError("not a record channel")
     return rtype, rid
 
@@ -141,7 +139,7 @@ class ClinicianIdentity:
     role: str = DEFAULT_ROLE
 
     def __post_init__(self) -> None:
-        if not _FHIR_ID.fullmatch(self.practitioner_id):
+        if not FHIR_ID.fullmatch(self.practitioner_id):
             raise PresenceDataError("bad_practitioner")
         _text(self.display_name, MAX_NAME_CHARS, "name")
         _text(self.role, MAX_ROLE_CHARS, "role")
@@ -219,7 +217,7 @@ class PresenceData:
         if data.get("v") != PRESENCE_SCHEMA:
             raise PresenceDataError("bad_version")
         practitioner = data.get("practitioner")
-        if not isinstance(practitioner, str) or not _FHIR_ID.fullmatch(practitioner):
+        if not isinstance(practitioner, str) or not FHIR_ID.fullmatch(practitioner):
             raise PresenceDataError("bad_practitioner")
         clinician = ClinicianIdentity(
             practitioner, _text(data.get("name"), MAX_NAME_CHARS, "name"),

@@ -18,6 +18,7 @@ from typing import Any
 from wardsync.core.bus import EventBus
 from wardsync.core.events import ResourcesChanged
 from wardsync.core.fhirtime import parse_instant
+from wardsync.core.resources import resource_ref, version_id
 
 Resource = Mapping[str, Any]
 
@@ -54,14 +55,6 @@ def is_newer(candidate_meta: Mapping[str, Any] | None, held_meta: Mapping[str, A
         return cand_t > held_t
     # Something known beats nothing known: a version with a timestamp replaces one without.
     return cand_t is not None and held_t is None and held_v is None
-
-
-def resource_ref(resource: Resource) -> str:
-    """The reference "Type/id" of a resource; ValueError if either part is missing."""
-    rtype, rid = resource.get("resourceType"), resource.get("id")
-    if not isinstance(rtype, str) or not rtype or not isinstance(rid, str) or not rid:
-        raise ValueError("a stored resource needs a resourceType and an id")
-    return f"{rtype}/{rid}"
 
 
 class ResourceStore:
@@ -105,10 +98,7 @@ class ResourceStore:
 
     def version(self, ref: str) -> str | None:
         """The held `meta.versionId` of "Type/id" (None if not held or unversioned)."""
-        resource = self.get(ref)
-        meta = resource.get("meta") if resource is not None else None
-        version = meta.get("versionId") if isinstance(meta, Mapping) else None
-        return version if isinstance(version, str) else None
+        return version_id(self.get(ref))
 
     def refs(self) -> tuple[str, ...]:
         """Every held reference."""

@@ -19,8 +19,10 @@ from urllib.parse import urlsplit
 import certifi
 import httpx
 
+from wardsync.core.defaults import FHIR_TIMEOUT_S as DEFAULT_TIMEOUT_S
 from wardsync.core.errors import SignInError
 from wardsync.core.net import is_loopback_host
+from wardsync.core.resources import version_id
 from wardsync.fhir.errors import (
     AuthError,
     FhirError,
@@ -35,7 +37,6 @@ from wardsync.fhir.validation import BULK_VALIDATION_THRESHOLD, validate_resourc
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
-DEFAULT_TIMEOUT_S = 10.0
 MAX_SEARCH_PAGES = 50
 # Terminology and protocol content may be cached; clinical resources never are.
 TERMINOLOGY_TYPES = frozenset(
@@ -110,8 +111,7 @@ Known = Callable[[str, str], bool]
 def _version_of(resource: object) -> tuple[str, str] | None:
     if not isinstance(resource, Mapping):
         return None
-    meta = resource.get("meta")
-    vid = meta.get("versionId") if isinstance(meta, Mapping) else None
+    vid = version_id(resource)
     rtype, rid = resource.get("resourceType"), resource.get("id")
     if isinstance(vid, str) and isinstance(rtype, str) and isinstance(rid, str):
         return f"{rtype}/{rid}", vid

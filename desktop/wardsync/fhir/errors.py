@@ -25,6 +25,9 @@ class FhirError(Exception):
     """Base of every error the FHIR client raises."""
 
     user_message = "The clinical record server reported a problem"
+    # Whether the same request may succeed later (after a backoff, a fresh token or a new
+    # sign-in) rather than never, as a refused or conflicting write would.
+    transient = False
 
     def __init__(self, message: str, *, status: int | None = None, issues: tuple[Issue, ...] = ()):
         super().__init__(message)
@@ -36,6 +39,7 @@ class Unreachable(FhirError):
     """No answer: connection refused, reset, DNS or a timeout."""
 
     user_message = "server not reachable"
+    transient = True
 
 
 class UntrustedCertificate(Unreachable):
@@ -51,12 +55,14 @@ class AuthError(FhirError):
     """401 after one token refresh: the user has to sign in again."""
 
     user_message = "your sign-in has expired — please sign in again"
+    transient = True
 
 
 class Forbidden(FhirError):
     """403: the signed-in user's scopes do not allow this."""
 
     user_message = "you do not have permission to see or change this"
+    transient = True  # scopes and grants can change; a backend client retries with backoff
 
 
 class NotFound(FhirError):
@@ -81,6 +87,7 @@ class ServerError(FhirError):
     """5xx and anything else unexpected from the server."""
 
     user_message = "the server had an error"
+    transient = True
 
 
 def issues_from_outcome(body: object) -> tuple[Issue, ...]:
@@ -114,10 +121,15 @@ _BY_STATUS: dict[int, type[FhirError]] = {
 }
 
 
+def error_class_for_status(status: int) -> type[FhirError]:
+    """The typed error an HTTP error status maps to (R4 http.html#summary)."""
+    return _BY_STATUS.get(status, ServerError if status >= 500 else FhirError)
+
+
 def error_for_status(status: int, body: object, what: str) -> FhirError:
     """Map an HTTP status and optional OperationOutcome to the typed error."""
     issues = issues_from_outcome(body)
     detail = "; ".join(i.diagnostics for i in issues if i.diagnostics)[:300]
-    cls = _BY_STATUS.get(status, ServerError if status >= 500 else FhirError)
+    cls = error_class_for_status(status)
     return cls(f"{what}: HTTP {status}" + (f" ({detail})" if detail else ""), status=status,
                issues=issues)

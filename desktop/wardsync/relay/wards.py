@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from wardsync.core.critical import relative_ref
+from wardsync.core.resources import relative_ref
 
 log = logging.getLogger(__name__)
 

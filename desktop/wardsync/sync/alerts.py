@@ -51,10 +51,12 @@ from wardsync.core.alerts import (
     AlertStatus,
 )
 from wardsync.core.bus import Subscription
-from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, alert_key, relative_ref
+from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit, alert_key
 from wardsync.core.events import PokeAccepted, ResourcesChanged
+from wardsync.core.fhirtime import format_instant
 from wardsync.core.pokes import CRITICAL_LAB_RESULT
 from wardsync.core.queries import LabReport, WardAlerts, WardCensus
+from wardsync.core.resources import relative_ref
 from wardsync.fhir.errors import FhirError, NotFound
 from wardsync.sync.pull import QueryLease
 from wardsync.sync.workstation import Workstation
@@ -112,7 +114,7 @@ class AcknowledgementFailed(AcknowledgeError):
 
 
 def _instant(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="microseconds")
+    return format_instant(epoch_s, "microseconds")
 
 
 class AlertCenter:

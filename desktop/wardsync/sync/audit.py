@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from wardsync.core.fhirtime import format_instant
 from wardsync.fhir.client import FhirClient
 from wardsync.fhir.errors import FhirError
 
@@ -40,7 +41,7 @@ def access_event(
         "type": {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
         "subtype": [{"system": RESTFUL_INTERACTION, "code": "read", "display": "read"}],
         "action": "R",
-        "recorded": recorded.isoformat(timespec="milliseconds"),
+        "recorded": format_instant(recorded, "milliseconds"),
         "outcome": "0",
         "agent": [{
             "who": {"reference": f"Practitioner/{practitioner_id}"},

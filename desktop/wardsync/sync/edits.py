@@ -32,12 +32,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from wardsync.core import codes
+from wardsync.core.fhirtime import format_instant
 from wardsync.core.queries import PokeLike, Search
-from wardsync.core.store import resource_ref
+from wardsync.core.resources import resource_ref
+from wardsync.core.resources import version_id as version_of
 from wardsync.fhir.errors import Conflict, FhirError, InvalidResource, Unreachable
 from wardsync.sync.alerts import Clinician
 from wardsync.sync.workstation import Workstation
@@ -66,13 +67,7 @@ class EditRefused(ValueError):
 
 
 def _instant(epoch_s: float) -> str:
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds")
-
-
-def version_of(resource: Mapping[str, Any] | None) -> str | None:
-    meta = (resource or {}).get("meta")
-    version = meta.get("versionId") if isinstance(meta, Mapping) else None
-    return version if isinstance(version, str) and version else None
+    return format_instant(epoch_s, "seconds")
 
 
 def _body_for_update(resource: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,15 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.defaults import SEQ_GAP_GRACE_S
 from wardsync.core.events import Event, PokeAccepted, PokeRejectedEvent
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke, PokeRejected, parse_poke
 from wardsync.core.seq import SeqTracker
 
 log = logging.getLogger(__name__)
-
-SEQ_GAP_GRACE_S = 2.0
-
 
 class PokeIntake:
     """Turns messages of one poke channel into key invalidations."""

@@ -19,24 +19,25 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from wardsync.core.backoff import Backoff
 from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.defaults import PULL_DEBOUNCE_S
 from wardsync.core.events import Event, QueryStateChanged
-from wardsync.core.fhirtime import effective_time, parse_instant
+from wardsync.core.fhirtime import effective_time, format_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
+from wardsync.core.resources import last_updated as _last_updated
 from wardsync.core.store import ResourceStore
 from wardsync.fhir.client import InvalidEntry, SearchResult
 from wardsync.fhir.errors import FhirError
 
 log = logging.getLogger(__name__)
 
-PULL_DEBOUNCE_S = 0.01  # coalesces a burst; short enough to stay out of the latency budget
 MAX_CONCURRENT_PULLS = 4
 SEARCH_PAGE_SIZE = 200
 # Servers may make a write visible a little after stamping its lastUpdated; asking again for
@@ -141,15 +142,8 @@ class QueryState:
     pruned_at: float | None = None  # monotonic time of the last time-window check
 
 
-def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
-    # A FHIR instant always has a zone (R4 datatypes.html#instant); anything else is ignored
-    # rather than compared, as a naive datetime cannot be ordered against an aware one.
-    meta = resource.get("meta")
-    return parse_instant(meta.get("lastUpdated")) if isinstance(meta, Mapping) else None
-
-
 def _instant(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds")
+    return format_instant(dt, "microseconds")
 
 
 class PullLoop:

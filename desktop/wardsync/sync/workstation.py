@@ -37,6 +37,14 @@ from wardsync.core.connection_status import (
     initial_status,
     next_status,
 )
+from wardsync.core.defaults import (
+    BACKOFF_CAP_S,
+    DEGRADED_AFTER_S,
+    FHIR_TIMEOUT_S,
+    POLLING_INTERVAL_S,
+    PULL_DEBOUNCE_S,
+    SEQ_GAP_GRACE_S,
+)
 from wardsync.core.events import ConnectionStatusChanged
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke
@@ -44,16 +52,14 @@ from wardsync.core.queries import VITALS_WINDOW, QueryKey
 from wardsync.core.store import ResourceStore
 from wardsync.fhir.client import FhirClient, TokenSource
 from wardsync.fhir.errors import FhirError, Unreachable
-from wardsync.sync.intake import SEQ_GAP_GRACE_S, PokeIntake
-from wardsync.sync.pull import MAX_CONCURRENT_PULLS, PULL_DEBOUNCE_S, QueryCache, QueryLease
+from wardsync.sync.intake import PokeIntake
+from wardsync.sync.pull import MAX_CONCURRENT_PULLS, QueryCache, QueryLease
 from wardsync.sync.realtime import SyncConnection
 from wardsync.sync.realtime_token import RealtimeTokenExchange
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_TICK_S = 0.5
-POLLING_INTERVAL_S = 15.0
-DEGRADED_AFTER_S = 10.0
 # Answers that mean the server as a whole cannot serve now, not that one request was wrong:
 # 502/504 from a gateway that cannot reach it, 503 Service Unavailable (RFC 9110 §15.6).
 SERVER_UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
@@ -72,8 +78,8 @@ class WorkstationConfig:
     gap_grace_s: float = SEQ_GAP_GRACE_S
     pull_debounce_s: float = PULL_DEBOUNCE_S
     max_concurrent_pulls: int = MAX_CONCURRENT_PULLS
-    backoff_cap_s: float = 30.0
-    fhir_timeout_s: float = 10.0
+    backoff_cap_s: float = BACKOFF_CAP_S
+    fhir_timeout_s: float = FHIR_TIMEOUT_S
     vitals_window_h: float = VITALS_WINDOW.total_seconds() / 3600.0
     use_binary_protocol: bool = True
     require_tls: bool = True

@@ -35,7 +35,8 @@ from PySide6.QtWidgets import (
 )
 
 from wardsync.core.fhirtime import parse_instant
-from wardsync.sync.edits import SaveConflict, version_of
+from wardsync.core.resources import version_id as version_of
+from wardsync.sync.edits import SaveConflict
 
 ConflictChoice = Literal["mine", "theirs", "edit"]
 UNCHANGED = "(unchanged)"

@@ -19,8 +19,8 @@ from wardsync.core.critical import (
     DEFAULT_CRITICAL_LIMITS,
     CriticalLimit,
     assess_observation,
-    relative_ref,
 )
+from wardsync.core.resources import relative_ref
 from wardsync.core.store import ResourceStore
 from wardsync.ui.clinical_text import (
     NO_VALUE,

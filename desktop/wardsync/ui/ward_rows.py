@@ -14,36 +14,13 @@ from typing import Any
 
 from wardsync.core import codes
 from wardsync.core.news2 import News2, news2_from_observations
+from wardsync.core.patient_identity import bed_of_stay, display_name, on_ward
+from wardsync.core.patient_identity import mrn_of as mrn
+from wardsync.core.resources import patient_ref_of
 from wardsync.core.store import ResourceStore
 from wardsync.ui.record_rows import OPEN_TASK
 
 Resource = Mapping[str, Any]
-
-
-def patient_ref_of(resource: Resource) -> str | None:
-    for name in ("subject", "patient", "for"):
-        ref = (resource.get(name) or {}).get("reference")
-        if isinstance(ref, str) and ref.startswith("Patient/"):
-            return ref
-    return None
-
-
-def display_name(patient: Resource | None) -> str:
-    """"FAMILY, Given" — the hospital convention for identity banners and lists."""
-    if not patient:
-        return "Unknown patient"
-    names = patient.get("name") or []
-    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
-    family = str(name.get("family", "")).upper()
-    given = " ".join(name.get("given") or [])
-    return f"{family}, {given}".strip(", ") or "Unnamed patient"
-
-
-def mrn(patient: Resource | None) -> str:
-    for ident in (patient or {}).get("identifier") or []:
-        if ident.get("system") == codes.MRN_SYSTEM:
-            return str(ident.get("value", ""))
-    return ""
 
 
 def age_sex(patient: Resource | None, today: date | None = None) -> str:
@@ -132,34 +109,12 @@ class WardRow:
 
 
 def bed_label(encounter: Resource, store: ResourceStore) -> str:
-    for loc in encounter.get("location") or []:
-        ref = (loc.get("location") or {}).get("reference")
-        location = store.get(ref) if isinstance(ref, str) else None
-        if location is None:
-            continue
-        for coding in (location.get("physicalType") or {}).get("coding") or []:
-            if coding.get("code") == "bd":
-                return str(location.get("name", ""))
-    return ""
+    return bed_of_stay(encounter, store.get)
 
 
 def ward_encounters(store: ResourceStore, ward_id: str) -> list[Resource]:
     """In-progress stays with a location on this ward (bed or the ward itself)."""
-    ward_ref = f"Location/{ward_id}"
-
-    def on_ward(enc: Resource) -> bool:
-        if enc.get("status") != "in-progress":
-            return False
-        for loc in enc.get("location") or []:
-            ref = (loc.get("location") or {}).get("reference")
-            if ref == ward_ref:
-                return True
-            location = store.get(ref) if isinstance(ref, str) else None
-            if location and (location.get("partOf") or {}).get("reference") == ward_ref:
-                return True
-        return False
-
-    return store.select("Encounter", on_ward)
+    return store.select("Encounter", lambda enc: on_ward(enc, store.get, ward_id))
 
 
 def _version(resource: Resource | None) -> str:

@@ -13,14 +13,18 @@ from fhir.resources.R4B import get_fhir_model_class
 from ward_fhir_double import CLIENT_ID, CLIENT_SECRET, FhirDouble
 
 from wardsync.core import codes
-from wardsync.sandbox.ward.devices import VitalSigns, WardDevices
-from wardsync.sandbox.ward.fhir_writer import (
-    TOKEN_REFRESH_MARGIN_S,
-    AuthFailed,
+from wardsync.fhir.errors import (
+    AuthError,
     Conflict,
-    Rejected,
-    ServerUnavailable,
+    FhirError,
+    Forbidden,
+    InvalidResource,
+    NotFound,
+    ServerError,
+    Unreachable,
 )
+from wardsync.sandbox.ward.devices import VitalSigns, WardDevices
+from wardsync.sandbox.ward.fhir_writer import TOKEN_REFRESH_MARGIN_S
 from wardsync.sandbox.ward.lab import LabSystem
 
 NOW = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
@@ -125,7 +129,7 @@ async def test_a_refused_token_is_replaced_and_the_request_retried_once(
 
     fhir_double.refuse_all_tokens = True
     before = len(fhir_double.requests)
-    with pytest.raises(AuthFailed) as err:
+    with pytest.raises(AuthError) as err:
         await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.3})
     assert err.value.transient and err.value.status == 401
     assert len(fhir_double.requests) - before == 2  # exactly one retry
@@ -141,7 +145,7 @@ async def test_wrong_secret_is_an_auth_failure_naming_only_the_oauth_error(
         client_secret="wrong",
     )
     try:
-        with pytest.raises(AuthFailed, match="invalid_client"):
+        with pytest.raises(AuthError, match="invalid_client"):
             await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.1})
     finally:
         await lab.aclose()
@@ -152,7 +156,7 @@ async def test_a_half_written_panel_resumes_without_duplicates(
     lab: LabSystem, fhir_double: FhirDouble
 ):
     fhir_double.fail_after(2, 503)  # two results get through, the third POST meets a 503
-    with pytest.raises(ServerUnavailable) as err:
+    with pytest.raises(ServerError) as err:
         await lab.post_panel(
             "pat-01", codes.ELECTROLYTES_PANEL.code, ELECTROLYTES, accession="ACC-42"
         )
@@ -238,14 +242,14 @@ async def test_correcting_a_test_the_report_lacks_is_refused(lab: LabSystem, fhi
 
 async def test_server_errors_map_to_typed_errors(lab: LabSystem, fhir_double):
     fhir_double.fail_next = [422]
-    with pytest.raises(Rejected) as rejected:
+    with pytest.raises(InvalidResource) as rejected:
         await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
     assert not rejected.value.transient
     assert str(rejected.value) == "POST Observation -> 422 (invalid)"
     fhir_double.fail_next = [500]
-    with pytest.raises(ServerUnavailable):
+    with pytest.raises(ServerError):
         await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
-    with pytest.raises(Rejected, match="404"):
+    with pytest.raises(NotFound, match="404"):
         await lab.correct_report("no-such-report", {codes.LACTATE.code: 1.0})
 
 
@@ -258,7 +262,7 @@ async def test_a_server_that_is_down_is_transient():
             client_secret="y",
             http=http,
         )
-        with pytest.raises(ServerUnavailable, match="ConnectError"):
+        with pytest.raises(Unreachable, match="ConnectError"):
             await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
         await lab.aclose()
         assert not http.is_closed  # a client passed in belongs to the caller
@@ -287,7 +291,7 @@ async def test_ward_devices_post_a_round_of_vitals(fhir_double: FhirDouble):
             "pat-02", VitalSigns(118, 23, 93, 38.4, 98, 60, "C", True), encounter_id="enc-02"
         )
         fhir_double.fail_next = [503]
-        with pytest.raises(ServerUnavailable):
+        with pytest.raises(ServerError):
             await devices.post_vitals(
                 "pat-02", VitalSigns(80, 16, 97, 37.0, 120, 70), round_id="r1"
             )
@@ -299,3 +303,25 @@ async def test_ward_devices_post_a_round_of_vitals(fhir_double: FhirDouble):
     assert all(o["subject"] == {"reference": "Patient/pat-02"} for o in stored)
     assert all(o["effectiveDateTime"] == NOW.isoformat() for o in stored)
     assert len(fhir_double.of_type("Observation")) == 2 * len(codes.VITAL_SIGNS)
+
+
+@pytest.mark.parametrize(("status", "error", "transient"), [
+    (400, InvalidResource, False),
+    (403, Forbidden, True),
+    (404, NotFound, False),
+    (408, ServerError, True),
+    (409, FhirError, False),
+    (412, Conflict, False),
+    (429, ServerError, True),
+    (502, ServerError, True),
+])
+async def test_statuses_map_to_the_fhir_client_errors(
+    lab: LabSystem, fhir_double: FhirDouble, status: int, error: type[FhirError],
+    transient: bool,
+):
+    fhir_double.fail_next = [status]
+    with pytest.raises(FhirError) as raised:
+        await lab.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
+    assert type(raised.value) is error
+    assert raised.value.transient is transient and raised.value.status == status
+    assert str(raised.value).startswith(f"POST Observation -> {status}")

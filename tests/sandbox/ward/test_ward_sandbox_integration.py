@@ -18,10 +18,10 @@ from aiohttp import web
 
 from wardsync.core import codes
 from wardsync.core.critical import assess_report
+from wardsync.fhir.errors import AuthError
 from wardsync.sandbox.fhir import FhirApi, FhirStore, ResourceChange
 from wardsync.sandbox.oauth import OAuthServer, default_clients, default_demo_users
 from wardsync.sandbox.ward.devices import VitalSigns, WardDevices
-from wardsync.sandbox.ward.fhir_writer import AuthFailed
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.sandbox.ward.seed import WARD_ID, build_ward
 from wardsync.sandbox.ward.simulator import SimulatorConfig, WardSimulator
@@ -143,7 +143,7 @@ async def test_devices_write_vitals_and_a_wrong_secret_is_refused(sandbox: Sandb
         }
     wrong = LabSystem(**{**sandbox.client_kwargs(LAB_CLIENT), "client_secret": "wrong"})
     try:
-        with pytest.raises(AuthFailed, match="invalid_client"):
+        with pytest.raises(AuthError, match="invalid_client"):
             await wrong.post_panel("pat-01", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
     finally:
         await wrong.aclose()

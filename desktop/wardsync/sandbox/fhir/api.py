@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
+from wardsync.core.resources import is_fhir_id
 from wardsync.sandbox.fhir.capability import capability_statement
 from wardsync.sandbox.fhir.errors import (
     FhirStoreError,
@@ -37,7 +38,7 @@ from wardsync.sandbox.fhir.fhir_dates import format_instant, http_date, parse_da
 from wardsync.sandbox.fhir.outcome import operation_outcome
 from wardsync.sandbox.fhir.search_params import SUPPORTED_TYPES
 from wardsync.sandbox.fhir.search_query import TRANSPORT_PARAMETERS
-from wardsync.sandbox.fhir.store import ID_PATTERN, FhirStore, ResourceGone, SearchPage
+from wardsync.sandbox.fhir.store import FhirStore, ResourceGone, SearchPage
 from wardsync.sandbox.fhir.subscriptions.access import SUBSCRIPTION, permits_subscription
 from wardsync.sandbox.fhir.subscriptions.model import (
     CLIENT_STATUSES,
@@ -272,7 +273,7 @@ class FhirApi:
     async def _update(self, request: web.Request) -> web.StreamResponse:
         rtype = self._type(request, "u")
         id = request.match_info["id"]
-        if not ID_PATTERN.match(id):
+        if not is_fhir_id(id):
             raise InvalidRequest(f"{id!r} is not a valid FHIR id", "id")
         body = await self._body(request, rtype)
         if "id" not in body:
@@ -337,7 +338,7 @@ class FhirApi:
         if not ids or len(ids) > 100:
             raise InvalidRequest("name one to 100 Subscriptions (id parameter)", "id")
         for sub_id in ids:
-            if not ID_PATTERN.match(sub_id):
+            if not is_fhir_id(sub_id):
                 raise ResourceNotFound(SUBSCRIPTION, "?")
         return ids
 
@@ -446,7 +447,7 @@ class FhirApi:
     @staticmethod
     def _path_id(request: web.Request, rtype: str) -> str:
         id = request.match_info["id"]
-        if not ID_PATTERN.match(id):
+        if not is_fhir_id(id):
             raise ResourceNotFound(rtype, "?")
         return id
 

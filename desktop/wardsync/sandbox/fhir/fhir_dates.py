@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
+from wardsync.core import fhirtime
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 # Smallest and largest representable microsecond, used for open period ends.
@@ -92,9 +94,10 @@ def _month_after(start: datetime) -> datetime:
 
 
 def format_instant(epoch_us: int) -> str:
-    """A FHIR instant with microsecond precision, e.g. `2026-11-02T09:15:00.000001Z`."""
-    moment = _EPOCH + timedelta(microseconds=epoch_us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The server's `meta.lastUpdated` stamp: microseconds, UTC as "Z" (e.g.
+    `2026-11-02T09:15:00.000001Z`), so stamps compare exactly with the search ranges here."""
+    return fhirtime.format_instant(_EPOCH + timedelta(microseconds=epoch_us), "microseconds",
+                                   zulu=True)
 
 
 def http_date(epoch_us: int) -> str:

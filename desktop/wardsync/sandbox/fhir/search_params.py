@@ -8,12 +8,12 @@ parameter, simplified to plain element paths (choice types listed one by one).
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from wardsync.core import resources
 from wardsync.sandbox.fhir.fhir_dates import MAX_US, MIN_US, MicroRange, parse_date_range
 
 SearchKind = Literal["token", "reference", "date", "string"]
@@ -180,9 +180,6 @@ class StringKey:
 
 IndexKey = TokenKey | ReferenceKey | MicroRange | StringKey
 
-_REFERENCE_TAIL = re.compile(
-    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
-)
 
 
 def walk(node: Any, path: str) -> Iterator[Any]:
@@ -200,8 +197,8 @@ def walk(node: Any, path: str) -> Iterator[Any]:
 
 def parse_reference(text: str) -> ReferenceKey | None:
     """`Patient/1`, `http://host/fhir/Patient/1/_history/2` -> ReferenceKey; None if neither."""
-    m = _REFERENCE_TAIL.search(text)
-    return ReferenceKey(m["type"], m["id"]) if m else None
+    literal = resources.parse_reference(text)
+    return ReferenceKey(literal.type, literal.id) if literal is not None else None
 
 
 def index_keys(resource: dict[str, Any], param: SearchParam) -> list[IndexKey]:

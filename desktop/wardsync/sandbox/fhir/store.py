@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from wardsync.core.resources import is_fhir_id
 from wardsync.sandbox.fhir.errors import (
     InvalidRequest,
     InvalidResource,
@@ -47,8 +47,6 @@ from wardsync.sandbox.fhir.validation import validate_resource
 
 logger = logging.getLogger(__name__)
 
-# R4 datatypes.html#id
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 SCHEMA_VERSION = 1
 # Refresh the query planner's statistics when the version table has doubled since the last
 # ANALYZE (starting at this size): without them SQLite scans a whole type instead of using the
@@ -629,7 +627,7 @@ def _resource_type(resource: object) -> str:
 
 
 def _check_id(id: str) -> None:
-    if not isinstance(id, str) or not ID_PATTERN.match(id):
+    if not is_fhir_id(id):
         raise InvalidRequest(f"{id!r} is not a valid FHIR id (R4 datatypes.html#id)", "id")
 
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wardsync.sandbox.hub.capability import PRESENCE, PUBLISH, modes_for
@@ -518,19 +518,30 @@ class HubState:
 
     def publish_from(self, conn: Connection, msg: Mapping[str, Any], msg_serial: int) -> None:
         """Realtime MESSAGE -> broadcast + ACK with serials, or NACK (§5)."""
+
+        def publish() -> dict[str, Any]:
+            serials = self.publish(
+                msg.get("channel"), msg.get("messages"),
+                credentials=conn.credentials, client_id=conn.client_id,
+                connection_id=conn.id, proto_id=f"{conn.id}:{msg_serial}",
+            )
+            return {"res": [{"serials": serials}]}
+
+        self._acknowledge_once(conn, msg_serial, publish)
+
+    def _acknowledge_once(
+        self, conn: Connection, msg_serial: int, apply: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Apply a MESSAGE or PRESENCE once and ACK it (extra ACK fields from `apply`), or NACK
+        the HubError it raises. A retried msgSerial gets the reply it got before, unapplied."""
         remembered = conn.remembered_ack(msg_serial)
         if remembered is not None:
             self.counters["duplicate_publishes"] += 1
             self.send(conn, remembered)
             return
         try:
-            serials = self.publish(
-                msg.get("channel"), msg.get("messages"),
-                credentials=conn.credentials, client_id=conn.client_id,
-                connection_id=conn.id, proto_id=f"{conn.id}:{msg_serial}",
-            )
-            reply = OutFrame({"action": Action.ACK, "msgSerial": msg_serial, "count": 1,
-                              "res": [{"serials": serials}]})
+            extra = apply()
+            reply = OutFrame({"action": Action.ACK, "msgSerial": msg_serial, "count": 1, **extra})
         except HubError as exc:
             reply = self._nack(msg_serial, exc)
         conn.remember_ack(msg_serial, reply)
@@ -548,18 +559,12 @@ class HubState:
 
     def presence_from(self, conn: Connection, msg: Mapping[str, Any], msg_serial: int) -> None:
         """Realtime PRESENCE -> broadcast + ACK, or NACK (§6)."""
-        remembered = conn.remembered_ack(msg_serial)
-        if remembered is not None:
-            self.counters["duplicate_publishes"] += 1
-            self.send(conn, remembered)
-            return
-        try:
+
+        def apply() -> dict[str, Any]:
             self._apply_presence(conn, msg, msg_serial)
-            reply = OutFrame({"action": Action.ACK, "msgSerial": msg_serial, "count": 1})
-        except HubError as exc:
-            reply = self._nack(msg_serial, exc)
-        conn.remember_ack(msg_serial, reply)
-        self.send(conn, reply)
+            return {}
+
+        self._acknowledge_once(conn, msg_serial, apply)
 
     def _apply_presence(self, conn: Connection, msg: Mapping[str, Any], msg_serial: int) -> None:
         name = check_channel_name(msg.get("channel"))

@@ -150,6 +150,20 @@ def _secret_for(source: SecretSource, client_id: str) -> str:
     return secret
 
 
+def _backend_client(
+    client_id: str, secret_source: SecretSource, display_name: str, scopes: str,
+) -> OAuthClient:
+    """A confidential backend system using the client_credentials grant (RFC 6749 §4.4)
+    with SMART system-level scopes."""
+    return OAuthClient(
+        client_id=client_id,
+        secret=_secret_for(secret_source, client_id),
+        grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
+        allowed_scopes=tuple(scopes.split()),
+        display_name=display_name,
+    )
+
+
 def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
     """The sandbox's registered applications.
 
@@ -179,29 +193,14 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
             ),
             display_name="WardSync Desktop",
         ),
-        OAuthClient(
-            client_id=LAB_CLIENT_ID,
-            secret=_secret_for(secret_source, LAB_CLIENT_ID),
-            grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
-            allowed_scopes=(
-                "system/Observation.cru",
-                "system/DiagnosticReport.cru",
-                "system/Patient.rs",
-                "system/Encounter.rs",
-            ),
-            display_name="Laboratory system (synthetic)",
+        _backend_client(
+            LAB_CLIENT_ID, secret_source, "Laboratory system (synthetic)",
+            "system/Observation.cru system/DiagnosticReport.cru system/Patient.rs "
+            "system/Encounter.rs",
         ),
-        OAuthClient(
-            client_id=DEVICES_CLIENT_ID,
-            secret=_secret_for(secret_source, DEVICES_CLIENT_ID),
-            grant_types=frozenset({GRANT_CLIENT_CREDENTIALS}),
-            allowed_scopes=(
-                "system/Observation.cru",
-                "system/Patient.rs",
-                "system/Encounter.rs",
-                "system/Location.rs",
-            ),
-            display_name="Ward bedside devices (synthetic)",
+        _backend_client(
+            DEVICES_CLIENT_ID, secret_source, "Ward bedside devices (synthetic)",
+            "system/Observation.cru system/Patient.rs system/Encounter.rs system/Location.rs",
         ),
     ]
     if not isinstance(secret_source, Mapping) or RELAY_CLIENT_ID in secret_source:

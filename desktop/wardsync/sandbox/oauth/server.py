@@ -133,6 +133,14 @@ class _AuthorizationCode:
     family_id: str | None = None
 
 
+def _required(params: dict[str, str], name: str) -> str:
+    """A parameter the request must carry (RFC 6749 §5.2 invalid_request when missing)."""
+    value = params.get(name)
+    if not value:
+        raise OAuthError(INVALID_REQUEST, f"{name} is required")
+    return value
+
+
 class _PageError(Exception):
     """An authorization error shown to the user, never redirected (RFC 6749 §4.1.2.1)."""
 
@@ -368,6 +376,13 @@ class OAuthServer:
             headers={"Location": _append_query(redirect_uri, params), **NO_STORE_HEADERS},
         )
 
+    def _authorization_failed(self, err: OAuthError | _PageError | _RedirectError) -> web.Response:
+        """An invalid authorization request: redirected back only when the redirect URI is
+        trusted, otherwise shown to the user (RFC 6749 §4.1.2.1)."""
+        if isinstance(err, _RedirectError):
+            return self._redirect_error(err)
+        return self._error_page(err.description if isinstance(err, OAuthError) else err.message)
+
     def _redirect_error(self, err: _RedirectError) -> web.Response:
         params = {"error": err.error, "error_description": err.description}
         if err.state:
@@ -402,12 +417,8 @@ class OAuthServer:
         try:
             params = unique_params(request.query.items())
             req = self._validate_authorization_request(params)
-        except OAuthError as err:
-            return self._error_page(err.description)
-        except _PageError as err:
-            return self._error_page(err.message)
-        except _RedirectError as err:
-            return self._redirect_error(err)
+        except (OAuthError, _PageError, _RedirectError) as err:
+            return self._authorization_failed(err)
         return self._login_page(req)
 
     async def _on_authorize_post(self, request: web.Request) -> web.Response:
@@ -416,12 +427,8 @@ class OAuthServer:
             req = self._validate_authorization_request(
                 {k: v for k, v in form.items() if k in login_page.AUTHORIZE_PARAMS}
             )
-        except OAuthError as err:
-            return self._error_page(err.description)
-        except _PageError as err:
-            return self._error_page(err.message)
-        except _RedirectError as err:
-            return self._redirect_error(err)
+        except (OAuthError, _PageError, _RedirectError) as err:
+            return self._authorization_failed(err)
 
         decision = form.get(login_page.FIELD_DECISION)
         if decision == login_page.DECISION_DENY:
@@ -486,6 +493,11 @@ class OAuthServer:
             response.headers["WWW-Authenticate"] = 'Basic realm="wardsync-sandbox"'
         return response
 
+    async def _client_form(self, request: web.Request) -> tuple[dict[str, str], OAuthClient]:
+        """The form body of a token or revocation request and the client that sent it."""
+        params = parse_form(request.headers.get("Content-Type", ""), await request.read())
+        return params, self._authenticate_client(request, params)
+
     def _authenticate_client(self, request: web.Request, params: dict[str, str]) -> OAuthClient:
         """The calling client (RFC 6749 §2.3): Basic header or body credentials for a
         confidential client, a bare client_id for a public one."""
@@ -495,7 +507,8 @@ class OAuthServer:
             if "client_secret" in params:
                 # RFC 6749 §2.3: "MUST NOT use more than one authentication method".
                 raise OAuthError(INVALID_REQUEST, "use either Basic or client_secret, not both")
-            client_id, secret = basic
+            client_id = basic[0]
+            secret = basic[1]
             if params.get("client_id", client_id) != client_id:
                 raise OAuthError(INVALID_CLIENT, "client_id does not match the credentials")
         else:
@@ -517,11 +530,8 @@ class OAuthServer:
 
     async def _on_token(self, request: web.Request) -> web.Response:
         try:
-            params = parse_form(request.headers.get("Content-Type", ""), await request.read())
-            client = self._authenticate_client(request, params)
-            grant_type = params.get("grant_type")
-            if not grant_type:
-                raise OAuthError(INVALID_REQUEST, "grant_type is required")
+            params, client = await self._client_form(request)
+            grant_type = _required(params, "grant_type")
             handler = {
                 GRANT_AUTHORIZATION_CODE: self._grant_authorization_code,
                 GRANT_REFRESH_TOKEN: self._grant_refresh_token,
@@ -542,9 +552,7 @@ class OAuthServer:
         self, client: OAuthClient, params: dict[str, str], now: float
     ) -> dict[str, Any]:
         """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.5-4.6)."""
-        code = params.get("code")
-        if not code:
-            raise OAuthError(INVALID_REQUEST, "code is required")
+        code = _required(params, "code")
         record = self._codes.get(_digest(code))
         if record is None or record.client_id != client.client_id:
             raise OAuthError(INVALID_GRANT, "unknown or expired authorization code")
@@ -598,9 +606,7 @@ class OAuthServer:
         self, client: OAuthClient, params: dict[str, str], now: float
     ) -> dict[str, Any]:
         """RFC 6749 §6 with rotation and reuse detection (RFC 9700 §4.14.2)."""
-        presented = params.get("refresh_token")
-        if not presented:
-            raise OAuthError(INVALID_REQUEST, "refresh_token is required")
+        presented = _required(params, "refresh_token")
         old_hash = _digest(presented)
         record = self._store.find_refresh_token(old_hash)
         if record is None or record.family.client_id != client.client_id:
@@ -743,11 +749,8 @@ class OAuthServer:
     async def _on_revoke(self, request: web.Request) -> web.Response:
         """RFC 7009 §2: 200 whether or not the token was valid, so a client cannot probe."""
         try:
-            params = parse_form(request.headers.get("Content-Type", ""), await request.read())
-            client = self._authenticate_client(request, params)
-            token = params.get("token")
-            if not token:
-                raise OAuthError(INVALID_REQUEST, "token is required")
+            params, client = await self._client_form(request)
+            token = _required(params, "token")
             self._revoke(token, requesting_client=client.client_id)
         except OAuthError as err:
             return self._oauth_error(err)

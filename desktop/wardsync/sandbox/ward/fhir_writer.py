@@ -3,8 +3,13 @@
 `ClientCredentialsToken` gets and caches a bearer token with the client_credentials grant
 (RFC 6749 §4.4), authenticating with HTTP Basic (client_secret_basic, RFC 6749 §2.3.1).
 `FhirRestWriter` creates, reads and updates resources on one FHIR base (FHIR R4 http.html),
-retries exactly once with a fresh token on 401, and maps failures to `FhirWriteError`s.
-Error messages name the interaction and status only: never a resource's content.
+retries exactly once with a fresh token on 401, and raises the FHIR client's typed errors
+(`wardsync.fhir.errors`): `Unreachable` / `ServerError` (transient), `AuthError` /
+`Forbidden`, `Conflict` (412), `NotFound`, `InvalidResource`. `FhirError.transient` says
+whether retrying later may help. Error messages name the interaction, the status and the
+OperationOutcome issue codes only: never a resource's content.
+`BackendSystem` is the base of the sandbox's writing systems (the laboratory, the bedside
+devices): one writer per system, built the same way.
 """
 
 from __future__ import annotations
@@ -14,46 +19,29 @@ import base64
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Required, TypedDict, Unpack
 from urllib.parse import quote_plus
 
 import httpx
+
+from wardsync.core.resources import parse_reference, version_id
+from wardsync.fhir.errors import (
+    AuthError,
+    FhirError,
+    ServerError,
+    Unreachable,
+    error_class_for_status,
+    issues_from_outcome,
+)
 
 FHIR_JSON = "application/fhir+json"
 TOKEN_REFRESH_MARGIN_S = 30.0  # renew this long before expiry (never more than 10 % of life)
 DEFAULT_TOKEN_LIFETIME_S = 300.0  # when the token response has no expires_in (RFC 6749 §5.1)
 HTTP_TIMEOUT_S = 10.0
 MAX_UNFINISHED_BATCHES = 64  # partially written batches remembered for a retry
-
-
-class FhirWriteError(Exception):
-    """A write did not happen. `transient` errors may succeed if retried later."""
-
-    transient = True
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ServerUnavailable(FhirWriteError):
-    """Network failure, timeout, 5xx or 429: try again later."""
-
-
-class AuthFailed(FhirWriteError):
-    """The token endpoint refused the client, or the server refused a fresh token (401/403)."""
-
-
-class Rejected(FhirWriteError):
-    """The server refused the request itself (400, 404, 409, 422, ...): retrying won't help."""
-
-    transient = False
-
-
-class Conflict(Rejected):
-    """412 Precondition Failed: the resource changed since it was read (http.html#concurrency).
-
-    A conflict is reported, never overwritten.
-    """
+# Statuses that ask to come back later (RFC 9110 §15.5.9 Request Timeout, RFC 6585 §4).
+RETRY_LATER_STATUSES = frozenset({408, 429})
 
 
 def _basic_auth(client_id: str, client_secret: str) -> str:
@@ -62,16 +50,11 @@ def _basic_auth(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
 
 
-def _issue_codes(response: httpx.Response) -> str:
-    """The OperationOutcome issue codes of an error response (codes only: no diagnostics)."""
+def _json_body(response: httpx.Response) -> object:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return ""
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return ""
-    found = [i.get("code") for i in body.get("issue", []) if isinstance(i, dict)]
-    return ",".join(str(c) for c in found if c)
+        return None
 
 
 class ClientCredentialsToken:
@@ -120,9 +103,9 @@ class ClientCredentialsToken:
                 headers={"Authorization": self._authorization, "Accept": "application/json"},
             )
         except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"token request failed: {type(exc).__name__}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
-            raise ServerUnavailable(
+            raise Unreachable(f"token request failed: {type(exc).__name__}") from exc
+        if response.status_code >= 500 or response.status_code in RETRY_LATER_STATUSES:
+            raise ServerError(
                 f"token endpoint -> {response.status_code}", status=response.status_code
             )
         if response.status_code != 200:
@@ -132,7 +115,7 @@ class ClientCredentialsToken:
                 error = str(response.json().get("error", ""))
             except (ValueError, AttributeError):
                 pass
-            raise AuthFailed(
+            raise AuthError(
                 f"token endpoint -> {response.status_code} {error}".rstrip(),
                 status=response.status_code,
             )
@@ -141,9 +124,9 @@ class ClientCredentialsToken:
             token = body["access_token"]
             lifetime = float(body.get("expires_in", DEFAULT_TOKEN_LIFETIME_S))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise AuthFailed("token endpoint returned no usable access_token") from exc
+            raise AuthError("token endpoint returned no usable access_token") from exc
         if not isinstance(token, str) or not token:
-            raise AuthFailed("token endpoint returned no usable access_token")
+            raise AuthError("token endpoint returned no usable access_token")
         margin = min(TOKEN_REFRESH_MARGIN_S, lifetime * 0.1)
         self._token = token
         self._renew_at = self._clock() + lifetime - margin
@@ -209,7 +192,7 @@ class FhirRestWriter:
         raised as `Conflict`, never retried as an overwrite.
         """
         rtype, rid = resource["resourceType"], resource["id"]
-        version = resource.get("meta", {}).get("versionId")
+        version = version_id(resource)
         if not version:
             raise ValueError("an update needs the meta.versionId it was read at")
         response = await self._send(
@@ -248,11 +231,11 @@ class FhirRestWriter:
         # return=minimal servers answer with an empty body and a Location (http.html#create).
         location = response.headers.get("Location") or response.headers.get("Content-Location")
         if not location:
-            raise ServerUnavailable(f"{rtype} write returned neither body nor Location")
-        parts = location.rstrip("/").split("/")
-        if "_history" in parts:
-            parts = parts[: parts.index("_history")]
-        return await self.read(rtype, parts[-1])
+            raise ServerError(f"{rtype} write returned neither body nor Location")
+        literal = parse_reference(location)
+        if literal is None or literal.type != rtype:
+            raise ServerError(f"{rtype} write returned a Location that names no {rtype}")
+        return await self.read(rtype, literal.id)
 
     async def _send(
         self,
@@ -270,7 +253,7 @@ class FhirRestWriter:
             try:
                 response = await self._http.request(method, url, json=body, headers=all_headers)
             except httpx.HTTPError as exc:
-                raise ServerUnavailable(f"{method} failed: {type(exc).__name__}") from exc
+                raise Unreachable(f"{method} failed: {type(exc).__name__}") from exc
             if response.status_code != 401 or attempt == 2:
                 return response
             # The token was revoked or expired early: fetch a new one and retry once.
@@ -282,20 +265,53 @@ def _json_resource(response: httpx.Response, rtype: str) -> dict:
     try:
         body = response.json()
     except ValueError as exc:
-        raise ServerUnavailable(f"{rtype}: response is not JSON") from exc
+        raise ServerError(f"{rtype}: response is not JSON") from exc
     if not isinstance(body, dict) or body.get("resourceType") != rtype:
-        raise ServerUnavailable(f"{rtype}: response is not a {rtype}")
+        raise ServerError(f"{rtype}: response is not a {rtype}")
     return body
 
 
-def _error_for(method: str, rtype: str, response: httpx.Response) -> FhirWriteError:
+def _error_for(method: str, rtype: str, response: httpx.Response) -> FhirError:
     status = response.status_code
-    codes = _issue_codes(response)
+    issues = issues_from_outcome(_json_body(response))
+    codes = ",".join(i.code for i in issues if i.code)
     message = f"{method} {rtype} -> {status}" + (f" ({codes})" if codes else "")
-    if status in (401, 403):
-        return AuthFailed(message, status=status)
-    if status == 412:
-        return Conflict(message, status=status)
-    if status >= 500 or status in (408, 429):
-        return ServerUnavailable(message, status=status)
-    return Rejected(message, status=status)
+    cls = ServerError if status in RETRY_LATER_STATUSES else error_class_for_status(status)
+    return cls(message, status=status, issues=issues)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WriterConnection(TypedDict, total=False):
+    """Where and as whom a `BackendSystem` writes: `FhirRestWriter`'s arguments."""
+
+    fhir_base: Required[str]
+    token_url: Required[str]
+    client_id: Required[str]
+    client_secret: Required[str]
+    http: httpx.AsyncClient | None
+    scope: str | None
+
+
+class BackendSystem:
+    """A system that writes over FHIR REST as a confidential client_credentials client.
+
+    Owns one `FhirRestWriter` (and its HTTP client unless `http` is passed in); `now` is the
+    wall clock stamped on what it writes, `monotonic` times its token's renewal.
+    """
+
+    def __init__(
+        self,
+        *,
+        now: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        **connection: Unpack[WriterConnection],
+    ) -> None:
+        self._writer = FhirRestWriter(clock=monotonic, **connection)
+        self._now = now
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this system created it."""
+        await self._writer.aclose()

@@ -10,16 +10,13 @@ and interpretation flag from `lab_ranges`, the same table the seed uses.
 from __future__ import annotations
 
 import math
-import time
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-
-import httpx
+from datetime import datetime, timedelta
 
 from wardsync.core import codes
+from wardsync.core.resources import parse_reference
 
-from .fhir_writer import FhirRestWriter
+from .fhir_writer import BackendSystem
 from .observations import (
     corrected_lab_observation,
     fhir_datetime,
@@ -32,10 +29,6 @@ from .observations import (
 DEFAULT_TURNAROUND = timedelta(minutes=45)
 # DiagnosticReport statuses a laboratory releases new results with (diagnosticreport.html).
 RELEASE_STATUSES = frozenset({"partial", "preliminary", "final"})
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def check_panel_values(panel_code: str, values: dict[str, float]) -> None:
@@ -58,33 +51,8 @@ def check_panel_values(panel_code: str, values: dict[str, float]) -> None:
             raise ValueError(f"value of test {code} must be a finite number")
 
 
-class LabSystem:
+class LabSystem(BackendSystem):
     """Writes laboratory panels and corrections as a confidential client_credentials client."""
-
-    def __init__(
-        self,
-        *,
-        fhir_base: str,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        http: httpx.AsyncClient | None = None,
-        now: Callable[[], datetime] = _utc_now,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._writer = FhirRestWriter(
-            fhir_base=fhir_base,
-            token_url=token_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            http=http,
-            clock=monotonic,
-        )
-        self._now = now
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this client created it."""
-        await self._writer.aclose()
 
     async def post_panel(
         self,
@@ -102,7 +70,7 @@ class LabSystem:
         `values` maps LOINC test codes of the panel to numbers in the test's UCUM unit.
         Returns (report, observations) as the server stored them. If a write fails, calling
         again with the same `accession` reuses the Observations already created.
-        Raises `ValueError` for bad input and `FhirWriteError` when the server refuses.
+        Raises `ValueError` for bad input and `FhirError` when the server refuses.
         """
         check_panel_values(panel_code, values)
         if status not in RELEASE_STATUSES:
@@ -175,12 +143,10 @@ class LabSystem:
 
 def _observation_id(ref: str) -> str:
     """The logical id in `Observation/<id>` (also absolute or versioned forms)."""
-    parts = ref.rstrip("/").split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    if len(parts) < 2 or parts[-2] != "Observation" or not parts[-1]:
+    literal = parse_reference(ref)
+    if literal is None or literal.type != "Observation":
         raise ValueError("the report refers to a result that is not an Observation")
-    return parts[-1]
+    return literal.id
 
 
 def _panel_code(report: dict) -> str:

@@ -9,13 +9,18 @@ POST (FHIR R4 http.html#create: the server assigns the id).
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from wardsync.core import codes
+from wardsync.core.fhirtime import format_instant
+from wardsync.core.resources import codes_of
 
 from .lab_ranges import INTERPRETATION_DISPLAY, lab_range
+
+_T = TypeVar("_T")
 
 # Accession (filler order) numbers of the sandbox laboratory: DiagnosticReport.identifier.
 ACCESSION_SYSTEM = "urn:wardsync:sandbox:lab-accession"
@@ -78,9 +83,22 @@ def fhir_datetime(moment: datetime) -> str:
 
     FHIR R4 datatypes.html#dateTime requires a time zone whenever a time is given.
     """
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("FHIR date-times need a time zone; pass an aware datetime")
-    return moment.isoformat(timespec="seconds")
+    return format_instant(moment, "seconds")
+
+
+def new_resource(resource_type: str, logical_id: str | None) -> dict:
+    """A new resource; without `logical_id` the server assigns one (R4 http.html#create)."""
+    resource: dict = {"resourceType": resource_type}
+    if logical_id is not None:
+        resource["id"] = logical_id
+    return resource
+
+
+def _known(table: Mapping[str, _T], code: str, what: str) -> _T:
+    found = table.get(code)
+    if found is None:
+        raise KeyError(f"unknown {what} code {code!r}")
+    return found
 
 
 def reference(resource_type: str, logical_id: str) -> dict:
@@ -144,9 +162,7 @@ def vital_sign_observations(
     when = fhir_datetime(effective)
 
     def base(code: codes.Code) -> dict:
-        obs: dict = {"resourceType": "Observation"}
-        if id_for is not None:
-            obs["id"] = id_for(VITAL_SLUGS[code.code])
+        obs = new_resource("Observation", id_for(VITAL_SLUGS[code.code]) if id_for else None)
         obs["status"] = "final"
         obs["category"] = category(codes.CATEGORY_VITAL_SIGNS, "Vital Signs")
         obs["code"] = codeable_concept(code)
@@ -206,12 +222,8 @@ def lab_observation(
     observation_id: str | None = None,
 ) -> dict:
     """One laboratory result with UCUM value, reference range and interpretation flag."""
-    test = codes.LAB_TESTS_BY_CODE.get(test_code)
-    if test is None:
-        raise KeyError(f"unknown lab test code {test_code!r}")
-    obs: dict = {"resourceType": "Observation"}
-    if observation_id is not None:
-        obs["id"] = observation_id
+    test = _known(codes.LAB_TESTS_BY_CODE, test_code, "lab test")
+    obs = new_resource("Observation", observation_id)
     obs["status"] = status
     obs["category"] = category(codes.CATEGORY_LABORATORY, "Laboratory")
     obs["code"] = codeable_concept(test)
@@ -252,9 +264,9 @@ def corrected_lab_observation(existing: dict, value: float, *, issued: datetime)
 
 def lab_test_code(obs: dict) -> str:
     """The LOINC code of a lab Observation (`ValueError` if it is not a known lab test)."""
-    for coding in obs.get("code", {}).get("coding", []):
-        if coding.get("system") == codes.LOINC and coding.get("code") in codes.LAB_TESTS_BY_CODE:
-            return coding["code"]
+    for code in codes_of(obs.get("code"), codes.LOINC):
+        if code in codes.LAB_TESTS_BY_CODE:
+            return code
     raise ValueError("the Observation is not one of the known laboratory tests")
 
 
@@ -271,12 +283,8 @@ def lab_report(
     accession: str | None = None,
 ) -> dict:
     """A laboratory DiagnosticReport (category LAB, v2-0074) grouping `result_ids`."""
-    panel = codes.PANELS_BY_CODE.get(panel_code)
-    if panel is None:
-        raise KeyError(f"unknown lab panel code {panel_code!r}")
-    report: dict = {"resourceType": "DiagnosticReport"}
-    if report_id is not None:
-        report["id"] = report_id
+    panel = _known(codes.PANELS_BY_CODE, panel_code, "lab panel")
+    report = new_resource("DiagnosticReport", report_id)
     if accession is not None:
         report["identifier"] = [{"system": ACCESSION_SYSTEM, "value": accession}]
     report["status"] = status

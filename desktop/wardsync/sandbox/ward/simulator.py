@@ -17,8 +17,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from wardsync.fhir.errors import FhirError
+
 from .devices import WardDevices
-from .fhir_writer import FhirWriteError
 from .lab import LabSystem
 from .planner import (
     LabCorrectionWrite,
@@ -122,7 +123,7 @@ class WardSimulator:
             try:
                 await self._write(write)
                 return
-            except FhirWriteError as exc:
+            except FhirError as exc:
                 kind = type(write).__name__
                 if not exc.transient:
                     self.stats.rejected += 1

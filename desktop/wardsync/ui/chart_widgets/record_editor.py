@@ -43,7 +43,9 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.events import PokeAccepted, ResourcesChanged
 from wardsync.core.presence import EditLockEnded, PresenceChanged, record_channel_of_ref
-from wardsync.core.store import ResourceStore, resource_ref
+from wardsync.core.resources import resource_ref
+from wardsync.core.resources import version_id as version_of
+from wardsync.core.store import ResourceStore
 from wardsync.sync.edits import (
     Draft,
     RecordEdits,
@@ -51,7 +53,6 @@ from wardsync.sync.edits import (
     Saved,
     SaveFailed,
     SaveResult,
-    version_of,
 )
 from wardsync.sync.presence import ComponentLock, PresenceHandle, PresenceService
 from wardsync.ui.chart_widgets.panel_message import PanelMessage
