@@ -1,7 +1,7 @@
 """Benchmark: a critical lab result written to FHIR -> the alert visible on the workstation.
 
 The sandbox runs as its own process (`wardsync sandbox --no-simulator`). This process is the
-workstation, composed as `ui.services.AppServices` does it in demo mode: one httpx client, the
+workstation, composed as `station.services.AppServices` does it in demo mode: one httpx client, the
 demo clinician signed in through the sandbox's SMART flow, the `Workstation` sync stack and the
 `AlertCenter`, on the qasync loop with windows open (offscreen Qt): the ward overview, the
 Alerts window and one patient window per patient written to, each with its banner. The
@@ -170,13 +170,13 @@ async def measure(config: Config) -> dict[str, Any]:
     from wardsync.auth.login import sign_in
     from wardsync.auth.session import Session
     from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS
+    from wardsync.station.services import DEMO_PASSWORD, DEMO_USER
+    from wardsync.station.workspace import Workspace
     from wardsync.sync.alerts import AlertCenter, Clinician
     from wardsync.sync.workstation import Workstation, WorkstationConfig
     from wardsync.ui.alerts_window import AlertsWindow
-    from wardsync.ui.services import DEMO_PASSWORD, DEMO_USER
     from wardsync.ui.ward_overview import WardOverviewWindow
     from wardsync.ui.window_base import PanelWindow
-    from wardsync.ui.workspace import Workspace
 
     class PatientWindow(PanelWindow):
         kind = "patient"

@@ -14,6 +14,7 @@ from tests.conftest import REPO
 from tests.ui.test_alert_ui import garbage_collected_on_the_gui_thread  # noqa: F401 (autouse)
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import DEFAULT_SCOPES, Settings, load_settings
+from wardsync.station.services import DEMO_ESCALATION_AFTER_MIN, AppServices
 from wardsync.sync.alerts import ALERT_WRITE_SCOPES
 from wardsync.sync.edits import EDIT_WRITE_SCOPES
 from wardsync.ui.alert_notifier import (
@@ -23,7 +24,6 @@ from wardsync.ui.alert_notifier import (
     plan_notification,
 )
 from wardsync.ui.app import AppController
-from wardsync.ui.services import DEMO_ESCALATION_AFTER_MIN, AppServices
 
 SOUNDS = REPO / "resources" / "sounds"
 

@@ -26,6 +26,7 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.queries import PatientLabs
 from wardsync.sandbox.server import Sandbox
+from wardsync.station.workspace import Workspace
 from wardsync.sync.alerts import AlertCenter, Clinician
 from wardsync.ui.ack_dialog import AcknowledgeDialog
 from wardsync.ui.alert_notifier import AlertNotifier
@@ -33,7 +34,6 @@ from wardsync.ui.alerts_window import AlertsWindow
 from wardsync.ui.idle_lock import ScreenLock
 from wardsync.ui.ward_overview import WardOverviewWindow
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 
 @pytest.fixture(autouse=True)

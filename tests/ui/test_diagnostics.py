@@ -30,6 +30,7 @@ from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.queries import PatientLabs, PatientVitals
 from wardsync.sandbox.server import Sandbox
 from wardsync.sandbox.ward.observations import VitalSigns
+from wardsync.station.workspace import Workspace
 from wardsync.sync.activity import ActivityRecorder, Tee
 from wardsync.sync.pull import QueryState
 from wardsync.sync.workstation import Workstation, WorkstationConfig
@@ -41,7 +42,6 @@ from wardsync.ui.diagnostics import (
     latency_text,
 )
 from wardsync.ui.ward_overview import WardOverviewWindow
-from wardsync.ui.workspace import Workspace
 
 LYTES = {codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 4.1, codes.UREA.code: 5.2,
          codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.5}

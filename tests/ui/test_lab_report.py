@@ -20,11 +20,11 @@ from tests.ui.test_patient_chart_harness import (
 )
 from wardsync.core import codes
 from wardsync.fhir.errors import ServerError
-from wardsync.ui.banner_facts import allergy_text
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import PatientChartWindow
-from wardsync.ui.report_history import read_history
-from wardsync.ui.ward_rows import display_name, mrn
+from wardsync.viewmodels.banner_facts import allergy_text
+from wardsync.viewmodels.report_history import read_history
+from wardsync.viewmodels.ward_rows import display_name, mrn
 
 REPORT = "dr-03-1"  # the seeded electrolytes panel of pat-03
 

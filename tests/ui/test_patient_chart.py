@@ -23,8 +23,8 @@ from tests.ui.test_patient_chart_harness import (
 from wardsync.core import codes
 from wardsync.sandbox.ward.observations import VitalSigns
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
-from wardsync.ui.record_rows import GROUP_DONE_TASKS, GROUP_OPEN_TASKS
-from wardsync.ui.ward_rows import display_name, mrn
+from wardsync.viewmodels.record_rows import GROUP_DONE_TASKS, GROUP_OPEN_TASKS
+from wardsync.viewmodels.ward_rows import display_name, mrn
 
 LYTES = {codes.SODIUM.code: 138.0, codes.POTASSIUM.code: 6.8, codes.UREA.code: 5.0,
          codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.4}

@@ -11,7 +11,7 @@ from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController
-from wardsync.ui.ward_rows import OPEN_TASK
+from wardsync.viewmodels.ward_rows import OPEN_TASK
 
 
 def charts(controller: AppController) -> list:

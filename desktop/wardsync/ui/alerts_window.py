@@ -27,12 +27,12 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.alerts import AlertId, AlertRecord, AlertsChanged, AlertStatus
 from wardsync.core.events import QueryStateChanged
+from wardsync.station.workspace import Workspace
 from wardsync.sync.alerts import AlertCenter
 from wardsync.ui.alert_banner import clock_time, format_age, open_acknowledge_dialog, pressing_first
 from wardsync.ui.alert_notifier import AlertNotifier
 from wardsync.ui.columns import fit_columns
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 OPEN_COLUMNS = ("Age", "State", "Bed", "Patient", "MRN", "Critical result", "Released",
                 "Escalation")

@@ -59,9 +59,9 @@ class AppController:
                  layouts: Any = None) -> None:
         from PySide6.QtWidgets import QApplication
 
+        from wardsync.station.services import AppServices
         from wardsync.sync.activity import ActivityRecorder, Tee
         from wardsync.ui.idle_lock import IdleMonitor, ScreenLock
-        from wardsync.ui.services import AppServices
 
         # Windows close through the controller, so the sync stack and the demo server are
         # stopped before the event loop ends (Qt must not quit on the last window by itself).
@@ -103,7 +103,7 @@ class AppController:
         self.idle.start()
 
     def _make_workspace(self) -> None:
-        from wardsync.ui.workspace import Workspace
+        from wardsync.station.workspace import Workspace
 
         ws = self.services.workstation
         assert ws is not None and self.services.backend is not None
@@ -343,7 +343,7 @@ class AppController:
         return True
 
     def _demo_username_of(self, fhir_user: str | None) -> str:
-        from wardsync.ui.services import DEMO_USER
+        from wardsync.station.services import DEMO_USER
 
         for user in self.services.demo_users:
             name = user.get("username", "")

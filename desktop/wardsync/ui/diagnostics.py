@@ -50,6 +50,7 @@ from wardsync.core.events import (
     QueryStateChanged,
     ResourcesChanged,
 )
+from wardsync.station.workspace import Workspace
 from wardsync.sync.activity import (
     ActivityRecorder,
     ActivitySnapshot,
@@ -59,7 +60,6 @@ from wardsync.sync.activity import (
 from wardsync.sync.pull import QueryState
 from wardsync.ui.columns import fit_columns
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 REFRESH_INTERVAL_MS = 1000  # the timer refresh: ages and per-minute rates move on their own
 EVENT_REFRESH_DELAY_MS = 100  # bus events coalesce into one refresh this soon after

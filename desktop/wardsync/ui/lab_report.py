@@ -30,14 +30,14 @@ from PySide6.QtWidgets import (
 from wardsync.core.backoff import Backoff, Jitter
 from wardsync.core.queries import LabReport
 from wardsync.fhir.errors import FhirError
+from wardsync.station.workspace import Workspace
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
 from wardsync.ui.chart_widgets.panel_message import LoadingDelay, PanelMessage
 from wardsync.ui.chart_widgets.patient_window import PatientWindow
-from wardsync.ui.clinical_text import reference_id
-from wardsync.ui.lab_rows import LAB_COLUMNS, report_summary, result_refs, result_row
-from wardsync.ui.report_history import HISTORY_COLUMNS, read_history, status_history
-from wardsync.ui.table_rows import Row, newly_visible
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.clinical_text import reference_id
+from wardsync.viewmodels.lab_rows import LAB_COLUMNS, report_summary, result_refs, result_row
+from wardsync.viewmodels.report_history import HISTORY_COLUMNS, read_history, status_history
+from wardsync.viewmodels.table_rows import Row, newly_visible
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from wardsync.sync.edits import (
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
 from wardsync.ui.chart_widgets.record_editor import RecordEditor, Subscribe
-from wardsync.ui.clinical_text import format_moment, ref_of, version_of, when
-from wardsync.ui.table_rows import Row
+from wardsync.viewmodels.clinical_text import format_moment, ref_of, version_of, when
+from wardsync.viewmodels.table_rows import Row
 
 NOTE_COLUMNS = ("Written", "By", "Note", "Status")
 

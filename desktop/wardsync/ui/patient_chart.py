@@ -34,14 +34,16 @@ from PySide6.QtWidgets import (
 )
 
 from wardsync.core.queries import PatientLabs, PatientRecord, PatientVitals
+from wardsync.station.workspace import Workspace
 from wardsync.sync.edits import NursingNotes, RecordEdits, is_nursing_note
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
 from wardsync.ui.chart_widgets.patient_window import PatientWindow
 from wardsync.ui.chart_widgets.vital_trends import VitalTrendsPanel
-from wardsync.ui.lab_rows import LAB_COLUMNS, lab_groups
 from wardsync.ui.nursing_note import NursingNotesPanel
-from wardsync.ui.record_rows import (
+from wardsync.ui.task_editor import TaskEditor
+from wardsync.viewmodels.lab_rows import LAB_COLUMNS, lab_groups
+from wardsync.viewmodels.record_rows import (
     MEDICATION_COLUMNS,
     PROBLEM_COLUMNS,
     TASK_COLUMNS,
@@ -49,11 +51,9 @@ from wardsync.ui.record_rows import (
     problem_groups,
     task_groups,
 )
-from wardsync.ui.table_rows import newly_visible, shown_versions
-from wardsync.ui.task_editor import TaskEditor
-from wardsync.ui.vital_series import vital_trends
-from wardsync.ui.ward_rows import is_vital_sign, patient_ref_of
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.table_rows import newly_visible, shown_versions
+from wardsync.viewmodels.vital_series import vital_trends
+from wardsync.viewmodels.ward_rows import is_vital_sign, patient_ref_of
 
 # (section, tab text with its Alt mnemonic, accessible name)
 TABS = (

@@ -33,8 +33,8 @@ from wardsync.sync.edits import (
 )
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.record_editor import RecordEditor, Subscribe
-from wardsync.ui.clinical_text import NO_VALUE, concept_text, format_moment
-from wardsync.ui.record_rows import practitioner_name
+from wardsync.viewmodels.clinical_text import NO_VALUE, concept_text, format_moment
+from wardsync.viewmodels.record_rows import practitioner_name
 
 NOTES_SHOWN = 4  # the latest notes shown above the editor (all are in the tooltip)
 

@@ -21,17 +21,17 @@ from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.news2 import RiskBand
 from wardsync.core.presence import PresenceChanged, initials
 from wardsync.core.queries import PatientVitals, WardCensus, WardTasks
+from wardsync.station.workspace import Workspace
 from wardsync.sync.presence import PresenceHandle
 from wardsync.ui.columns import fit_columns
-from wardsync.ui.ward_rows import (
+from wardsync.ui.window_base import PanelWindow
+from wardsync.viewmodels.ward_rows import (
     WardRow,
     build_row,
     is_vital_sign,
     patient_ref_of,
     ward_encounters,
 )
-from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 HIGHLIGHT_S = 3.0  # how long a changed row stays highlighted
 LOADING_HINT_AFTER_MS = 300  # a fetch slower than this shows a loading message

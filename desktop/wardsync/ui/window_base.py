@@ -20,9 +20,9 @@ from wardsync.core.bus import Subscription
 from wardsync.core.connection_status import ConnectionState, ConnectionStatus
 from wardsync.core.events import ConnectionStatusChanged
 from wardsync.core.queries import QueryKey
+from wardsync.station.workspace import Workspace
 from wardsync.sync.pull import QueryLease
 from wardsync.ui.alert_banner import AlertBanner, install_alert_banner, open_acknowledge_dialog
-from wardsync.ui.workspace import Workspace
 
 DEMO_TEXT = "DEMO — synthetic data"
 _STATE_WORDS = {

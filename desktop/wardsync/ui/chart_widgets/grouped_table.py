@@ -19,7 +19,7 @@ from PySide6.QtCore import Property, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from wardsync.ui.table_rows import Group, Row
+from wardsync.viewmodels.table_rows import Group, Row
 
 HIGHLIGHT_S = 3.0  # how long a changed line stays highlighted
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1

@@ -22,15 +22,15 @@ from PySide6.QtWidgets import QWidget
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.presence import PresenceChanged
 from wardsync.core.queries import PatientAllergies, PatientIdentity, QueryKey
+from wardsync.station.workspace import Workspace
 from wardsync.sync.presence import PresenceHandle, PresenceService
-from wardsync.ui.banner_facts import LoadStatus, banner_facts
 from wardsync.ui.chart_widgets.panel_message import QueryStatusLine
 from wardsync.ui.patient_banner import PatientBanner
 from wardsync.ui.presence_avatars import PresenceAvatars
-from wardsync.ui.table_rows import newly_visible
-from wardsync.ui.ward_rows import patient_ref_of
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.banner_facts import LoadStatus, banner_facts
+from wardsync.viewmodels.table_rows import newly_visible
+from wardsync.viewmodels.ward_rows import patient_ref_of
 
 FRESHNESS_REFRESH_MS = 1000  # how often "Updated hh:mm:ss" is re-read from the query states
 BANNER_TYPES = frozenset({"Patient", "Encounter", "Location", "AllergyIntolerance"})

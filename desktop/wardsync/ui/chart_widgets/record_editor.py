@@ -57,7 +57,7 @@ from wardsync.sync.presence import ComponentLock, PresenceHandle, PresenceServic
 from wardsync.ui.chart_widgets.panel_message import PanelMessage
 from wardsync.ui.conflict_view import ConflictChoice, ConflictView
 from wardsync.ui.presence_avatars import PresenceAvatars
-from wardsync.ui.ward_rows import patient_ref_of
+from wardsync.viewmodels.ward_rows import patient_ref_of
 
 log = logging.getLogger(__name__)
 

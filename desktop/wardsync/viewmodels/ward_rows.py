@@ -15,7 +15,7 @@ from typing import Any
 from wardsync.core import codes
 from wardsync.core.news2 import News2, news2_from_observations
 from wardsync.core.store import ResourceStore
-from wardsync.ui.record_rows import OPEN_TASK
+from wardsync.viewmodels.record_rows import OPEN_TASK
 
 Resource = Mapping[str, Any]
 
