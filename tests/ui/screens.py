@@ -16,10 +16,11 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.infra.settings import load_settings
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.sync.activity import ActivityRecorder
-from wardsync.ui.app import AppController, load_stylesheet
+from wardsync.ui.app import AppController
 from wardsync.ui.diagnostics import DiagnosticsWindow
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
+from wardsync.ui.stylesheets import load_stylesheet
 
 CRITICAL_POTASSIUM = 6.9  # mmol/L, above the 6.2 critical limit: shows a corrected, critical line
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
-from wardsync.ui.app import load_stylesheet
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
 from wardsync.ui.chart_widgets.vital_trends import VitalTrendCard, VitalTrendsPanel, time_axis
 from wardsync.ui.patient_banner import PatientBanner
+from wardsync.ui.stylesheets import load_stylesheet
 from wardsync.viewmodels.banner_facts import BannerFacts
 from wardsync.viewmodels.table_rows import Group, Row
 from wardsync.viewmodels.vital_series import TRENDS_BY_KEY, Trend, VitalTrends

@@ -23,6 +23,7 @@ from wardsync.infra.metrics import metrics_from_env
 from wardsync.infra.paths import resources_dir
 from wardsync.infra.sandbox_process import SandboxStartError
 from wardsync.infra.settings import ConfigError, Settings, load_settings
+from wardsync.ui.stylesheets import load_stylesheet
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,6 @@ def has_display(environ: dict[str, str] | None = None, platform: str = sys.platf
         return True  # Windows and macOS always have a window system
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")
                 or env.get("QT_QPA_PLATFORM", "").startswith(("offscreen", "minimal", "vnc")))
-
-
-def load_stylesheet(theme: str) -> str:
-    path = resources_dir() / "styles" / f"{theme}.qss"
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        log.warning("theme %s not found at %s", theme, path)
-        return ""
 
 
 class AppController:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -36,8 +36,8 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.fhirtime import parse_instant
 from wardsync.sync.edits import SaveConflict, version_of
+from wardsync.viewmodels.edit_session import ConflictChoice
 
-ConflictChoice = Literal["mine", "theirs", "edit"]
 UNCHANGED = "(unchanged)"
 BOTH_CHANGED = "both changed"
 CONFLICT_STYLE = """
