@@ -182,7 +182,7 @@ async def measure(config: Config) -> dict[str, Any]:
         kind = "patient"
 
         def __init__(self, workspace: Workspace, patient_id: str) -> None:
-            super().__init__(workspace)
+            super().__init__(workspace.panel(self.kind))
             self.open_query(PatientLabs(patient_id))
 
     QApplication.instance().setQuitOnLastWindowClosed(False)
@@ -212,8 +212,8 @@ async def measure(config: Config) -> dict[str, Any]:
         try:
             space = Workspace(workstation=ws, metrics=metrics, user_name=tokens.display_name,
                               demo=True, ward=info["ward"], alerts=center)
-            ward = WardOverviewWindow(space)
-            alerts = AlertsWindow(space)
+            ward = WardOverviewWindow.in_workspace(space)
+            alerts = AlertsWindow.in_workspace(space)
             windows += [ward, alerts]
             await until(lambda: center.feed_key is not None
                         and ws.queries.state(center.feed_key).status == "ok"

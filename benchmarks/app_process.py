@@ -221,7 +221,7 @@ class AppSide:
                               user_name=self.session.user_display_name, demo=True,
                               ward=self.args.ward)
         for _ in range(self.args.windows):
-            window = WardOverviewWindow(workspace)
+            window = WardOverviewWindow.in_workspace(workspace)
             paints = self.rec.paints.setdefault(window.window_id, [])
             probe = PaintProbe(paints, window)
             window.table.viewport().installEventFilter(probe)

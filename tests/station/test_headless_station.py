@@ -26,7 +26,7 @@ QT_MODULES = ("PySide6", "qasync", "shiboken6", "wardsync.ui")
 HEADLESS_MODULES = (
     "wardsync.station.services", "wardsync.station.workspace", "wardsync.station.layout_store",
     "wardsync.viewmodels.window_geometry", "wardsync.viewmodels.window_layout",
-    "wardsync.viewmodels.edit_session",
+    "wardsync.viewmodels.edit_session", "wardsync.viewmodels.ward_overview",
     "wardsync.viewmodels.ward_rows", "wardsync.viewmodels.lab_rows",
     "wardsync.viewmodels.record_rows", "wardsync.viewmodels.table_rows",
     "wardsync.viewmodels.banner_facts", "wardsync.viewmodels.clinical_text",

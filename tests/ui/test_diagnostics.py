@@ -112,7 +112,8 @@ async def test_the_window_shows_live_activity_and_the_open_queries(
 async def check_the_window(qtbot: QtBot, sandbox: Sandbox, clinician: Session,
                            http: httpx.AsyncClient) -> None:
     async with workspace_on(sandbox, clinician, http) as (workspace, recorder, memory):
-        ward = WardOverviewWindow(workspace)  # a real panel: its repaints emit `rendered`
+        # A real panel: its repaints emit `rendered`.
+        ward = WardOverviewWindow.in_workspace(workspace)
         qtbot.addWidget(ward)
         window = DiagnosticsWindow(workspace, recorder)
         qtbot.addWidget(window)

@@ -32,7 +32,7 @@ DATA_KEYS = ("record", "vitals", "labs", "identity")
 
 
 def open_chart(qtbot: QtBot, live: LiveChart, patient: str = PATIENT) -> PatientChartWindow:
-    window = PatientChartWindow(live.workspace, patient)
+    window = PatientChartWindow.in_workspace(live.workspace, patient)
     live.show(qtbot, window)
     return window
 
@@ -41,8 +41,8 @@ def loaded(window: PatientChartWindow) -> bool:
     """Every query answered and the window painted it: query states change at once, but
     the store changes reach windows on the bus's next flush."""
     keys = (window.record_key, window.vitals_key, window.labs_key, window.identity_key)
-    return (all(window.workspace.queries.state(k).status == "ok" for k in keys)
-            and window.workspace.workstation.bus.pending == 0
+    return (all(window.panel.queries.state(k).status == "ok" for k in keys)
+            and window.panel.bus.pending == 0
             and window.vitals.has_readings)
 
 

@@ -142,7 +142,7 @@ class AppController:
         from wardsync.ui.ward_overview import WardOverviewWindow
 
         assert self.workspace is not None
-        window = self._show(WardOverviewWindow(self.workspace))
+        window = self._show(WardOverviewWindow.in_workspace(self.workspace))
         if self.services.keyring_message:
             # No OS keyring: tokens are for this session only; say so once, in words.
             window.statusBar().showMessage(self.services.keyring_message, 60000)
@@ -156,7 +156,7 @@ class AppController:
         if existing is not None:
             return self._raise(existing)
         self._audit(patient_id)
-        return self._show(PatientChartWindow(self.workspace, patient_id))
+        return self._show(PatientChartWindow.in_workspace(self.workspace, patient_id))
 
     def open_lab_report(self, report_id: str, patient_id: str):
         from wardsync.ui.lab_report import LabReportWindow
@@ -165,7 +165,7 @@ class AppController:
         if existing is not None:
             return self._raise(existing)
         self._audit(patient_id)
-        return self._show(LabReportWindow(self.workspace, report_id, patient_id))
+        return self._show(LabReportWindow.in_workspace(self.workspace, report_id, patient_id))
 
     def open_alerts_window(self):
         """The Alerts window (one per app: an open one is brought to the front)."""
@@ -175,7 +175,7 @@ class AppController:
         existing = self._find(AlertsWindow.kind)
         if existing is not None:
             return self._raise(existing)
-        return self._show(AlertsWindow(self.workspace, notifier=self.notifier))
+        return self._show(AlertsWindow.in_workspace(self.workspace, notifier=self.notifier))
 
     def open_diagnostics(self):
         from wardsync.ui.diagnostics import DiagnosticsWindow

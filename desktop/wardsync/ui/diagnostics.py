@@ -270,7 +270,8 @@ class DiagnosticsWindow(PanelWindow):
 
     def __init__(self, workspace: Workspace, activity: ActivityRecorder,
                  parent: QWidget | None = None) -> None:
-        super().__init__(workspace, parent)
+        super().__init__(workspace.panel(self.kind), parent)
+        self.workspace = workspace  # IT's view of the whole workstation: it shows all of it
         self.activity = activity
         self._query_items: dict[str, QTreeWidgetItem] = {}
         self.last_snapshot: ActivitySnapshot | None = None

@@ -12,8 +12,9 @@ Working together (issue 5): with the workstation's `PresenceService` the chart i
 the patient's record channel and shows who else has the patient open under the banner; with
 `RecordEdits` too, the Tasks tab edits the selected task (status, owner, a note) and the
 Nursing notes tab writes and amends notes, through record locks and `If-Match` saves
-(ui/chart_widgets/record_editor.py). Both come from the constructor or, when not given, from
-the workspace's `presence` / `edits` attributes; without them the chart is read-only.
+(ui/chart_widgets/record_editor.py). Both come from the constructor (`in_workspace` passes
+the session's); without them the chart is read-only. Like every window it takes only what it
+shows: its panel context (store, queries, bus), presence and edits.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from wardsync.core.queries import PatientLabs, PatientRecord, PatientVitals
-from wardsync.station.workspace import Workspace
+from wardsync.station.workspace import PanelContext, Workspace
 from wardsync.sync.edits import NursingNotes, RecordEdits, is_nursing_note
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
@@ -81,16 +82,23 @@ class PatientChartWindow(PatientWindow):
     kind = "chart"
     title = "Patient chart"
 
-    def __init__(self, workspace: Workspace, patient_id: str,
+    @classmethod
+    def in_workspace(cls, workspace: Workspace, patient_id: str, *,
+                     presence: PresenceService | None = None,
+                     edits: RecordEdits | None = None) -> PatientChartWindow:
+        """The patient's chart for this session (its presence and edits unless given)."""
+        return cls(workspace.panel(cls.kind), patient_id,
+                   presence=presence if presence is not None else workspace.presence,
+                   edits=edits if edits is not None else workspace.edits)
+
+    def __init__(self, panel: PanelContext, patient_id: str,
                  parent: QWidget | None = None, *, presence: PresenceService | None = None,
                  edits: RecordEdits | None = None) -> None:
-        super().__init__(workspace, patient_id, parent)
+        super().__init__(panel, patient_id, parent)
         self.record_key = PatientRecord(patient_id)
         self.vitals_key = PatientVitals(patient_id)
         self.labs_key = PatientLabs(patient_id)
         self.notes_key = NursingNotes(patient_id)
-        presence = presence if presence is not None else getattr(workspace, "presence", None)
-        edits = edits if edits is not None else getattr(workspace, "edits", None)
         self.edits: RecordEdits | None = edits
 
         self.vitals = VitalTrendsPanel()
@@ -107,7 +115,7 @@ class PatientChartWindow(PatientWindow):
         self.task_editor: TaskEditor | None = None
         tasks_content: QWidget = self.tasks
         if edits is not None:
-            self.task_editor = TaskEditor(store=workspace.store, subscribe=self.subscribe,
+            self.task_editor = TaskEditor(store=panel.store, subscribe=self.subscribe,
                                           edits=edits, presence=presence,
                                           patient_id=patient_id)
             self.task_editor.review_requested.connect(self._on_editor_review_requested)
@@ -118,7 +126,7 @@ class PatientChartWindow(PatientWindow):
             split.addWidget(self.task_editor)
             split.setSizes([360, 320])
             tasks_content = split
-        self.notes = NursingNotesPanel(store=workspace.store, patient_id=patient_id,
+        self.notes = NursingNotesPanel(store=panel.store, patient_id=patient_id,
                                        subscribe=self.subscribe, edits=edits,
                                        presence=presence)
         if self.notes.editor is not None:
@@ -195,7 +203,7 @@ class PatientChartWindow(PatientWindow):
 
     def _sections_for(self, refs: set[str]) -> set[str]:
         sections: set[str] = set()
-        store = self.workspace.store
+        store = self.panel.store
         for ref in refs:
             rtype = ref.split("/", 1)[0]
             if rtype == "Observation":
@@ -229,7 +237,7 @@ class PatientChartWindow(PatientWindow):
         return visible
 
     def _render(self, section: str) -> dict[str, str]:
-        store, pid = self.workspace.store, self.patient_id
+        store, pid = self.panel.store, self.patient_id
         if section == "notes":
             return self.notes.render()
         if section == "vitals":
@@ -303,7 +311,7 @@ class PatientChartWindow(PatientWindow):
             editor.message.show_message("Save or discard this edit before opening another "
                                         "task.", "info")
             return
-        task = self.workspace.store.get(key)
+        task = self.panel.store.get(key)
         if task is not None:
             editor.set_record(task)
 
@@ -320,7 +328,7 @@ class PatientChartWindow(PatientWindow):
     def refresh_status(self) -> None:
         super().refresh_status()
         try:
-            loaded = self.workspace.queries.state(self.notes_key).status == "ok"
+            loaded = self.panel.queries.state(self.notes_key).status == "ok"
         except KeyError:
             loaded = False  # the notes tab was not opened yet
         self.notes.show_loaded(loaded)
