@@ -131,20 +131,9 @@ class LabReportWindow(PatientWindow):
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.open_chart_button)
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
-        layout.addWidget(self.banner)
-        # Who else is looking at this patient right now (one member per workstation however
-        # many windows show the patient).
-        avatars = self.join_presence(presence)
-        if avatars is not None:
-            row = QHBoxLayout()
-            row.addStretch(1)
-            row.addWidget(avatars)
-            layout.addLayout(row)
+        layout = self.patient_layout(presence)
         layout.addWidget(splitter, 1)
         layout.addLayout(buttons)
-        self.setCentralWidget(central)
         self.resize(1000, 760)
         self.setTabOrder(self.results, self.history)
         self.setTabOrder(self.history, self.open_chart_button)

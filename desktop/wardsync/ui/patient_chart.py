@@ -24,7 +24,6 @@ import asyncio
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QHBoxLayout,
     QLabel,
     QScrollArea,
     QSplitter,
@@ -178,17 +177,7 @@ class PatientChartWindow(PatientWindow):
             shortcut.activated.connect(lambda i=index: self._on_tab_shortcut_activated(i))
         self.tabs.currentChanged.connect(self._on_tabs_current_changed)
 
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
-        layout.addWidget(self.banner)
-        avatars = self.join_presence(presence)
-        if avatars is not None:
-            row = QHBoxLayout()
-            row.addStretch(1)
-            row.addWidget(avatars)
-            layout.addLayout(row)
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
+        self.patient_layout(presence).addWidget(self.tabs, 1)
         self.resize(1200, 820)
 
         self.open_identity_queries()

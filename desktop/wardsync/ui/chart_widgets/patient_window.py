@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.presence import PresenceChanged
@@ -83,6 +83,22 @@ class PatientWindow(PanelWindow):
         self.subscribe(PresenceChanged, self._on_bus_presence_changed)
         self.render_presence()
         return self.presence_avatars
+
+    def patient_layout(self, presence: PresenceService | None) -> QVBoxLayout:
+        """The window's central layout, started: the identity banner, then (with presence)
+        who else is looking at this patient right now, right-aligned. The caller adds the
+        window's own contents below."""
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.banner)
+        avatars = self.join_presence(presence)
+        if avatars is not None:
+            row = QHBoxLayout()
+            row.addStretch(1)
+            row.addWidget(avatars)
+            layout.addLayout(row)
+        self.setCentralWidget(central)
+        return layout
 
     def render_presence(self) -> None:
         handle, avatars = self.presence_handle, self.presence_avatars

@@ -8,7 +8,7 @@ view: it builds the title, avatars, lock and urgent banners, message and buttons
 session's `EditorControls`, opens the conflict view (ui/conflict_view.py) and forwards the
 buttons to the session. Its colours are in `resources/styles/components/record-editor.qss`.
 
-Subclasses build the form and implement `fill`, `draft_from_form`, `load_draft`,
+Subclasses build the form (`build_form`) and implement `fill`, `draft_from_form`, `load_draft`,
 `save_draft`, `set_form_editable` and optionally `edit_refusal`, `edit_label` and
 `allows_new`; the session calls them through `_WidgetSession`. (Qt widgets cannot be
 `abc.ABC`s — Shiboken's metaclass skips the abstract check — so the enforced contract is
@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.store import ResourceStore
 from wardsync.sync.edits import Draft, RecordEdits, SaveConflict, SaveResult
-from wardsync.sync.presence import ComponentLock, PresenceHandle, PresenceService
+from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.panel_message import PanelMessage
 from wardsync.ui.conflict_view import ConflictView
 from wardsync.ui.presence_avatars import PresenceAvatars
@@ -183,8 +183,15 @@ class RecordEditor(QFrame):
         self.session = _WidgetSession(
             self, store=store, subscribe=subscribe, edits=edits, presence=presence,
             patient_id=patient_id, component=self.component, what=self.what)
+        self.build_form()
+        self.set_record(None)
 
     # ------------------------------------------------------------------ subclass hooks
+    def build_form(self) -> None:
+        """Lay out the form's fields in `self.form` and connect their change signals to
+        `_on_form_changed` (called once, from the constructor)."""
+        raise NotImplementedError
+
     def fill(self, resource: Mapping[str, Any] | None) -> None:
         """Show `resource` in the form (read-only values)."""
         raise NotImplementedError
@@ -230,24 +237,6 @@ class RecordEditor(QFrame):
     @property
     def base(self) -> Mapping[str, Any] | None:
         return self.session.base
-
-    @property
-    def handle(self) -> PresenceHandle | None:
-        return self.session.handle
-
-    @property
-    def paused_for(self) -> tuple[str, str] | None:
-        return self.session.paused_for
-
-    @property
-    def released(self) -> bool:
-        return self.session.released
-
-    def lock(self) -> ComponentLock:
-        return self.session.lock()
-
-    def draft_key(self) -> tuple[str, str]:
-        return self.session.draft_key()
 
     def set_record(self, resource: Mapping[str, Any] | None) -> None:
         """Show `resource` (None: a new record of this kind, e.g. a new note)."""
