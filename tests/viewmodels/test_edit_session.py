@@ -80,6 +80,12 @@ class OneFieldSession(EditSession):
     def allows_new(self) -> bool:
         return True
 
+    def edit_refusal(self, resource: Mapping[str, Any] | None) -> str:
+        return ""
+
+    def edit_label(self) -> str:
+        return "Edit"
+
     def render(self, controls: EditorControls) -> None:
         self.controls_shown = controls
 

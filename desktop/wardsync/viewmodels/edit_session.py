@@ -22,7 +22,8 @@ component level:
 The states are `Mode`: view -> claiming -> editing <-> saving, and back to view. What the
 buttons and banners show follows from the state alone (`controls()`), so the whole machine
 is tested without a display. Concrete sessions implement the abstract hooks: the form
-(`fill`, `draft_from_form`, `load_draft`, `save_draft`, `set_form_editable`) and the view
+(`fill`, `draft_from_form`, `load_draft`, `save_draft`, `set_form_editable`, `edit_refusal`,
+`edit_label`, `allows_new`) and the view
 (`render`, `show_message`, `clear_message`, `show_urgent`, `hide_urgent`, `open_conflict`,
 `mode_changed`, `saved`, `review_requested`). The Qt editor (ui/chart_widgets/record_editor.py)
 is one such view.
@@ -167,16 +168,18 @@ class EditSession(abc.ABC):
     def set_form_editable(self, editable: bool) -> None:
         """Let the user change the form's fields, or not."""
 
+    @abc.abstractmethod
     def edit_refusal(self, resource: Mapping[str, Any] | None) -> str:
-        """Why this user may not edit `resource` ("" if they may)."""
-        return ""
+        """Why this user may not edit `resource` ("" if they may: a nursing note is amended
+        only by its author)."""
 
+    @abc.abstractmethod
     def edit_label(self) -> str:
-        return "Edit"
+        """The edit button's words ("Edit", "Write a new note", "Amend note")."""
 
+    @abc.abstractmethod
     def allows_new(self) -> bool:
         """True if this editor can create a new record (set_record(None))."""
-        return False
 
     # ------------------------------------------------------------------ the view
     @abc.abstractmethod
