@@ -78,9 +78,10 @@ def _share_of(image: QImage, colour: str) -> float:
 @pytest.mark.parametrize("theme", THEMES)
 def test_alert_banner_dialog_and_alerts_window_screenshots_under_xvfb(screenshots: Path,
                                                                        theme: str) -> None:
-    from wardsync.ui.alert_banner import BANNER_STYLE
+    from wardsync.ui.stylesheets import component_stylesheet
 
-    assert "#bf360c" in BANNER_STYLE and "#7a0000" in BANNER_STYLE
+    banner_style = component_stylesheet("alert-banner")
+    assert "#bf360c" in banner_style and "#7a0000" in banner_style
     open_banner = assert_painted_window(screenshots / f"alert-banner-{theme}.png", 1200, 700)
     escalated = assert_painted_window(screenshots / f"alert-banner-escalated-{theme}.png",
                                       1200, 700)
