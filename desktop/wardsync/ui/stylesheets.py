@@ -1,15 +1,11 @@
 """Qt stylesheets from `resources/styles/`: the app's theme and the sheets of components whose
-colours carry meaning in every theme (`components/<name>.qss`, set on the widget itself); and
-the colour properties a theme sets on custom-painted widgets (`qproperty-<name>`)."""
+colours carry meaning in every theme (`components/<name>.qss`, set on the widget itself).
+Plain file reading: importing this module does not load Qt."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
-
-from PySide6.QtCore import Property
-from PySide6.QtGui import QColor
 
 from wardsync.infra.paths import resources_dir
 
@@ -36,9 +32,3 @@ def component_stylesheet(name: str) -> str:
         log.warning("stylesheet %s not found at %s", name, path)
         return ""
 
-
-def colour_property(name: str) -> Any:
-    """A QColor Qt property a stylesheet sets (`qproperty-<name>: #rrggbb`), for a widget that
-    keeps its colours in `_colours` and repaints in `_set_colour(name, colour)`."""
-    return Property(QColor, lambda widget: widget._colours[name],
-                    lambda widget, colour: widget._set_colour(name, colour))

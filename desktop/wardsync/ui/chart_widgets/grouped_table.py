@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from wardsync.ui.stylesheets import colour_property
+from wardsync.ui.chart_widgets.theme_colours import colour_property
 from wardsync.viewmodels.table_rows import Group, Row
 
 HIGHLIGHT_S = 3.0  # how long a changed line stays highlighted

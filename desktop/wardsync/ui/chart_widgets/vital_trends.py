@@ -16,7 +16,7 @@ from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from wardsync.ui.chart_widgets.grouped_table import HIGHLIGHT_S
-from wardsync.ui.stylesheets import colour_property
+from wardsync.ui.chart_widgets.theme_colours import colour_property
 from wardsync.viewmodels.vital_series import TRENDS, Trend, TrendSpec, VitalTrends, format_clock
 
 NEWS2_THRESHOLDS = ((5.0, "NEWS2 5: urgent response threshold"),
