@@ -57,6 +57,7 @@ def test_a_new_reading_rebuilds_only_that_patients_row(
 ) -> None:
     rows = ward.all_rows()
     patient = rows[0].patient_id
+    rows[0].viewers = ("Nurse Demo",)  # as presence filled it in on screen
     reading = [versioned(o) for o in vital_sign_observations(
         patient, VitalSigns(heart_rate=131, respiratory_rate=26, spo2=90, temperature=39.1,
                             systolic=88, diastolic=50),
@@ -67,6 +68,7 @@ def test_a_new_reading_rebuilds_only_that_patients_row(
     assert list(new_rows) == [f"Patient/{patient}"]
     row = new_rows[f"Patient/{patient}"]
     assert row.heart_rate == 131 and row.news2 is not None and row.news2.total is not None
+    assert row.viewers == ("Nurse Demo",)  # a new reading keeps who is looking
     assert visible and all(ref.startswith("Observation/new-") for ref in visible)
 
 

@@ -110,6 +110,9 @@ class WardOverview:
                             alerts=old.alerts if old else 0) if enc else None
             if row is None or old is None:
                 continue
+            # Who else has the patient open comes from presence, not from the store: a new
+            # reading must not blank the "Viewing" column until the next presence change.
+            row.viewers = old.viewers
             new_rows[patient_ref] = row
             visible.update({r: v for r, v in row.refs.items() if old.refs.get(r) != v})
         return new_rows, visible
