@@ -1,7 +1,7 @@
 """Benchmark: a critical lab result written to FHIR -> the alert visible on the workstation.
 
 The sandbox runs as its own process (`wardsync sandbox --no-simulator`). This process is the
-workstation, composed as `ui.services.AppServices` does it in demo mode: one httpx client, the
+workstation, composed as `station.services.AppServices` does it in demo mode: one httpx client, the
 demo clinician signed in through the sandbox's SMART flow, the `Workstation` sync stack and the
 `AlertCenter`, on the qasync loop with windows open (offscreen Qt): the ward overview, the
 Alerts window and one patient window per patient written to, each with its banner. The
@@ -170,19 +170,19 @@ async def measure(config: Config) -> dict[str, Any]:
     from wardsync.auth.login import sign_in
     from wardsync.auth.session import Session
     from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS
+    from wardsync.station.services import DEMO_PASSWORD, DEMO_USER
+    from wardsync.station.workspace import Workspace
     from wardsync.sync.alerts import AlertCenter, Clinician
     from wardsync.sync.workstation import Workstation, WorkstationConfig
     from wardsync.ui.alerts_window import AlertsWindow
-    from wardsync.ui.services import DEMO_PASSWORD, DEMO_USER
     from wardsync.ui.ward_overview import WardOverviewWindow
     from wardsync.ui.window_base import PanelWindow
-    from wardsync.ui.workspace import Workspace
 
     class PatientWindow(PanelWindow):
         kind = "patient"
 
         def __init__(self, workspace: Workspace, patient_id: str) -> None:
-            super().__init__(workspace)
+            super().__init__(workspace.panel(self.kind))
             self.open_query(PatientLabs(patient_id))
 
     QApplication.instance().setQuitOnLastWindowClosed(False)
@@ -212,8 +212,8 @@ async def measure(config: Config) -> dict[str, Any]:
         try:
             space = Workspace(workstation=ws, metrics=metrics, user_name=tokens.display_name,
                               demo=True, ward=info["ward"], alerts=center)
-            ward = WardOverviewWindow(space)
-            alerts = AlertsWindow(space)
+            ward = WardOverviewWindow.in_workspace(space)
+            alerts = AlertsWindow.in_workspace(space)
             windows += [ward, alerts]
             await until(lambda: center.feed_key is not None
                         and ws.queries.state(center.feed_key).status == "ok"

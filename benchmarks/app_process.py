@@ -1,8 +1,9 @@
 """The app side of the realtime benchmarks, run as its own process.
 
-It composes a workstation the way `ui.services.AppServices` does in demo mode — one httpx
-client, the demo clinician signed in through the sandbox's SMART flow with `DemoBrowser`, a
-`Session`, the `Workstation` sync stack configured from the app's own settings — but against a
+It composes a headless station the way `station.services.AppServices` does in demo mode — one
+httpx client, the demo clinician signed in through the sandbox's SMART flow with `DemoBrowser`,
+a `Session`, the `Workstation` sync stack configured from the app's own settings by
+`station.services.workstation_config` — but against a
 sandbox that already runs in another process (the benchmark driver started it and writes to
 it). With `--windows N` (N > 0) it runs on the qasync loop like the app and opens N ward
 overview windows (offscreen Qt), with the app's GUI-thread garbage collector (`ui.gc_guard`,
@@ -47,12 +48,16 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.core.queries import PatientLabs, PatientVitals, QueryKey, WardCensus
 from wardsync.infra.metrics import metrics_from_env
 from wardsync.infra.settings import Settings, load_settings
-from wardsync.sync.workstation import Workstation, WorkstationConfig
+from wardsync.station.services import (
+    DEMO_PASSWORD,
+    DEMO_USER,
+    Backend,
+    workstation_config,
+)
+from wardsync.sync.workstation import Workstation
 
 log = logging.getLogger("benchmarks.app_process")
 
-DEMO_USER = "demo.clinician"  # the sandbox's demo clinician (ui.services.DEMO_USER)
-DEMO_PASSWORD = "demo"
 HEARTBEAT_INTERVAL_S = 0.010
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.05
@@ -112,19 +117,12 @@ def bench_settings(args: argparse.Namespace) -> Settings:
                              user_path=none)
 
 
-def workstation_config(s: Settings, args: argparse.Namespace) -> WorkstationConfig:
-    """As `AppServices.start` builds it; without realtime for the polling baseline."""
+def backend(args: argparse.Namespace) -> Backend:
+    """The driver's servers; without realtime for the polling baseline."""
     realtime = not args.no_realtime
-    return WorkstationConfig(
-        fhir_base=args.fhir_base, ward=args.ward,
-        realtime_endpoint=args.realtime_endpoint if realtime else None,
-        realtime_token_url=args.realtime_token_url if realtime else None,
-        polling_interval_s=s["sync.polling_interval_s"],
-        degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
-        pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
-        backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
-        require_tls=s["security.require_tls"],
-    )
+    return Backend(args.fhir_base, args.ward,
+                   args.realtime_endpoint if realtime else None,
+                   args.realtime_token_url if realtime else None, demo=True)
 
 
 def ward_patients(ws: Workstation, ward: str) -> list[str]:
@@ -172,7 +170,7 @@ class AppSide:
         )
         self.session = Session(tokens, http=self.http, config=config,
                                client_id=s["auth.client_id"])
-        self.ws = Workstation(workstation_config(s, self.args), self.session,
+        self.ws = Workstation(workstation_config(s, backend(self.args)), self.session,
                               schedule=loop.call_soon, metrics=self.metrics, http=self.http)
         await self.ws.start()
         census = WardCensus(self.args.ward)
@@ -216,15 +214,15 @@ class AppSide:
 
     def _open_windows(self) -> None:
         from benchmarks.paint_probe import PaintProbe
+        from wardsync.station.workspace import Workspace
         from wardsync.ui.ward_overview import WardOverviewWindow
-        from wardsync.ui.workspace import Workspace
 
         assert self.ws is not None and self.session is not None
         workspace = Workspace(workstation=self.ws, metrics=self.metrics,
                               user_name=self.session.user_display_name, demo=True,
                               ward=self.args.ward)
         for _ in range(self.args.windows):
-            window = WardOverviewWindow(workspace)
+            window = WardOverviewWindow.in_workspace(workspace)
             paints = self.rec.paints.setdefault(window.window_id, [])
             probe = PaintProbe(paints, window)
             window.table.viewport().installEventFilter(probe)

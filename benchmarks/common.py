@@ -44,6 +44,7 @@ from wardsync.sandbox.ward.devices import WardDevices
 from wardsync.sandbox.ward.fhir_writer import FhirRestWriter
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.sandbox.ward.observations import VitalSigns
+from wardsync.station.services import DEMO_PASSWORD, DEMO_USER
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -53,8 +54,6 @@ SNAPSHOT_TIMEOUT_S = 10.0
 WRITER_HTTP_TIMEOUT_S = 10.0
 NS_PER_MS = 1_000_000
 REPLY_LINE_LIMIT = 64 * 1024 * 1024  # one reply line (every open search of 25 stations) is MBs
-DEMO_USER = "demo.clinician"  # the sandbox's demo clinician (ui.services.DEMO_USER)
-DEMO_PASSWORD = "demo"
 SAMPLE_INTERVAL_S = 1.0  # /proc sampling period of ResourceSampler
 TRUTH_PAGE_SIZE = 200
 TRUTH_MAX_PAGES = 1000  # a soak's vitals search runs to many pages; the truth reads them all
@@ -529,7 +528,7 @@ def app_settings(overrides: dict[str, str] | None = None) -> Settings:
 async def clinician_session(http: httpx.AsyncClient, fhir_base: str,
                             settings: Settings | None = None) -> Session:
     """The demo clinician signed in through the sandbox's SMART flow, as the app does it
-    (`ui.services.AppServices.sign_in` in demo mode): its own tokens, the app's scopes."""
+    (`station.services.AppServices.sign_in` in demo mode): its own tokens, the app's scopes."""
     s = settings or app_settings()
     config, tokens = await sign_in(
         http, fhir_base=fhir_base, client_id=s["auth.client_id"], scopes=s["auth.scopes"],

@@ -89,6 +89,7 @@ from wardsync.sandbox.ward.planner import (
     VitalsWrite,
     WritePlanner,
 )
+from wardsync.station.services import Backend, workstation_config
 from wardsync.sync.alerts import AlertCenter, Clinician
 from wardsync.sync.workstation import Workstation, WorkstationConfig
 
@@ -338,17 +339,10 @@ class StationHost:
                                   else ConnectionState.LIVE)
 
     def _config(self) -> WorkstationConfig:
-        s, a = self.settings, self.args
-        return WorkstationConfig(
-            fhir_base=a.fhir_base, ward=a.ward,
-            realtime_endpoint=None if a.no_realtime else a.realtime_endpoint,
-            realtime_token_url=None if a.no_realtime else a.realtime_token_url,
-            polling_interval_s=s["sync.polling_interval_s"],
-            degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
-            pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
-            backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
-            require_tls=s["security.require_tls"],
-        )
+        a = self.args
+        return workstation_config(self.settings, Backend(
+            a.fhir_base, a.ward, None if a.no_realtime else a.realtime_endpoint,
+            None if a.no_realtime else a.realtime_token_url, demo=True))
 
     async def start(self) -> None:
         first = await self._start_station(0)
@@ -381,7 +375,7 @@ class StationHost:
         gc.freeze()
 
     async def _start_alerts(self, station: Station) -> None:
-        """The app's critical-result alert center (`ui.services.AppServices.start_session`):
+        """The app's critical-result alert center (`station.services.AppServices.start_session`):
         it watches the ward's reports (WardAlerts) and pulls poked reports on its own."""
         if self.args.profile != "app":
             return

@@ -117,13 +117,11 @@ class SoakApp:
 
     async def _external_backend(self, progress: Any = None) -> None:
         """`AppServices.start_backend` in demo mode, with the driver's sandbox."""
-        from wardsync.ui.services import Backend
+        from wardsync.station.services import Backend
 
-        services = self.controller.services
         a = self.args
-        services.http = httpx.AsyncClient(timeout=services.settings["fhir.timeout_s"])
-        services.backend = Backend(a.fhir_base, a.ward, a.realtime_endpoint,
-                                   a.realtime_token_url, demo=True)
+        self.controller.services.use_backend(
+            Backend(a.fhir_base, a.ward, a.realtime_endpoint, a.realtime_token_url, demo=True))
 
     async def _open_windows(self) -> None:
         c = self.controller

@@ -16,10 +16,11 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.infra.settings import load_settings
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.sync.activity import ActivityRecorder
-from wardsync.ui.app import AppController, load_stylesheet
+from wardsync.ui.app import AppController
 from wardsync.ui.diagnostics import DiagnosticsWindow
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
+from wardsync.ui.stylesheets import load_stylesheet
 
 CRITICAL_POTASSIUM = 6.9  # mmol/L, above the 6.2 critical limit: shows a corrected, critical line
 
@@ -65,7 +66,7 @@ async def shoot_patient_windows(controller: AppController, ward, out: Path, them
     ws = controller.workspace
     patient_id = max(ward.model.rows,
                      key=lambda r: r.news2.partial_total if r.news2 else 0).patient_id
-    chart = PatientChartWindow(ws, patient_id)
+    chart = PatientChartWindow.in_workspace(ws, patient_id)
     try:
         chart.resize(1400, 900)
         chart.show()
@@ -81,7 +82,7 @@ async def shoot_patient_windows(controller: AppController, ward, out: Path, them
             _grab(chart, out / f"patient-chart-{section}-{theme}.png")
     finally:
         chart.close()
-    detail = LabReportWindow(ws, report_id, patient_id)
+    detail = LabReportWindow.in_workspace(ws, report_id, patient_id)
     try:
         detail.resize(1100, 800)
         detail.show()
@@ -142,8 +143,8 @@ async def shoot_presence(controller: AppController, ward, out: Path, theme: str)
             pid = task["for"]["reference"].split("/", 1)[1]
             per_patient[pid] = per_patient.get(pid, 0) + 1
         patient_id = max(sorted(per_patient), key=lambda p: per_patient[p])
-        chart = PatientChartWindow(controller.workspace, patient_id, presence=presence,
-                                   edits=edits)
+        chart = PatientChartWindow.in_workspace(controller.workspace, patient_id,
+                                                presence=presence, edits=edits)
         chart.resize(1400, 900)
         chart.show()
         await wait_for(lambda: ws.queries.state(chart.record_key).status == "ok"

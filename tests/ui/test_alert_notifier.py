@@ -1,11 +1,10 @@
 """How an alert reaches someone not looking at a window: the tray/sound/taskbar decision, the
 sound fallback without QtMultimedia, the site's mute policy, and the app wiring (demo app:
-alert center started with the workstation, scopes, demo escalation window, Alerts window)."""
+alert center started with the workstation, demo escalation window, Alerts window)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from pytestqt.qtbot import QtBot
@@ -13,9 +12,9 @@ from pytestqt.qtbot import QtBot
 from tests.conftest import REPO
 from tests.ui.test_alert_ui import garbage_collected_on_the_gui_thread  # noqa: F401 (autouse)
 from wardsync.core.metrics import MemoryMetrics
-from wardsync.infra.settings import DEFAULT_SCOPES, Settings, load_settings
+from wardsync.infra.settings import Settings
+from wardsync.station.services import DEMO_ESCALATION_AFTER_MIN
 from wardsync.sync.alerts import ALERT_WRITE_SCOPES
-from wardsync.sync.edits import EDIT_WRITE_SCOPES
 from wardsync.ui.alert_notifier import (
     ALERT_BEEPS,
     ESCALATION_BEEPS,
@@ -23,7 +22,6 @@ from wardsync.ui.alert_notifier import (
     plan_notification,
 )
 from wardsync.ui.app import AppController
-from wardsync.ui.services import DEMO_ESCALATION_AFTER_MIN, AppServices
 
 SOUNDS = REPO / "resources" / "sounds"
 
@@ -122,21 +120,3 @@ async def test_the_demo_app_starts_alerts_with_the_workstation_and_opens_one_ale
     leftover = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
     leftover.discard(asyncio.current_task())
     assert not leftover, f"tasks left running: {leftover}"
-
-
-def test_a_site_scope_list_is_used_as_given_and_a_site_window_is_kept(tmp_path: Path) -> None:
-    user = tmp_path / "user.toml"
-    user.write_text('[auth]\nscopes = ["openid", "user/Task.rs"]\n'
-                    '[alerts]\nescalation_after_min = 30.0\n')
-    site = load_settings(environ={}, policy_path=tmp_path / "none.toml", user_path=user)
-    services = AppServices(site, MemoryMetrics(), demo=True)
-    assert services.sign_in_scopes() == ("openid", "user/Task.rs")
-    assert services.escalation_after_s() == 1800.0
-    default = load_settings(environ={}, policy_path=tmp_path / "none.toml",
-                            user_path=tmp_path / "none.toml")
-    built_in = AppServices(default, MemoryMetrics(), demo=False)
-    scopes = built_in.sign_in_scopes()
-    assert scopes == DEFAULT_SCOPES
-    # The built-in list covers what acknowledgements, escalations and edits write.
-    assert set(ALERT_WRITE_SCOPES) | set(EDIT_WRITE_SCOPES) <= set(scopes)
-    assert built_in.escalation_after_s() == 15 * 60.0

@@ -26,6 +26,7 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.queries import PatientLabs
 from wardsync.sandbox.server import Sandbox
+from wardsync.station.workspace import Workspace
 from wardsync.sync.alerts import AlertCenter, Clinician
 from wardsync.ui.ack_dialog import AcknowledgeDialog
 from wardsync.ui.alert_notifier import AlertNotifier
@@ -33,7 +34,6 @@ from wardsync.ui.alerts_window import AlertsWindow
 from wardsync.ui.idle_lock import ScreenLock
 from wardsync.ui.ward_overview import WardOverviewWindow
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +64,7 @@ class LabsWindow(PanelWindow):
     kind = "labs"
 
     def __init__(self, workspace: Workspace, patient_id: str) -> None:
-        super().__init__(workspace)
+        super().__init__(workspace.panel(self.kind))
         self.open_query(PatientLabs(patient_id))
 
 
@@ -127,10 +127,10 @@ async def test_one_alert_shows_in_every_window_of_that_patient_and_in_the_ward_o
 ) -> None:
     async with live_alerts(seeded_data_dir, tmp_path) as live:
         space, center, metrics, sandbox = live.space, live.center, live.metrics, live.sandbox
-        ward = WardOverviewWindow(space)
+        ward = WardOverviewWindow.in_workspace(space)
         labs_04 = LabsWindow(space, "pat-04")
         labs_05 = LabsWindow(space, "pat-05")
-        alerts = AlertsWindow(space)
+        alerts = AlertsWindow.in_workspace(space)
         windows = [ward, labs_04, labs_05, alerts]
         for w in windows:
             qtbot.addWidget(w)
@@ -165,9 +165,9 @@ async def test_acknowledging_with_read_back_in_the_dialog_clears_every_banner(
 ) -> None:
     async with live_alerts(seeded_data_dir, tmp_path) as live:
         space, center, sandbox = live.space, live.center, live.sandbox
-        ward = WardOverviewWindow(space)
+        ward = WardOverviewWindow.in_workspace(space)
         labs = LabsWindow(space, "pat-04")
-        alerts = AlertsWindow(space)
+        alerts = AlertsWindow.in_workspace(space)
         for w in (ward, labs, alerts):
             qtbot.addWidget(w)
             w.show()
@@ -221,7 +221,7 @@ async def test_a_dialog_left_open_learns_that_another_workstation_acknowledged(
 ) -> None:
     async with live_alerts(seeded_data_dir, tmp_path) as live:
         space, center, sandbox = live.space, live.center, live.sandbox
-        alerts = AlertsWindow(space)
+        alerts = AlertsWindow.in_workspace(space)
         qtbot.addWidget(alerts)
         alerts.show()
         alert_id = await post_critical(sandbox, center)
@@ -250,7 +250,7 @@ async def test_escalation_turns_the_banner_louder_and_rings_the_escalation_tone(
     async with live_alerts(seeded_data_dir, tmp_path, escalation_after_s=1.0,
                            escalation_jitter_s=0.0) as live:
         space, center, sandbox = live.space, live.center, live.sandbox
-        ward = WardOverviewWindow(space)
+        ward = WardOverviewWindow.in_workspace(space)
         qtbot.addWidget(ward)
         ward.show()
         notifier = AlertNotifier(center, space.bus, sound_enabled=True, sound_mutable=False,
@@ -278,7 +278,7 @@ async def test_the_screen_lock_hides_the_banner_and_a_new_alert_stays_hidden(
 ) -> None:
     async with live_alerts(seeded_data_dir, tmp_path) as live:
         space, center, sandbox = live.space, live.center, live.sandbox
-        ward = WardOverviewWindow(space)
+        ward = WardOverviewWindow.in_workspace(space)
         qtbot.addWidget(ward)
         ward.show()
         await post_critical(sandbox, center)

@@ -123,7 +123,7 @@ async def test_a_revoked_session_asks_for_sign_in_and_loses_nothing(
     import httpx
 
     from tests.ui.test_presence_harness import select_task
-    from wardsync.ui.ward_rows import OPEN_TASK
+    from wardsync.viewmodels.ward_rows import OPEN_TASK
 
     async with demo_app(qtbot, settings, metrics) as (controller, ward):
         chart = controller.open_patient_chart(ward.model.rows[0].patient_id)

@@ -30,6 +30,7 @@ from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.queries import PatientLabs, PatientVitals
 from wardsync.sandbox.server import Sandbox
 from wardsync.sandbox.ward.observations import VitalSigns
+from wardsync.station.workspace import Workspace
 from wardsync.sync.activity import ActivityRecorder, Tee
 from wardsync.sync.pull import QueryState
 from wardsync.sync.workstation import Workstation, WorkstationConfig
@@ -41,7 +42,6 @@ from wardsync.ui.diagnostics import (
     latency_text,
 )
 from wardsync.ui.ward_overview import WardOverviewWindow
-from wardsync.ui.workspace import Workspace
 
 LYTES = {codes.SODIUM.code: 139.0, codes.POTASSIUM.code: 4.1, codes.UREA.code: 5.2,
          codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.5}
@@ -112,7 +112,8 @@ async def test_the_window_shows_live_activity_and_the_open_queries(
 async def check_the_window(qtbot: QtBot, sandbox: Sandbox, clinician: Session,
                            http: httpx.AsyncClient) -> None:
     async with workspace_on(sandbox, clinician, http) as (workspace, recorder, memory):
-        ward = WardOverviewWindow(workspace)  # a real panel: its repaints emit `rendered`
+        # A real panel: its repaints emit `rendered`.
+        ward = WardOverviewWindow.in_workspace(workspace)
         qtbot.addWidget(ward)
         window = DiagnosticsWindow(workspace, recorder)
         qtbot.addWidget(window)

@@ -20,25 +20,25 @@ from tests.ui.test_patient_chart_harness import (
 )
 from wardsync.core import codes
 from wardsync.fhir.errors import ServerError
-from wardsync.ui.banner_facts import allergy_text
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import PatientChartWindow
-from wardsync.ui.report_history import read_history
-from wardsync.ui.ward_rows import display_name, mrn
+from wardsync.viewmodels.banner_facts import allergy_text
+from wardsync.viewmodels.report_history import read_history
+from wardsync.viewmodels.ward_rows import display_name, mrn
 
 REPORT = "dr-03-1"  # the seeded electrolytes panel of pat-03
 
 
 def open_report(qtbot: QtBot, live: LiveChart, report: str = REPORT) -> LabReportWindow:
-    window = LabReportWindow(live.workspace, report, PATIENT)
+    window = LabReportWindow.in_workspace(live.workspace, report, PATIENT)
     live.show(qtbot, window)
     return window
 
 
 def potassium_ref(window: LabReportWindow) -> str:
-    report = window.workspace.store.get(window.report_ref)
+    report = window.panel.store.get(window.report_ref)
     return next(r["reference"] for r in report["result"]
-                if window.workspace.store.get(r["reference"])["code"]["coding"][0]["code"]
+                if window.panel.store.get(r["reference"])["code"]["coding"][0]["code"]
                 == codes.POTASSIUM.code)
 
 
@@ -66,7 +66,7 @@ async def test_a_correction_appears_in_the_open_detail_window_and_chart(
         qtbot: QtBot, seeded_data_dir: Path, tmp_path: Path) -> None:
     async with live_chart(seeded_data_dir, tmp_path) as live:
         detail = open_report(qtbot, live)
-        chart = PatientChartWindow(live.workspace, PATIENT)
+        chart = PatientChartWindow.in_workspace(live.workspace, PATIENT)
         live.show(qtbot, chart)
         await wait_until(lambda: detail.history_loads >= 1
                          and f"DiagnosticReport/{REPORT}" in chart.labs.group_keys(),
@@ -102,7 +102,7 @@ async def test_the_banner_is_the_same_in_every_window_about_the_patient(
         qtbot: QtBot, seeded_data_dir: Path, tmp_path: Path) -> None:
     async with live_chart(seeded_data_dir, tmp_path) as live:
         detail = open_report(qtbot, live)
-        chart = PatientChartWindow(live.workspace, PATIENT)
+        chart = PatientChartWindow.in_workspace(live.workspace, PATIENT)
         live.show(qtbot, chart)
         state = live.workspace.queries.state
         await wait_until(lambda: all(state(k).status != "loading" for w in (detail, chart)

@@ -15,8 +15,10 @@ import pytest
 from PySide6.QtWidgets import QApplication, QMainWindow
 from pytestqt.qtbot import QtBot
 
+from wardsync.station.layout_store import LayoutStore
 from wardsync.ui import layouts
-from wardsync.ui.layouts import LayoutKeeper, LayoutStore, Rect, screens_from_qt
+from wardsync.ui.layouts import LayoutKeeper, screens_from_qt
+from wardsync.viewmodels.window_geometry import CASCADE_STEP_PX, Rect
 
 HOST = "ws-ward7-01"
 
@@ -185,7 +187,7 @@ def test_patient_windows_are_not_reopened_but_their_place_is_reused(
     qtbot.addWidget(other)
     k2.adopt(other)
     other.show()
-    qtbot.waitUntil(lambda: other.pos().x() == 300 + layouts.CASCADE_STEP_PX)
+    qtbot.waitUntil(lambda: other.pos().x() == 300 + CASCADE_STEP_PX)
 
 
 def test_closing_windows_updates_the_layout_and_the_last_one_stays(

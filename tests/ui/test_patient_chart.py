@@ -23,8 +23,8 @@ from tests.ui.test_patient_chart_harness import (
 from wardsync.core import codes
 from wardsync.sandbox.ward.observations import VitalSigns
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
-from wardsync.ui.record_rows import GROUP_DONE_TASKS, GROUP_OPEN_TASKS
-from wardsync.ui.ward_rows import display_name, mrn
+from wardsync.viewmodels.record_rows import GROUP_DONE_TASKS, GROUP_OPEN_TASKS
+from wardsync.viewmodels.ward_rows import display_name, mrn
 
 LYTES = {codes.SODIUM.code: 138.0, codes.POTASSIUM.code: 6.8, codes.UREA.code: 5.0,
          codes.CREATININE.code: 80.0, codes.GLUCOSE.code: 5.4}
@@ -32,7 +32,7 @@ DATA_KEYS = ("record", "vitals", "labs", "identity")
 
 
 def open_chart(qtbot: QtBot, live: LiveChart, patient: str = PATIENT) -> PatientChartWindow:
-    window = PatientChartWindow(live.workspace, patient)
+    window = PatientChartWindow.in_workspace(live.workspace, patient)
     live.show(qtbot, window)
     return window
 
@@ -41,8 +41,8 @@ def loaded(window: PatientChartWindow) -> bool:
     """Every query answered and the window painted it: query states change at once, but
     the store changes reach windows on the bus's next flush."""
     keys = (window.record_key, window.vitals_key, window.labs_key, window.identity_key)
-    return (all(window.workspace.queries.state(k).status == "ok" for k in keys)
-            and window.workspace.workstation.bus.pending == 0
+    return (all(window.panel.queries.state(k).status == "ok" for k in keys)
+            and window.panel.bus.pending == 0
             and window.vitals.has_readings)
 
 

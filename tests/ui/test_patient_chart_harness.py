@@ -20,7 +20,7 @@ from tests.sandbox_fixtures import demo_sign_in, running_sandbox
 from tests.sync.test_sync_live import workstation
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.sandbox.server import Sandbox
-from wardsync.ui.workspace import Workspace
+from wardsync.station.workspace import Workspace
 
 PATIENT = "pat-03"
 

@@ -12,14 +12,14 @@ from wardsync.core.bus import EventBus
 from wardsync.core.store import ResourceStore
 from wardsync.sync.alerts import Clinician
 from wardsync.sync.edits import new_nursing_note
-from wardsync.ui.app import load_stylesheet
-from wardsync.ui.banner_facts import BannerFacts
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
 from wardsync.ui.chart_widgets.vital_trends import VitalTrendCard, VitalTrendsPanel, time_axis
 from wardsync.ui.nursing_note import NursingNotesPanel
 from wardsync.ui.patient_banner import PatientBanner
-from wardsync.ui.table_rows import Group, Row
-from wardsync.ui.vital_series import TRENDS_BY_KEY, Trend, VitalTrends
+from wardsync.ui.stylesheets import load_stylesheet
+from wardsync.viewmodels.banner_facts import BannerFacts
+from wardsync.viewmodels.table_rows import Group, Row
+from wardsync.viewmodels.vital_series import TRENDS_BY_KEY, Trend, VitalTrends
 
 HOUR_MS = 3_600_000
 

@@ -12,7 +12,7 @@ from tests.waiting import wait_for
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import Settings
 from wardsync.ui.app import AppController
-from wardsync.ui.ward_rows import OPEN_TASK
+from wardsync.viewmodels.ward_rows import OPEN_TASK
 
 pytestmark = pytest.mark.slow  # several windows of a live app
 

@@ -41,8 +41,8 @@ class Ward:
     nurse_edits: RecordEdits
 
     def open_chart(self, qtbot: QtBot, patient: str = PATIENT) -> PatientChartWindow:
-        window = PatientChartWindow(self.live.workspace, patient, presence=self.presence,
-                                    edits=self.edits)
+        window = PatientChartWindow.in_workspace(self.live.workspace, patient,
+                                                 presence=self.presence, edits=self.edits)
         self.live.show(qtbot, window)
         return window
 

@@ -80,9 +80,10 @@ def _share_of(image: QImage, colour: str) -> float:
 @pytest.mark.parametrize("theme", THEMES)
 def test_alert_banner_dialog_and_alerts_window_screenshots_under_xvfb(screenshots: Path,
                                                                        theme: str) -> None:
-    from wardsync.ui.alert_banner import BANNER_STYLE
+    from wardsync.ui.stylesheets import component_stylesheet
 
-    assert "#bf360c" in BANNER_STYLE and "#7a0000" in BANNER_STYLE
+    banner_style = component_stylesheet("alert-banner")
+    assert "#bf360c" in banner_style and "#7a0000" in banner_style
     open_banner = assert_painted_window(screenshots / f"alert-banner-{theme}.png", 1200, 700)
     escalated = assert_painted_window(screenshots / f"alert-banner-escalated-{theme}.png",
                                       1200, 700)
@@ -98,8 +99,8 @@ def test_alert_banner_dialog_and_alerts_window_screenshots_under_xvfb(screenshot
 @pytest.mark.parametrize("theme", THEMES)
 def test_presence_avatars_locked_task_and_conflict_view_screenshots_under_xvfb(
         screenshots: Path, theme: str) -> None:
-    from wardsync.ui.chart_widgets.record_editor import EDITOR_STYLE
     from wardsync.ui.conflict_view import OVERLAP_BACKGROUND
+    from wardsync.ui.stylesheets import component_stylesheet
 
     avatars = assert_painted_window(screenshots / f"presence-avatars-{theme}.png", 1200, 800)
     locked = assert_painted_window(screenshots / f"task-locked-{theme}.png", 1200, 800)
@@ -109,7 +110,7 @@ def test_presence_avatars_locked_task_and_conflict_view_screenshots_under_xvfb(
         + _share_of(avatars, "#4b4b9c") + _share_of(avatars, "#00646e") \
         + _share_of(avatars, "#6b4423") > 0.0002
     # The lock banner's amber is on the locked task's screen and not on the plain chart.
-    assert "#fff4ce" in EDITOR_STYLE
+    assert "#fff4ce" in component_stylesheet("record-editor")
     assert _share_of(locked, "#fff4ce") > 0.003 and _share_of(avatars, "#fff4ce") < 0.0005
     conflict = assert_painted_window(screenshots / f"conflict-view-{theme}.png", 700, 350)
     assert _share_of(conflict, OVERLAP_BACKGROUND) > 0.002  # the "both changed" line

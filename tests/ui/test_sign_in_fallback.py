@@ -16,7 +16,7 @@ from wardsync.auth.demo_login import DemoBrowser
 from wardsync.auth.keyring_store import RefreshTokenStore
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.infra.settings import load_settings
-from wardsync.ui.services import AppServices
+from wardsync.station.services import AppServices
 from wardsync.ui.sign_in_dialog import BrowserSignIn
 
 

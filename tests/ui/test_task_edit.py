@@ -19,7 +19,7 @@ from wardsync.sandbox.server import Sandbox
 from wardsync.sync.edits import TASK_COMPONENT, NoteDraft, Saved, TaskDraft, TaskEdit
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE
 from wardsync.ui.conflict_view import BOTH_CHANGED, UNCHANGED
-from wardsync.ui.record_rows import GROUP_DONE_TASKS
+from wardsync.viewmodels.record_rows import GROUP_DONE_TASKS
 
 
 def history(sandbox: Sandbox, ref: str = TASK_REF) -> list[dict]:

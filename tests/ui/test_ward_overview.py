@@ -14,7 +14,7 @@ from wardsync.infra.settings import Settings
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.ui.app import AppController
 from wardsync.ui.ward_overview import ALERT_COLUMN, COLUMNS, VIEWING_COLUMN
-from wardsync.ui.ward_rows import OPEN_TASK
+from wardsync.viewmodels.ward_rows import OPEN_TASK
 
 TASKS_COLUMN = COLUMNS.index("Tasks")
 

@@ -35,24 +35,9 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.alerts import AlertId, AlertsChanged, AlertStatus
 from wardsync.sync.alerts import AcknowledgeError, AlertCenter, ReadBack
+from wardsync.ui.stylesheets import component_stylesheet
 
 log = logging.getLogger(__name__)
-
-DIALOG_STYLE = """
-QLabel#ackHeading { background: #bf360c; color: #ffffff; font-size: 13pt; font-weight: 800;
-                    padding: 8px 12px; }
-QLabel#ackHeading[state="escalated"] { background: #7a0000; color: #ffd600; }
-QFrame#ackPatient { border: 2px solid #10243e; border-radius: 3px; background: #ffffff; }
-QFrame#ackPatient QLabel { color: #10243e; background: transparent; }
-QLabel#ackPatientName { font-size: 14pt; font-weight: 800; }
-QLabel#ackPatientIds { font-size: 12pt; font-weight: 700; }
-QFrame#ackResults { border: 2px solid #b3261e; border-radius: 3px; background: #fff5f4; }
-QFrame#ackResults QLabel { color: #5d0d08; background: transparent; }
-QLabel#ackValue { font-size: 13pt; font-weight: 800; }
-QLabel#ackError { color: #8c1d18; background: #fde7e6; border: 1px solid #f1b5b1;
-                  padding: 6px; font-weight: 600; }
-QLabel#ackInfo { color: #1a3e7a; background: #e8f0fe; padding: 6px; font-weight: 600; }
-"""
 
 
 class AcknowledgeDialog(QDialog):
@@ -67,7 +52,7 @@ class AcknowledgeDialog(QDialog):
         self.alert_id = alert_id
         self._task: asyncio.Task[Any] | None = None
         self.setWindowTitle("Acknowledge critical result")
-        self.setStyleSheet(DIALOG_STYLE)
+        self.setStyleSheet(component_stylesheet("ack-dialog"))
         self.setMinimumWidth(560)
         record = alerts.get(alert_id)
         if record is None:

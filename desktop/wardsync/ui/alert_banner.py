@@ -36,25 +36,9 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.alerts import AlertId, AlertRecord, AlertsChanged, AlertStatus
 from wardsync.sync.alerts import AlertCenter
+from wardsync.ui.stylesheets import component_stylesheet
 
 AGE_REFRESH_MS = 10_000  # ages are shown to the minute; a refresh every 10 s is plenty
-
-BANNER_STYLE = """
-QFrame#alertBanner { background: #bf360c; border: 0; border-bottom: 3px solid #7f1d00; }
-QFrame#alertBanner[state="escalated"] { background: #7a0000; border-bottom: 4px solid #ffd600; }
-QFrame#alertBanner QLabel { color: #ffffff; background: transparent; font-size: 11pt; }
-QWidget#alertBannerColumn { background: transparent; }
-QLabel#alertBannerBadge { font-weight: 800; padding: 2px 8px; border: 2px solid #ffffff;
-                          border-radius: 3px; }
-QFrame#alertBanner[state="escalated"] QLabel#alertBannerBadge { color: #ffd600;
-                                                                border-color: #ffd600; }
-QLabel#alertBannerText { font-weight: 600; }
-QLabel#alertBannerProblem { color: #ffe082; font-weight: 700; }
-QFrame#alertBanner QPushButton { background: #ffffff; color: #5d1000; font-weight: 700;
-                                 padding: 4px 12px; border: 1px solid #5d1000;
-                                 border-radius: 3px; }
-QFrame#alertBanner QPushButton:focus { border: 2px solid #ffd600; }
-"""
 
 
 def format_age(seconds: float) -> str:
@@ -93,7 +77,7 @@ class AlertBanner(QFrame):
         self.shown: list[AlertRecord] = []
         self._visible: dict[str, str] = {}  # report ref -> version listed by the banner
         self.setObjectName("alertBanner")
-        self.setStyleSheet(BANNER_STYLE)
+        self.setStyleSheet(component_stylesheet("alert-banner"))
         self.setAccessibleName("Urgent: critical result waiting for acknowledgement")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.badge = QLabel("URGENT", self)
@@ -230,7 +214,7 @@ def install_alert_banner(window: QMainWindow, alerts: AlertCenter,
     bar.setAllowedAreas(Qt.ToolBarArea.TopToolBarArea)
     # Not in the tool bar context menu: a clinician must not be able to hide it by mistake.
     bar.toggleViewAction().setVisible(False)
-    bar.setStyleSheet("QToolBar#alertBannerBar { border: 0; padding: 0; margin: 0; spacing: 0; }")
+    bar.setStyleSheet(component_stylesheet("alert-banner"))
     banner = AlertBanner(alerts, scope, bar, on_shown=on_shown)
     banner.attach_action(bar.addWidget(banner))
     window.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)

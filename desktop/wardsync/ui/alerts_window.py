@@ -27,12 +27,12 @@ from PySide6.QtWidgets import (
 
 from wardsync.core.alerts import AlertId, AlertRecord, AlertsChanged, AlertStatus
 from wardsync.core.events import QueryStateChanged
+from wardsync.station.workspace import PanelContext, Workspace
 from wardsync.sync.alerts import AlertCenter
 from wardsync.ui.alert_banner import clock_time, format_age, open_acknowledge_dialog, pressing_first
 from wardsync.ui.alert_notifier import AlertNotifier
 from wardsync.ui.columns import fit_columns
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 OPEN_COLUMNS = ("Age", "State", "Bed", "Patient", "MRN", "Critical result", "Released",
                 "Escalation")
@@ -58,12 +58,12 @@ class AlertsWindow(PanelWindow):
     title = "Critical result alerts"
     shows_alert_banner = False  # the whole window is about alerts
 
-    def __init__(self, workspace: Workspace, notifier: AlertNotifier | None = None,
+    def __init__(self, panel: PanelContext, notifier: AlertNotifier | None = None,
                  parent: QWidget | None = None) -> None:
-        super().__init__(workspace, parent)
-        if workspace.alerts is None:
+        super().__init__(panel, parent)
+        if panel.alerts is None:
             raise ValueError("the Alerts window needs the workstation's alert center")
-        self.alerts: AlertCenter = workspace.alerts
+        self.alerts: AlertCenter = panel.alerts
         self.notifier = notifier
         self.heading = QLabel("", self)
         self.heading.setObjectName("sectionHeading")
@@ -128,6 +128,12 @@ class AlertsWindow(PanelWindow):
         self.refresh()
 
     # ------------------------------------------------------------------ content
+    @classmethod
+    def in_workspace(cls, workspace: Workspace, notifier: AlertNotifier | None = None
+                     ) -> AlertsWindow:
+        """An Alerts window on the session's alert center."""
+        return cls(workspace.panel(cls.kind), notifier)
+
     def refresh(self) -> None:
         now = self.alerts.now()
         selected = self.selected_alert()
@@ -216,7 +222,7 @@ class AlertsWindow(PanelWindow):
     def _refresh_message(self) -> None:
         key = self.alerts.feed_key
         try:
-            state = self.workspace.queries.state(key) if key is not None else None
+            state = self.panel.queries.state(key) if key is not None else None
         except KeyError:
             state = None
         if state is not None and state.status == "error":
@@ -246,7 +252,7 @@ class AlertsWindow(PanelWindow):
         alert_id = self.selected_alert()
         if alert_id is None:
             return None
-        return open_acknowledge_dialog(self, self.alerts, alert_id, self.workspace.bus)
+        return open_acknowledge_dialog(self, self.alerts, alert_id, self.panel.bus)
 
     def release(self) -> None:
         self._timer.stop()

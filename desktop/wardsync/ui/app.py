@@ -23,6 +23,7 @@ from wardsync.infra.metrics import metrics_from_env
 from wardsync.infra.paths import resources_dir
 from wardsync.infra.sandbox_process import SandboxStartError
 from wardsync.infra.settings import ConfigError, Settings, load_settings
+from wardsync.ui.stylesheets import load_stylesheet
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,6 @@ def has_display(environ: dict[str, str] | None = None, platform: str = sys.platf
                 or env.get("QT_QPA_PLATFORM", "").startswith(("offscreen", "minimal", "vnc")))
 
 
-def load_stylesheet(theme: str) -> str:
-    path = resources_dir() / "styles" / f"{theme}.qss"
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        log.warning("theme %s not found at %s", theme, path)
-        return ""
-
-
 class AppController:
     """Owns the services, the windows, the idle lock and the user session of this process."""
 
@@ -59,9 +51,9 @@ class AppController:
                  layouts: Any = None) -> None:
         from PySide6.QtWidgets import QApplication
 
+        from wardsync.station.services import AppServices
         from wardsync.sync.activity import ActivityRecorder, Tee
         from wardsync.ui.idle_lock import IdleMonitor, ScreenLock
-        from wardsync.ui.services import AppServices
 
         # Windows close through the controller, so the sync stack and the demo server are
         # stopped before the event loop ends (Qt must not quit on the last window by itself).
@@ -103,7 +95,7 @@ class AppController:
         self.idle.start()
 
     def _make_workspace(self) -> None:
-        from wardsync.ui.workspace import Workspace
+        from wardsync.station.workspace import Workspace
 
         ws = self.services.workstation
         assert ws is not None and self.services.backend is not None
@@ -150,7 +142,7 @@ class AppController:
         from wardsync.ui.ward_overview import WardOverviewWindow
 
         assert self.workspace is not None
-        window = self._show(WardOverviewWindow(self.workspace))
+        window = self._show(WardOverviewWindow.in_workspace(self.workspace))
         if self.services.keyring_message:
             # No OS keyring: tokens are for this session only; say so once, in words.
             window.statusBar().showMessage(self.services.keyring_message, 60000)
@@ -164,7 +156,7 @@ class AppController:
         if existing is not None:
             return self._raise(existing)
         self._audit(patient_id)
-        return self._show(PatientChartWindow(self.workspace, patient_id))
+        return self._show(PatientChartWindow.in_workspace(self.workspace, patient_id))
 
     def open_lab_report(self, report_id: str, patient_id: str):
         from wardsync.ui.lab_report import LabReportWindow
@@ -173,7 +165,7 @@ class AppController:
         if existing is not None:
             return self._raise(existing)
         self._audit(patient_id)
-        return self._show(LabReportWindow(self.workspace, report_id, patient_id))
+        return self._show(LabReportWindow.in_workspace(self.workspace, report_id, patient_id))
 
     def open_alerts_window(self):
         """The Alerts window (one per app: an open one is brought to the front)."""
@@ -183,7 +175,7 @@ class AppController:
         existing = self._find(AlertsWindow.kind)
         if existing is not None:
             return self._raise(existing)
-        return self._show(AlertsWindow(self.workspace, notifier=self.notifier))
+        return self._show(AlertsWindow.in_workspace(self.workspace, notifier=self.notifier))
 
     def open_diagnostics(self):
         from wardsync.ui.diagnostics import DiagnosticsWindow
@@ -343,7 +335,7 @@ class AppController:
         return True
 
     def _demo_username_of(self, fhir_user: str | None) -> str:
-        from wardsync.ui.services import DEMO_USER
+        from wardsync.station.services import DEMO_USER
 
         for user in self.services.demo_users:
             name = user.get("username", "")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -37,15 +37,11 @@ from PySide6.QtWidgets import (
 from wardsync.core.fhirtime import parse_instant
 from wardsync.core.resources import version_id as version_of
 from wardsync.sync.edits import SaveConflict
+from wardsync.ui.stylesheets import component_stylesheet
+from wardsync.viewmodels.edit_session import ConflictChoice
 
-ConflictChoice = Literal["mine", "theirs", "edit"]
 UNCHANGED = "(unchanged)"
 BOTH_CHANGED = "both changed"
-CONFLICT_STYLE = """
-QLabel#conflictHeading { font-size: 12pt; font-weight: 700; color: #5d1000;
-                         background: #fff3e0; border: 1px solid #e0a060; padding: 8px; }
-QLabel#conflictSummary { padding: 4px 0; }
-"""
 OVERLAP_BACKGROUND = "#ffe0b2"
 OVERLAP_TEXT = "#3e2000"
 COLUMNS = ("What", "When you started", "Their version", "Your change", "")
@@ -100,7 +96,7 @@ class ConflictView(QDialog):
         self.conflict = conflict
         self.setObjectName("conflictView")
         self.setWindowTitle(f"Someone else saved this {what} first")
-        self.setStyleSheet(CONFLICT_STYLE)
+        self.setStyleSheet(component_stylesheet("conflict-view"))
         self.setModal(True)
         self._decided = False
         theirs_v = version_of(conflict.theirs) or "?"

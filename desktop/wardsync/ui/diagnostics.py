@@ -50,6 +50,7 @@ from wardsync.core.events import (
     QueryStateChanged,
     ResourcesChanged,
 )
+from wardsync.station.workspace import Workspace
 from wardsync.sync.activity import (
     ActivityRecorder,
     ActivitySnapshot,
@@ -59,7 +60,6 @@ from wardsync.sync.activity import (
 from wardsync.sync.pull import QueryState
 from wardsync.ui.columns import fit_columns
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
 
 REFRESH_INTERVAL_MS = 1000  # the timer refresh: ages and per-minute rates move on their own
 EVENT_REFRESH_DELAY_MS = 100  # bus events coalesce into one refresh this soon after
@@ -270,7 +270,8 @@ class DiagnosticsWindow(PanelWindow):
 
     def __init__(self, workspace: Workspace, activity: ActivityRecorder,
                  parent: QWidget | None = None) -> None:
-        super().__init__(workspace, parent)
+        super().__init__(workspace.panel(self.kind), parent)
+        self.workspace = workspace  # IT's view of the whole workstation: it shows all of it
         self.activity = activity
         self._query_items: dict[str, QTreeWidgetItem] = {}
         self.last_snapshot: ActivitySnapshot | None = None
@@ -328,32 +329,35 @@ class DiagnosticsWindow(PanelWindow):
         label.setWordWrap(True)  # long reasons wrap instead of widening the window
         return label
 
+    def _value_group(self, title: str, fields: list[tuple[str, str, str]]
+                     ) -> tuple[QGroupBox, list[QLabel]]:
+        """A titled form of read-only values: (caption, object name, accessible name) each."""
+        box = QGroupBox(title)
+        form = QFormLayout(box)
+        labels = []
+        for caption, name, accessible in fields:
+            labels.append(self._value(name, accessible))
+            form.addRow(caption, labels[-1])
+        return box, labels
+
     def _build_top(self) -> QHBoxLayout:
         row = QHBoxLayout()
-        conn = QGroupBox("Connection")
-        form = QFormLayout(conn)
-        self.state_value = self._value("diagState", "Connection state")
-        self.realtime_value = self._value("diagRealtime", "Realtime link")
-        self.detail_value = self._value("diagDetail", "Technical detail")
-        self.counts_value = self._value("diagCounts", "Catch-ups and polls")
-        form.addRow("State:", self.state_value)
-        form.addRow("Realtime:", self.realtime_value)
-        form.addRow("Detail:", self.detail_value)
-        form.addRow("Since start:", self.counts_value)
+        conn, (self.state_value, self.realtime_value, self.detail_value,
+               self.counts_value) = self._value_group("Connection", [
+            ("State:", "diagState", "Connection state"),
+            ("Realtime:", "diagRealtime", "Realtime link"),
+            ("Detail:", "diagDetail", "Technical detail"),
+            ("Since start:", "diagCounts", "Catch-ups and polls"),
+        ])
         row.addWidget(conn, 1)
-
-        activity = QGroupBox("Activity")
-        form = QFormLayout(activity)
-        self.rates_value = self._value("diagRates", "Pokes and pulls in the last minute")
-        self.rejected_value = self._value("diagRejected", "Rejected pokes")
-        self.to_pull_value = self._value("diagPokeToPull", "Latency from poke to pulled version")
-        self.to_screen_value = self._value("diagPokeToScreen", "Latency from poke to screen")
-        self.pending_value = self._value("diagPending", "Pokes not followed by a pull")
-        form.addRow("Last minute:", self.rates_value)
-        form.addRow("Rejected:", self.rejected_value)
-        form.addRow("Poke → pulled:", self.to_pull_value)
-        form.addRow("Poke → on screen:", self.to_screen_value)
-        form.addRow("Not pulled:", self.pending_value)
+        activity, (self.rates_value, self.rejected_value, self.to_pull_value,
+                   self.to_screen_value, self.pending_value) = self._value_group("Activity", [
+            ("Last minute:", "diagRates", "Pokes and pulls in the last minute"),
+            ("Rejected:", "diagRejected", "Rejected pokes"),
+            ("Poke → pulled:", "diagPokeToPull", "Latency from poke to pulled version"),
+            ("Poke → on screen:", "diagPokeToScreen", "Latency from poke to screen"),
+            ("Not pulled:", "diagPending", "Pokes not followed by a pull"),
+        ])
         row.addWidget(activity, 1)
 
         actions = QVBoxLayout()

@@ -30,14 +30,20 @@ from PySide6.QtWidgets import (
 from wardsync.core.backoff import Backoff, Jitter
 from wardsync.core.queries import LabReport
 from wardsync.fhir.errors import FhirError
+from wardsync.station.workspace import PanelContext, Workspace
+from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import GroupedTable
 from wardsync.ui.chart_widgets.panel_message import LoadingDelay, PanelMessage
 from wardsync.ui.chart_widgets.patient_window import PatientWindow
-from wardsync.ui.clinical_text import reference_id
-from wardsync.ui.lab_rows import LAB_COLUMNS, report_summary, result_refs, result_row
-from wardsync.ui.report_history import HISTORY_COLUMNS, read_history, status_history
-from wardsync.ui.table_rows import Row, newly_visible
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.clinical_text import reference_id
+from wardsync.viewmodels.lab_rows import LAB_COLUMNS, report_summary, result_refs, result_row
+from wardsync.viewmodels.report_history import (
+    HISTORY_COLUMNS,
+    HistorySource,
+    read_history,
+    status_history,
+)
+from wardsync.viewmodels.table_rows import Row, newly_visible
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +55,20 @@ HEADER_FIELDS = (("panel", "Test panel"), ("status", "Report status"),
 
 
 class LabReportWindow(PatientWindow):
-    """One lab report. The launcher connects `patient_requested` to open the chart."""
+    """One lab report. The launcher connects `patient_requested` to open the chart.
+
+    It takes what it shows: the panel context (the store holds the report and its results),
+    the server's version history (`history`, the FHIR client's search) and presence.
+    """
 
     kind = "report"
     title = "Lab result"
 
-    def __init__(self, workspace: Workspace, report_id: str, patient_id: str,
+    def __init__(self, panel: PanelContext, report_id: str, patient_id: str, *,
+                 history: HistorySource, presence: PresenceService | None = None,
                  parent: QWidget | None = None) -> None:
-        super().__init__(workspace, patient_id, parent)
+        super().__init__(panel, patient_id, parent)
+        self.history_source = history
         self.report_id = report_id
         self.report_ref = f"DiagnosticReport/{report_id}"
         self.report_key = LabReport(report_id, patient_id)
@@ -78,7 +90,7 @@ class LabReportWindow(PatientWindow):
             form.addRow(f"{caption}:", label)
             self.header_labels[field] = label
         self.report_message = self.status_line(
-            "Lab result", [self.report_key], lambda: self.workspace.store.get(
+            "Lab result", [self.report_key], lambda: self.panel.store.get(
                 self.report_ref) is not None)
         self.results = GroupedTable(LAB_COLUMNS, object_name="reportResults",
                                     accessible_name="Results of this report", flat=True,
@@ -119,20 +131,9 @@ class LabReportWindow(PatientWindow):
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.open_chart_button)
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
-        layout.addWidget(self.banner)
-        # Who else is looking at this patient right now (one member per workstation however
-        # many windows show the patient).
-        avatars = self.join_presence(getattr(workspace, "presence", None))
-        if avatars is not None:
-            row = QHBoxLayout()
-            row.addStretch(1)
-            row.addWidget(avatars)
-            layout.addLayout(row)
+        layout = self.patient_layout(presence)
         layout.addWidget(splitter, 1)
         layout.addLayout(buttons)
-        self.setCentralWidget(central)
         self.resize(1000, 760)
         self.setTabOrder(self.results, self.history)
         self.setTabOrder(self.history, self.open_chart_button)
@@ -158,8 +159,15 @@ class LabReportWindow(PatientWindow):
         self.refresh_status()
 
     # ------------------------------------------------------------------ rendering
+    @classmethod
+    def in_workspace(cls, workspace: Workspace, report_id: str, patient_id: str
+                     ) -> LabReportWindow:
+        """The report's window for this session (history from its FHIR client)."""
+        return cls(workspace.panel(cls.kind), report_id, patient_id,
+                   history=workspace.workstation.fhir, presence=workspace.presence)
+
     def _report_refs(self) -> set[str]:
-        report = self.workspace.store.get(self.report_ref)
+        report = self.panel.store.get(self.report_ref)
         return {self.report_ref, *(result_refs(report) if report else ())}
 
     def render_sections(self, refs: set[str] | None) -> dict[str, str]:
@@ -175,7 +183,7 @@ class LabReportWindow(PatientWindow):
         return visible
 
     def _render_report(self) -> dict[str, str]:
-        store = self.workspace.store
+        store = self.panel.store
         report = store.get(self.report_ref)
         if report is not None and reference_id(report.get("subject"),
                                                "Patient") != self.patient_id:
@@ -207,14 +215,14 @@ class LabReportWindow(PatientWindow):
     def refresh_status(self) -> None:
         super().refresh_status()
         try:
-            st = self.workspace.queries.state(self.report_key)
+            st = self.panel.queries.state(self.report_key)
         except KeyError:
             return
         if st.status == "ok" and self.wrong_patient:
             self.report_message.show_message(
                 "This lab report is about another patient, so it is not shown under this "
                 "patient's banner. Open it from that patient's chart.", "error")
-        elif st.status == "ok" and self.workspace.store.get(self.report_ref) is None:
+        elif st.status == "ok" and self.panel.store.get(self.report_ref) is None:
             self.report_message.show_message(
                 "This lab report was not found on the server (it may have been withdrawn).",
                 "error")
@@ -233,8 +241,8 @@ class LabReportWindow(PatientWindow):
         self._history_task.add_done_callback(self._on_history_task_done)
 
     async def _load_history(self) -> None:
-        fhir = self.workspace.workstation.fhir
-        store = self.workspace.store
+        fhir = self.history_source
+        store = self.panel.store
         while True:
             self._history_again = False
             report = store.get(self.report_ref)

@@ -14,12 +14,10 @@ patient, which is worse than showing none. Their geometry is still remembered pe
 A window counts as a patient window when `is_patient_window(window)` says so (by default: a
 truthy `patient_bound`, `patient_id` or `patient_ref` attribute).
 
-Missing monitors. A saved window goes back onto its screen (matched by name, then by
-geometry) clamped to that screen's available area (without task bars and docks). If the
-screen is gone, the window moves onto the primary screen at the same offset from the
-screen's corner, clamped to the primary screen's available area; a window larger than the
-area is shrunk to fit. The pure geometry (`Rect`, `Screen`, `place`) has no Qt in it and is
-tested with fake screens; `LayoutKeeper` is the Qt side.
+Three parts, split along their seams: the pure geometry (`viewmodels.window_geometry`: where a
+window goes when its monitor is gone) and the saved document (`viewmodels.window_layout`),
+both tested with fake screens; the atomic, user-only file (`station.layout_store`); and this
+module, the Qt side, which reads the real screens and windows and keeps the file up to date.
 
 Saving. `LayoutKeeper.track` follows a window's moves, resizes and state changes and saves a
 second after the last one (so a crash loses at most a second of arranging). When a window
@@ -30,297 +28,27 @@ closing the windows programmatically.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QObject, QRect, Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QScreen
 from PySide6.QtWidgets import QWidget
 
-from wardsync.infra.paths import ensure_private_dir, user_config_dir
+from wardsync.station.layout_store import LayoutStore
+from wardsync.viewmodels.window_geometry import Rect, Screen, cascade, place
+from wardsync.viewmodels.window_layout import (
+    MAX_WINDOWS,
+    HostLayout,
+    WindowPlacement,
+    layout_for_host,
+)
 
-log = logging.getLogger(__name__)
-
-LAYOUT_FILE_NAME = "layout.json"
-LAYOUT_VERSION = 1
-MAX_LAYOUT_FILE_BYTES = 1024 * 1024  # a layout is a few KB; anything bigger is not ours
-MAX_HOSTS = 16  # workstations remembered per user (roaming profiles), oldest dropped
-MAX_WINDOWS = 32  # windows restored at most (a corrupted or hostile file cannot open 10 000)
 AUTOSAVE_DELAY_MS = 1000  # save this long after the last move or resize
-MIN_WINDOW_W_PX = 320  # a restored window is never smaller than this (if the screen allows)
-MIN_WINDOW_H_PX = 200
-CASCADE_STEP_PX = 32  # a new window of a kind already open at its place is offset this much
 
 
-# ---------------------------------------------------------------------- pure geometry
-@dataclass(frozen=True, slots=True)
-class Rect:
-    """A rectangle in desktop coordinates (Qt's device-independent pixels)."""
-
-    x: int
-    y: int
-    width: int
-    height: int
-
-    @property
-    def right(self) -> int:
-        """One past the last column (exclusive)."""
-        return self.x + self.width
-
-    @property
-    def bottom(self) -> int:
-        """One past the last row (exclusive)."""
-        return self.y + self.height
-
-    def intersection_area(self, other: Rect) -> int:
-        w = min(self.right, other.right) - max(self.x, other.x)
-        h = min(self.bottom, other.bottom) - max(self.y, other.y)
-        return w * h if w > 0 and h > 0 else 0
-
-    def contains(self, other: Rect) -> bool:
-        return (self.x <= other.x and self.y <= other.y and other.right <= self.right
-                and other.bottom <= self.bottom)
-
-    def translated(self, dx: int, dy: int) -> Rect:
-        return replace(self, x=self.x + dx, y=self.y + dy)
-
-    def as_list(self) -> list[int]:
-        return [self.x, self.y, self.width, self.height]
-
-    @classmethod
-    def from_list(cls, value: object) -> Rect:
-        """From `[x, y, width, height]`; ValueError unless four integers with positive size."""
-        if (not isinstance(value, list) or len(value) != 4
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-            raise ValueError("a rectangle is [x, y, width, height] in whole pixels")
-        x, y, w, h = value
-        if w <= 0 or h <= 0 or max(abs(x), abs(y), w, h) > 1_000_000:
-            raise ValueError("a rectangle needs a positive, plausible size")
-        return cls(x, y, w, h)
-
-
-@dataclass(frozen=True, slots=True)
-class Screen:
-    """One monitor: its whole geometry and the part windows may use (without task bars)."""
-
-    name: str
-    geometry: Rect
-    available: Rect
-    primary: bool = False
-
-
-def clamp(frame: Rect, area: Rect, *, min_w: int = MIN_WINDOW_W_PX,
-          min_h: int = MIN_WINDOW_H_PX) -> Rect:
-    """`frame` moved (and shrunk if needed) to lie wholly inside `area`.
-
-    The size is kept when it fits, shrunk to the area when it does not, and raised to the
-    minimum size where the area allows. Then the frame slides the least distance inside.
-    """
-    width = min(max(frame.width, min(min_w, area.width)), area.width)
-    height = min(max(frame.height, min(min_h, area.height)), area.height)
-    x = min(max(frame.x, area.x), area.right - width)
-    y = min(max(frame.y, area.y), area.bottom - height)
-    return Rect(x, y, width, height)
-
-
-def primary_screen(screens: Sequence[Screen]) -> Screen:
-    """The primary screen (the first one if none is marked). ValueError if there is none."""
-    if not screens:
-        raise ValueError("no screens")
-    return next((s for s in screens if s.primary), screens[0])
-
-
-def find_screen(screens: Sequence[Screen], name: str,
-                geometry: Rect | None) -> Screen | None:
-    """The saved screen if it is still attached: by name, else by identical geometry.
-
-    Names identify a connector ("HDMI-1", "\\\\.\\DISPLAY2"); when a name changes (a driver
-    update, a different dock) a screen at exactly the same place is the same monitor for
-    our purpose.
-    """
-    named = [s for s in screens if name and s.name == name]
-    if named:
-        return named[0]
-    if geometry is not None:
-        return next((s for s in screens if s.geometry == geometry), None)
-    return None
-
-
-def place(frame: Rect, screen_name: str, screen_geometry: Rect | None,
-          screens: Sequence[Screen]) -> tuple[Rect, Screen]:
-    """Where a window saved at `frame` on screen `screen_name` goes on the current screens.
-
-    On its own screen: clamped to its available area. Screen gone: onto the primary screen,
-    at the same offset from the screen's top-left corner as before (or at the primary's
-    top-left when the old screen's geometry is unknown), clamped to its available area.
-    """
-    own = find_screen(screens, screen_name, screen_geometry)
-    if own is not None:
-        return clamp(frame, own.available), own
-    target = primary_screen(screens)
-    if screen_geometry is not None:
-        moved = frame.translated(target.geometry.x - screen_geometry.x,
-                                 target.geometry.y - screen_geometry.y)
-    else:
-        moved = replace(frame, x=target.available.x, y=target.available.y)
-    return clamp(moved, target.available), target
-
-
-def cascade(frame: Rect, taken: Iterable[Rect], area: Rect,
-            step: int = CASCADE_STEP_PX) -> Rect:
-    """`frame` inside `area`, moved down-right by `step` until no rectangle in `taken`
-    starts near its corner (within half a step: frame margins differ by a few pixels
-    between a window just shown and one settled), so a second window of a kind does not
-    hide behind the first. If every step is taken (the area's corner is reached) the frame
-    stays put."""
-    corners = [(r.x, r.y) for r in taken]
-    near = step // 2
-
-    def free(r: Rect) -> bool:
-        return all(abs(r.x - x) > near or abs(r.y - y) > near for x, y in corners)
-
-    for k in range(64):
-        candidate = clamp(frame.translated(k * step, k * step), area)
-        if free(candidate):
-            return candidate
-    return clamp(frame, area)
-
-
-# ---------------------------------------------------------------------- the saved document
-@dataclass(frozen=True, slots=True)
-class WindowPlacement:
-    """Where one panel window was: kind and geometry only (never what it showed)."""
-
-    kind: str
-    frame: Rect  # frame geometry (title bar included): what must stay visible
-    width: int  # client area size, what `resize` takes
-    height: int
-    screen: str = ""
-    screen_geometry: Rect | None = None
-    maximized: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "kind": self.kind, "frame": self.frame.as_list(), "size": [self.width, self.height],
-            "screen": self.screen, "maximized": self.maximized,
-        }
-        if self.screen_geometry is not None:
-            out["screen_geometry"] = self.screen_geometry.as_list()
-        return out
-
-    @classmethod
-    def from_json(cls, obj: object) -> WindowPlacement:
-        """Parse one saved window; ValueError naming what is wrong."""
-        if not isinstance(obj, dict):
-            raise ValueError("a window entry must be an object")
-        kind = obj.get("kind")
-        if not isinstance(kind, str) or not kind.isidentifier() or len(kind) > 40:
-            raise ValueError("a window needs a kind (a short identifier)")
-        frame = Rect.from_list(obj.get("frame"))
-        size = obj.get("size", [frame.width, frame.height])
-        if not isinstance(size, list) or len(size) != 2:
-            raise ValueError("size must be [width, height]")
-        client = Rect.from_list([0, 0, *size])
-        screen = obj.get("screen", "")
-        if not isinstance(screen, str) or len(screen) > 200:
-            raise ValueError("screen must be a short string")
-        geometry = obj.get("screen_geometry")
-        maximized = obj.get("maximized", False)
-        if not isinstance(maximized, bool):
-            raise ValueError("maximized must be true or false")
-        return cls(kind, frame, client.width, client.height, screen,
-                   Rect.from_list(geometry) if geometry is not None else None, maximized)
-
-
-@dataclass
-class HostLayout:
-    """The layout of one workstation: restorable windows in opening order, and the last
-    place of each window kind (patient windows included)."""
-
-    windows: list[WindowPlacement] = field(default_factory=list)
-    last_by_kind: dict[str, WindowPlacement] = field(default_factory=dict)
-    saved_wall: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "saved_wall": self.saved_wall,
-            "windows": [w.to_json() for w in self.windows],
-            "last_by_kind": {k: w.to_json() for k, w in sorted(self.last_by_kind.items())},
-        }
-
-    @classmethod
-    def from_json(cls, obj: object) -> HostLayout:
-        """Parse leniently: a bad entry is skipped (and logged), the rest is kept."""
-        if not isinstance(obj, dict):
-            raise ValueError("a host layout must be an object")
-        out = cls()
-        saved = obj.get("saved_wall", 0.0)
-        out.saved_wall = float(saved) if isinstance(saved, int | float) else 0.0
-        windows = obj.get("windows", [])
-        for entry in windows if isinstance(windows, list) else []:
-            try:
-                out.windows.append(WindowPlacement.from_json(entry))
-            except ValueError as exc:
-                log.warning("layout: skipping a saved window: %s", exc)
-        del out.windows[MAX_WINDOWS:]
-        last = obj.get("last_by_kind", {})
-        for entry in last.values() if isinstance(last, dict) else []:
-            try:
-                placement = WindowPlacement.from_json(entry)
-            except ValueError as exc:
-                log.warning("layout: skipping a saved window kind: %s", exc)
-                continue
-            out.last_by_kind[placement.kind] = placement
-        return out
-
-
-def parse_document(text: str) -> dict[str, HostLayout]:
-    """The hosts of a layout file; ValueError if it is not a layout document at all."""
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not JSON ({exc.msg})") from exc
-    if not isinstance(doc, dict) or doc.get("version") != LAYOUT_VERSION:
-        raise ValueError(f"not a version {LAYOUT_VERSION} layout document")
-    hosts = doc.get("hosts")
-    if not isinstance(hosts, dict):
-        raise ValueError("no hosts in the layout document")
-    out: dict[str, HostLayout] = {}
-    for host, layout in hosts.items():
-        try:
-            out[str(host)] = HostLayout.from_json(layout)
-        except ValueError as exc:
-            log.warning("layout: skipping the layout of one workstation: %s", exc)
-    return out
-
-
-def render_document(hosts: Mapping[str, HostLayout]) -> str:
-    """The layout file's text, keeping the `MAX_HOSTS` most recently saved workstations."""
-    newest = sorted(hosts.items(), key=lambda kv: kv[1].saved_wall, reverse=True)[:MAX_HOSTS]
-    doc = {"version": LAYOUT_VERSION,
-           "hosts": {host: layout.to_json() for host, layout in sorted(newest)}}
-    return json.dumps(doc, indent=1, sort_keys=False) + "\n"
-
-
-def layout_for_host(hosts: Mapping[str, HostLayout], host: str) -> HostLayout:
-    """This workstation's layout; on a workstation seen for the first time (a roaming
-    profile), the most recently saved one, which `place` fits onto these screens."""
-    if host in hosts:
-        return hosts[host]
-    if hosts:
-        return max(hosts.values(), key=lambda h: h.saved_wall)
-    return HostLayout()
-
-
-# ---------------------------------------------------------------------- Qt side
 def _rect(r: QRect) -> Rect:
     return Rect(r.x(), r.y(), max(1, r.width()), max(1, r.height()))
 
@@ -385,50 +113,6 @@ def apply(window: QWidget, placement: WindowPlacement, screens: Sequence[Screen]
     if placement.maximized:
         window.setWindowState(window.windowState() | Qt.WindowState.WindowMaximized)
     return frame
-
-
-class LayoutStore:
-    """Reads and writes the layout file (atomically; a bad file is reported, never fatal)."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path if path is not None else user_config_dir() / LAYOUT_FILE_NAME
-
-    def load(self) -> dict[str, HostLayout]:
-        try:
-            if self.path.stat().st_size > MAX_LAYOUT_FILE_BYTES:
-                log.warning("layout: %s is too large to be a layout; ignoring it", self.path)
-                return {}
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            log.warning("layout: cannot read %s: %s", self.path, exc)
-            return {}
-        try:
-            return parse_document(text)
-        except ValueError as exc:
-            log.warning("layout: ignoring %s: %s", self.path, exc)
-            return {}
-
-    def save(self, hosts: Mapping[str, HostLayout]) -> bool:
-        """Write the file; False (logged) if it cannot be written."""
-        text = render_document(hosts)
-        try:
-            ensure_private_dir(self.path.parent)
-            # Write a sibling file, then rename over the old one: a crash or a full disk
-            # mid-write leaves the previous layout intact (rename is atomic, POSIX rename(2)).
-            fd, tmp = tempfile.mkstemp(prefix=".layout-", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.replace(tmp, self.path)
-            except OSError:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as exc:
-            log.warning("layout: cannot save %s: %s", self.path, exc)
-            return False
-        return True
 
 
 @dataclass

@@ -39,8 +39,8 @@ from wardsync.sync.edits import (
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
 from wardsync.ui.chart_widgets.record_editor import RecordEditor, Subscribe
-from wardsync.ui.clinical_text import format_moment, ref_of, version_of, when
-from wardsync.ui.table_rows import Row
+from wardsync.viewmodels.clinical_text import format_moment, ref_of, version_of, when
+from wardsync.viewmodels.table_rows import Row
 
 NOTE_COLUMNS = ("Written", "By", "Note", "Status")
 
@@ -79,11 +79,7 @@ class NursingNoteEditor(RecordEditor):
     component = NOTE_COMPONENT
     what = "nursing note"
 
-    def __init__(self, *, store: ResourceStore, subscribe: Subscribe, edits: RecordEdits,
-                 presence: PresenceService | None, patient_id: str,
-                 parent: QWidget | None = None) -> None:
-        super().__init__(store=store, subscribe=subscribe, edits=edits, presence=presence,
-                         patient_id=patient_id, parent=parent)
+    def build_form(self) -> None:
         self.setObjectName("nursingNoteEditor")
         self.setAccessibleName("Nursing note editor")
         self.info = QLabel(self.form)
@@ -100,7 +96,6 @@ class NursingNoteEditor(RecordEditor):
         layout.addWidget(self.info)
         layout.addWidget(self.text, 1)
         self.text.textChanged.connect(self._on_form_changed)
-        self.set_record(None)
 
     def allows_new(self) -> bool:
         return True

@@ -11,8 +11,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from wardsync.ui.banner_facts import BannerFacts
 from wardsync.ui.chart_widgets.grouped_table import HIGHLIGHT_S
+from wardsync.viewmodels.banner_facts import BannerFacts
 
 FIELDS = ("name", "born", "sex", "mrn", "location", "allergies")
 

@@ -12,8 +12,9 @@ Working together (issue 5): with the workstation's `PresenceService` the chart i
 the patient's record channel and shows who else has the patient open under the banner; with
 `RecordEdits` too, the Tasks tab edits the selected task (status, owner, a note) and the
 Nursing notes tab writes and amends notes, through record locks and `If-Match` saves
-(ui/chart_widgets/record_editor.py). Both come from the constructor or, when not given, from
-the workspace's `presence` / `edits` attributes; without them the chart is read-only.
+(ui/chart_widgets/record_editor.py). Both come from the constructor (`in_workspace` passes
+the session's); without them the chart is read-only. Like every window it takes only what it
+shows: its panel context (store, queries, bus), presence and edits.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import asyncio
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QHBoxLayout,
     QLabel,
     QScrollArea,
     QSplitter,
@@ -34,14 +34,16 @@ from PySide6.QtWidgets import (
 )
 
 from wardsync.core.queries import PatientLabs, PatientRecord, PatientVitals
+from wardsync.station.workspace import PanelContext, Workspace
 from wardsync.sync.edits import NursingNotes, RecordEdits, is_nursing_note
 from wardsync.sync.presence import PresenceService
 from wardsync.ui.chart_widgets.grouped_table import KEY_ROLE, GroupedTable
 from wardsync.ui.chart_widgets.patient_window import PatientWindow
 from wardsync.ui.chart_widgets.vital_trends import VitalTrendsPanel
-from wardsync.ui.lab_rows import LAB_COLUMNS, lab_groups
 from wardsync.ui.nursing_note import NursingNotesPanel
-from wardsync.ui.record_rows import (
+from wardsync.ui.task_editor import TaskEditor
+from wardsync.viewmodels.lab_rows import LAB_COLUMNS, lab_groups
+from wardsync.viewmodels.record_rows import (
     MEDICATION_COLUMNS,
     PROBLEM_COLUMNS,
     TASK_COLUMNS,
@@ -49,11 +51,9 @@ from wardsync.ui.record_rows import (
     problem_groups,
     task_groups,
 )
-from wardsync.ui.table_rows import newly_visible, shown_versions
-from wardsync.ui.task_editor import TaskEditor
-from wardsync.ui.vital_series import vital_trends
-from wardsync.ui.ward_rows import is_vital_sign, patient_ref_of
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.table_rows import newly_visible, shown_versions
+from wardsync.viewmodels.vital_series import vital_trends
+from wardsync.viewmodels.ward_rows import is_vital_sign, patient_ref_of
 
 # (section, tab text with its Alt mnemonic, accessible name)
 TABS = (
@@ -81,16 +81,23 @@ class PatientChartWindow(PatientWindow):
     kind = "chart"
     title = "Patient chart"
 
-    def __init__(self, workspace: Workspace, patient_id: str,
+    @classmethod
+    def in_workspace(cls, workspace: Workspace, patient_id: str, *,
+                     presence: PresenceService | None = None,
+                     edits: RecordEdits | None = None) -> PatientChartWindow:
+        """The patient's chart for this session (its presence and edits unless given)."""
+        return cls(workspace.panel(cls.kind), patient_id,
+                   presence=presence if presence is not None else workspace.presence,
+                   edits=edits if edits is not None else workspace.edits)
+
+    def __init__(self, panel: PanelContext, patient_id: str,
                  parent: QWidget | None = None, *, presence: PresenceService | None = None,
                  edits: RecordEdits | None = None) -> None:
-        super().__init__(workspace, patient_id, parent)
+        super().__init__(panel, patient_id, parent)
         self.record_key = PatientRecord(patient_id)
         self.vitals_key = PatientVitals(patient_id)
         self.labs_key = PatientLabs(patient_id)
         self.notes_key = NursingNotes(patient_id)
-        presence = presence if presence is not None else getattr(workspace, "presence", None)
-        edits = edits if edits is not None else getattr(workspace, "edits", None)
         self.edits: RecordEdits | None = edits
 
         self.vitals = VitalTrendsPanel()
@@ -107,7 +114,7 @@ class PatientChartWindow(PatientWindow):
         self.task_editor: TaskEditor | None = None
         tasks_content: QWidget = self.tasks
         if edits is not None:
-            self.task_editor = TaskEditor(store=workspace.store, subscribe=self.subscribe,
+            self.task_editor = TaskEditor(store=panel.store, subscribe=self.subscribe,
                                           edits=edits, presence=presence,
                                           patient_id=patient_id)
             self.task_editor.review_requested.connect(self._on_editor_review_requested)
@@ -118,7 +125,7 @@ class PatientChartWindow(PatientWindow):
             split.addWidget(self.task_editor)
             split.setSizes([360, 320])
             tasks_content = split
-        self.notes = NursingNotesPanel(store=workspace.store, patient_id=patient_id,
+        self.notes = NursingNotesPanel(store=panel.store, patient_id=patient_id,
                                        subscribe=self.subscribe, edits=edits,
                                        presence=presence)
         if self.notes.editor is not None:
@@ -170,17 +177,7 @@ class PatientChartWindow(PatientWindow):
             shortcut.activated.connect(lambda i=index: self._on_tab_shortcut_activated(i))
         self.tabs.currentChanged.connect(self._on_tabs_current_changed)
 
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
-        layout.addWidget(self.banner)
-        avatars = self.join_presence(presence)
-        if avatars is not None:
-            row = QHBoxLayout()
-            row.addStretch(1)
-            row.addWidget(avatars)
-            layout.addLayout(row)
-        layout.addWidget(self.tabs, 1)
-        self.setCentralWidget(central)
+        self.patient_layout(presence).addWidget(self.tabs, 1)
         self.resize(1200, 820)
 
         self.open_identity_queries()
@@ -195,7 +192,7 @@ class PatientChartWindow(PatientWindow):
 
     def _sections_for(self, refs: set[str]) -> set[str]:
         sections: set[str] = set()
-        store = self.workspace.store
+        store = self.panel.store
         for ref in refs:
             rtype = ref.split("/", 1)[0]
             if rtype == "Observation":
@@ -229,7 +226,7 @@ class PatientChartWindow(PatientWindow):
         return visible
 
     def _render(self, section: str) -> dict[str, str]:
-        store, pid = self.workspace.store, self.patient_id
+        store, pid = self.panel.store, self.patient_id
         if section == "notes":
             return self.notes.render_notes()
         if section == "vitals":
@@ -304,7 +301,7 @@ class PatientChartWindow(PatientWindow):
             editor.message.show_message("Save or discard this edit before opening another "
                                         "task.", "info")
             return
-        task = self.workspace.store.get(key)
+        task = self.panel.store.get(key)
         if task is not None:
             editor.set_record(task)
 
@@ -321,7 +318,7 @@ class PatientChartWindow(PatientWindow):
     def refresh_status(self) -> None:
         super().refresh_status()
         try:
-            loaded = self.workspace.queries.state(self.notes_key).status == "ok"
+            loaded = self.panel.queries.state(self.notes_key).status == "ok"
         except KeyError:
             loaded = False  # the notes tab was not opened yet
         self.notes.show_loaded(loaded)

@@ -21,6 +21,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
 from wardsync.core.presence import Member, initials
+from wardsync.ui.stylesheets import component_stylesheet
 
 MAX_AVATARS = 5
 DISC_PX = 30
@@ -30,10 +31,6 @@ AVATAR_H_PX = 50
 DISC_COLOURS = ("#1a5fb4", "#26734d", "#8f3f71", "#a3480f", "#4b4b9c", "#00646e", "#6b4423")
 EDITING_RING = "#111111"
 # Text colours come from the theme (the high-contrast one is white on black).
-STACK_STYLE = """
-QLabel#presenceCaption { font-weight: 600; background: transparent; }
-QLabel#presenceNobody { font-style: italic; background: transparent; }
-"""
 
 COMPONENT_WORDS = {"task": "the task", "note": "the note"}
 
@@ -121,7 +118,7 @@ class PresenceAvatars(QWidget):
     def __init__(self, caption: str = "Also here:", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("presenceAvatars")
-        self.setStyleSheet(STACK_STYLE)
+        self.setStyleSheet(component_stylesheet("presence-avatars"))
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
         self._layout = QHBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)

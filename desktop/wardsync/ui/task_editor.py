@@ -16,25 +16,21 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QLabel,
     QPlainTextEdit,
-    QWidget,
 )
 
-from wardsync.core.store import ResourceStore
 from wardsync.sync.edits import (
     TASK_COMPONENT,
     TASK_STATUSES,
     UNASSIGNED,
     Draft,
-    RecordEdits,
     SaveResult,
     TaskDraft,
     TaskEdit,
     reference_text,
 )
-from wardsync.sync.presence import PresenceService
-from wardsync.ui.chart_widgets.record_editor import RecordEditor, Subscribe
-from wardsync.ui.clinical_text import NO_VALUE, concept_text, format_moment
-from wardsync.ui.record_rows import practitioner_name
+from wardsync.ui.chart_widgets.record_editor import RecordEditor
+from wardsync.viewmodels.clinical_text import NO_VALUE, concept_text, format_moment
+from wardsync.viewmodels.record_rows import practitioner_name
 
 NOTES_SHOWN = 4  # the latest notes shown above the editor (all are in the tooltip)
 
@@ -63,11 +59,7 @@ class TaskEditor(RecordEditor):
     component = TASK_COMPONENT
     what = "task"
 
-    def __init__(self, *, store: ResourceStore, subscribe: Subscribe, edits: RecordEdits,
-                 presence: PresenceService | None, patient_id: str,
-                 parent: QWidget | None = None) -> None:
-        super().__init__(store=store, subscribe=subscribe, edits=edits, presence=presence,
-                         patient_id=patient_id, parent=parent)
+    def build_form(self) -> None:
         self.setObjectName("taskEditor")
         self.setAccessibleName("Task editor")
         self.details = QLabel(self.form)
@@ -100,7 +92,6 @@ class TaskEditor(RecordEditor):
         self.status.currentIndexChanged.connect(self._on_form_changed)
         self.owner.currentIndexChanged.connect(self._on_form_changed)
         self.note.textChanged.connect(self._on_form_changed)
-        self.set_record(None)
 
     # ------------------------------------------------------------------ form
     def _owner_options(self, task: Mapping[str, Any] | None, chosen: str | None,

@@ -1,4 +1,9 @@
-"""The ward overview window: beds and patients with their latest vitals and NEWS2 score."""
+"""The ward overview window: beds and patients with their latest vitals and NEWS2 score.
+
+The window takes its view model (`viewmodels.ward_overview.WardOverview`: the rows from the
+store, the queries they need, alert counts), its panel context and presence, and renders
+them; it never sees the workstation (napari's views take their model).
+"""
 
 from __future__ import annotations
 
@@ -20,19 +25,13 @@ from wardsync.core.alerts import AlertsChanged
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.news2 import RiskBand
 from wardsync.core.presence import PresenceChanged, initials
-from wardsync.core.queries import PatientVitals, WardCensus, WardTasks
-from wardsync.core.store import Resource
-from wardsync.sync.presence import PresenceHandle
+from wardsync.core.queries import PatientVitals, WardTasks
+from wardsync.station.workspace import PanelContext, Workspace
+from wardsync.sync.presence import PresenceHandle, PresenceService
 from wardsync.ui.columns import fit_columns
-from wardsync.ui.ward_rows import (
-    WardRow,
-    build_row,
-    is_vital_sign,
-    patient_ref_of,
-    ward_encounters,
-)
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.ward_overview import WardOverview, newly_visible_rows
+from wardsync.viewmodels.ward_rows import WardRow
 
 HIGHLIGHT_S = 3.0  # how long a changed row stays highlighted
 LOADING_HINT_AFTER_MS = 300  # a fetch slower than this shows a loading message
@@ -209,9 +208,13 @@ class WardOverviewWindow(PanelWindow):
     patient_requested = Signal(str)  # Enter or double-click on a bed: open that chart
     patient_selected = Signal(str)  # the selected bed changed: linked windows may follow
 
-    def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
-        super().__init__(workspace, parent)
-        self.title = f"Ward overview — {workspace.ward}"
+    def __init__(self, ward: WardOverview, panel: PanelContext, *,
+                 presence: PresenceService | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(panel, parent)
+        self.ward = ward
+        self.presence = presence
+        self.title = f"Ward overview — {ward.ward}"
         self.setWindowTitle(self._window_title())
         self.model = WardTableModel(self)
         self.table = QTableView(self)
@@ -240,8 +243,7 @@ class WardOverviewWindow(PanelWindow):
         self.setCentralWidget(central)
         self.resize(1100, 700)
 
-        self._census_key = WardCensus(workspace.ward)
-        self._vitals: dict[str, dict[str, Resource]] = {}  # patient ref -> obs ref -> obs
+        self._census_key = ward.census_key
         self._watches: dict[str, PresenceHandle] = {}  # patient id -> presence watch
         self._loading_timer = QTimer(self)
         self._loading_timer.setSingleShot(True)
@@ -257,12 +259,15 @@ class WardOverviewWindow(PanelWindow):
         self._loading_timer.start(LOADING_HINT_AFTER_MS)
         self._rebuild_all()
 
+    @classmethod
+    def in_workspace(cls, workspace: Workspace) -> WardOverviewWindow:
+        """The overview of the session's ward."""
+        return cls(WardOverview(workspace.store, workspace.ward, workspace.alerts),
+                   workspace.panel(cls.kind), presence=workspace.presence)
+
     # ------------------------------------------------------------------ data
     def _sync_vitals_queries(self) -> None:
-        wanted: set = {PatientVitals(r.patient_id) for r in self.model.rows}
-        if self.model.rows:
-            wanted.add(WardTasks(self.workspace.ward,
-                                 tuple(sorted(r.patient_id for r in self.model.rows))))
+        wanted = self.ward.queries_for(self.model.rows)
         for key in list(self.open_keys):
             if isinstance(key, PatientVitals | WardTasks) and key not in wanted:
                 self.close_query(key)
@@ -272,7 +277,7 @@ class WardOverviewWindow(PanelWindow):
 
     def _sync_watches(self) -> None:
         """Watch (never enter) each bed's record channel to list who has it open."""
-        presence = getattr(self.workspace, "presence", None)
+        presence = self.presence
         if presence is None:
             return
         wanted = {r.patient_id for r in self.model.rows}
@@ -303,87 +308,28 @@ class WardOverviewWindow(PanelWindow):
         self._watches.clear()
         super().release()
 
-    def _alert_counts(self) -> dict[str, int]:
-        alerts = getattr(self.workspace, "alerts", None)
-        if alerts is None:
-            return {}
-        counts: dict[str, int] = {}
-        for record in alerts.active():
-            counts[record.patient_id] = counts.get(record.patient_id, 0) + 1
-        return counts
-
     def _on_bus_alerts_changed(self, events: list) -> None:
-        self.model.set_alert_counts(self._alert_counts())
+        self.model.set_alert_counts(self.ward.alert_counts())
         self.table.resizeColumnToContents(ALERT_COLUMN)  # "1 URGENT" must never be cut
 
     def held_vitals(self, patient_ref: str) -> list[str]:
         """References of the vital-sign readings this window holds for one patient."""
-        return list(self._vitals.get(patient_ref, {}))
+        return self.ward.held_vitals(patient_ref)
 
     def _rebuild_all(self) -> dict[str, str]:
-        store = self.workspace.store
-        self._vitals.clear()
-        for obs in store.select("Observation", is_vital_sign):
-            ref = patient_ref_of(obs)
-            if ref is not None:
-                self._vitals.setdefault(ref, {})[f"Observation/{obs['id']}"] = obs
-        rows = []
-        alerts = self._alert_counts()
-        for enc in ward_encounters(store, self.workspace.ward):
-            patient_ref = patient_ref_of(enc) or ""
-            row = build_row(enc, store, self._vitals.get(patient_ref, {}).values(),
-                            alerts=alerts.get(patient_ref.removeprefix("Patient/"), 0))
-            if row is not None:
-                rows.append(row)
-        before = {r.patient_ref: r.refs for r in self.model.rows}
+        rows = self.ward.all_rows()
+        before = list(self.model.rows)
         self.model.replace_all(rows)
         self._size_columns()
         self._sync_vitals_queries()
-        return {ref: v for r in rows for ref, v in r.refs.items()
-                if before.get(r.patient_ref, {}).get(ref) != v}
+        return newly_visible_rows(before, rows)
 
     def _on_bus_resources_changed(self, events: list[ResourcesChanged]) -> None:
-        store = self.workspace.store
         refs = {ref for e in events for ref in e.refs}
-        structural = any(r.split("/", 1)[0] in ("Encounter", "Location", "Patient") for r in refs)
-        if structural:
+        if self.ward.is_structural(refs):
             visible = self._rebuild_all()
         else:
-            dirty: set[str] = set()
-            for ref in refs:
-                if ref.startswith("Task/"):
-                    task = store.get(ref)
-                    patient_ref = patient_ref_of(task) if task else None
-                    if patient_ref is not None and self.model.row_of(patient_ref) is not None:
-                        dirty.add(patient_ref)
-                    continue
-                if not ref.startswith("Observation/"):
-                    continue
-                obs = store.get(ref)
-                if obs is None:
-                    # Gone from the store (out of the vitals window, or its query closed):
-                    # forget it here too, or this window would keep every reading ever shown.
-                    for patient_ref, held in self._vitals.items():
-                        if held.pop(ref, None) is not None:
-                            dirty.add(patient_ref)
-                    continue
-                if not is_vital_sign(obs):
-                    continue
-                patient_ref = patient_ref_of(obs)
-                if patient_ref is not None and self.model.row_of(patient_ref) is not None:
-                    self._vitals.setdefault(patient_ref, {})[ref] = obs
-                    dirty.add(patient_ref)
-            visible = {}
-            new_rows: dict[str, WardRow] = {}
-            for patient_ref in dirty:
-                old = self.model.row_of(patient_ref)
-                enc = store.get(old.encounter_ref) if old else None
-                row = build_row(enc, store, self._vitals.get(patient_ref, {}).values(),
-                                alerts=old.alerts if old else 0) if enc else None
-                if row is None or old is None:
-                    continue
-                new_rows[patient_ref] = row
-                visible.update({r: v for r, v in row.refs.items() if old.refs.get(r) != v})
+            new_rows, visible = self.ward.changed_rows(refs, self.model.row_of)
             self.model.update_rows(new_rows)
             if new_rows:
                 self._highlight_timer.start(int(HIGHLIGHT_S * 1000) + 50)
@@ -399,7 +345,7 @@ class WardOverviewWindow(PanelWindow):
 
     def _refresh_message(self) -> None:
         try:
-            st = self.workspace.queries.state(self._census_key)
+            st = self.panel.queries.state(self._census_key)
         except KeyError:
             return
         if st.status == "error":
@@ -415,7 +361,7 @@ class WardOverviewWindow(PanelWindow):
         else:
             self.message.hide()
             # Fresh as of the oldest confirmation among this window's queries.
-            stamps = [self.workspace.queries.state(k).last_ok_wall for k in self.open_keys]
+            stamps = [self.panel.queries.state(k).last_ok_wall for k in self.open_keys]
             known = [t for t in stamps if t is not None]
             if stamps and len(known) == len(stamps):
                 self.mark_fresh(min(known))

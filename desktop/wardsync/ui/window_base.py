@@ -3,8 +3,12 @@
 Every window shows the shared connection's state and reason, when its data was last confirmed
 fresh, who is signed in, and — on the sandbox — a permanent "DEMO — synthetic data" marker.
 Closing a window releases its query leases and bus subscriptions (napari's closeEvent).
-With the workstation's alert center in the workspace, every window also shows the "Urgent"
+With the workstation's alert center in its context, every window also shows the "Urgent"
 banner for open critical-result alerts of its patients (ui/alert_banner.py).
+
+A window takes the narrow objects it shows, never the whole workspace (napari's views take
+their model): this base takes a `PanelContext` (station/workspace.py) and subclasses add
+their own view model or services as constructor arguments.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from wardsync.core.bus import Subscription
 from wardsync.core.connection_status import ConnectionState, ConnectionStatus
 from wardsync.core.events import ConnectionStatusChanged
 from wardsync.core.queries import QueryKey
+from wardsync.station.workspace import PanelContext
 from wardsync.sync.pull import QueryLease
 from wardsync.ui.alert_banner import AlertBanner, install_alert_banner, open_acknowledge_dialog
-from wardsync.ui.workspace import Workspace
 
 DEMO_TEXT = "DEMO — synthetic data"
 _STATE_WORDS = {
@@ -62,10 +66,10 @@ class PanelWindow(QMainWindow):
     closed = Signal(str)  # window id, after the window released what it owned
     alerts_requested = Signal()  # the user asked for the Alerts window (the app opens it)
 
-    def __init__(self, workspace: Workspace, parent: QWidget | None = None) -> None:
+    def __init__(self, panel: PanelContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.workspace = workspace
-        self.window_id = workspace.new_window_id(self.kind)
+        self.panel = panel
+        self.window_id = panel.window_id
         self.setObjectName(self.window_id)
         self._subs: list[Subscription] = []
         self._leases: dict[QueryKey, QueryLease] = {}
@@ -74,19 +78,19 @@ class PanelWindow(QMainWindow):
         self._build_status_bar()
         self.setWindowTitle(self._window_title())
         self.subscribe(ConnectionStatusChanged, self._on_bus_connection_status)
-        self.connection.show_status(workspace.workstation.status)
+        self.connection.show_status(panel.connection_status())
         self.alert_banner: AlertBanner | None = None
-        if workspace.alerts is not None and self.shows_alert_banner:
+        if panel.alerts is not None and self.shows_alert_banner:
             self.alert_banner = install_alert_banner(
-                self, workspace.alerts, self.alert_patient_ids, self.subscribe,
+                self, panel.alerts, self.alert_patient_ids, self.subscribe,
                 self.emit_rendered)
             self.alert_banner.acknowledge_requested.connect(self._on_alert_banner_acknowledge)
             self.alert_banner.open_alerts_requested.connect(self.alerts_requested)
 
     # ------------------------------------------------------------------ chrome
     def _window_title(self) -> str:
-        demo = f" [{DEMO_TEXT}]" if self.workspace.demo else ""
-        return f"{self.title} — {self.workspace.user_name}{demo}"
+        demo = f" [{DEMO_TEXT}]" if self.panel.demo else ""
+        return f"{self.title} — {self.panel.user_name}{demo}"
 
     def _build_status_bar(self) -> None:
         bar = QStatusBar(self)
@@ -95,13 +99,13 @@ class PanelWindow(QMainWindow):
         self.freshness = QLabel("Not yet loaded", bar)
         self.freshness.setObjectName("freshness")
         self.freshness.setAccessibleName("Data last confirmed fresh")
-        self.user_label = QLabel(f"Signed in: {self.workspace.user_name}", bar)
+        self.user_label = QLabel(f"Signed in: {self.panel.user_name}", bar)
         self.user_label.setObjectName("signedInUser")
         bar.addWidget(self.connection, 1)
         bar.addPermanentWidget(self.freshness)
         bar.addPermanentWidget(self.user_label)
         self.demo_marker: QLabel | None = None
-        if self.workspace.demo:
+        if self.panel.demo:
             self.demo_marker = QLabel(DEMO_TEXT, bar)
             self.demo_marker.setObjectName("demoMarker")
             self.demo_marker.setAccessibleName("Demo mode: synthetic data only")
@@ -112,7 +116,7 @@ class PanelWindow(QMainWindow):
         if wall is None:
             return
         self.last_fresh_wall = wall
-        stale = self.workspace.workstation.status.state is not ConnectionState.LIVE
+        stale = self.panel.connection_status().state is not ConnectionState.LIVE
         stamp = time.strftime("%H:%M:%S", time.localtime(wall))
         self.freshness.setText(f"Updated {stamp}" + (" (may be out of date)" if stale else ""))
         # A string, not a bool: the stylesheet matches [stale="true"], and bool QVariants
@@ -142,8 +146,8 @@ class PanelWindow(QMainWindow):
         return frozenset(ids) or None
 
     def _on_alert_banner_acknowledge(self, alert_id: AlertId) -> None:
-        assert self.workspace.alerts is not None
-        open_acknowledge_dialog(self, self.workspace.alerts, alert_id, self.workspace.bus)
+        assert self.panel.alerts is not None
+        open_acknowledge_dialog(self, self.panel.alerts, alert_id, self.panel.bus)
 
     def _refresh_alert_banner(self) -> None:
         if self.alert_banner is not None:
@@ -151,14 +155,14 @@ class PanelWindow(QMainWindow):
 
     # ------------------------------------------------------------------ ownership
     def subscribe(self, event_types: type | tuple[type, ...], handler: Callable) -> Subscription:
-        sub = self.workspace.bus.subscribe(event_types, handler)
+        sub = self.panel.bus.subscribe(event_types, handler)
         self._subs.append(sub)
         return sub
 
     def open_query(self, key: QueryKey, *, urgent: bool = False) -> QueryLease:
         lease = self._leases.get(key)
         if lease is None:
-            lease = self.workspace.queries.open(key, urgent=urgent)
+            lease = self.panel.queries.open(key, urgent=urgent)
             self._leases[key] = lease
             self._refresh_alert_banner()  # the window's patients may have changed
         return lease
@@ -176,7 +180,7 @@ class PanelWindow(QMainWindow):
     def emit_rendered(self, refs: Mapping[str, str]) -> None:
         """Metrics contract: one `rendered` per repaint caused by new data (refs only)."""
         if refs:
-            self.workspace.metrics.emit(
+            self.panel.metrics.emit(
                 "rendered", window=self.window_id, refs=sorted(refs), versions=dict(refs),
             )
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from PySide6.QtCore import Property, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from wardsync.ui.table_rows import Group, Row
+from wardsync.ui.chart_widgets.theme_colours import colour_property
+from wardsync.viewmodels.table_rows import Group, Row
 
 HIGHLIGHT_S = 3.0  # how long a changed line stays highlighted
 KEY_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -29,6 +30,13 @@ def _child_keys(parent: QTreeWidgetItem) -> list[str]:
     """The keys of `parent`'s lines, in screen order."""
     return [child.data(0, KEY_ROLE) for i in range(parent.childCount())
             if (child := parent.child(i)) is not None]
+
+
+def _keyed_item(key: str) -> QTreeWidgetItem:
+    """A new line of the tree that knows its group or row key (`KEY_ROLE`)."""
+    item = QTreeWidgetItem()
+    item.setData(0, KEY_ROLE, key)
+    return item
 
 
 class GroupedTable(QTreeWidget):
@@ -84,18 +92,12 @@ class GroupedTable(QTreeWidget):
         for key in list(self._levels):
             self._paint(key)
 
-    criticalBackground = Property(QColor, lambda s: s._colour("criticalBackground"),
-                                  lambda s, c: s._set_colour("criticalBackground", c))
-    criticalText = Property(QColor, lambda s: s._colour("criticalText"),
-                            lambda s, c: s._set_colour("criticalText", c))
-    abnormalText = Property(QColor, lambda s: s._colour("abnormalText"),
-                            lambda s, c: s._set_colour("abnormalText", c))
-    mutedText = Property(QColor, lambda s: s._colour("mutedText"),
-                         lambda s, c: s._set_colour("mutedText", c))
-    highlightBackground = Property(QColor, lambda s: s._colour("highlightBackground"),
-                                   lambda s, c: s._set_colour("highlightBackground", c))
-    highlightText = Property(QColor, lambda s: s._colour("highlightText"),
-                             lambda s, c: s._set_colour("highlightText", c))
+    criticalBackground = colour_property("criticalBackground")
+    criticalText = colour_property("criticalText")
+    abnormalText = colour_property("abnormalText")
+    mutedText = colour_property("mutedText")
+    highlightBackground = colour_property("highlightBackground")
+    highlightText = colour_property("highlightText")
 
     # ------------------------------------------------------------------ content
     @property
@@ -148,8 +150,7 @@ class GroupedTable(QTreeWidget):
         for index, group in enumerate(groups):
             item = self._groups.get(group.key)
             if item is None:
-                item = QTreeWidgetItem()
-                item.setData(0, KEY_ROLE, group.key)
+                item = _keyed_item(group.key)
                 font = QFont(self.font())
                 font.setBold(True)
                 item.setFont(0, font)
@@ -157,12 +158,11 @@ class GroupedTable(QTreeWidget):
                 root.insertChild(index, item)
                 item.setFirstColumnSpanned(True)  # only once the item is in the tree
                 item.setExpanded(True)
-            elif root.indexOfChild(item) != index:
+            else:
                 expanded = item.isExpanded()
-                root.takeChild(root.indexOfChild(item))
-                root.insertChild(index, item)
-                item.setFirstColumnSpanned(True)
-                item.setExpanded(expanded)
+                if self._move(item, root, index):
+                    item.setFirstColumnSpanned(True)  # reset when the item left the tree
+                    item.setExpanded(expanded)
             shown = (group.title, group.level, group.tooltip)
             if self._shown.get(group.key) != shown:
                 item.setText(0, group.title)
@@ -179,7 +179,6 @@ class GroupedTable(QTreeWidget):
     def _sync(self, group_key: str | None, parent: QTreeWidgetItem, rows: Sequence[Row]
               ) -> set[str]:
         changed: set[str] = set()
-        root = self.invisibleRootItem()
         wanted = {r.key for r in rows}
         present = _child_keys(parent)
         for key in present:
@@ -190,16 +189,12 @@ class GroupedTable(QTreeWidget):
         for index, row in enumerate(rows):
             item = self._rows.get(row.key)
             if item is None:
-                item = QTreeWidgetItem()
-                item.setData(0, KEY_ROLE, row.key)
+                item = _keyed_item(row.key)
                 self._rows[row.key] = item
                 parent.insertChild(index, item)
             else:
                 # A line can move to another group (a task done, a problem resolved).
-                holder = item.parent() or root
-                if holder is not parent or parent.indexOfChild(item) != index:
-                    holder.removeChild(item)
-                    parent.insertChild(index, item)
+                self._move(item, parent, index)
             shown = (row.cells, row.level, row.tooltip)
             if self._shown.get(row.key) != shown:
                 for col, text in enumerate(row.cells[: self._columns]):
@@ -219,6 +214,15 @@ class GroupedTable(QTreeWidget):
         if group_key is None:
             self._finish(changed)
         return changed
+
+    def _move(self, item: QTreeWidgetItem, parent: QTreeWidgetItem, index: int) -> bool:
+        """Put `item` at `index` under `parent` unless it is there already; True if moved."""
+        holder = item.parent() or self.invisibleRootItem()
+        if holder is parent and parent.indexOfChild(item) == index:
+            return False
+        holder.removeChild(item)
+        parent.insertChild(index, item)
+        return True
 
     def _mark(self, key: str, version: str, changed: set[str]) -> None:
         before = self._versions.get(key)

@@ -17,20 +17,20 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.presence import PresenceChanged
 from wardsync.core.queries import PatientAllergies, PatientIdentity, QueryKey
+from wardsync.station.workspace import PanelContext
 from wardsync.sync.presence import PresenceHandle, PresenceService
-from wardsync.ui.banner_facts import LoadStatus, banner_facts
 from wardsync.ui.chart_widgets.panel_message import QueryStatusLine
 from wardsync.ui.patient_banner import PatientBanner
 from wardsync.ui.presence_avatars import PresenceAvatars
-from wardsync.ui.table_rows import newly_visible
-from wardsync.ui.ward_rows import patient_ref_of
 from wardsync.ui.window_base import PanelWindow
-from wardsync.ui.workspace import Workspace
+from wardsync.viewmodels.banner_facts import LoadStatus, banner_facts
+from wardsync.viewmodels.table_rows import newly_visible
+from wardsync.viewmodels.ward_rows import patient_ref_of
 
 FRESHNESS_REFRESH_MS = 1000  # how often "Updated hh:mm:ss" is re-read from the query states
 BANNER_TYPES = frozenset({"Patient", "Encounter", "Location", "AllergyIntolerance"})
@@ -42,9 +42,9 @@ class PatientWindow(PanelWindow):
     patient_requested = Signal(str)  # patient id: open (or raise) that patient's chart
     report_requested = Signal(str, str)  # report id, patient id: open the lab result detail
 
-    def __init__(self, workspace: Workspace, patient_id: str,
+    def __init__(self, panel: PanelContext, patient_id: str,
                  parent: QWidget | None = None) -> None:
-        super().__init__(workspace, parent)
+        super().__init__(panel, parent)
         self.patient_id = patient_id
         self.patient_ref = f"Patient/{patient_id}"
         self.banner = PatientBanner(self)
@@ -66,7 +66,7 @@ class PatientWindow(PanelWindow):
     def status_line(self, what: str, keys: Sequence[QueryKey], has_data: Callable[[], bool],
                     parent: QWidget | None = None) -> QueryStatusLine:
         """A loading / error line for a panel fed by `keys`."""
-        line = QueryStatusLine(lambda: self.workspace.queries, what, keys, has_data,
+        line = QueryStatusLine(lambda: self.panel.queries, what, keys, has_data,
                                parent or self)
         self.status_lines.append(line)
         return line
@@ -84,6 +84,22 @@ class PatientWindow(PanelWindow):
         self.render_presence()
         return self.presence_avatars
 
+    def patient_layout(self, presence: PresenceService | None) -> QVBoxLayout:
+        """The window's central layout, started: the identity banner, then (with presence)
+        who else is looking at this patient right now, right-aligned. The caller adds the
+        window's own contents below."""
+        central = QWidget(self)
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.banner)
+        avatars = self.join_presence(presence)
+        if avatars is not None:
+            row = QHBoxLayout()
+            row.addStretch(1)
+            row.addWidget(avatars)
+            layout.addLayout(row)
+        self.setCentralWidget(central)
+        return layout
+
     def render_presence(self) -> None:
         handle, avatars = self.presence_handle, self.presence_avatars
         if handle is not None and avatars is not None:
@@ -100,7 +116,7 @@ class PatientWindow(PanelWindow):
 
     def _status(self, key: QueryKey) -> tuple[LoadStatus, str]:
         try:
-            st = self.workspace.queries.state(key)
+            st = self.panel.queries.state(key)
         except KeyError:
             return "loading", ""
         status: LoadStatus = st.status if st.status in ("ok", "error") else "loading"
@@ -111,11 +127,11 @@ class PatientWindow(PanelWindow):
         """Refresh the banner; returns the refs (and versions) it shows."""
         identity, identity_msg = self._status(self.identity_key)
         allergies, allergies_msg = self._status(self.allergies_key)
-        facts = banner_facts(self.workspace.store, self.patient_id, today=date.today(),
+        facts = banner_facts(self.panel.store, self.patient_id, today=date.today(),
                              identity=identity, identity_message=identity_msg,
                              allergies=allergies, allergies_message=allergies_msg)
         self.banner.show_facts(facts)
-        if self.workspace.store.get(self.patient_ref) is not None:
+        if self.panel.store.get(self.patient_ref) is not None:
             title = f"{self._base_title} — {facts.name}"
             if title != self.title:
                 self.title = title
@@ -137,7 +153,7 @@ class PatientWindow(PanelWindow):
     def is_mine(self, ref: str, *sections: str) -> bool:
         """True if the held resource `ref` is about this patient, or one of `sections`
         showed it (a resource removed or moved to another patient must leave the screen)."""
-        resource = self.workspace.store.get(ref)
+        resource = self.panel.store.get(ref)
         if resource is not None and patient_ref_of(resource) == self.patient_ref:
             return True
         return any(ref in self.shown.get(s, {}) for s in sections)
@@ -175,7 +191,7 @@ class PatientWindow(PanelWindow):
         stamps = []
         for key in self.open_keys:
             try:
-                stamp = self.workspace.queries.state(key).last_ok_wall
+                stamp = self.panel.queries.state(key).last_ok_wall
             except KeyError:
                 continue
             if stamp is not None:

@@ -11,12 +11,13 @@ font, never fixed pixels, so the charts scale on high-DPI screens.
 from __future__ import annotations
 
 from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QValueAxis
-from PySide6.QtCore import Property, QDateTime, QMargins, QPointF, Qt, QTimer
+from PySide6.QtCore import QDateTime, QMargins, QPointF, Qt, QTimer
 from PySide6.QtGui import QBrush, QColor, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from wardsync.ui.chart_widgets.grouped_table import HIGHLIGHT_S
-from wardsync.ui.vital_series import TRENDS, Trend, TrendSpec, VitalTrends, format_clock
+from wardsync.ui.chart_widgets.theme_colours import colour_property
+from wardsync.viewmodels.vital_series import TRENDS, Trend, TrendSpec, VitalTrends, format_clock
 
 NEWS2_THRESHOLDS = ((5.0, "NEWS2 5: urgent response threshold"),
                     (7.0, "NEWS2 7: emergency response threshold"))
@@ -123,18 +124,12 @@ class VitalTrendCard(QFrame):
         self._colours[name] = QColor(colour)
         self._apply_colours()
 
-    plotBackground = Property(QColor, lambda s: s._colours["plotBackground"],
-                              lambda s, c: s._set_colour("plotBackground", c))
-    textColour = Property(QColor, lambda s: s._colours["textColour"],
-                          lambda s, c: s._set_colour("textColour", c))
-    gridColour = Property(QColor, lambda s: s._colours["gridColour"],
-                          lambda s, c: s._set_colour("gridColour", c))
-    lineColour = Property(QColor, lambda s: s._colours["lineColour"],
-                          lambda s, c: s._set_colour("lineColour", c))
-    secondLineColour = Property(QColor, lambda s: s._colours["secondLineColour"],
-                                lambda s, c: s._set_colour("secondLineColour", c))
-    thresholdColour = Property(QColor, lambda s: s._colours["thresholdColour"],
-                               lambda s, c: s._set_colour("thresholdColour", c))
+    plotBackground = colour_property("plotBackground")
+    textColour = colour_property("textColour")
+    gridColour = colour_property("gridColour")
+    lineColour = colour_property("lineColour")
+    secondLineColour = colour_property("secondLineColour")
+    thresholdColour = colour_property("thresholdColour")
 
     def _apply_colours(self) -> None:
         c = self._colours

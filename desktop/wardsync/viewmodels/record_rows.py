@@ -19,7 +19,7 @@ from typing import Any
 
 from wardsync.core import codes
 from wardsync.core.store import ResourceStore
-from wardsync.ui.clinical_text import (
+from wardsync.viewmodels.clinical_text import (
     NO_VALUE,
     concept_codes,
     concept_text,
@@ -31,7 +31,7 @@ from wardsync.ui.clinical_text import (
     version_of,
     when,
 )
-from wardsync.ui.table_rows import Group, Level, Row
+from wardsync.viewmodels.table_rows import Group, Level, Row
 
 Resource = Mapping[str, Any]
 

@@ -14,15 +14,15 @@ from datetime import tzinfo
 from typing import Any, Protocol
 
 from wardsync.fhir.client import SearchResult
-from wardsync.ui.clinical_text import NO_VALUE, ref_of, version_of, when
-from wardsync.ui.lab_rows import (
+from wardsync.viewmodels.clinical_text import NO_VALUE, ref_of, version_of, when
+from wardsync.viewmodels.lab_rows import (
     REPORT_STATUS_WORDS,
     interpretation_flags,
     result_refs,
     short_test_name,
     value_text,
 )
-from wardsync.ui.table_rows import Level, Row
+from wardsync.viewmodels.table_rows import Level, Row
 
 Resource = Mapping[str, Any]
 HISTORY_COLUMNS = ("When", "Version", "Change")

@@ -22,7 +22,7 @@ from wardsync.core.critical import (
 )
 from wardsync.core.resources import relative_ref
 from wardsync.core.store import ResourceStore
-from wardsync.ui.clinical_text import (
+from wardsync.viewmodels.clinical_text import (
     NO_VALUE,
     concept_codes,
     concept_text,
@@ -34,7 +34,7 @@ from wardsync.ui.clinical_text import (
     version_of,
     when,
 )
-from wardsync.ui.table_rows import Group, Level, Row
+from wardsync.viewmodels.table_rows import Group, Level, Row
 
 Resource = Mapping[str, Any]
 

@@ -17,15 +17,15 @@ from wardsync.sandbox.ward.observations import (
     lab_report,
     vital_sign_observations,
 )
-from wardsync.ui.banner_facts import age_text, allergy_text, banner_facts
-from wardsync.ui.lab_rows import (
+from wardsync.viewmodels.banner_facts import age_text, allergy_text, banner_facts
+from wardsync.viewmodels.lab_rows import (
     ORPHAN_GROUP,
     lab_groups,
     reference_range_text,
     result_row,
     result_value,
 )
-from wardsync.ui.record_rows import (
+from wardsync.viewmodels.record_rows import (
     GROUP_ACTIVE_PROBLEMS,
     GROUP_CURRENT_MEDICINES,
     GROUP_DONE_TASKS,
@@ -36,8 +36,8 @@ from wardsync.ui.record_rows import (
     problem_groups,
     task_groups,
 )
-from wardsync.ui.table_rows import Group, Row, newly_visible, shown_versions
-from wardsync.ui.vital_series import vital_trends
+from wardsync.viewmodels.table_rows import Group, Row, newly_visible, shown_versions
+from wardsync.viewmodels.vital_series import vital_trends
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 20)

@@ -18,7 +18,7 @@ from wardsync.core.patient_identity import bed_of_stay, display_name, on_ward
 from wardsync.core.patient_identity import mrn_of as mrn
 from wardsync.core.resources import patient_ref_of
 from wardsync.core.store import ResourceStore
-from wardsync.ui.record_rows import OPEN_TASK
+from wardsync.viewmodels.record_rows import OPEN_TASK
 
 Resource = Mapping[str, Any]
 

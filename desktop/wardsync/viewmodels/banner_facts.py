@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from wardsync.core import codes
 from wardsync.core.store import ResourceStore
-from wardsync.ui.clinical_text import (
+from wardsync.viewmodels.clinical_text import (
     NO_VALUE,
     concept_codes,
     concept_text,
@@ -26,7 +26,7 @@ from wardsync.ui.clinical_text import (
     reference_id,
     version_of,
 )
-from wardsync.ui.ward_rows import display_name, mrn
+from wardsync.viewmodels.ward_rows import display_name, mrn
 
 Resource = Mapping[str, Any]
 LoadStatus = Literal["loading", "ok", "error"]

@@ -66,6 +66,25 @@ class Backend:
     demo: bool
 
 
+def workstation_config(settings: Settings, backend: Backend, *, verify: Any = True
+                       ) -> WorkstationConfig:
+    """The sync stack's configuration for `backend` from the app's settings: one definition
+    for the app and for the headless stations of benchmarks and tools. A backend without a
+    realtime endpoint gives a polling-only workstation."""
+    s = settings
+    return WorkstationConfig(
+        fhir_base=backend.fhir_base, ward=backend.ward,
+        realtime_endpoint=backend.realtime_endpoint,
+        realtime_token_url=backend.realtime_token_url,
+        polling_interval_s=s["sync.polling_interval_s"],
+        degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
+        pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
+        backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
+        vitals_window_h=s["ui.vitals_window_h"],
+        require_tls=s["security.require_tls"], verify=verify,
+    )
+
+
 async def _system_browser(url: str) -> None:
     await asyncio.to_thread(webbrowser.open, url)
 
@@ -135,6 +154,15 @@ class AppServices:
             self.backend = Backend(info["fhir_base"], info["ward"], info["ably_endpoint"],
                                    info["ably_token_url"], demo=True)
 
+    def use_backend(self, backend: Backend, http: httpx.AsyncClient | None = None) -> None:
+        """Servers that already run (a benchmark driver's or a test's sandbox) instead of
+        `start_backend`: no demo child is started; `http` defaults to a client built from the
+        settings, as `start_backend` builds it."""
+        s = self.settings
+        self._verify = tls_context(str(s["fhir.ca_bundle"]) if s["fhir.ca_bundle"] else None)
+        self.http = http or httpx.AsyncClient(timeout=s["fhir.timeout_s"], verify=self._verify)
+        self.backend = backend
+
     async def sign_in(self, *, username: str = DEMO_USER, interactive: bool = False
                       ) -> Session:
         """A sign-in (demo: as `username`; hospital: the stored session, unless `interactive`
@@ -172,16 +200,7 @@ class AppServices:
         b = self.backend
         assert b is not None
         self.workstation = Workstation(
-            WorkstationConfig(
-                fhir_base=b.fhir_base, ward=b.ward, realtime_endpoint=b.realtime_endpoint,
-                realtime_token_url=b.realtime_token_url,
-                polling_interval_s=s["sync.polling_interval_s"],
-                degraded_after_s=s["sync.degraded_after_s"], gap_grace_s=s["sync.gap_grace_s"],
-                pull_debounce_s=s["sync.pull_debounce_ms"] / 1000.0,
-                backoff_cap_s=s["sync.backoff_cap_s"], fhir_timeout_s=s["fhir.timeout_s"],
-                vitals_window_h=s["ui.vitals_window_h"],
-                require_tls=s["security.require_tls"], verify=self._verify,
-            ),
+            workstation_config(s, b, verify=self._verify),
             self.session, schedule=schedule, metrics=self.metrics, http=self.http,
         )
         await self.workstation.start()

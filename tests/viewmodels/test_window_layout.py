@@ -10,18 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wardsync.ui.layouts import (
+from wardsync.viewmodels.window_geometry import Rect, Screen, cascade, clamp, place
+from wardsync.viewmodels.window_layout import (
     MAX_HOSTS,
     MAX_WINDOWS,
     HostLayout,
-    Rect,
-    Screen,
     WindowPlacement,
-    cascade,
-    clamp,
     layout_for_host,
     parse_document,
-    place,
     render_document,
 )
 

@@ -22,7 +22,7 @@ from wardsync.core.news2 import (
     RiskBand,
     news2_from_observations,
 )
-from wardsync.ui.clinical_text import concept_codes, format_number, ref_of, version_of, when
+from wardsync.viewmodels.clinical_text import concept_codes, format_number, ref_of, version_of, when
 
 Resource = Mapping[str, Any]
 Point = tuple[float, float]
