@@ -17,7 +17,7 @@ from tests.faults.proxy import FaultProxy
 from tests.sandbox_fixtures import demo_sign_in, running_sandbox
 from tests.sync.test_sync_live import eventually
 from wardsync.auth.session import Session
-from wardsync.core.clock import SystemClock
+from wardsync.core.timer import SystemTimer
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
@@ -30,8 +30,8 @@ PATIENT = ("Patient", "pat-03")
 TASK = ("Task", "task-03-1")
 
 
-class PinnableClock(SystemClock):
-    """The real clocks, except that the wall clock can be pinned (two workstations claiming
+class PinnableClock(SystemTimer):
+    """The real timer, except that the wall clock can be pinned (two workstations claiming
     in the very same millisecond)."""
 
     def __init__(self) -> None:
@@ -43,7 +43,7 @@ class PinnableClock(SystemClock):
 
 @contextlib.asynccontextmanager
 async def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient, *,
-                  realtime_endpoint: str | None = None, clock: SystemClock | None = None,
+                  realtime_endpoint: str | None = None, clock: SystemTimer | None = None,
                   **presence: Any) -> AsyncIterator[tuple[Workstation, PresenceService]]:
     """A live workstation and its presence service (the hub reached directly or through
     `realtime_endpoint`, e.g. a fault proxy)."""
@@ -52,7 +52,7 @@ async def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient, *
         fhir_base=info["fhir_base"], ward=info["ward"],
         realtime_endpoint=realtime_endpoint or info["ably_endpoint"],
         realtime_token_url=info["ably_token_url"])
-    ws = Workstation(cfg, session, metrics=MemoryMetrics(), http=http, clock=clock,
+    ws = Workstation(cfg, session, metrics=MemoryMetrics(), http=http, timer=clock,
                      schedule=asyncio.get_running_loop().call_soon)
     await ws.start()
     service = PresenceService(ws, identity_from_tokens(session.tokens),

@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-DEFAULT_DEGRADED_AFTER_S: Final = 30.0
+# How long realtime may be down before the app says so and polls: the one default, used by
+# the workstation (sync/workstation.py) and the `sync.degraded_after_s` setting.
+DEFAULT_DEGRADED_AFTER_S: Final = 10.0
 
 
 class ConnectionState(StrEnum):
