@@ -17,10 +17,10 @@ from tests.faults.proxy import FaultProxy
 from tests.sandbox_fixtures import demo_sign_in, running_sandbox
 from tests.sync.test_sync_live import eventually
 from wardsync.auth.session import Session
-from wardsync.core.timer import SystemTimer
 from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
+from wardsync.core.timer import SystemTimer
 from wardsync.sandbox.hub import HubConfig
 from wardsync.sandbox.server import Sandbox
 from wardsync.sync.presence import PresenceService, identity_from_tokens

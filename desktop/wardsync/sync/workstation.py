@@ -51,7 +51,11 @@ from wardsync.fhir.client import FhirClient, TokenSource
 from wardsync.fhir.errors import FhirError, Unreachable
 from wardsync.sync.intake import SEQ_GAP_GRACE_S, PokeIntake
 from wardsync.sync.pull import MAX_CONCURRENT_PULLS, PULL_DEBOUNCE_S, QueryCache, QueryLease
-from wardsync.sync.realtime import SyncConnection
+from wardsync.sync.realtime import (
+    DISCONNECTED_RETRY_MS,
+    REALTIME_REQUEST_TIMEOUT_MS,
+    SyncConnection,
+)
 from wardsync.sync.realtime_token import RealtimeTokenExchange
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,8 @@ class WorkstationConfig:
     fhir_timeout_s: float = 10.0
     vitals_window_h: float = VITALS_WINDOW.total_seconds() / 3600.0
     use_binary_protocol: bool = True
+    realtime_retry_ms: int = DISCONNECTED_RETRY_MS  # the SDK's wait before reconnecting
+    realtime_request_timeout_ms: int = REALTIME_REQUEST_TIMEOUT_MS  # connect, attach, ...
     require_tls: bool = True
     verify: Any = True  # True, False (never for a hospital) or a CA bundle path / SSLContext
 
@@ -144,13 +150,17 @@ class Workstation:
                 endpoint=cfg.realtime_endpoint, token_provider=exchange,
                 on_state=self.on_realtime_state, on_continuity_lost=self._on_continuity_lost,
                 use_binary_protocol=cfg.use_binary_protocol, timer=self.timer,
+                disconnected_retry_ms=cfg.realtime_retry_ms,
+                request_timeout_ms=cfg.realtime_request_timeout_ms,
             )
             self._ward_lease = await self.realtime.acquire(
                 f"ward:{cfg.ward}", self.intake.on_message
             )
         else:
-            self._signal(RealtimeChanged(RealtimeState.FAILED, "realtime not configured"))
+            # Polling first, so the status goes straight to "degraded: polling" (never a
+            # moment of "offline" in between).
             self._start_polling()
+            self._signal(RealtimeChanged(RealtimeState.FAILED, "realtime not configured"))
         self._tasks.spawn(self._watch(), name="freshness watchdog")
 
     async def aclose(self) -> None:
