@@ -406,7 +406,10 @@ class PresenceService:
 
     # ------------------------------------------------------------------ what others see
     def _desired(self, rec: _Record) -> PresenceData | None:
-        if not any(h.enters for h in rec.handles):
+        # The last window closed moments ago: stay present until the leave grace ends, so a
+        # record closed and reopened does not flicker on other screens (its claims are gone).
+        closing = not rec.handles and rec.leave_timer is not None and rec.sent is not None
+        if not closing and not any(h.enters for h in rec.handles):
             return None  # nobody here is viewing the record: watch without being seen
         claims = tuple(Claim(c.component, c.claimed_at_ms, c.expires_at_ms)
                        for c in sorted(rec.claims.values(), key=lambda c: c.component))
