@@ -73,17 +73,28 @@ async def settle(rounds: int = SETTLE_ROUNDS) -> None:
         await asyncio.sleep(0)
 
 
-class FakeTimer(FakeClock):
+class FakeTimer:
     """Fake time: sleeps and callbacks wait until `advance` moves the clock past them.
 
-    `requested` lists every sleep delay asked for, in order (timeline assertions).
+    `requested` lists every sleep delay asked for, in order (timeline assertions). Its clock
+    is a `FakeClock` (held, not inherited: moving this one is a coroutine, it fires timers).
     """
 
     def __init__(self, monotonic: float = 0.0, wall: float = DEFAULT_FAKE_WALL_S) -> None:
-        super().__init__(monotonic=monotonic, wall=wall)
+        self._clock = FakeClock(monotonic=monotonic, wall=wall)
         self.requested: list[float] = []
         self._due: list[tuple[float, int, asyncio.Future[None] | _FakeHandle]] = []
         self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    def wall(self) -> float:
+        return self._clock.wall()
+
+    def set_wall(self, epoch_s: float) -> None:
+        """Set the wall clock alone, as when the OS corrects the time."""
+        self._clock.set_wall(epoch_s)
 
     async def sleep(self, delay_s: float) -> None:
         self.requested.append(delay_s)
@@ -112,14 +123,14 @@ class FakeTimer(FakeClock):
             due, _, item = heapq.heappop(self._due)
             if not _live(item):
                 continue
-            super().advance(max(0.0, due - self.monotonic()))
+            self._clock.advance(max(0.0, due - self.monotonic()))
             if isinstance(item, _FakeHandle):
                 item.cancelled = True  # fired: a later cancel() is a no-op, as with asyncio
                 item.callback()
             else:
                 item.set_result(None)
             await settle()
-        super().advance(max(0.0, target - self.monotonic()))
+        self._clock.advance(max(0.0, target - self.monotonic()))
         await settle()
 
     async def run_until(self, predicate: Callable[[], bool], *, step_s: float,
