@@ -1,4 +1,6 @@
-"""The realtime silence check on fake time: a silent link is reported at an exact instant.
+"""The realtime connection's timers on fake time: the silence check and the channel grace.
+
+A silent link is reported at an exact instant:
 
 The real SDK connects to the real hub through a fault proxy that the test blackholes: no
 error, no close, just no more frames. The SDK stamps each frame it receives in epoch
@@ -7,6 +9,9 @@ SILENCE_CHECK_S on the workstation's timer and reports the link dropped once the
 clock is past that stamp by maxIdleInterval + the request timeout (Ably RTN23a) + the margin.
 The timer's wall clock starts at the real time, so the SDK's stamps and the fake clock agree;
 the SDK's own idle timer (real time, seconds away) never fires during the test.
+
+A released channel is detached exactly CHANNEL_RELEASE_GRACE_S after its last lease closed,
+unless it is leased again meanwhile (a panel closed and reopened does not churn attach/detach).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.timer import FakeTimer
 from wardsync.sandbox.server import Sandbox
-from wardsync.sync.realtime import SILENCE_CHECK_S, SILENCE_MARGIN_MS
+from wardsync.sync.realtime import CHANNEL_RELEASE_GRACE_S, SILENCE_CHECK_S, SILENCE_MARGIN_MS
 from wardsync.sync.workstation import Workstation, WorkstationConfig
 
 
@@ -66,3 +71,38 @@ async def test_a_silent_link_is_reported_at_the_first_check_past_the_idle_limit(
         finally:
             await proxy.heal()
             await ws.aclose()
+
+
+async def test_a_released_channel_is_detached_exactly_after_the_grace(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    info = sandbox.ready_info()
+    timer = FakeTimer()
+    cfg = WorkstationConfig(
+        fhir_base=info["fhir_base"], ward=info["ward"], realtime_endpoint=info["ably_endpoint"],
+        realtime_token_url=info["ably_token_url"])
+    ws = Workstation(cfg, clinician, metrics=MemoryMetrics(), http=http, timer=timer,
+                     schedule=asyncio.get_running_loop().call_soon)
+    await ws.start()
+    try:
+        await eventually(lambda: ws.status.state is ConnectionState.LIVE, what="live")
+        rt = ws.realtime
+        assert rt is not None
+        name = "record:Task:task-03-1"
+        first = await rt.acquire(name)
+        await timer.advance(1.0)
+        first.close()  # at 1.0
+        await timer.advance(CHANNEL_RELEASE_GRACE_S - 0.5)
+        again = await rt.acquire(name)  # leased again within the grace: kept attached
+        await timer.advance(10 * CHANNEL_RELEASE_GRACE_S)
+        assert name in rt.channel_names
+        again.close()
+        closed_at = timer.monotonic()
+        await timer.advance(CHANNEL_RELEASE_GRACE_S - 0.001)
+        assert name in rt.channel_names
+        await timer.advance(0.001)
+        assert timer.monotonic() == closed_at + CHANNEL_RELEASE_GRACE_S
+        assert name not in rt.channel_names
+        assert f"ward:{info['ward']}" in rt.channel_names
+    finally:
+        await ws.aclose()
