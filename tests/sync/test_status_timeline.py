@@ -211,3 +211,5 @@ async def test_without_realtime_polls_from_the_start_every_interval(
             assert ws.polls == n
             await pulled(ws, n)
         assert ws.catch_ups == 0
+    # Closed: no poll, watchdog or pull is left waiting on the timer.
+    assert timer.pending() == []

@@ -92,7 +92,11 @@ class WorkstationConfig:
 
 
 class Workstation:
-    """The shared sync stack of one workstation process."""
+    """The shared sync stack of one workstation process.
+
+    `timer` is where time comes from and how every wait happens (SYSTEM_TIMER by default, a
+    FakeTimer in tests); every component built here shares it, and `clock` reads it.
+    """
 
     def __init__(
         self,
@@ -210,7 +214,8 @@ class Workstation:
         new = next_status(
             self.status, signal, now, degraded_after_s=self.config.degraded_after_s,
         )
-        start_polling = not self._polling and self._realtime_down_long(new, now)
+        start_polling = (not self._polling and not self._closed
+                         and self._realtime_down_long(new, now))
         if start_polling:
             # Start the fallback in the same step that crosses `degraded_after_s` (an SDK
             # state change can cross it between watchdog ticks): the status goes straight to
