@@ -31,6 +31,7 @@ from wardsync.core.connection_status import (
     REASON_CONNECTING,
     REASON_LIVE,
     REASON_RECONNECTING,
+    REASON_SERVER_UNREACHABLE,
     ConnectionState,
     polling_reason,
 )
@@ -213,3 +214,28 @@ async def test_without_realtime_polls_from_the_start_every_interval(
         assert ws.catch_ups == 0
     # Closed: no poll, watchdog or pull is left waiting on the timer.
     assert timer.pending() == []
+
+
+async def test_a_failing_fhir_server_shows_offline_until_the_retry_after_its_backoff(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    async with station(sandbox, clinician, http) as (ws, timer, _):
+        await advance_to(timer, 2.0)
+        sandbox.faults.fail(503, for_s=3600)
+        asked = len(timer.requested)
+        ws.catch_up()  # at 2.0: the pull is refused
+        await eventually(lambda: ws.status.state is ConnectionState.OFFLINE,
+                         what="the refused pull reported")
+        assert (ws.status.reason, ws.status.since) == (REASON_SERVER_UNREACHABLE, 2.0)
+        # Nothing else waited meanwhile (time stood still): the one new wait is the backoff.
+        (backoff,) = timer.requested[asked:]
+        assert 0.0 <= backoff <= 0.5, "full jitter under the first backoff step"
+        sandbox.faults.clear()
+        if backoff > 0.001:  # (a jittered backoff may be next to nothing)
+            await advance_to(timer, 2.0 + backoff - 0.001)
+            assert ws.queries.state(KEY).pulls == 2
+            assert ws.status.state is ConnectionState.OFFLINE
+        await advance_to(timer, 2.0 + backoff)
+        await pulled(ws, 3)  # the retry, exactly one backoff later
+        assert (ws.status.state, ws.status.since) == (LIVE, 2.0 + backoff)
+        assert [s.state for s in ws.status_history][-2:] == [ConnectionState.OFFLINE, LIVE]
