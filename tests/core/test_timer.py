@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wardsync.core.timer import SYSTEM_TIMER, FakeTimer, Timer
+from wardsync.core.timer import SYSTEM_TIMER, FakeTimer, Timer, wait_for
 
 
 async def test_sleepers_and_callbacks_fire_at_their_deadlines_in_order() -> None:
@@ -68,3 +68,52 @@ async def test_the_system_timer_really_waits() -> None:
     timer.call_later(0.01, called.set)
     await asyncio.wait_for(called.wait(), 2.0)
     assert timer.monotonic() - start >= 0.02
+
+
+async def test_wait_for_on_fake_time_returns_the_result_or_times_out_at_the_deadline() -> None:
+    timer = FakeTimer()
+    done = asyncio.Event()
+
+    async def answer() -> str:
+        await done.wait()
+        return "echo"
+
+    waiting = asyncio.ensure_future(wait_for(timer, answer(), 5.0))
+    await timer.advance(4.0)
+    done.set()
+    assert await waiting == "echo"
+    assert timer.pending() == [], "the deadline is called off once answered"
+
+    never = asyncio.Event()
+    waiting = asyncio.ensure_future(wait_for(timer, never.wait(), 5.0))
+    await timer.advance(4.999)
+    assert not waiting.done()
+    await timer.advance(0.001)
+    with pytest.raises(TimeoutError):
+        await waiting
+
+
+async def test_wait_for_passes_the_awaitables_error_and_its_caller_s_cancellation() -> None:
+    timer = FakeTimer()
+
+    async def boom() -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        await wait_for(timer, boom(), 1.0)
+    inner_cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            inner_cancelled.set()
+            raise
+
+    waiting = asyncio.ensure_future(wait_for(timer, forever(), 60.0))
+    await timer.advance(1.0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert inner_cancelled.is_set()
+    assert timer.pending() == []

@@ -1,6 +1,8 @@
 """Critical-result alerts end to end: the real sandbox (FHIR server, hub, lab client), the real
 ably SDK and httpx, and two workstations signed in separately (demo.clinician, demo.nurse),
-each with its own Workstation + AlertCenter stack."""
+each with its own Workstation + AlertCenter stack. The escalation timeline (due time, jitter,
+retry after a failed write) is asserted on fake time in
+tests/sync/test_alert_escalation_timeline.py."""
 
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from wardsync.core.alerts import (
     ALERT_CODE_SYSTEM,
     ESCALATION_CODE,
     AlertId,
-    AlertsChanged,
     AlertStatus,
     escalation_task_id,
 )
@@ -292,32 +293,6 @@ async def test_an_unacknowledged_alert_escalates_exactly_once_across_workstation
         assert record.status is AlertStatus.ACKNOWLEDGED
         comm = server_search(sandbox, "Communication", ("patient", f"Patient/{PATIENT}"))[0]
         assert comm["basedOn"] == [{"reference": f"Task/{escalation_task_id(alert_id)}"}]
-
-
-async def test_a_failed_escalation_write_is_shown_and_retried(
-    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
-) -> None:
-    options = {"escalation_after_s": 1.0, "escalation_jitter_s": 0.0,
-               "escalation_retry_s": 0.5}
-    async with station(sandbox, clinician, http, "ws-1", **options) as (ws, center, _):
-        problems: list[AlertId] = []
-        ws.bus.subscribe(AlertsChanged, lambda events: problems.extend(
-            a for e in events for a in e.changes.problems))
-        report, _ = await sandbox.lab.post_panel(
-            PATIENT, codes.ELECTROLYTES_PANEL.code, CRITICAL_LYTES)
-        alert_id = alert_of(report)
-        await eventually(lambda: center.get(alert_id) is not None, timeout_s=5)
-        sandbox.faults.fail(503, for_s=30)
-        await eventually(lambda: alert_id in center.escalation_problems, timeout_s=5,
-                         what="escalation failure shown")
-        assert "could not be recorded" in center.escalation_problems[alert_id]
-        assert alert_id in problems
-        assert center.get(alert_id).status is AlertStatus.OPEN  # type: ignore[union-attr]
-        sandbox.faults.clear()
-        await eventually(lambda: center.get(alert_id).status is AlertStatus.ESCALATED,  # type: ignore[union-attr]
-                         timeout_s=5, what="escalated on retry")
-        assert alert_id not in center.escalation_problems
-        assert center.escalations_written == 1
 
 
 async def test_a_critical_poke_for_a_patient_outside_the_census_is_still_raised(

@@ -1,18 +1,16 @@
 """Timeline tests of the pull loops (Replicache's connection-loop test style).
 
-Time is fake: `FakeTime.sleep` records every delay the loops ask for and waits until the test
-moves the `FakeClock` past its deadline, so each test states the exact moments at which pulls
-are sent. The fetcher is scripted: every search is recorded, and in "hold" mode stays in
-flight until the test answers it. What is under test is the loop's scheduling (single flight,
-debounce, backoff, priority, cursors, lifetime); the real FHIR path is covered by
+Time is fake: the cache's `FakeTimer` records every delay the loops ask for and wakes each
+sleeper only when the test moves time past its deadline, so each test states the exact moments
+at which pulls are sent. The fetcher is scripted: every search is recorded, and in "hold" mode
+stays in flight until the test answers it. What is under test is the loop's scheduling (single
+flight, debounce, backoff, priority, cursors, lifetime); the real FHIR path is covered by
 tests/sync/test_sync_live.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ import pytest
 from wardsync.core import codes
 from wardsync.core.backoff import Backoff, Jitter
 from wardsync.core.bus import EventBus
-from wardsync.core.clock import FakeClock
+from wardsync.core.clock import Clock
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.pokes import Poke
@@ -40,6 +38,7 @@ from wardsync.core.queries import (
     WardCensus,
 )
 from wardsync.core.store import ResourceStore
+from wardsync.core.timer import FakeTimer, settle
 from wardsync.fhir.client import InvalidEntry, SearchResult
 from wardsync.fhir.errors import FhirError, InvalidResource, ServerError, Unreachable
 from wardsync.sync.pull import (
@@ -51,54 +50,14 @@ from wardsync.sync.pull import (
 )
 
 DEBOUNCE_S = 0.05
-SETTLE_ROUNDS = 50  # event-loop turns that let every ready task run to its next real wait
 
 
-async def settle() -> None:
-    """Let every task that can make progress do so (nothing here waits on real time)."""
-    for _ in range(SETTLE_ROUNDS):
-        await asyncio.sleep(0)
-
-
-# ---------------------------------------------------------------------------- fake time
-
-
-class FakeTime:
-    """Fake timers on a FakeClock: `sleep` records its delay and waits for `advance`."""
-
-    def __init__(self) -> None:
-        self.clock = FakeClock(monotonic=0.0)
-        self.requested: list[float] = []
-        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    async def sleep(self, delay: float) -> None:
-        self.requested.append(delay)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._timers, (self.clock.monotonic() + delay, next(self._order), fut))
-        await fut
+class FakeTime(FakeTimer):
+    """The one fake timer, with the shorthand these tests read best (`now`)."""
 
     @property
     def now(self) -> float:
-        return self.clock.monotonic()
-
-    def pending(self) -> list[float]:
-        """Remaining delays of the sleeps still waiting, soonest first."""
-        return sorted(round(d - self.now, 9) for d, _, f in self._timers if not f.done())
-
-    async def advance(self, seconds: float) -> None:
-        """Move time forward, waking each sleeper at its own deadline, in order."""
-        await settle()
-        target = self.now + seconds
-        while self._timers and self._timers[0][0] <= target + 1e-9:
-            deadline, _, fut = heapq.heappop(self._timers)
-            if fut.done():  # its sleeper was cancelled
-                continue
-            self.clock.advance(max(0.0, deadline - self.now))
-            fut.set_result(None)
-            await settle()
-        self.clock.advance(max(0.0, target - self.now))
-        await settle()
+        return self.monotonic()
 
 
 # ---------------------------------------------------------------------------- fetcher
@@ -137,7 +96,7 @@ class Call:
 class ScriptedFetcher:
     """Records every search. Not held: answers at once from `answer` (empty by default)."""
 
-    clock: FakeClock
+    clock: Clock
     hold: bool = False
     answer: Callable[[Call], SearchResult | BaseException] | None = None
     finish_despite_cancel: bool = False  # an HTTP stack that returns a response already read
@@ -185,7 +144,7 @@ class Rig:
     def __init__(self, *, backoff: Backoff | None = None, debounce_s: float = DEBOUNCE_S,
                  max_concurrent: int = 4, hold: bool = False) -> None:
         self.time = FakeTime()
-        self.fetcher = ScriptedFetcher(self.time.clock, hold=hold)
+        self.fetcher = ScriptedFetcher(self.time, hold=hold)
         self.bus = EventBus()
         self.store = ResourceStore(self.bus)
         self.changes: list[ResourcesChanged] = []
@@ -198,9 +157,8 @@ class Rig:
                                           jitter=Jitter.NONE)
         self.cache = QueryCache(
             self.fetcher, self.store, publish=self.bus.publish,
-            on_pull_result=self.results.append, clock=self.time.clock, metrics=self.metrics,
+            on_pull_result=self.results.append, timer=self.time, metrics=self.metrics,
             backoff=self.backoff, debounce_s=debounce_s, max_concurrent=max_concurrent,
-            sleep=self.time.sleep,
         )
 
     @property
@@ -565,7 +523,7 @@ def updated_param(call: Call) -> str | None:
 
 def window_start(rig: Rig) -> str:
     """The `date` a vitals search sends: the start of the vitals window, as of the rig's clock."""
-    start = datetime.fromtimestamp(rig.time.clock.wall(), UTC) - VITALS_WINDOW
+    start = datetime.fromtimestamp(rig.time.wall(), UTC) - VITALS_WINDOW
     return "ge" + start.isoformat(timespec="microseconds")
 
 
@@ -933,7 +891,7 @@ def vital(rid: str, effective: datetime, patient: str = "p1") -> dict:
 
 async def test_vitals_are_searched_and_kept_within_the_window_only(make_rig) -> None:
     rig = make_rig()
-    now = datetime.fromtimestamp(rig.time.clock.wall(), UTC)
+    now = datetime.fromtimestamp(rig.time.wall(), UTC)
     old = vital("o-old", now - VITALS_WINDOW + timedelta(hours=1))
     recent = vital("o-recent", now - timedelta(hours=1))
     undated = obs("o-undated", 1, now.isoformat())  # no effective time: cannot be judged
@@ -959,7 +917,7 @@ async def test_vitals_are_searched_and_kept_within_the_window_only(make_rig) -> 
 
 async def test_the_window_is_checked_at_most_once_a_minute(make_rig) -> None:
     rig = make_rig()
-    now = datetime.fromtimestamp(rig.time.clock.wall(), UTC)
+    now = datetime.fromtimestamp(rig.time.wall(), UTC)
     edge = vital("o-edge", now - VITALS_WINDOW + timedelta(seconds=5))
     rig.fetcher.answer = lambda call: SearchResult(matches=[edge])
     rig.cache.open(VITALS)

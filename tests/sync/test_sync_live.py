@@ -1,4 +1,9 @@
-"""The headless sync stack against the real sandbox: real hub, real SDK, real FHIR over HTTP."""
+"""The headless sync stack against the real sandbox: real hub, real SDK, real FHIR over HTTP.
+
+End-to-end behaviour on real time (pokes, coalescing, hub restart, resume, tokens). The status
+timeline (reconnecting, polling, catch-up) is asserted on fake time with exact timestamps in
+tests/sync/test_status_timeline.py.
+"""
 
 from __future__ import annotations
 
@@ -178,32 +183,6 @@ async def test_hub_restart_mid_stream_loses_and_duplicates_nothing(
         states = [e["state"] for e in metrics.of("connection_state")]
         assert "reconnecting" in states
         assert ws.catch_ups >= 1
-
-
-@pytest.mark.slow
-async def test_polling_keeps_data_fresh_while_the_hub_is_down(
-    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
-) -> None:
-    async with workstation(sandbox, clinician, http, degraded_after_s=1.0,
-                           polling_interval_s=1.0) as (ws, metrics):
-        key = PatientLabs("pat-08")
-        ws.open(key)
-        await eventually(lambda: loaded(ws, key) and ws.status.state is ConnectionState.LIVE)
-        await sandbox.hub.stop()
-        await eventually(lambda: ws.status.state is ConnectionState.DEGRADED, timeout_s=15,
-                         what="degraded")
-        assert "checking for new data every 1 s" in ws.status.reason
-        report, _ = await sandbox.lab.post_panel(
-            "pat-08", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 2.1})
-        ref = f"DiagnosticReport/{report['id']}"
-        await eventually(lambda: ref in ws.store, timeout_s=5, what="polled report")
-        assert not any(e["ref"] == ref for e in metrics.of("poke_received"))
-        await sandbox.hub.start(sandbox.config.host, sandbox.hub.port)
-        await eventually(lambda: ws.status.state is ConnectionState.LIVE, timeout_s=20,
-                         what="live after the hub came back")
-        assert not ws.status.polling
-        states = [e["state"] for e in metrics.of("connection_state")]
-        assert states[-1] == "live" and "degraded" in states
 
 
 async def test_resume_after_dropped_socket_keeps_every_poke_once(

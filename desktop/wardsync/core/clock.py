@@ -40,21 +40,22 @@ class FakeClock:
 
     def __init__(self, monotonic: float = 0.0, wall: float = DEFAULT_FAKE_WALL_S) -> None:
         self._monotonic = float(monotonic)
-        self._wall = float(wall)
+        # Wall time is kept as an offset from monotonic time, so the wall clock at a given
+        # fake instant is the same number however the test got there (exact timelines).
+        self._wall_offset = float(wall) - self._monotonic
 
     def monotonic(self) -> float:
         return self._monotonic
 
     def wall(self) -> float:
-        return self._wall
+        return self._wall_offset + self._monotonic
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward by `seconds` (never backwards: monotonic must stay so)."""
         if seconds < 0:
             raise ValueError(f"a clock cannot go backwards (advance by {seconds} s)")
         self._monotonic += seconds
-        self._wall += seconds
 
     def set_wall(self, epoch_s: float) -> None:
         """Set the wall clock alone, as when the OS corrects the time; monotonic is unchanged."""
-        self._wall = float(epoch_s)
+        self._wall_offset = float(epoch_s) - self._monotonic

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
+# How long realtime may be down before the app says so and polls: the one default
+# (core/defaults.py), used by the workstation and the `sync.degraded_after_s` setting.
 from wardsync.core.defaults import DEGRADED_AFTER_S
 
 DEFAULT_DEGRADED_AFTER_S: Final = DEGRADED_AFTER_S

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
+from wardsync.core.timer import SYSTEM_TIMER, Timer, wait_for
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -22,9 +24,11 @@ _T = TypeVar("_T")
 class TaskOwner:
     """The tasks one component has started and not yet seen finish."""
 
-    def __init__(self, owner: str, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, owner: str, *, logger: logging.Logger | None = None,
+                 timer: Timer = SYSTEM_TIMER) -> None:
         self.owner = owner
         self._log = logger or log
+        self._timer = timer  # measures the `wait` and `aclose` grace times
         self._tasks: set[asyncio.Task[Any]] = set()
         self.failed = 0
         self.closed = False
@@ -59,8 +63,15 @@ class TaskOwner:
         """Wait for the running tasks to end on their own; True if all did within the time."""
         if not self._tasks:
             return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        return not pending
+        everything = asyncio.wait(set(self._tasks))
+        if timeout_s is None:
+            await everything
+            return True
+        try:
+            await wait_for(self._timer, everything, timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def cancel_all(self) -> None:
         """Cancel every running task and wait until each has ended (the owner stays open)."""

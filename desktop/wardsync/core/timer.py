@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from wardsync.core.clock import DEFAULT_FAKE_WALL_S, Clock, FakeClock, SystemClock
+
+_T = TypeVar("_T")
 
 # Event-loop turns `FakeTimer.advance` lets every ready task run for, between deadlines.
 SETTLE_ROUNDS = 50
@@ -74,7 +76,8 @@ async def settle(rounds: int = SETTLE_ROUNDS) -> None:
 class FakeTimer:
     """Fake time: sleeps and callbacks wait until `advance` moves the clock past them.
 
-    `requested` lists every sleep delay asked for, in order (timeline assertions).
+    `requested` lists every sleep delay asked for, in order (timeline assertions). Its clock
+    is a `FakeClock` (held, not inherited: moving this one is a coroutine, it fires timers).
     """
 
     def __init__(self, monotonic: float = 0.0, wall: float = DEFAULT_FAKE_WALL_S) -> None:
@@ -144,6 +147,31 @@ class FakeTimer:
                 raise TimeoutError(f"condition not met within {limit_s} s of fake time")
             await self.advance(step_s)
         return self.monotonic() - start
+
+
+async def wait_for(timer: Timer, awaitable: Awaitable[_T], timeout_s: float) -> _T:
+    """`asyncio.wait_for` on `timer`'s time: the result of `awaitable`, or TimeoutError (and
+    `awaitable` cancelled) once `timeout_s` has passed on `timer`.
+
+    Cancelling the caller cancels both and re-raises; unlike `asyncio.wait_for` on Python 3.11
+    a cancellation that arrives as `awaitable` completes is never swallowed (bpo-42130).
+    """
+    inner = asyncio.ensure_future(awaitable)
+    deadline = asyncio.ensure_future(timer.sleep(timeout_s))
+    try:
+        await asyncio.wait((inner, deadline), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        inner.cancel()
+        deadline.cancel()
+        await asyncio.gather(inner, deadline, return_exceptions=True)
+        raise
+    deadline.cancel()
+    if inner.done():
+        await asyncio.gather(deadline, return_exceptions=True)
+        return inner.result()
+    inner.cancel()
+    await asyncio.gather(inner, deadline, return_exceptions=True)
+    raise TimeoutError(f"no result within {timeout_s:g} s")
 
 
 def _live(item: asyncio.Future[None] | _FakeHandle) -> bool:

@@ -208,6 +208,7 @@ class AppServices:
         self.audit = AuditTrail(
             self.workstation.fhir, practitioner_id=tokens.practitioner_id or "unknown",
             workstation_id=self.workstation_name, app_version=__version__,
+            timer=self.workstation.timer,
         )
         self.alerts = AlertCenter(
             self.workstation,

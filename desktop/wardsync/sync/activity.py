@@ -29,8 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.clock import Clock
 from wardsync.core.metrics import MetricsSink
+from wardsync.core.timer import SYSTEM_TIMER
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ class ActivityRecorder:
         pending_ttl_s: float = PENDING_POKE_TTL_S,
         rate_window_s: float = RATE_WINDOW_S,
     ) -> None:
-        self.clock = clock or SystemClock()
+        self.clock = clock or SYSTEM_TIMER
         self._lock = threading.Lock()
         self._states: deque[StateChange] = deque(maxlen=state_history_max)
         self._recent: deque[UpdateEntry] = deque(maxlen=recent_max)

@@ -57,6 +57,7 @@ from wardsync.core.fhirtime import format_instant
 from wardsync.core.pokes import CRITICAL_LAB_RESULT
 from wardsync.core.queries import LabReport, WardAlerts, WardCensus
 from wardsync.core.resources import relative_ref
+from wardsync.core.tasks import TaskOwner
 from wardsync.fhir.errors import FhirError, NotFound
 from wardsync.sync.pull import QueryLease
 from wardsync.sync.workstation import Workstation
@@ -158,7 +159,7 @@ class AlertCenter:
         self.escalation_problems: dict[AlertId, str] = {}
         self._retry_at: dict[AlertId, float] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("alert centre", logger=log, timer=workstation.timer)
         self.escalations_written = 0
         self._closed = False
 
@@ -174,8 +175,7 @@ class AlertCenter:
         # Whatever the store holds already (another window pulled it) counts at once.
         self._refresh_census()
         self._apply_refs(self._ws.store.refs())
-        self._task = asyncio.get_running_loop().create_task(
-            self._escalation_loop(), name="alert escalation timer")
+        self._tasks.spawn(self._escalation_loop(), name="alert escalation timer")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -184,9 +184,7 @@ class AlertCenter:
         for sub in self._subs:
             sub.close()
         self._subs.clear()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._tasks.aclose()
         for lease, _ in self._report_leases.values():
             lease.close()
         self._report_leases.clear()
@@ -411,7 +409,7 @@ class AlertCenter:
 
     # ------------------------------------------------------------------ escalation
     async def _escalation_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        timer = self._ws.timer
         while True:
             # Cleared before looking, so a change announced while we work wakes the next wait.
             self._wake.clear()
@@ -420,7 +418,7 @@ class AlertCenter:
                    if self._retry_at.get(a, 0.0) <= now]
             if due:
                 if self._jitter_s > 0:
-                    await asyncio.sleep(self._jitter(self._jitter_s))
+                    await timer.sleep(self._jitter(self._jitter_s))
                 for alert_id in due:
                     await self._escalate(alert_id)
                 continue
@@ -429,13 +427,13 @@ class AlertCenter:
             # A timer that sets the event, not asyncio.wait_for: on Python 3.11 wait_for
             # swallows a cancellation that arrives as the awaited event completes, which
             # would leave this task running after aclose() (bpo-42130).
-            timer = (loop.call_later(max(0.0, min(wake_at) - now), self._wake.set)
+            alarm = (timer.call_later(max(0.0, min(wake_at) - now), self._wake.set)
                      if wake_at else None)
             try:
                 await self._wake.wait()
             finally:
-                if timer is not None:
-                    timer.cancel()
+                if alarm is not None:
+                    alarm.cancel()
 
     async def _escalate(self, alert_id: AlertId) -> None:
         record = self.ledger.get(alert_id)

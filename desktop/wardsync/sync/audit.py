@@ -10,14 +10,13 @@ or breaks the clinician's view.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from wardsync.core.fhirtime import format_instant
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient
 from wardsync.fhir.errors import FhirError
 
@@ -65,23 +64,21 @@ class AuditTrail:
 
     def __init__(
         self, fhir: FhirClient, *, practitioner_id: str, workstation_id: str, app_version: str,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        timer: Timer | None = None,
     ) -> None:
         self._fhir = fhir
         self._practitioner_id = practitioner_id
         self._workstation_id = workstation_id
         self._version = app_version
-        self._monotonic = monotonic
-        self._sleep = sleep
+        self._timer: Timer = timer or SYSTEM_TIMER
         self._last: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("audit trail", logger=log, timer=self._timer)
         self.written = 0
         self.failed = 0
 
     def record_access(self, patient_id: str) -> bool:
         """Note that the user opened this patient's record; True if an event will be written."""
-        now = self._monotonic()
+        now = self._timer.monotonic()
         last = self._last.get(patient_id)
         if last is not None and now - last < COALESCE_S:
             return False
@@ -89,11 +86,9 @@ class AuditTrail:
         event = access_event(
             practitioner_id=self._practitioner_id, patient_id=patient_id,
             workstation_id=self._workstation_id, app_version=self._version,
-            recorded=datetime.now(UTC),
+            recorded=datetime.fromtimestamp(self._timer.wall(), UTC),
         )
-        task = asyncio.get_running_loop().create_task(self._write(event, patient_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._write(event, patient_id), name="audit event write")
         return True
 
     async def _write(self, event: dict[str, Any], patient_id: str) -> None:
@@ -105,7 +100,7 @@ class AuditTrail:
                     self.failed += 1
                     log.warning("audit event for Patient/%s not written: %s", patient_id, exc)
                     return
-                await self._sleep(delay)
+                await self._timer.sleep(delay)
             else:
                 self.written += 1
                 return
@@ -116,9 +111,5 @@ class AuditTrail:
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait for pending writes (sign-out, shutdown); then cancel what is still waiting."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if not await self._tasks.wait(timeout_s):
+            await self._tasks.cancel_all()

@@ -13,12 +13,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from wardsync.core.clock import Clock, SystemClock
+from wardsync.core.clock import Clock
 from wardsync.core.defaults import SEQ_GAP_GRACE_S
 from wardsync.core.events import Event, PokeAccepted, PokeRejectedEvent
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke, PokeRejected, parse_poke
 from wardsync.core.seq import SeqTracker
+from wardsync.core.timer import SYSTEM_TIMER
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class PokeIntake:
         self._invalidate = invalidate
         self._on_gap = on_gap
         self._publish = publish
-        self._clock = clock or SystemClock()
+        self._clock = clock or SYSTEM_TIMER  # the workstation passes its timer
         self._metrics = metrics or NullMetrics()
         self.gap_grace_s = gap_grace_s
         self.seq = SeqTracker()

@@ -24,7 +24,9 @@ Without realtime (not configured or down) presence is unavailable: handles show 
 claims are granted "offline" (nobody can be told) and the server's `If-Match` check remains
 the authoritative guard (R4 http.html#concurrency).
 
-Every task here belongs to the service and is cancelled and awaited by `aclose()`.
+Every task here belongs to the service's `TaskOwner` and is awaited by `aclose()`; every wait is
+on the workstation's timer, so the claim, expiry and leave timelines run on fake time in tests
+(docs/architecture.md §6).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from wardsync.core.presence import (
     members_from_wire,
     record_channel,
 )
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import Timer, TimerHandle, wait_for
 from wardsync.sync.realtime import CHANNEL_RELEASE_GRACE_S, ChannelLease, RealtimeError
 from wardsync.sync.workstation import Workstation
 
@@ -122,7 +126,7 @@ class _Record:
     sent: PresenceData | None = None
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    leave_timer: asyncio.TimerHandle | None = None
+    leave_timer: TimerHandle | None = None
     expiry_seen_ms: int | None = None
     synced: asyncio.Event = field(default_factory=asyncio.Event)  # attached, SYNC complete
 
@@ -195,6 +199,7 @@ class PresenceService:
         if lock_idle_s <= 0 or lock_disconnect_s <= 0 or leave_grace_s < 0:
             raise ValueError("lock and presence timings must be positive")
         self._ws = workstation
+        self._timer: Timer = workstation.timer
         self.clinician = clinician
         self.lock_idle_s = lock_idle_s
         self.lock_disconnect_s = lock_disconnect_s
@@ -204,7 +209,7 @@ class PresenceService:
         self._tick_s = tick_s
         self._records: dict[str, _Record] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("presence", logger=log, timer=self._timer)
         self._own_connections: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
@@ -212,8 +217,7 @@ class PresenceService:
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
         """Start the timer that expires idle claims and notices others' expiries."""
-        self._ticker = asyncio.get_running_loop().create_task(
-            self._tick_loop(), name="presence lock timer")
+        self._ticker = self._tasks.spawn(self._tick_loop(), name="presence lock timer")
 
     async def aclose(self) -> None:
         """Leave every record at once (a user switch or shutdown) and stop every task."""
@@ -222,7 +226,6 @@ class PresenceService:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
         records = list(self._records.values())
         self._records.clear()
         for rec in records:
@@ -231,8 +234,10 @@ class PresenceService:
             rec.handles.clear()
             rec.claims.clear()
             self._leave_now(rec)
-        tasks = list(self._leaving.values()) + list(self._tasks)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # The leaves run to their end (each bounded by LEAVE_TIMEOUT_S); they end the records'
+        # own tasks, so nothing is left to cancel after them.
+        await self._tasks.wait()
+        await self._tasks.aclose()
 
     async def __aenter__(self) -> PresenceService:
         await self.start()
@@ -241,15 +246,9 @@ class PresenceService:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # ------------------------------------------------------------------ clocks and links
     def _now_ms(self) -> int:
-        return int(self._ws.clock.wall() * 1000)
+        return int(self._timer.wall() * 1000)
 
     @property
     def live(self) -> bool:
@@ -284,7 +283,7 @@ class PresenceService:
         if rec is None:
             rec = _Record(channel, self._now_ms())
             self._records[channel] = rec
-            rec.task = self._spawn(self._run_record(rec), "record presence")
+            rec.task = self._tasks.spawn(self._run_record(rec), name="record presence")
         elif rec.leave_timer is not None:
             rec.leave_timer.cancel()
             rec.leave_timer = None
@@ -309,8 +308,8 @@ class PresenceService:
             self._drop_claim(rec, claim)
         if rec.handles or self._records.get(rec.channel) is not rec:
             return
-        loop = asyncio.get_running_loop()
-        rec.leave_timer = loop.call_later(self.leave_grace_s, self._on_leave_timer, rec)
+        rec.leave_timer = self._timer.call_later(self.leave_grace_s,
+                                                 lambda: self._on_leave_timer(rec))
 
     def _on_leave_timer(self, rec: _Record) -> None:
         rec.leave_timer = None
@@ -324,8 +323,7 @@ class PresenceService:
             rec.leave_timer.cancel()
             rec.leave_timer = None
         previous = self._leaving.get(rec.channel)
-        task = asyncio.get_running_loop().create_task(
-            self._leave(rec, previous), name="record presence leave")
+        task = self._tasks.spawn(self._leave(rec, previous), name="record presence leave")
         self._leaving[rec.channel] = task
         task.add_done_callback(functools.partial(self._forget_leaving, rec.channel))
 
@@ -349,7 +347,7 @@ class PresenceService:
             if rec.sent is not None:
                 # RTP10: an explicit LEAVE reaches others now; detaching would too, but only
                 # after the connection's own channel grace.
-                await asyncio.wait_for(lease.leave_presence(), LEAVE_TIMEOUT_S)
+                await wait_for(self._timer, lease.leave_presence(), LEAVE_TIMEOUT_S)
         except (RealtimeError, TimeoutError) as exc:
             log.info("presence leave not confirmed (%s); detaching ends it", type(exc).__name__)
         finally:
@@ -375,7 +373,7 @@ class PresenceService:
                 if lease is not None:
                     lease.close()
                 log.warning("record presence unavailable (%s): retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
+                await self._timer.sleep(delay)
                 delay = min(delay * 2, PRESENCE_RETRY_CAP_S)
             except Exception:
                 # The SDK's own errors from attaching (refused, timed out): presence is a
@@ -383,7 +381,7 @@ class PresenceService:
                 if lease is not None:
                     lease.close()
                 log.exception("attaching a record channel failed: retrying in %.0f s", delay)
-                await asyncio.sleep(delay)
+                await self._timer.sleep(delay)
                 delay = min(delay * 2, PRESENCE_RETRY_CAP_S)
         self._refresh(rec)
         delay = PRESENCE_RETRY_S
@@ -404,12 +402,15 @@ class PresenceService:
                 delay = PRESENCE_RETRY_S
             except RealtimeError as exc:
                 log.warning("presence update not sent (%s): retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
+                await self._timer.sleep(delay)
                 delay = min(delay * 2, PRESENCE_RETRY_CAP_S)
 
     # ------------------------------------------------------------------ what others see
     def _desired(self, rec: _Record) -> PresenceData | None:
-        if not any(h.enters for h in rec.handles):
+        # The last window closed moments ago: stay present until the leave grace ends, so a
+        # record closed and reopened does not flicker on other screens (its claims are gone).
+        closing = not rec.handles and rec.leave_timer is not None and rec.sent is not None
+        if not closing and not any(h.enters for h in rec.handles):
             return None  # nobody here is viewing the record: watch without being seen
         claims = tuple(Claim(c.component, c.claimed_at_ms, c.expires_at_ms)
                        for c in sorted(rec.claims.values(), key=lambda c: c.component))
@@ -492,7 +493,7 @@ class PresenceService:
         if self.live and not rec.synced.is_set():
             # Just joined: learn who is here (and what they claim) before claiming.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rec.synced.wait(), self._claim_timeout_s)
+                await wait_for(self._timer, rec.synced.wait(), self._claim_timeout_s)
             if handle.closed:
                 return ClaimOutcome(False, "closed")
             if rec.claims.get(component) is not None:
@@ -512,9 +513,9 @@ class PresenceService:
             claim.status = "offline"
             return ClaimOutcome(True, "offline")
         try:
-            await asyncio.wait_for(claim.echoed.wait(), self._claim_timeout_s)
+            await wait_for(self._timer, claim.echoed.wait(), self._claim_timeout_s)
             # A claim the hub broadcast just after ours may already be on its way.
-            await asyncio.sleep(self._settle_s)
+            await self._timer.sleep(self._settle_s)
         except TimeoutError:
             if rec.claims.get(component) is claim:
                 claim.status = "offline"
@@ -566,7 +567,7 @@ class PresenceService:
     # ------------------------------------------------------------------ time
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_s)
+            await self._timer.sleep(self._tick_s)
             self._tick()
 
     def _tick(self) -> None:
@@ -575,7 +576,7 @@ class PresenceService:
         status = self._ws.status
         down_since = status.realtime_down_since
         link_gone = (status.realtime is not RealtimeState.CONNECTED and down_since is not None
-                     and self._ws.clock.monotonic() - down_since >= self.lock_disconnect_s)
+                     and self._timer.monotonic() - down_since >= self.lock_disconnect_s)
         for rec in list(self._records.values()):
             for claim in list(rec.claims.values()):
                 if link_gone and claim.status == "held":

@@ -9,8 +9,9 @@ key was already waiting there. Pulls are incremental: each search remembers the 
 `meta.lastUpdated` of its matches and asks only for resources updated after it (R4 search.html
 `_lastUpdated`), so a catch-up after a reconnect is the same operation as a normal pull; a
 search marked `incremental=False` is pulled in full. Results are applied to the ResourceStore,
-which keeps only newer versions, so late or reordered replies are harmless. Timeline tests:
-tests/sync/test_pull_loop.py.
+which keeps only newer versions, so late or reordered replies are harmless. Every wait (debounce,
+backoff) is on the cache's `Timer`, so the timeline tests (tests/sync/test_pull_loop.py) run on
+fake time.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from wardsync.core.backoff import Backoff
-from wardsync.core.clock import Clock, SystemClock
 from wardsync.core.defaults import PULL_DEBOUNCE_S
 from wardsync.core.events import Event, QueryStateChanged
 from wardsync.core.fhirtime import effective_time, format_instant
@@ -33,6 +33,8 @@ from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
 from wardsync.core.resources import last_updated as _last_updated
 from wardsync.core.store import ResourceStore
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import InvalidEntry, SearchResult
 from wardsync.fhir.errors import FhirError
 
@@ -52,10 +54,6 @@ class Fetcher(Protocol):
     async def search(
         self, resource_type: str, params: Any, *, known: Callable[[str, str], bool] | None = None
     ) -> SearchResult: ...
-
-
-# A coroutine function: the debounce window runs it as its own task (`create_task`).
-Sleep = Callable[[float], Coroutine[Any, Any, None]]
 
 
 @dataclass(order=True)
@@ -226,7 +224,7 @@ class PullLoop:
                              else self._pending | wanted)
             self._dirty.set()
             retrying = True
-            await o.sleep(o.backoff.delay(attempt - 1))
+            await o.timer.sleep(o.backoff.delay(attempt - 1))
 
     async def _debounce(self) -> None:
         """Let a burst of pokes coalesce into one pull, unless an urgent pull is wanted."""
@@ -235,7 +233,7 @@ class PullLoop:
             return
         loop = asyncio.get_running_loop()
         label = self.key.label()
-        window = loop.create_task(o.sleep(o.debounce_s), name=f"pull {label}: debounce")
+        window = loop.create_task(o.timer.sleep(o.debounce_s), name=f"pull {label}: debounce")
         urgent = loop.create_task(self._urgent.wait(), name=f"pull {label}: urgent wait")
         try:
             done, _ = await asyncio.wait((window, urgent), return_when=asyncio.FIRST_COMPLETED)
@@ -244,14 +242,14 @@ class PullLoop:
             urgent.cancel()
             await asyncio.gather(window, urgent, return_exceptions=True)
         if window in done:
-            window.result()  # surface a failing sleep function instead of hiding it
+            window.result()  # surface a failing timer instead of hiding it
 
     async def _pull_once(self, urgent: bool, wanted: set[int] | None = None) -> None:
         o = self._owner
         st = self.state
         st.pulls += 1
         if st.loading_since is None:
-            st.loading_since = o.clock.monotonic()
+            st.loading_since = o.timer.monotonic()
             o.publish_state(self)
         collected: list[dict[str, Any]] = []
         invalid: list[InvalidEntry] = []
@@ -301,7 +299,7 @@ class PullLoop:
                 urgent=urgent,
             )
         st.status = "ok"
-        st.last_ok_wall = o.clock.wall()
+        st.last_ok_wall = o.timer.wall()
         st.last_error = st.user_message = ""
         st.loading_since = None
         o.publish_state(self)
@@ -309,7 +307,7 @@ class PullLoop:
     def _forget_before(self, cutoff: datetime) -> None:
         """Drop held readings of this time series that are older than `cutoff`."""
         o, st = self._owner, self.state
-        now = o.clock.monotonic()
+        now = o.timer.monotonic()
         if st.pruned_at is not None and now - st.pruned_at < SERIES_PRUNE_EVERY_S:
             return
         st.pruned_at = now
@@ -373,31 +371,30 @@ class QueryCache:
         *,
         publish: Callable[[Event], None] | None = None,
         on_pull_result: Callable[[FhirError | None], None] | None = None,
-        clock: Clock | None = None,
+        timer: Timer | None = None,
         metrics: MetricsSink | None = None,
         backoff: Backoff | None = None,
         debounce_s: float = PULL_DEBOUNCE_S,
         max_concurrent: int = MAX_CONCURRENT_PULLS,
         overlap_s: float = CURSOR_OVERLAP_S,
         series_window: timedelta | None = VITALS_WINDOW,
-        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.fetcher = fetcher
         self.store = store
         self._publish = publish
         self._on_pull_result = on_pull_result
-        self.clock = clock or SystemClock()
+        self.timer: Timer = timer or SYSTEM_TIMER
         self.metrics = metrics or NullMetrics()
         self.backoff = backoff or Backoff(initial_s=0.5, factor=2.0, cap_s=30.0)
         self.debounce_s = debounce_s
         self.overlap_s = overlap_s
         self.series_window = series_window  # None: time-series keys keep everything
-        self.sleep = sleep
         self.gate = PriorityGate(max_concurrent)
         self._loops: dict[QueryKey, PullLoop] = {}
         self._tasks: dict[QueryKey, asyncio.Task[None]] = {}
-        # Loops of released keys, cancelled but maybe not finished yet: `aclose` awaits them.
-        self._stopping: set[asyncio.Task[None]] = set()
+        # Every loop task, including those of released keys that are cancelled but maybe not
+        # finished yet: `aclose` cancels and awaits them all.
+        self._owner = TaskOwner("query cache", logger=log, timer=self.timer)
         self.closed = False
 
     # ------------------------------------------------------------------ leases
@@ -409,9 +406,7 @@ class QueryCache:
         if loop is None:
             loop = PullLoop(key, self, incremental=getattr(key, "incremental", True))
             self._loops[key] = loop
-            self._tasks[key] = asyncio.get_running_loop().create_task(
-                loop.run(), name=f"pull {key.label()}"
-            )
+            self._tasks[key] = self._owner.spawn(loop.run(), name=f"pull {key.label()}")
             loop.request(urgent=urgent)
         loop.leases += 1
         return QueryLease(self, key)
@@ -423,11 +418,7 @@ class QueryCache:
         loop.leases -= 1
         if loop.leases <= 0:
             del self._loops[key]
-            task = self._tasks.pop(key)
-            task.cancel()
-            if not task.done():
-                self._stopping.add(task)
-                task.add_done_callback(self._stopping.discard)
+            self._tasks.pop(key).cancel()  # its owner awaits it on close
             # No panel shows this query any more: its data leaves memory too, unless another
             # open query holds it (a reopened query pulls it afresh).
             self.forget(loop.state.refs)
@@ -479,7 +470,7 @@ class QueryCache:
         """Where the window of a time-series key starts now (None: not windowed)."""
         if getattr(key, "series_param", None) is None or self.series_window is None:
             return None
-        return datetime.fromtimestamp(self.clock.wall(), UTC) - self.series_window
+        return datetime.fromtimestamp(self.timer.wall(), UTC) - self.series_window
 
     def searches(self, key: QueryKey, cutoff: datetime | None = None) -> tuple[Search, ...]:
         """`key`'s searches as its pull loop sends them (paging and cursor aside): a time
@@ -509,10 +500,6 @@ class QueryCache:
 
     async def aclose(self) -> None:
         self.closed = True
-        tasks = [*self._tasks.values(), *self._stopping]
-        self._stopping.clear()
         self._loops.clear()
         self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._owner.aclose()

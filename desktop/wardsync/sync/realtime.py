@@ -13,9 +13,7 @@ the token via CONNECTED.connectionDetails (the "clientId trap", docs/realtime-pr
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,8 @@ from ably.types.connectionstate import ConnectionStateChange
 from ably.util.exceptions import AblyException
 
 from wardsync.core.net import is_loopback_host
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import SYSTEM_TIMER, Timer, TimerHandle
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class _Channel:
     listeners: list[MessageListener] = field(default_factory=list)
     leases: int = 0
     attached_once: bool = False
-    release_timer: asyncio.TimerHandle | None = None
+    release_timer: TimerHandle | None = None
 
 
 class RealtimeError(Exception):
@@ -179,13 +179,17 @@ class SyncConnection:
         disconnected_retry_ms: int = DISCONNECTED_RETRY_MS,
         suspended_retry_ms: int = SUSPENDED_RETRY_MS,
         request_timeout_ms: int = REALTIME_REQUEST_TIMEOUT_MS,
+        timer: Timer | None = None,
     ) -> None:
+        # The silence check compares `timer.wall()` with the SDK's own activity stamps (epoch
+        # milliseconds): in production both are the system clock.
+        self._timer: Timer = timer or SYSTEM_TIMER
         self._token_provider = token_provider
         self._on_state = on_state
         self._on_continuity_lost = on_continuity_lost
         self._grace_s = channel_grace_s
         self._channels: dict[str, _Channel] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("realtime connection", logger=log, timer=self._timer)
         self.state = "initialized"
         self.reason = ""
         self.token_requests = 0
@@ -199,10 +203,7 @@ class SyncConnection:
             **ably_options(endpoint),
         )
         self.client.connection.on(self._on_connection_state)
-        self._silence_watch = asyncio.get_running_loop().create_task(
-            self._watch_silence(), name="realtime silence watch"
-        )
-        self._tasks.add(self._silence_watch)
+        self._tasks.spawn(self._watch_silence(), name="realtime silence watch")
 
     # ------------------------------------------------------------------ auth
     async def _auth_callback(self, token_params: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +239,7 @@ class SyncConnection:
         limit_ms: float | None = getattr(transport, "max_idle_interval", None)
         if not last_ms or not limit_ms:
             return False
-        return time.time() * 1000 - last_ms > limit_ms + SILENCE_MARGIN_MS
+        return self._timer.wall() * 1000 - last_ms > limit_ms + SILENCE_MARGIN_MS
 
     async def _watch_silence(self) -> None:
         # RTN23a: no activity for maxIdleInterval + realtimeRequestTimeout means the transport
@@ -248,7 +249,7 @@ class SyncConnection:
         # Report the state the SDK has already decided on, from the numbers its timer uses,
         # so the status and the polling fallback do not wait those extra 10 s.
         while True:
-            await asyncio.sleep(SILENCE_CHECK_S)
+            await self._timer.sleep(SILENCE_CHECK_S)
             if self.state == "connected" and self._link_silent():
                 self.state, self.reason = "disconnected", "80003 no activity from realtime"
                 log.info("realtime link silent past maxIdleInterval: treating it as dropped")
@@ -312,17 +313,15 @@ class SyncConnection:
             entry.listeners.remove(listener)
         entry.leases -= 1
         if entry.leases <= 0 and not self._closed:
-            loop = asyncio.get_running_loop()
-            entry.release_timer = loop.call_later(self._grace_s, self._detach_now, name)
+            entry.release_timer = self._timer.call_later(
+                self._grace_s, lambda: self._detach_now(name))
 
     def _detach_now(self, name: str) -> None:
         entry = self._channels.get(name)
         if entry is None or entry.leases > 0:
             return
         del self._channels[name]
-        task = asyncio.get_running_loop().create_task(self._detach(entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._detach(entry), name="realtime channel detach")
 
     async def _detach(self, entry: _Channel) -> None:
         try:
@@ -345,8 +344,5 @@ class SyncConnection:
             if entry.release_timer is not None:
                 entry.release_timer.cancel()
         self._channels.clear()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self.client.close()

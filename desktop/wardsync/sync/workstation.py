@@ -5,14 +5,17 @@ the resource store, the open queries and the freshness watchdog. Every window re
 
 Freshness (docs/architecture.md §2): pokes invalidate query keys; anything that may have lost a poke
 (a channel re-attached without continuity, a sequence gap) triggers a catch-up of every open
-query; when realtime stays down longer than `degraded_after_s` the watchdog polls every
-`polling_interval_s` and the status says so, and the first live moment after that catches up
-once more and stops polling.
+query; when realtime has been down for `degraded_after_s` the workstation polls, at that very
+moment and then every `polling_interval_s`, and the status says so ("degraded: polling"); the
+first live moment after that catches up once more and stops polling.
+
+Time comes from ONE `Timer` (docs/architecture.md §6), handed to every component built here
+(pull loops, poke intake, the realtime silence check), so the whole timeline runs on a
+`FakeTimer` in tests with exact timestamps (tests/sync/test_status_timeline.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +26,6 @@ import httpx
 
 from wardsync.core.backoff import Backoff
 from wardsync.core.bus import EventBus
-from wardsync.core.clock import Clock, SystemClock
 from wardsync.core.connection_status import (
     ConnectionSignal,
     ConnectionStatus,
@@ -50,11 +52,17 @@ from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke
 from wardsync.core.queries import VITALS_WINDOW, QueryKey
 from wardsync.core.store import ResourceStore
+from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import SYSTEM_TIMER, Timer, TimerHandle
 from wardsync.fhir.client import FhirClient, TokenSource
 from wardsync.fhir.errors import FhirError, Unreachable
 from wardsync.sync.intake import PokeIntake
 from wardsync.sync.pull import MAX_CONCURRENT_PULLS, QueryCache, QueryLease
-from wardsync.sync.realtime import SyncConnection
+from wardsync.sync.realtime import (
+    DISCONNECTED_RETRY_MS,
+    REALTIME_REQUEST_TIMEOUT_MS,
+    SyncConnection,
+)
 from wardsync.sync.realtime_token import RealtimeTokenExchange
 
 log = logging.getLogger(__name__)
@@ -82,12 +90,18 @@ class WorkstationConfig:
     fhir_timeout_s: float = FHIR_TIMEOUT_S
     vitals_window_h: float = VITALS_WINDOW.total_seconds() / 3600.0
     use_binary_protocol: bool = True
+    realtime_retry_ms: int = DISCONNECTED_RETRY_MS  # the SDK's wait before reconnecting
+    realtime_request_timeout_ms: int = REALTIME_REQUEST_TIMEOUT_MS  # connect, attach, ...
     require_tls: bool = True
     verify: Any = True  # True, False (never for a hospital) or a CA bundle path / SSLContext
 
 
 class Workstation:
-    """The shared sync stack of one workstation process."""
+    """The shared sync stack of one workstation process.
+
+    `timer` is where time comes from and how every wait happens (SYSTEM_TIMER by default, a
+    FakeTimer in tests); every component built here shares it, and `clock` reads it.
+    """
 
     def __init__(
         self,
@@ -95,12 +109,12 @@ class Workstation:
         tokens: TokenSource,
         *,
         schedule: Callable[[Callable[[], None]], None] | None = None,
-        clock: Clock | None = None,
+        timer: Timer | None = None,
         metrics: MetricsSink | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.config = config
-        self.clock = clock or SystemClock()
+        self.timer: Timer = timer or SYSTEM_TIMER
         self.metrics = metrics or NullMetrics()
         self._own_http = http is None
         self.http = http or httpx.AsyncClient(
@@ -113,22 +127,24 @@ class Workstation:
                                require_tls=config.require_tls)
         self.queries = QueryCache(
             self.fhir, self.store, publish=self.bus.publish, on_pull_result=self._on_pull_result,
-            clock=self.clock, metrics=self.metrics, debounce_s=config.pull_debounce_s,
+            timer=self.timer, metrics=self.metrics, debounce_s=config.pull_debounce_s,
             max_concurrent=config.max_concurrent_pulls,
             backoff=Backoff(initial_s=0.5, factor=2.0, cap_s=config.backoff_cap_s),
             series_window=timedelta(hours=config.vitals_window_h),
         )
         self.intake = PokeIntake(
             invalidate=self._on_poke, on_gap=self.catch_up, publish=self.bus.publish,
-            clock=self.clock, metrics=self.metrics, gap_grace_s=config.gap_grace_s,
+            clock=self.timer, metrics=self.metrics, gap_grace_s=config.gap_grace_s,
         )
-        self.status: ConnectionStatus = initial_status(self.clock.monotonic())
+        self.status: ConnectionStatus = initial_status(self.timer.monotonic())
         self.status_history: list[ConnectionStatus] = [self.status]
         self.realtime: SyncConnection | None = None
         self._ward_lease: Any = None
-        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("workstation", logger=log, timer=self.timer)
         self._polling = False
-        self._last_poll = 0.0
+        self._poll_timer: TimerHandle | None = None
+        self._degrade_timer: TimerHandle | None = None
+        self._degrade_due: float | None = None  # the realtime_down_since it was armed for
         self.catch_ups = 0
         self.polls = 0
         self._closed = False
@@ -141,32 +157,41 @@ class Workstation:
             exchange = RealtimeTokenExchange(self.http, cfg.realtime_token_url, self.tokens)
             self.realtime = SyncConnection(
                 endpoint=cfg.realtime_endpoint, token_provider=exchange,
-                on_state=self._on_realtime_state, on_continuity_lost=self._on_continuity_lost,
-                use_binary_protocol=cfg.use_binary_protocol,
+                on_state=self.on_realtime_state, on_continuity_lost=self._on_continuity_lost,
+                use_binary_protocol=cfg.use_binary_protocol, timer=self.timer,
+                disconnected_retry_ms=cfg.realtime_retry_ms,
+                request_timeout_ms=cfg.realtime_request_timeout_ms,
             )
             self._ward_lease = await self.realtime.acquire(
                 f"ward:{cfg.ward}", self.intake.on_message
             )
         else:
-            self._signal(RealtimeChanged(RealtimeState.FAILED, "realtime not configured"))
+            # Polling first, so the status goes straight to "degraded: polling" (never a
+            # moment of "offline" in between).
             self._start_polling()
-        self._watchdog = asyncio.get_running_loop().create_task(
-            self._watch(), name="freshness watchdog"
-        )
+            self._signal(RealtimeChanged(RealtimeState.FAILED, "realtime not configured"))
+        self._tasks.spawn(self._watch(), name="freshness watchdog")
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
+        for handle in (self._poll_timer, self._degrade_timer):
+            if handle is not None:
+                handle.cancel()
+        self._poll_timer = self._degrade_timer = None
+        await self._tasks.aclose()
         await self.queries.aclose()
         if self.realtime is not None:
             await self.realtime.aclose()
         await self.fhir.aclose()
         if self._own_http:
             await self.http.aclose()
+
+    @property
+    def clock(self) -> Timer:
+        """The workstation's timer, read as a clock (monotonic and wall time)."""
+        return self.timer
 
     async def __aenter__(self) -> Workstation:
         await self.start()
@@ -190,18 +215,18 @@ class Workstation:
 
     # ------------------------------------------------------------------ status
     def _signal(self, signal: ConnectionSignal) -> None:
-        now = self.clock.monotonic()
+        now = self.timer.monotonic()
         new = next_status(
             self.status, signal, now, degraded_after_s=self.config.degraded_after_s,
         )
-        start_polling = not self._polling and self._realtime_down_long(new, now)
+        start_polling = (not self._polling and not self._closed
+                         and self._realtime_down_long(new, now))
         if start_polling:
             # Start the fallback in the same step that crosses `degraded_after_s` (an SDK
             # state change can cross it between watchdog ticks): the status goes straight to
             # "degraded: polling" instead of showing "offline" until the next tick.
             log.info("realtime down for %.0f s: polling", now - (new.realtime_down_since or now))
             self._polling = True
-            self._last_poll = now
             new = next_status(
                 new, PollingStarted(self.config.polling_interval_s), now,
                 degraded_after_s=self.config.degraded_after_s,
@@ -215,8 +240,31 @@ class Workstation:
                 self.metrics.emit("connection_state", state=str(new.state), reason=new.reason)
                 self.bus.publish(ConnectionStatusChanged(status=new))
         if start_polling:
-            self.polls += 1
-            self.queries.invalidate_all()
+            self._poll_now()
+        self._arm_degrade_deadline()
+
+    def _arm_degrade_deadline(self) -> None:
+        """While realtime is down and nothing polls, wake exactly when it has been down for
+        `degraded_after_s` (the watchdog's tick would be up to a tick late)."""
+        down = self.status.realtime_down_since
+        wanted = (not self._polling and not self._closed and down is not None
+                  and self.status.realtime is not RealtimeState.CONNECTED)
+        if not wanted or down != self._degrade_due:
+            if self._degrade_timer is not None:
+                self._degrade_timer.cancel()
+                self._degrade_timer = None
+            self._degrade_due = None
+        if wanted and self._degrade_due is None and down is not None:
+            # Armed once per outage: should the timer fire a hair early (the event loop's
+            # clock resolution), the watchdog's next tick starts the polling instead.
+            self._degrade_due = down
+            delay = down + self.config.degraded_after_s - self.timer.monotonic()
+            self._degrade_timer = self.timer.call_later(max(0.0, delay), self._on_degrade_due)
+
+    def _on_degrade_due(self) -> None:
+        self._degrade_timer = None
+        if not self._closed:
+            self._signal(Tick())  # starts polling: realtime has been down long enough
 
     def _realtime_down_long(self, status: ConnectionStatus, now: float) -> bool:
         down_since = status.realtime_down_since
@@ -226,7 +274,11 @@ class Workstation:
             and now - down_since >= self.config.degraded_after_s
         )
 
-    def _on_realtime_state(self, state: str, reason: str) -> None:
+    def on_realtime_state(self, state: str, reason: str) -> None:
+        """The realtime connection entered `state` (Ably RTN4 names; other events ignored).
+
+        This is the callback `SyncConnection` reports its connection states to.
+        """
         try:
             rt = RealtimeState(state)
         except ValueError:
@@ -251,22 +303,32 @@ class Workstation:
 
     def _start_polling(self) -> None:
         self._polling = True
-        self._last_poll = self.clock.monotonic()
         self._signal(PollingStarted(self.config.polling_interval_s))
-        self.polls += 1
-        self.queries.invalidate_all()
+        self._poll_now()
 
     def _stop_polling(self) -> None:
         self._polling = False
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None
         self._signal(PollingStopped())
+
+    def _poll_now(self) -> None:
+        """Pull every open query and schedule the next poll `polling_interval_s` from now."""
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+        self.polls += 1
+        self.queries.invalidate_all()
+        self._poll_timer = self.timer.call_later(self.config.polling_interval_s,
+                                                 self._on_poll_due)
+
+    def _on_poll_due(self) -> None:
+        self._poll_timer = None
+        if self._polling and not self._closed:
+            self._poll_now()
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(WATCHDOG_TICK_S)
-            now = self.clock.monotonic()
-            self._signal(Tick())  # starts polling once realtime has been down long enough
+            await self.timer.sleep(WATCHDOG_TICK_S)
+            self._signal(Tick())  # re-evaluates the status (and starts polling if overdue)
             self.intake.check_gaps()
-            if self._polling and now - self._last_poll >= self.config.polling_interval_s:
-                self._last_poll = now
-                self.polls += 1
-                self.queries.invalidate_all()

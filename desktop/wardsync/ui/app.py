@@ -17,6 +17,7 @@ from typing import Any
 
 from wardsync.core.errors import SignInError
 from wardsync.core.metrics import MetricsSink
+from wardsync.core.tasks import TaskOwner
 from wardsync.fhir.errors import FhirError
 from wardsync.infra.config_cli import overrides_from_args
 from wardsync.infra.metrics import metrics_from_env
@@ -80,7 +81,7 @@ class AppController:
         self.idle.idle_timed_out.connect(self.lock)
         self.screen_lock = ScreenLock()
         self.screen_lock.unlock_requested.connect(self._on_screen_lock_unlock_requested)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("app", logger=log)
         self._switching = False
         self.unlock_error = ""
 
@@ -126,16 +127,11 @@ class AppController:
         if self.notifier is not None:
             self.notifier.close()
             self.notifier = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel_all()
         await self.services.aclose()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro)
 
     # ------------------------------------------------------------------ windows
     def open_ward_overview(self):
