@@ -22,6 +22,7 @@ from wardsync.core.resources import (
     parse_reference,
     patient_id_of,
     patient_ref_of,
+    quantity_value,
     reference_id,
     relative_ref,
     resource_ref,
@@ -121,3 +122,27 @@ def test_codings_of_a_concept_and_of_a_list() -> None:
     assert codes_of(None) == [] and codes_of({"coding": {"code": "x"}}) == []
     assert concept_display(concept) == "Potassium"
     assert concept_display({"coding": concept["coding"]}) == "Potassium [Moles/volume]"
+
+
+UCUM = "http://unitsofmeasure.org"
+PER_MIN = frozenset({"/min"})
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-10**6, 10**6))
+def test_a_quantity_in_an_accepted_unit_gives_its_value(value: float) -> None:
+    assert quantity_value({"value": value, "system": UCUM, "code": "/min"}, PER_MIN) == value
+    # Without the UCUM system the free-text unit is what counts.
+    assert quantity_value({"value": value, "unit": "/min", "code": "x"}, PER_MIN) == value
+
+
+@pytest.mark.parametrize("quantity", [
+    None, "72 /min", {"value": 72, "system": UCUM, "code": "/h"},
+    {"value": 72, "system": UCUM, "unit": "/min"},
+    {"value": 72, "system": UCUM, "code": "/min", "comparator": "<"},
+    {"value": True, "system": UCUM, "code": "/min"},
+    {"value": "72", "system": UCUM, "code": "/min"},
+    {"value": float("nan"), "system": UCUM, "code": "/min"},
+    {"value": float("inf"), "unit": "/min"},
+])
+def test_what_is_not_a_measurement_in_an_accepted_unit(quantity: object) -> None:
+    assert quantity_value(quantity, PER_MIN) is None

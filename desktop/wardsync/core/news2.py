@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_datetime
-from wardsync.core.resources import codes_of, has_code
+from wardsync.core.resources import codes_of, has_code, quantity_value
 from wardsync.core.store import is_newer
 
 
@@ -264,16 +264,7 @@ def _effective(obs: Mapping[str, Any]) -> datetime | None:
 
 
 def _quantity(holder: Mapping[str, Any], units: frozenset[str]) -> float | None:
-    q = holder.get("valueQuantity")
-    if not isinstance(q, Mapping) or q.get("comparator") is not None:
-        return None
-    value = q.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    unit = q.get("code") if q.get("system") == codes.UCUM else q.get("unit")
-    if unit in units:
-        return float(value)
-    return None
+    return quantity_value(holder.get("valueQuantity"), units)
 
 
 def _value_of(parameter: Parameter, obs: Mapping[str, Any]) -> float | bool | str | None:

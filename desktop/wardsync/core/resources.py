@@ -1,4 +1,4 @@
-"""Reading FHIR R4 resources held as JSON mappings: ids, meta, references, codings, patient.
+"""Reading FHIR R4 resources held as JSON: ids, meta, references, codings, quantities, patient.
 
 The alert rules, the patient identity, the sync loops and the sandbox server read resources
 through these functions, so they agree on what a reference points at and whom a resource is
@@ -8,12 +8,14 @@ an exception, because resources come from servers we do not control.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from wardsync.core.codes import UCUM
 from wardsync.core.fhirtime import parse_instant
 
 Resource = Mapping[str, Any]
@@ -187,3 +189,22 @@ def concept_display(concept: object) -> str:
         if isinstance(coding.get("display"), str):
             return str(coding["display"])
     return ""
+
+
+# ------------------------------------------------------------------------------ quantities
+
+
+def quantity_value(quantity: object, units: frozenset[str]) -> float | None:
+    """The value of a Quantity measured in one of `units`, or None.
+
+    The unit is the UCUM `code` when `system` is UCUM, else the free-text `unit` (R4
+    datatypes.html#Quantity). A value with a `comparator` ("<5") is not a measurement, and
+    booleans, NaN and infinities are not numbers: all give None.
+    """
+    if not isinstance(quantity, Mapping) or quantity.get("comparator") is not None:
+        return None
+    value = quantity.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    unit = quantity.get("code") if quantity.get("system") == UCUM else quantity.get("unit")
+    return float(value) if unit in units else None

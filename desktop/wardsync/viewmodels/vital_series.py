@@ -9,7 +9,6 @@ sorted by time, within `TREND_WINDOW_H` of the latest reading.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
@@ -22,6 +21,7 @@ from wardsync.core.news2 import (
     RiskBand,
     news2_from_observations,
 )
+from wardsync.core.resources import quantity_value
 from wardsync.viewmodels.clinical_text import concept_codes, format_number, ref_of, version_of, when
 
 Resource = Mapping[str, Any]
@@ -91,16 +91,6 @@ def _ms(moment: datetime) -> float:
     return moment.timestamp() * 1000.0
 
 
-def _number(quantity: object, units: frozenset[str]) -> float | None:
-    if not isinstance(quantity, Mapping) or quantity.get("comparator") is not None:
-        return None
-    value = quantity.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    unit = quantity.get("code") if quantity.get("system") == codes.UCUM else quantity.get("unit")
-    return float(value) if unit in units else None
-
-
 def _readings(obs: Resource) -> list[tuple[str, int, float]]:
     """(trend key, series index, value) of one Observation."""
     loinc = concept_codes(obs.get("code"), codes.LOINC)
@@ -108,9 +98,9 @@ def _readings(obs: Resource) -> list[tuple[str, int, float]]:
     for code in loinc:
         if code in _SIMPLE:
             key, units = _SIMPLE[code]
-            value = _number(obs.get("valueQuantity"), units)
+            value = quantity_value(obs.get("valueQuantity"), units)
             if value is None and key == "temp":
-                f = _number(obs.get("valueQuantity"), _FAHRENHEIT)
+                f = quantity_value(obs.get("valueQuantity"), _FAHRENHEIT)
                 value = None if f is None else round((f - 32.0) * 5.0 / 9.0, 1)
             if value is not None:
                 out.append((key, 0, value))
@@ -122,7 +112,7 @@ def _readings(obs: Resource) -> list[tuple[str, int, float]]:
                 comp_codes = concept_codes(comp.get("code"), codes.LOINC)
                 index = (0 if codes.SYSTOLIC_BP.code in comp_codes
                          else 1 if codes.DIASTOLIC_BP.code in comp_codes else None)
-                value = _number(comp.get("valueQuantity"), frozenset({"mm[Hg]", "mmHg"}))
+                value = quantity_value(comp.get("valueQuantity"), frozenset({"mm[Hg]", "mmHg"}))
                 if index is not None and value is not None:
                     out.append(("bp", index, value))
             return out
