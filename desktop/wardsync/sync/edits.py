@@ -30,7 +30,7 @@ version that could conflict. Amendments are updates with `If-Match` like every o
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -405,8 +405,7 @@ class RecordEdits:
             stored = await self.workstation.fhir.create(resource)
         except FhirError as exc:
             return self._failed(draft, exc)
-        self._stored(stored)
-        return Saved(stored, tuple(note_changes(None, stored)))
+        return self._saved(stored, note_changes(None, stored))
 
     async def _update(self, draft: Draft, yours: dict[str, Any], diff: Any) -> SaveResult:
         base = draft.base
@@ -420,15 +419,13 @@ class RecordEdits:
             stored = await self.workstation.fhir.update(yours, if_match_version=version)
         except Conflict:
             self.conflicts += 1
-            return await self._conflict(draft, yours, diff)
+            return await self._conflict(draft, base, yours, diff)
         except FhirError as exc:
             return self._failed(draft, exc)
-        self._stored(stored)
-        return Saved(stored, tuple(diff(base, stored)))
+        return self._saved(stored, diff(base, stored))
 
-    async def _conflict(self, draft: Draft, yours: dict[str, Any], diff: Any) -> SaveResult:
-        base = draft.base
-        assert base is not None
+    async def _conflict(self, draft: Draft, base: Mapping[str, Any], yours: dict[str, Any],
+                        diff: Any) -> SaveResult:
         rtype, rid = str(base.get("resourceType")), str(base.get("id"))
         try:
             theirs = await self.workstation.fhir.read(rtype, rid)
@@ -450,9 +447,11 @@ class RecordEdits:
         return SaveFailed(draft, f"Not saved: {message}. Your changes are kept.",
                           retryable=isinstance(exc, Unreachable) or (exc.status or 0) >= 500)
 
-    def _stored(self, resource: dict[str, Any]) -> None:
+    def _saved(self, resource: dict[str, Any], changes: Iterable[FieldChange]) -> Saved:
+        """Put the server's new version in the shared store and report what changed."""
         self.saves += 1
         self.workstation.store.apply([resource])
+        return Saved(resource, tuple(changes))
 
     # ------------------------------------------------------------------ after a conflict
     @staticmethod
