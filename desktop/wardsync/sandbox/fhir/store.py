@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wardsync.core.resources import is_fhir_id
+from wardsync.sandbox.database import open_database
 from wardsync.sandbox.fhir.errors import (
     InvalidRequest,
     InvalidResource,
@@ -170,24 +170,13 @@ class FhirStore:
     """
 
     def __init__(self, path: str | Path, *, clock_us: Callable[[], int] = _now_us) -> None:
-        self._path = str(path)
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._clock_us = clock_us
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
-        # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._conn = open_database(path, _SCHEMA, what="FHIR store",
+                                   schema_version=SCHEMA_VERSION, synchronous="NORMAL",
+                                   any_thread=True)
         self._closed = False
-        if self._path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-        found = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if found not in (0, SCHEMA_VERSION):
-            self._conn.close()
-            raise RuntimeError(f"{self._path}: schema version {found}, expected {SCHEMA_VERSION}")
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         last, count = self._conn.execute("SELECT MAX(lu_us), COUNT(*) FROM version").fetchone()
         self._last_lu_us: int = last if last is not None else 0
         self._version_count: int = count

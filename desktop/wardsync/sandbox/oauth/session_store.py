@@ -12,9 +12,10 @@ await in between, so a read-check-rotate sequence is atomic with respect to othe
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+from wardsync.sandbox.database import open_database
 
 SCHEMA_VERSION = 1
 
@@ -68,19 +69,8 @@ class SessionStore:
     """SQLite storage for token families, refresh tokens and revoked access-token ids."""
 
     def __init__(self, db_path: str | Path) -> None:
-        self._conn = sqlite3.connect(str(db_path), isolation_level=None)
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        if str(db_path) != ":memory:":
-            self._conn.execute("PRAGMA journal_mode = WAL")
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            self._conn.close()
-            raise RuntimeError(
-                f"OAuth session database {db_path} has schema {version}, expected "
-                f"{SCHEMA_VERSION}; delete it to start with no sessions"
-            )
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._conn = open_database(db_path, _SCHEMA, what="OAuth session database",
+                                   schema_version=SCHEMA_VERSION, foreign_keys=True)
         self._closed = False
 
     def close(self) -> None:

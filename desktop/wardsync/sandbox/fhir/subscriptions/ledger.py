@@ -18,12 +18,12 @@ for its subscription (`DEFAULT_RETAINED_EVENTS`); undelivered events are never p
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wardsync.sandbox.database import open_database
 from wardsync.sandbox.fhir.store import ResourceChange
 
 DEFAULT_RETAINED_EVENTS = 1000
@@ -79,17 +79,11 @@ class SubscriptionLedger:
     """Cursor, event numbers and delivery marks; `path` is a file or ":memory:"."""
 
     def __init__(self, path: str | Path, *, retain: int = DEFAULT_RETAINED_EVENTS) -> None:
-        self._path = str(path)
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self.retain = retain
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        if self._path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a delivery mark or a numbered event, once reported, survives power loss.
-            self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        # FULL: a delivery mark or a numbered event, once reported, survives power loss.
+        self._conn = open_database(path, _SCHEMA, what="subscription ledger",
+                                   synchronous="FULL", any_thread=True)
 
     def close(self) -> None:
         with self._lock:
