@@ -142,11 +142,9 @@ class GroupedTable(QTreeWidget):
         for key in [k for k in self._groups if k not in wanted]:
             gone = self._groups.pop(key)
             for child in _child_keys(gone):
-                self._forget(child)
-                changed.add(child)
+                self._forget(child, changed)
             root.removeChild(gone)
-            self._forget(key)
-            changed.add(key)
+            self._forget(key, changed)
         for index, group in enumerate(groups):
             item = self._groups.get(group.key)
             if item is None:
@@ -168,10 +166,7 @@ class GroupedTable(QTreeWidget):
                 item.setText(0, group.title)
                 item.setToolTip(0, group.tooltip or group.title)
                 item.setData(0, Qt.ItemDataRole.AccessibleTextRole, group.title)
-                self._shown[group.key] = shown
-                self._levels[group.key] = group.level
-                self.updates += 1
-                self._mark(group.key, group.version, changed)
+                self._shown_now(group.key, shown, group.level, group.version, changed)
             changed |= self._sync(group.key, item, group.rows)
         self._finish(changed)
         return changed
@@ -184,8 +179,7 @@ class GroupedTable(QTreeWidget):
         for key in present:
             if key not in wanted:
                 parent.removeChild(self._rows[key])
-                self._forget(key)
-                changed.add(key)
+                self._forget(key, changed)
         for index, row in enumerate(rows):
             item = self._rows.get(row.key)
             if item is None:
@@ -205,10 +199,7 @@ class GroupedTable(QTreeWidget):
                                               | Qt.AlignmentFlag.AlignVCenter)
                 item.setData(0, Qt.ItemDataRole.AccessibleTextRole,
                              ", ".join(t for t in row.cells if t))
-                self._shown[row.key] = shown
-                self._levels[row.key] = row.level
-                self.updates += 1
-                self._mark(row.key, row.version, changed)
+                self._shown_now(row.key, shown, row.level, row.version, changed)
             elif self._versions.get(row.key) != row.version:
                 self._mark(row.key, row.version, changed)
         if group_key is None:
@@ -232,7 +223,17 @@ class GroupedTable(QTreeWidget):
             self._highlight_until[key] = time.monotonic() + HIGHLIGHT_S
         self._paint(key)
 
-    def _forget(self, key: str) -> None:
+    def _shown_now(self, key: str, shown: tuple[object, ...], level: str, version: str,
+                   changed: set[str]) -> None:
+        """Line `key` was just redrawn with `shown` (its texts, level and tooltip)."""
+        self._shown[key] = shown
+        self._levels[key] = level
+        self.updates += 1
+        self._mark(key, version, changed)
+
+    def _forget(self, key: str, changed: set[str]) -> None:
+        """Line `key` left the table: drop what is kept about it and count it as changed."""
+        changed.add(key)
         self._rows.pop(key, None)
         self._shown.pop(key, None)
         self._versions.pop(key, None)
