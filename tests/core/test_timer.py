@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from wardsync.core.timer import SYSTEM_TIMER, FakeTimer, Timer, wait_for
+from wardsync.core.timer import SYSTEM_TIMER, FakeTimer, Timer, wait_for, wait_until_set
 
 
 async def test_sleepers_and_callbacks_fire_at_their_deadlines_in_order() -> None:
@@ -117,3 +117,44 @@ async def test_wait_for_passes_the_awaitables_error_and_its_caller_s_cancellatio
         await waiting
     assert inner_cancelled.is_set()
     assert timer.pending() == []
+
+
+async def test_wait_until_set_wakes_on_the_event_or_at_the_deadline_by_setting_it() -> None:
+    timer = FakeTimer()
+    wake = asyncio.Event()
+    waiting = asyncio.ensure_future(wait_until_set(timer, wake, 5.0))
+    await timer.advance(2.0)
+    wake.set()
+    await waiting
+    assert timer.pending() == [], "the deadline is called off once woken"
+
+    wake.clear()
+    waiting = asyncio.ensure_future(wait_until_set(timer, wake, 5.0))
+    await timer.advance(4.999)
+    assert not waiting.done()
+    await timer.advance(0.001)
+    await waiting
+    assert wake.is_set(), "the deadline wakes the waiter through the event"
+
+    wake.clear()
+    waiting = asyncio.ensure_future(wait_until_set(timer, wake, None))
+    await timer.advance(3600.0)
+    assert not waiting.done() and timer.pending() == []
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_past_deadline_wakes_at_once_and_cancelling_calls_the_deadline_off() -> None:
+    timer = FakeTimer()
+    wake = asyncio.Event()
+    waiting = asyncio.ensure_future(wait_until_set(timer, wake, -3.0))
+    await timer.advance(0.0)
+    assert waiting.done()
+    wake.clear()
+    waiting = asyncio.ensure_future(wait_until_set(timer, wake, 60.0))
+    await timer.advance(1.0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert timer.pending() == [] and not wake.is_set()

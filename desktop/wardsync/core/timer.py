@@ -174,6 +174,23 @@ async def wait_for(timer: Timer, awaitable: Awaitable[_T], timeout_s: float) -> 
     raise TimeoutError(f"no result within {timeout_s:g} s")
 
 
+async def wait_until_set(timer: Timer, event: asyncio.Event, timeout_s: float | None) -> None:
+    """Wait until `event` is set or `timeout_s` has passed on `timer` (None: no limit).
+
+    The timeout sets `event` itself, so a loop that clears the event before looking at its
+    state wakes the same way for news and for a deadline, and re-checks both. A timer callback
+    rather than `asyncio.wait_for`: on Python 3.11 wait_for swallows a cancellation that
+    arrives as the event completes (bpo-42130), which would leave the loop running after its
+    owner closed it.
+    """
+    alarm = timer.call_later(max(0.0, timeout_s), event.set) if timeout_s is not None else None
+    try:
+        await event.wait()
+    finally:
+        if alarm is not None:
+            alarm.cancel()
+
+
 def _live(item: asyncio.Future[None] | _FakeHandle) -> bool:
     if isinstance(item, _FakeHandle):
         return not item.cancelled

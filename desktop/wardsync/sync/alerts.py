@@ -58,6 +58,7 @@ from wardsync.core.pokes import CRITICAL_LAB_RESULT
 from wardsync.core.queries import LabReport, WardAlerts, WardCensus
 from wardsync.core.resources import relative_ref
 from wardsync.core.tasks import TaskOwner
+from wardsync.core.timer import wait_until_set
 from wardsync.fhir.errors import FhirError, NotFound
 from wardsync.sync.pull import QueryLease
 from wardsync.sync.workstation import Workstation
@@ -424,16 +425,7 @@ class AlertCenter:
                 continue
             wake_at = [t for t in (self.ledger.next_escalation_due(self.escalation_after_s),
                                    *self._retry_at.values()) if t is not None and t > now]
-            # A timer that sets the event, not asyncio.wait_for: on Python 3.11 wait_for
-            # swallows a cancellation that arrives as the awaited event completes, which
-            # would leave this task running after aclose() (bpo-42130).
-            alarm = (timer.call_later(max(0.0, min(wake_at) - now), self._wake.set)
-                     if wake_at else None)
-            try:
-                await self._wake.wait()
-            finally:
-                if alarm is not None:
-                    alarm.cancel()
+            await wait_until_set(timer, self._wake, min(wake_at) - now if wake_at else None)
 
     async def _escalate(self, alert_id: AlertId) -> None:
         record = self.ledger.get(alert_id)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import httpx
 
 from wardsync.core.backoff import Backoff, Jitter
-from wardsync.core.timer import Timer, TimerHandle
+from wardsync.core.timer import Timer, wait_until_set
 from wardsync.sandbox.fhir.fhir_dates import format_instant
 from wardsync.sandbox.fhir.subscriptions.classic import FHIR_JSON, HookRequest, classic_request
 from wardsync.sandbox.fhir.subscriptions.ledger import SubscriptionEvent, SubscriptionLedger
@@ -159,7 +159,7 @@ class DeliveryWorker:
                 self._last_sent = timer.monotonic()
                 continue
             due = [d for d in (self._heartbeat_due_in(spec), self._end_in(spec)) if d is not None]
-            await self._wait(min(due) if due else None)
+            await wait_until_set(self._host.timer, self._wake, min(due) if due else None)
 
     def _end_in(self, spec: SubscriptionSpec) -> float | None:
         left = None if spec.end_us is None else spec.end_us / 1_000_000 - self._host.timer.wall()
@@ -170,16 +170,6 @@ class DeliveryWorker:
                 or not self._host.channel_ready(spec)):
             return None  # (an unbound websocket waits for a bind, not for the clock)
         return max(0.0, self._last_sent + spec.heartbeat_s - self._host.timer.monotonic())
-
-    async def _wait(self, delay_s: float | None) -> None:
-        handle: TimerHandle | None = None
-        if delay_s is not None:
-            handle = self._host.timer.call_later(delay_s, self._wake.set)
-        try:
-            await self._wake.wait()
-        finally:
-            if handle is not None:
-                handle.cancel()
 
     async def _step(self, spec: SubscriptionSpec) -> bool:
         """Do the next piece of work; False when there is none. Raises DeliveryFailed."""
