@@ -14,7 +14,7 @@ Two stores, one contract (`Lease`):
 
 Fencing: `held` is true only until a local deadline (monotonic time) that each successful
 renewal moves forward, shorter than the time another relay would need to take over
-(`ttl_s` for SQLite; for PostgreSQL the session must first end). The publisher checks it
+(`ttl_s` less a margin for SQLite; for PostgreSQL the session must first end). The publisher checks it
 before every publish, so a leader cut off from its store stops publishing when the deadline
 passes, whether or not a renewal attempt is still hanging. The remaining overlap (a publish
 already in flight) is covered by the deterministic message ids: the hub delivers one copy.
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "publisher"
 SQLITE_TTL_S = 6.0
+# The SQLite holder stops trusting its lease this long before the row expires for the others.
+SQLITE_FENCE_MARGIN_S = 1.0
 STANDBY_RETRY_S = 2.0
 # PostgreSQL: the session holds the lock; the leader confirms it every second and trusts it
 # for three (a standby cannot get it while the session lives, so this only bounds how long a
@@ -125,9 +127,10 @@ class SqliteLease:
 
     def __init__(self, path: Path | str, *, timer: Timer = SYSTEM_TIMER,
                  ttl_s: float = SQLITE_TTL_S, retry_s: float = STANDBY_RETRY_S,
-                 holder: str | None = None, name: str = LEASE_NAME) -> None:
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
+                 holder: str | None = None, name: str = LEASE_NAME,
+                 busy_timeout_s: float = 1.0) -> None:
+        if ttl_s <= SQLITE_FENCE_MARGIN_S:
+            raise ValueError(f"ttl_s must be more than {SQLITE_FENCE_MARGIN_S} s")
         self.holder = holder or new_holder_id()
         self.renew_s = ttl_s / 3
         self.retry_s = retry_s
@@ -136,7 +139,7 @@ class SqliteLease:
         self._timer = timer
         self._deadline = float("-inf")
         # Own connection: the lease's short transactions never wait behind the state's.
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=1.0)
+        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(LEASE_SCHEMA)
 
@@ -186,8 +189,9 @@ class SqliteLease:
         if row is not None and not mine and take_free:
             log.info("lease taken over from %s", "an exited relay" if row[1] > now
                      else "an expired holder")
-        # Counted from before the write: the row says `now + ttl`, the fence ends earlier.
-        self._deadline = started + self._ttl_s
+        # Counted from before the write, and a margin short of the row's `now + ttl`: the
+        # fence closes before any other relay may take the lease.
+        self._deadline = started + self._ttl_s - SQLITE_FENCE_MARGIN_S
         return True
 
     async def release(self) -> None:
