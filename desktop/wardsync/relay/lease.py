@@ -13,8 +13,8 @@ Two stores, one contract (`Lease`):
   the session and the lock is free for the standby's next try.
 
 Fencing: `held` is true only until a local deadline (monotonic time) that each successful
-renewal moves forward, shorter than the time another relay would need to take over
-(`ttl_s` less a margin for SQLite; for PostgreSQL the session must first end). The publisher checks it
+renewal moves forward, shorter than the time another relay would need to take over (`ttl_s`
+less a margin for SQLite; for PostgreSQL the session must first end). The publisher checks it
 before every publish, so a leader cut off from its store stops publishing when the deadline
 passes, whether or not a renewal attempt is still hanging. The remaining overlap (a publish
 already in flight) is covered by the deterministic message ids: the hub delivers one copy.
