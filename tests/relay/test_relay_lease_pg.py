@@ -74,6 +74,10 @@ async def test_a_terminated_session_loses_the_lease_at_the_next_renewal(fresh: P
     a, b = _lease(fresh, timer), _lease(fresh, timer)
     try:
         assert await a.try_acquire()
+        # The server drops a cut-off leader's session (and lock) within seconds, not hours.
+        assert a._conn is not None
+        shown = await (await a._conn.execute("SHOW tcp_user_timeout")).fetchone()
+        assert shown == ("10000",)  # milliseconds
         with psycopg.connect(fresh.url, password=fresh.password, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                           " WHERE application_name = 'wardsync-relay lease'")

@@ -52,6 +52,8 @@ STANDBY_RETRY_S = 2.0
 PG_RENEW_S = 1.0
 PG_VALIDITY_S = 3.0
 PG_CONNECT_TIMEOUT_S = 5
+SERVER_SIDE_TIMEOUTS = ("-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2"
+                        " -c tcp_keepalives_count=3 -c tcp_user_timeout=10000")
 # One advisory lock key for every relay of one deployment: a signed 64-bit number.
 PG_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"wardsync-relay publisher lease").digest()[:8], "big", signed=True)
@@ -242,9 +244,13 @@ class PostgresLease:
             self._conn = await psycopg.AsyncConnection.connect(
                 self._url, autocommit=True, connect_timeout=PG_CONNECT_TIMEOUT_S,
                 application_name="wardsync-relay lease",
-                # A half-open connection (the leader's host gone) is noticed within ~20 s.
+                # A half-open connection is noticed by this side within ~20 s...
                 keepalives=1, keepalives_idle=5, keepalives_interval=5, keepalives_count=3,
-                **extra)
+                # ...and by the server within ~10 s, which then ends the session and frees the
+                # lock for the standby (a leader cut off from the database has stopped
+                # publishing after PG_VALIDITY_S). Both settings are per session (PostgreSQL
+                # runtime-config-connection.html#GUC-TCP-USER-TIMEOUT).
+                options=SERVER_SIDE_TIMEOUTS, **extra)
         except psycopg.Error as exc:
             raise LeaseError(f"database unreachable ({type(exc).__name__})") from exc
         return self._conn
