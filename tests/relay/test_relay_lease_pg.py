@@ -92,11 +92,15 @@ async def test_a_terminated_session_loses_the_lease_at_the_next_renewal(fresh: P
 async def test_database_down_means_no_leader_and_a_clear_error(fresh: PgServer):
     timer = FakeTimer()
     a, b = _lease(fresh, timer), _lease(fresh, timer)
+    state = PgRelayState(fresh.url, password=fresh.password)
     try:
         assert await a.try_acquire()
+        state.set_cursor("Observation", "2026-12-07T10:00:00.000001Z")
         fresh.stop("fast")
         try:
             assert not await a.renew() and not a.held
+            with pytest.raises(StoreUnavailable):
+                state.cursor("Observation")
             with pytest.raises(LeaseError) as caught:
                 await b.try_acquire()
             assert fresh.password not in str(caught.value)
@@ -105,7 +109,9 @@ async def test_database_down_means_no_leader_and_a_clear_error(fresh: PgServer):
         finally:
             fresh.start()
         assert await b.try_acquire() and b.held
+        assert state.cursor("Observation") == "2026-12-07T10:00:00.000001Z"  # reconnected
     finally:
+        state.close()
         await a.close()
         await b.close()
 

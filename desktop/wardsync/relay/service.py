@@ -163,8 +163,19 @@ class Relay:
             return  # stop() releases it
         self.metrics.leader.set(1)
         self.publisher.start()
-        self._duties.spawn(self.reconciler.run(), name="reconciliation poll")
+        self._duties.spawn(self._poll(), name="reconciliation poll")
         self._duties.spawn(self._housekeeping(), name="relay housekeeping")
+
+    async def _poll(self) -> None:
+        """The reconciliation poll, resumed after its state store failed (PostgreSQL down:
+        the lease is usually lost at the same time, which stops this task anyway)."""
+        assert self.reconciler is not None
+        while True:
+            try:
+                await self.reconciler.run()
+            except ConnectionError as exc:
+                log.warning("reconcile: state store unavailable (%s); retrying", exc)
+                await self._timer.sleep(self.reconciler.interval_s)
 
     async def _stand_by(self) -> None:
         """The lease is lost: stop polling and publishing at once."""

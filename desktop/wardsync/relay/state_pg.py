@@ -17,9 +17,11 @@ A dropped connection is reopened on the next call.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 
@@ -34,6 +36,26 @@ SCHEMA_LOCK_KEY = 0x5752_5359_4E43_0001
 
 class StoreUnavailable(ConnectionError):
     """The PostgreSQL server could not be reached (the message names no secret)."""
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _store_call(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """A lost connection or a server going down surfaces as StoreUnavailable (a
+    ConnectionError, which the relay treats like any unreachable service); the next call
+    reconnects."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(
+                f"the relay's database failed ({type(exc).__name__})") from exc
+
+    return call
 
 
 SCHEMA = (
@@ -63,11 +85,19 @@ class PgRelayState:
         self._url = url
         self._password = password
         self._conn: psycopg.Connection[Any] | None = None
-        with self._db().transaction():
-            db = self._db()
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            for statement in SCHEMA:
-                db.execute(statement)
+        self._create_schema()
+
+    @_store_call
+    def _create_schema(self) -> None:
+        db = self._db()
+        try:
+            with db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                for statement in SCHEMA:
+                    db.execute(statement)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreUnavailable("the relay's database role may not create its tables "
+                                   "(grant it CREATE on the database's schema)") from exc
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -88,12 +118,14 @@ class PgRelayState:
             self._conn.close()
 
     # ------------------------------------------------------------------ pokes
+    @_store_call
     def has_version(self, ref: str, version_id: str) -> bool:
         row = self._db().execute(
             "SELECT 1 FROM relay_pokes WHERE ref = %s AND version_id = %s LIMIT 1",
             (ref, version_id)).fetchone()
         return row is not None
 
+    @_store_call
     def number(self, ward: str, draft: Poke) -> tuple[StoredPoke, bool]:
         message_id = message_id_for(ward, draft.ref, draft.version_id)
         db = self._db()
@@ -121,21 +153,25 @@ class PgRelayState:
             db.execute("UPDATE relay_ward_seq SET last_seq = %s WHERE ward = %s", (seq, ward))
         return StoredPoke(ward, message_id, poke), True
 
+    @_store_call
     def mark(self, message_id: str, state: int) -> None:
         self._db().execute("UPDATE relay_pokes SET state = %s WHERE message_id = %s",
                            (state, message_id))
 
+    @_store_call
     def pending(self) -> list[StoredPoke]:
         rows = self._db().execute(
             "SELECT ward, message_id, body FROM relay_pokes WHERE state = %s"
             " ORDER BY ward, seq", (PENDING,)).fetchall()
         return [StoredPoke(w, m, parse_poke(json.loads(b))) for w, m, b in rows]
 
+    @_store_call
     def last_seq(self, ward: str) -> int:
         row = self._db().execute("SELECT last_seq FROM relay_ward_seq WHERE ward = %s",
                                  (ward,)).fetchone()
         return int(row[0]) if row else 0
 
+    @_store_call
     def count(self, state: int | None = None) -> int:
         if state is None:
             row = self._db().execute("SELECT count(*) FROM relay_pokes").fetchone()
@@ -144,6 +180,7 @@ class PgRelayState:
                                      (state,)).fetchone()
         return int(row[0]) if row else 0
 
+    @_store_call
     def prune(self, older_than_s: float) -> int:
         cur = self._db().execute(
             "DELETE FROM relay_pokes WHERE state != %s"
@@ -151,11 +188,13 @@ class PgRelayState:
         return cur.rowcount
 
     # ------------------------------------------------------------------ cursors
+    @_store_call
     def cursor(self, name: str) -> str | None:
         row = self._db().execute("SELECT value FROM relay_cursors WHERE name = %s",
                                  (name,)).fetchone()
         return str(row[0]) if row else None
 
+    @_store_call
     def set_cursor(self, name: str, value: str) -> None:
         self._db().execute(
             "INSERT INTO relay_cursors (name, value) VALUES (%s, %s)"
