@@ -1,10 +1,15 @@
-"""The .deb: the staged tree plus DEBIAN/control, conffiles and md5sums, built with dpkg-deb.
+"""The .deb: the staged tree plus DEBIAN/control, conffiles, md5sums and the relay's
+maintainer scripts, built with dpkg-deb.
 
-No maintainer scripts are needed: dpkg itself removes the files on `remove`, keeps the
-conffile /etc/wardsync/config.toml.example until `purge`, removes it and the then-empty
-/etc/wardsync on purge (an IT policy file there keeps the directory), and the desktop and
-icon caches are refreshed by the triggers of desktop-file-utils and hicolor-icon-theme.
-Nothing under users' home directories is ever the package's (Debian Policy 10.7.3, 6.8).
+dpkg itself removes the files on `remove`, keeps the conffiles
+(/etc/wardsync/config.toml.example, relay.toml.example) until `purge`, removes them and the
+then-empty /etc/wardsync on purge (an IT policy file there keeps the directory), and the
+desktop and icon caches are refreshed by the triggers of desktop-file-utils and
+hicolor-icon-theme. The maintainer scripts (packaging/linux/deb/) are the relay service's:
+postinst creates its system user (systemd-sysusers) and reloads systemd, prerm stops a running
+relay, postrm forgets its state on purge. The service is never enabled by the package: it
+needs IT's /etc/wardsync/relay.toml first. Nothing under users' home directories is ever the
+package's (Debian Policy 10.7.3, 6.8).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from wardsync_build import linux_layout, project, system_libraries
 # Ubuntu 21.10). Pass "xz" for older targets.
 DEFAULT_COMPRESSION = "zstd"
 SECTION = "science"
+MAINTAINER_SCRIPTS = ("postinst", "prerm", "postrm")
+DEB_SCRIPTS_DIR = linux_layout.LINUX_FILES_DIR / "deb"
 
 
 def control_text(release: project.Release, installed_size_kib: int) -> str:
@@ -75,6 +82,9 @@ def build_deb(
     (debian / "md5sums").write_text(_md5sums(tree), encoding="utf-8")
     for name in ("control", "conffiles", "md5sums"):
         (debian / name).chmod(0o644)
+    for name in MAINTAINER_SCRIPTS:  # Debian Policy 10.9: 0755
+        shutil.copyfile(DEB_SCRIPTS_DIR / name, debian / name)
+        (debian / name).chmod(0o755)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / release.deb_file
     # --root-owner-group: every file root:root whoever builds it (no fakeroot needed).

@@ -6,8 +6,11 @@
     /usr/share/icons/hicolor/{scalable,256x256}/apps/wardsync.{svg,png}
     /etc/wardsync/config.toml.example    the machine policy template (a conffile)
     /usr/share/doc/wardsync/copyright
+    /usr/lib/systemd/system/wardsync-relay.service   the relay service (off until enabled)
+    /usr/lib/sysusers.d/wardsync-relay.conf          its system user
+    /etc/wardsync/relay.toml.example     the relay configuration template (a conffile)
 
-The packages never ship /etc/wardsync/config.toml: that is IT's file, deployed by their
+The packages never ship /etc/wardsync/config.toml (nor relay.toml or the relay's secrets): that is IT's file, deployed by their
 configuration management, and no package upgrade or purge touches it (packaging/README.md).
 """
 
@@ -28,7 +31,11 @@ POLICY_DIR = PurePosixPath("/etc/wardsync")
 POLICY_TEMPLATE = POLICY_DIR / "config.toml.example"
 POLICY_FILE = POLICY_DIR / "config.toml"  # IT's file: never in the package
 COPYRIGHT = PurePosixPath("/usr/share/doc/wardsync/copyright")
-CONFFILES = (POLICY_TEMPLATE,)
+RELAY_UNIT = PurePosixPath("/usr/lib/systemd/system/wardsync-relay.service")
+RELAY_SYSUSERS = PurePosixPath("/usr/lib/sysusers.d/wardsync-relay.conf")
+RELAY_TEMPLATE = POLICY_DIR / "relay.toml.example"
+RELAY_CONFIG = POLICY_DIR / "relay.toml"  # IT's file: never in the package
+CONFFILES = (POLICY_TEMPLATE, RELAY_TEMPLATE)
 
 LINUX_FILES_DIR = project.PACKAGING_DIR / "linux"
 DIR_MODE = 0o755
@@ -94,5 +101,8 @@ def stage(bundle_dir: Path, root: Path) -> StagedTree:
     _copy(project.ICONS_DIR / "wardsync.svg", tree.path(ICON_SVG), FILE_MODE)
     _copy(project.ICONS_DIR / "wardsync.png", tree.path(ICON_PNG), FILE_MODE)
     _copy(project.POLICY_TEMPLATE, tree.path(POLICY_TEMPLATE), FILE_MODE)
+    _copy(LINUX_FILES_DIR / "wardsync-relay.service", tree.path(RELAY_UNIT), FILE_MODE)
+    _copy(LINUX_FILES_DIR / "wardsync-relay.sysusers", tree.path(RELAY_SYSUSERS), FILE_MODE)
+    _copy(LINUX_FILES_DIR / "relay.toml.example", tree.path(RELAY_TEMPLATE), FILE_MODE)
     _normalise_modes(root)
     return tree

@@ -60,17 +60,25 @@ def test_files_are_root_owned_in_the_fhs_layout(deb_file):
     assert entries["/opt/wardsync/_internal/resources/styles/light.qss"] == "-rw-r--r--"
     assert entries["/opt/wardsync/_internal/libexample.so"].startswith("l")
     for path in (linux_layout.DESKTOP_ENTRY, linux_layout.ICON_SVG, linux_layout.ICON_PNG,
-                 linux_layout.POLICY_TEMPLATE, linux_layout.COPYRIGHT):
+                 linux_layout.POLICY_TEMPLATE, linux_layout.COPYRIGHT, linux_layout.RELAY_UNIT,
+                 linux_layout.RELAY_SYSUSERS, linux_layout.RELAY_TEMPLATE):
         assert entries[str(path)] == "-rw-r--r--", path
-    # IT's policy file is never the package's.
+    # IT's policy file and relay configuration are never the package's.
     assert str(linux_layout.POLICY_FILE) not in entries
+    assert str(linux_layout.RELAY_CONFIG) not in entries
 
 
-def test_the_template_is_a_conffile_and_there_are_no_maintainer_scripts(deb_file, tmp_path):
+def test_the_templates_are_conffiles_and_the_scripts_are_the_relays(deb_file, tmp_path):
     control = tmp_path / "control"
     run("dpkg-deb", "--control", deb_file, control)
-    assert (control / "conffiles").read_text() == "/etc/wardsync/config.toml.example\n"
-    assert sorted(p.name for p in control.iterdir()) == ["conffiles", "control", "md5sums"]
+    assert (control / "conffiles").read_text() == (
+        "/etc/wardsync/config.toml.example\n/etc/wardsync/relay.toml.example\n")
+    assert sorted(p.name for p in control.iterdir()) == [
+        "conffiles", "control", "md5sums", "postinst", "postrm", "prerm"]
+    for script in ("postinst", "postrm", "prerm"):
+        assert (control / script).stat().st_mode & 0o777 == 0o755
+        assert (control / script).read_text().startswith("#!/bin/sh\n")
+        run("sh", "-n", control / script)  # parses
     sums = (control / "md5sums").read_text()
     assert "  opt/wardsync/wardsync\n" in sums and "etc/wardsync" not in sums
 
@@ -93,7 +101,10 @@ def test_the_desktop_entry_is_valid():
 def _dpkg(root: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
     # --force-depends: the throwaway database has none of the system libraries installed;
     # dependencies are checked for real by e2e_installed_package.py.
-    return run("dpkg", f"--root={root}", "--force-not-root", "--force-depends", *args)
+    # --force-script-chrootless: the maintainer scripts run here with DPKG_ROOT=<root> (the
+    # throwaway root has no shell to chroot into); they honour it.
+    return run("dpkg", f"--root={root}", "--force-not-root", "--force-depends",
+               "--force-script-chrootless", *args)
 
 
 def _status(root: Path) -> str:
@@ -118,8 +129,15 @@ def test_install_remove_and_purge_leave_it_and_user_files_alone(deb_file, tmp_pa
     _dpkg(root, "--install", deb_file)
     assert _status(root) == "ii"
     for path in (linux_layout.LAUNCHER, linux_layout.DESKTOP_ENTRY, linux_layout.POLICY_TEMPLATE,
-                 linux_layout.INSTALL_DIR / "wardsync"):
+                 linux_layout.INSTALL_DIR / "wardsync", linux_layout.RELAY_UNIT,
+                 linux_layout.RELAY_TEMPLATE):
         assert (root / path.relative_to("/")).exists(), path
+    # The relay's system user, made by postinst (systemd-sysusers) in that root only.
+    passwd = (root / "etc" / "passwd").read_text()
+    assert "wardsync-relay:x:" in passwd and ":/var/lib/wardsync-relay:/usr/sbin/nologin" in passwd
+    relay_state = root / "var" / "lib" / "wardsync-relay" / "relay.sqlite3"
+    relay_state.parent.mkdir(parents=True)
+    relay_state.write_bytes(b"")  # what a relay that ran leaves
     # IT deploys its policy next to the template.
     policy = root / "etc" / "wardsync" / "config.toml"
     policy.write_text("# site policy\n")
@@ -131,13 +149,18 @@ def test_install_remove_and_purge_leave_it_and_user_files_alone(deb_file, tmp_pa
     assert not (root / linux_layout.DESKTOP_ENTRY.relative_to("/")).exists()
     assert (root / linux_layout.POLICY_TEMPLATE.relative_to("/")).is_file()
 
+    assert relay_state.exists()  # remove keeps the relay's state
     _dpkg(root, "--purge", "wardsync")
     assert _status(root) == "unknown"
     assert sorted(p.name for p in (root / "etc" / "wardsync").iterdir()) == ["config.toml"]
     assert policy.read_text() == "# site policy\n"
     assert home_file.read_text() == 'ui.theme = "high-contrast"\n'
+    assert not relay_state.parent.exists()  # purge forgets it
+    # The system user's database entries stay (Debian keeps system users).
+    user_db = {"etc/passwd", "etc/group", "etc/shadow", "etc/gshadow", "etc/.pwd.lock"}
     left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and not p.is_relative_to(admin))
+                  if p.is_file() and not p.is_relative_to(admin)
+                  and p.relative_to(root).as_posix() not in user_db)
     assert left == ["etc/wardsync/config.toml", "home/nurse/.config/wardsync/config.toml"]
 
 

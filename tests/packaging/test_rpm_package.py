@@ -52,7 +52,9 @@ def test_files_and_the_config_template(rpm_file):
     assert str(linux_layout.POLICY_FILE) not in files
     # Shared directories stay other packages'.
     assert "/usr/share/icons" not in files and "/usr/bin" not in files
-    assert _query(rpm_file, "--configfiles") == [str(linux_layout.POLICY_TEMPLATE)]
+    assert _query(rpm_file, "--configfiles") == [str(linux_layout.POLICY_TEMPLATE),
+                                                 str(linux_layout.RELAY_TEMPLATE)]
+    assert str(linux_layout.RELAY_UNIT) in files and str(linux_layout.RELAY_CONFIG) not in files
     modes = dict(line.rsplit(" ", 1)[::-1] for line in _query(
         rpm_file, "--queryformat", "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} "
         "%{FILENAMES}\\n]"))

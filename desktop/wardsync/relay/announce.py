@@ -25,7 +25,7 @@ from wardsync.fhir.errors import NotFound
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.metrics import RelayMetrics
 from wardsync.relay.publisher import PokePublisher
-from wardsync.relay.state import RelayState, StoredPoke
+from wardsync.relay.state import RelayStore, StoredPoke
 from wardsync.relay.wards import WardResolver
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class Announcer:
         *,
         fhir: RelayFhir,
         wards: WardResolver,
-        state: RelayState,
+        state: RelayStore,
         publisher: PokePublisher,
         metrics: RelayMetrics,
         default_ward: str | None = None,

@@ -28,7 +28,8 @@ from wardsync.relay.config import (
 
 log = logging.getLogger(__name__)
 
-# What `pip install 'wardsync[relay]'` adds (pyproject.toml); imported only when serving.
+# What `pip install 'wardsync[relay]'` adds (pyproject.toml); imported only when serving
+# (psycopg only with `relay.database_url`).
 RELAY_EXTRA_MODULES = ("aiohttp", "prometheus_client")
 
 
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"wardsync relay: {problem}", file=sys.stderr)
         return 2
-    missing = [m for m in RELAY_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    needed = RELAY_EXTRA_MODULES + (("psycopg",) if config.uses_postgres else ())
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         print(f"wardsync relay: needs the `relay` extra (pip install 'wardsync[relay]'); "
               f"missing: {', '.join(missing)}", file=sys.stderr)

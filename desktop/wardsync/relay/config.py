@@ -2,14 +2,16 @@
 
 File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
 
-    [relay]      listen, public_url, data_dir, default_ward, log_level
+    [relay]      listen, public_url, data_dir, default_ward, log_level,
+                 database_url, database_password_file
     [fhir]       base, client_id, client_secret_file, scope, ca_bundle
     [ably]       endpoint, key_file, tls, max_pokes_per_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
     [tokens]     max_ttl_s
 
-Environment: `WARDSYNC_RELAY_<SECTION>_<KEY>` (e.g. `WARDSYNC_RELAY_FHIR_BASE`), plus the two
-secrets themselves, `WARDSYNC_RELAY_FHIR_CLIENT_SECRET` and `WARDSYNC_RELAY_ABLY_KEY`, for
+Environment: `WARDSYNC_RELAY_<SECTION>_<KEY>` (e.g. `WARDSYNC_RELAY_FHIR_BASE`), plus the
+secrets themselves, `WARDSYNC_RELAY_FHIR_CLIENT_SECRET`, `WARDSYNC_RELAY_ABLY_KEY` and
+`WARDSYNC_RELAY_DATABASE_PASSWORD`, for
 container platforms that inject secrets as environment. Secrets never come from argv: a
 command line naming one is refused (`SecretOnCommandLine`), since argv is visible to every
 user of the machine (`ps`, /proc/PID/cmdline) and lands in shell histories.
@@ -24,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from wardsync.core.pokes import POKE_RESOURCE_TYPES
 from wardsync.fhir.client import InsecureServer, require_secure_url
@@ -33,7 +36,9 @@ DEFAULT_DATA_DIR = Path("/var/lib/wardsync-relay")
 DEFAULT_LISTEN = "127.0.0.1:8470"
 ENV_PREFIX = "WARDSYNC_RELAY_"
 SECRET_ENV = {"fhir": ("client_secret", "WARDSYNC_RELAY_FHIR_CLIENT_SECRET"),
-              "ably": ("key", "WARDSYNC_RELAY_ABLY_KEY")}
+              "ably": ("key", "WARDSYNC_RELAY_ABLY_KEY"),
+              "relay": ("database_password", "WARDSYNC_RELAY_DATABASE_PASSWORD")}
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 _ENDPOINT = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?")
 _SECRET_FLAG = re.compile(r"--?[\w-]*(secret|key|password|token)[\w-]*", re.IGNORECASE)
 
@@ -53,6 +58,10 @@ class RelaySection:
     data_dir: Path = DEFAULT_DATA_DIR
     default_ward: str | None = None
     log_level: str = "info"
+    # PostgreSQL (libpq URI, no password) for the shared state and the leader lease (HA);
+    # unset: SQLite in data_dir, the lease shared by the relays of that one data dir.
+    database_url: str | None = None
+    database_password_file: Path | None = None
 
 
 @dataclass
@@ -105,6 +114,20 @@ class RelayConfig:
             raise ConfigError("the Ably key must look like `appId.keyId:secret`")
         return key
 
+    def database_password(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The PostgreSQL password (file, else environment), or None: libpq then uses its
+        own means (a ~/.pgpass, peer or certificate authentication)."""
+        env = os.environ if env is None else env
+        if self.relay.database_password_file is None and not env.get(
+                SECRET_ENV["relay"][1], "").strip():
+            return None
+        return _secret(self.relay.database_password_file, "relay.database_password_file",
+                       SECRET_ENV["relay"][1], env)
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.relay.database_url)
+
     # ------------------------------------------------------------------ checks
     def validate(self, env: Mapping[str, str] | None = None) -> list[str]:
         """Every problem found (empty when the relay can start with this configuration)."""
@@ -124,7 +147,9 @@ class RelayConfig:
             problems.append("ably.endpoint is required (HOST[:PORT])")
         elif not _ENDPOINT.fullmatch(self.ably.endpoint):
             problems.append(f"ably.endpoint must be HOST[:PORT], got {self.ably.endpoint!r}")
-        for check in (self.client_secret, self.ably_key):
+        if self.relay.database_url:
+            problems += _database_url_problems(self.relay.database_url)
+        for check in (self.client_secret, self.ably_key, self.database_password):
             try:
                 check(env)
             except ConfigError as exc:
@@ -157,6 +182,22 @@ def _host_port(value: str) -> tuple[str, int]:
     if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"relay.listen must be HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+def _database_url_problems(url: str) -> list[str]:
+    """A libpq URI naming a PostgreSQL, without a password in it (the password is a secret:
+    `relay.database_password_file` or the environment). Never echoes the URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a malformed port)
+    except ValueError:
+        return ["relay.database_url is not a valid URL"]
+    if parts.scheme not in POSTGRES_SCHEMES:
+        return ["relay.database_url must be a postgresql:// URL"]
+    if parts.password is not None or "password" in parse_qs(parts.query):
+        return ["relay.database_url must not contain a password; use "
+                f"relay.database_password_file or {SECRET_ENV['relay'][1]}"]
+    return []
 
 
 def _secret(path: Path | None, key: str, env_name: str, env: Mapping[str, str]) -> str:

@@ -46,6 +46,9 @@ class RelayMetrics:
             "wardsync_relay_change_to_poke_seconds",
             "From a version's meta.lastUpdated to the hub's acknowledgement of its poke",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=r)
+        self.leader = Gauge(
+            "wardsync_relay_leader", "1 while this relay holds the leader lease (publishes)",
+            registry=r)
         self.token_exchanges = Counter(
             "wardsync_relay_token_exchanges", "Realtime token requests, by outcome", ["outcome"],
             registry=r)

@@ -9,6 +9,10 @@ channel limit, and a poke the hub could not take is retried with capped backoff 
 is acknowledged: a poke is only ever skipped when the hub refuses it for good (a 4xx other
 than auth or rate limiting), which leaves a seq gap clients catch up on.
 
+`fence` (the leader lease, lease.py) is asked before every publish: a relay that is not
+certainly the leader publishes nothing; `suspend` drops the queues when the lease is lost
+(what they held stays pending in the store for whoever leads next).
+
 The REST client uses token auth with the key (`use_token_auth`), so the key's secret never
 crosses the network (docs/realtime-protocol.md §1: over plain HTTP the SDK refuses Basic auth).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +36,7 @@ from wardsync.core.pokes import Poke, poke_to_dict
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.relay.metrics import RelayMetrics
-from wardsync.relay.state import ABANDONED, PUBLISHED, RelayState, StoredPoke
+from wardsync.relay.state import ABANDONED, PUBLISHED, RelayStore, StoredPoke
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ MAX_POKES_PER_S_PER_CHANNEL = 40.0
 RETRY_INITIAL_S = 0.25
 RETRY_CAP_S = 5.0
 RELAY_CLIENT_ID = "wardsync-relay"
+FENCE_RECHECK_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +90,7 @@ class PokePublisher:
     def __init__(
         self,
         *,
-        state: RelayState,
+        state: RelayStore,
         key: str,
         hub: HubAddress,
         metrics: RelayMetrics,
@@ -92,6 +98,7 @@ class PokePublisher:
         backoff: Backoff | None = None,
         max_per_s: float = MAX_POKES_PER_S_PER_CHANNEL,
         use_binary_protocol: bool = True,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         if max_per_s <= 0:
             raise ValueError("max_per_s must be positive")
@@ -100,6 +107,7 @@ class PokePublisher:
         self._timer = timer
         self._backoff = backoff or Backoff(RETRY_INITIAL_S, cap_s=RETRY_CAP_S)
         self._interval_s = 1.0 / max_per_s
+        self._fence = fence
         # REST-only client: the host alone as endpoint, the port separately
         # (docs/realtime-protocol.md §1).
         kwargs: dict[str, Any] = {}
@@ -159,6 +167,15 @@ class PokePublisher:
             return False
         return True
 
+    async def suspend(self) -> None:
+        """Stop publishing and forget the queues (the lease was lost); the pokes stay
+        pending in the store. `start()` resumes from the store."""
+        await self._tasks.cancel_all()
+        self._queues.clear()
+        self._changed_at.clear()
+        self._idle.set()
+        self._metrics.pokes_pending.set(0)
+
     async def aclose(self) -> None:
         await self._tasks.aclose()
         await self.ably.close()
@@ -178,6 +195,11 @@ class PokePublisher:
             wait_s = queue.last_publish_at + self._interval_s - self._timer.monotonic()
             if wait_s > 0:
                 await self._timer.sleep(wait_s)
+            if self._fence is not None and not self._fence():
+                # Not certainly the leader: publish nothing until the lease is confirmed
+                # (or the relay suspends this publisher).
+                await self._timer.sleep(FENCE_RECHECK_S)
+                continue
             queue.last_publish_at = self._timer.monotonic()
             try:
                 await channel.publish(Message(

@@ -25,7 +25,7 @@ from wardsync.fhir.errors import FhirError, Forbidden
 from wardsync.relay.announce import Announcer
 from wardsync.relay.fhir_access import NO_CACHE, RelayFhir
 from wardsync.relay.metrics import RelayMetrics
-from wardsync.relay.state import RelayState
+from wardsync.relay.state import RelayStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Reconciler:
         *,
         fhir: RelayFhir,
         announcer: Announcer,
-        state: RelayState,
+        state: RelayStore,
         metrics: RelayMetrics,
         types: Iterable[str],
         interval_s: float = DEFAULT_INTERVAL_S,

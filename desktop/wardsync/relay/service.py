@@ -4,11 +4,15 @@
     POST /notify[/...]     where FHIR Subscriptions will deliver (202 and logged for now)
     PUT  /notify/...       (HAPI's classic rest-hook shape)
     GET  /healthz          the process answers
-    GET  /readyz           the reconciliation poll succeeded recently and the relay is not stopping
+    GET  /readyz           role (leader/standby); leader: the poll succeeded recently; standby:
+                           the lease store answered recently
     GET  /metrics          Prometheus text format
 
 `stop()` drains: the poll stops, pokes already numbered get `drain_s` to be acknowledged, and
 whatever is left stays pending on disk for the next start (same seq, same message id).
+
+Only the holder of the leader lease (lease.py) polls and publishes; a standby serves the
+token exchange and takes over when the lease comes free (docs/relay.md "High availability").
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from wardsync.relay.announce import Announcer
 from wardsync.relay.backend_auth import ClientCredentials, SmartEndpoints, discover
 from wardsync.relay.config import RelayConfig
 from wardsync.relay.fhir_access import RelayFhir
+from wardsync.relay.lease import Lease, LeaseKeeper, PostgresLease, SqliteLease
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from wardsync.relay.publisher import HubAddress, PokePublisher
 from wardsync.relay.reconcile import Reconciler
-from wardsync.relay.state import RelayState, StoredPoke
+from wardsync.relay.state import RelayState, RelayStore, StoredPoke
 from wardsync.relay.token_exchange import Introspector, TokenExchangeEndpoint
 from wardsync.relay.wards import WardResolver
 
@@ -61,7 +66,10 @@ class Relay:
         self._runner: web.AppRunner | None = None
         self._http: httpx.AsyncClient | None = None
         self._fhir_client: FhirClient | None = None
-        self.state: RelayState | None = None
+        self.state: RelayStore | None = None
+        self.lease: Lease | None = None
+        self.keeper: LeaseKeeper | None = None
+        self._duties = TaskOwner("relay leader duties", logger=log)
         self.publisher: PokePublisher | None = None
         self.reconciler: Reconciler | None = None
         self.announcer: Announcer | None = None
@@ -72,7 +80,10 @@ class Relay:
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
         cfg = self.config
-        self.state = RelayState.in_dir(Path(cfg.relay.data_dir))
+        self.state, self.lease = self._open_state()
+        self.keeper = LeaseKeeper(self.lease, on_acquired=self._lead, on_lost=self._stand_by,
+                                  timer=self._timer)
+        self.metrics.leader.set(0)
         # Public CAs plus the hospital's own (`fhir.ca_bundle`); verification is never off.
         ca_bundle = str(cfg.fhir.ca_bundle) if cfg.fhir.ca_bundle else None
         self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, verify=tls_context(ca_bundle))
@@ -88,6 +99,7 @@ class Relay:
             state=self.state, key=cfg.ably_key(), metrics=self.metrics, timer=self._timer,
             hub=HubAddress.parse(cfg.ably.endpoint, tls=cfg.ably.tls),
             max_per_s=cfg.ably.max_pokes_per_s, use_binary_protocol=self._binary,
+            fence=lambda: self.lease is not None and self.lease.held,
         )
         self.announcer = Announcer(
             fhir=fhir, wards=WardResolver(fhir), state=self.state, publisher=self.publisher,
@@ -124,20 +136,82 @@ class Relay:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
+        await self.keeper.attempt()
+        self._tasks.spawn(self.keeper.run(), name="leader lease")
+        log.info("relay ready on %s (FHIR %s) as %s", self.public_url, cfg.fhir.base,
+                 self.role)
+
+    def _open_state(self) -> tuple[RelayStore, Lease]:
+        """PostgreSQL when `relay.database_url` is set (shared state, advisory-lock lease),
+        else SQLite in the data dir (the lease shared by the relays using that dir)."""
+        cfg = self.config
+        if cfg.relay.database_url:
+            from wardsync.relay.state_pg import PgRelayState
+
+            password = cfg.database_password()
+            return (PgRelayState(cfg.relay.database_url, password=password),
+                    PostgresLease(cfg.relay.database_url, password=password,
+                                  timer=self._timer))
+        data_dir = Path(cfg.relay.data_dir)
+        state = RelayState.in_dir(data_dir)
+        return state, SqliteLease(data_dir / "relay.sqlite3", timer=self._timer)
+
+    async def _lead(self) -> None:
+        """The lease is ours: republish what is pending, poll, keep house."""
+        assert self.publisher is not None and self.reconciler is not None
+        if self._stopping:
+            return  # stop() releases it
+        self.metrics.leader.set(1)
         self.publisher.start()
-        self._tasks.spawn(self.reconciler.run(), name="reconciliation poll")
-        self._tasks.spawn(self._housekeeping(), name="relay housekeeping")
-        log.info("relay ready on %s (FHIR %s)", self.public_url, cfg.fhir.base)
+        self._duties.spawn(self._poll(), name="reconciliation poll")
+        self._duties.spawn(self._housekeeping(), name="relay housekeeping")
+
+    async def _poll(self) -> None:
+        """The reconciliation poll, resumed after its state store failed (PostgreSQL down:
+        the lease is usually lost at the same time, which stops this task anyway)."""
+        assert self.reconciler is not None
+        while True:
+            try:
+                await self.reconciler.run()
+            except ConnectionError as exc:
+                log.warning("reconcile: state store unavailable (%s); retrying", exc)
+                await self._timer.sleep(self.reconciler.interval_s)
+
+    async def _stand_by(self) -> None:
+        """The lease is lost: stop polling and publishing at once."""
+        self.metrics.leader.set(0)
+        await self._duties.cancel_all()
+        if self.publisher is not None:
+            await self.publisher.suspend()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.keeper is not None and self.keeper.leader
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.is_leader else "standby"
 
     async def stop(self, drain_s: float = DEFAULT_DRAIN_S) -> None:
         """Stop polling, give numbered pokes `drain_s` to go out, close everything."""
         self._stopping = True
+        await self._duties.aclose()
+        # Drained while the lease is still renewed (the keeper stops after), so the fence
+        # stays open for the pokes already numbered.
+        if (self.publisher is not None and self.is_leader
+                and not await self.publisher.drain(drain_s)):
+            log.warning("%d poke(s) still pending at shutdown; kept for the next start",
+                        self.publisher.pending)
         await self._tasks.aclose()
         if self.publisher is not None:
-            if not await self.publisher.drain(drain_s):
-                log.warning("%d poke(s) still pending at shutdown; kept for the next start",
-                            self.publisher.pending)
             await self.publisher.aclose()
+        if self.lease is not None:
+            if self.is_leader:
+                await self.lease.release()
+            await self.lease.close()
+        if self.keeper is not None:
+            self.keeper.leader = False
+            self.metrics.leader.set(0)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._fhir_client is not None:
@@ -163,8 +237,11 @@ class Relay:
     # ------------------------------------------------------------------ changes
     async def on_change(self, ref: str, version_id: str | None,
                         source: str = "notification") -> StoredPoke | None:
-        """A change notification (Subscriptions intake, later): read, classify, publish."""
+        """A change notification (Subscriptions intake, later): read, classify, publish.
+        A standby ignores it (the leader learns of the change too, or its poll finds it)."""
         assert self.announcer is not None
+        if not self.is_leader:
+            return None
         return await self.announcer.on_change(ref, version_id, source=source)
 
     # ------------------------------------------------------------------ contract
@@ -188,8 +265,13 @@ class Relay:
 
     @property
     def ready(self) -> bool:
-        if self._stopping or self.reconciler is None:
+        """Leader: the poll succeeded recently. Standby: ready to take over, i.e. the lease
+        store answered recently."""
+        if self._stopping or self.reconciler is None or self.keeper is None:
             return False
+        if not self.is_leader:
+            contact = self.keeper.last_contact
+            return contact is not None and self._timer.monotonic() - contact <= READY_MIN_S
         last = self.reconciler.last_success_wall
         limit = max(READY_MIN_S, READY_INTERVALS * self.reconciler.interval_s)
         return last is not None and self._timer.wall() - last <= limit
@@ -200,7 +282,7 @@ class Relay:
 
     async def _on_readyz(self, request: web.Request) -> web.Response:
         ok = self.ready
-        body = {"ready": ok,
+        body = {"ready": ok, "role": self.role,
                 "pending_pokes": self.publisher.pending if self.publisher else None}
         return web.json_response(body, status=200 if ok else 503)
 

@@ -9,6 +9,10 @@
 
 Every write is its own committed transaction (WAL, synchronous=FULL): what the publisher was
 told is durable before it publishes.
+
+`RelayStore` is the interface the relay's parts use; `RelayState` (here, SQLite) and
+`state_pg.PgRelayState` (PostgreSQL, shared by the relays of a high-availability pair,
+docs/relay.md "High availability") implement it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from wardsync.core.pokes import Poke, parse_poke, poke_to_dict
 
@@ -58,6 +63,21 @@ class StoredPoke:
     message_id: str
     poke: Poke
     state: int = PENDING
+
+
+class RelayStore(Protocol):
+    """What the relay keeps: numbered pokes, per-ward seq, poll cursors."""
+
+    def close(self) -> None: ...
+    def has_version(self, ref: str, version_id: str) -> bool: ...
+    def number(self, ward: str, draft: Poke) -> tuple[StoredPoke, bool]: ...
+    def mark(self, message_id: str, state: int) -> None: ...
+    def pending(self) -> list[StoredPoke]: ...
+    def last_seq(self, ward: str) -> int: ...
+    def count(self, state: int | None = None) -> int: ...
+    def prune(self, older_than_s: float) -> int: ...
+    def cursor(self, name: str) -> str | None: ...
+    def set_cursor(self, name: str, value: str) -> None: ...
 
 
 class RelayState:
