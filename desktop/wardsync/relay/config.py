@@ -7,6 +7,7 @@ File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
     [ably]       endpoint, key_file, tls, max_pokes_per_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
     [tokens]     max_ttl_s
+    [alerts]     escalate, escalation_after_min
 
 Environment: `WARDSYNC_RELAY_<SECTION>_<KEY>` (e.g. `WARDSYNC_RELAY_FHIR_BASE`), plus the two
 secrets themselves, `WARDSYNC_RELAY_FHIR_CLIENT_SECRET` and `WARDSYNC_RELAY_ABLY_KEY`, for
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from wardsync.core.alerts import DEFAULT_ESCALATION_AFTER_S
 from wardsync.core.pokes import POKE_RESOURCE_TYPES
 from wardsync.fhir.client import InsecureServer, require_secure_url
 
@@ -86,12 +88,20 @@ class TokensSection:
 
 
 @dataclass
+class AlertsSection:
+    # The desktop's site default (`alerts.escalation_after_min`), from one constant in core.
+    escalate: bool = True
+    escalation_after_min: float = DEFAULT_ESCALATION_AFTER_S / 60.0
+
+
+@dataclass
 class RelayConfig:
     relay: RelaySection = field(default_factory=RelaySection)
     fhir: FhirSection = field(default_factory=FhirSection)
     ably: AblySection = field(default_factory=AblySection)
     reconcile: ReconcileSection = field(default_factory=ReconcileSection)
     tokens: TokensSection = field(default_factory=TokensSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
 
     # ------------------------------------------------------------------ secrets
     def client_secret(self, env: Mapping[str, str] | None = None) -> str:
@@ -145,6 +155,8 @@ class RelayConfig:
             problems.append("ably.max_pokes_per_s must be in (0, 50] (Ably's channel limit)")
         if not 0 < self.tokens.max_ttl_s <= 86400:
             problems.append("tokens.max_ttl_s must be in (0, 86400]")
+        if not 0 <= self.alerts.escalation_after_min <= 60:
+            problems.append("alerts.escalation_after_min must be in [0, 60] (minutes)")
         return problems
 
     @property

@@ -26,6 +26,7 @@ from wardsync.fhir.client import FhirClient, tls_context
 from wardsync.relay.announce import Announcer
 from wardsync.relay.backend_auth import ClientCredentials, SmartEndpoints, discover
 from wardsync.relay.config import RelayConfig
+from wardsync.relay.escalation import EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from wardsync.relay.publisher import HubAddress, PokePublisher
@@ -66,6 +67,8 @@ class Relay:
         self.reconciler: Reconciler | None = None
         self.announcer: Announcer | None = None
         self.endpoints: SmartEndpoints | None = None
+        self.escalation: ServerEscalation | None = None
+        self._escalation_store: EscalationStore | None = None
         self.port = 0
         self._stopping = False
 
@@ -89,9 +92,15 @@ class Relay:
             hub=HubAddress.parse(cfg.ably.endpoint, tls=cfg.ably.tls),
             max_per_s=cfg.ably.max_pokes_per_s, use_binary_protocol=self._binary,
         )
+        if cfg.alerts.escalate:
+            self._escalation_store = EscalationStore(Path(cfg.relay.data_dir) / "relay.sqlite3")
+            self.escalation = ServerEscalation(
+                fhir=fhir, store=self._escalation_store, timer=self._timer,
+                metrics=self.metrics, after_s=cfg.alerts.escalation_after_min * 60.0)
         self.announcer = Announcer(
             fhir=fhir, wards=WardResolver(fhir), state=self.state, publisher=self.publisher,
             metrics=self.metrics, default_ward=cfg.relay.default_ward,
+            on_critical=self.escalation.watch if self.escalation is not None else None,
         )
         self.reconciler = Reconciler(
             fhir=fhir, announcer=self.announcer, state=self.state, metrics=self.metrics,
@@ -125,6 +134,8 @@ class Relay:
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         self.publisher.start()
+        if self.escalation is not None:
+            self.escalation.start()
         self._tasks.spawn(self.reconciler.run(), name="reconciliation poll")
         self._tasks.spawn(self._housekeeping(), name="relay housekeeping")
         log.info("relay ready on %s (FHIR %s)", self.public_url, cfg.fhir.base)
@@ -133,6 +144,8 @@ class Relay:
         """Stop polling, give numbered pokes `drain_s` to go out, close everything."""
         self._stopping = True
         await self._tasks.aclose()
+        if self.escalation is not None:
+            await self.escalation.aclose()
         if self.publisher is not None:
             if not await self.publisher.drain(drain_s):
                 log.warning("%d poke(s) still pending at shutdown; kept for the next start",
@@ -146,6 +159,8 @@ class Relay:
             await self._http.aclose()
         if self.state is not None:
             self.state.close()
+        if self._escalation_store is not None:
+            self._escalation_store.close()
 
     async def _housekeeping(self) -> None:
         assert self.state is not None
