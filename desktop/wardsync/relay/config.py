@@ -6,7 +6,7 @@ File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
     [fhir]       base, client_id, client_secret_file, scope, ca_bundle
     [ably]       endpoint, key_file, tls, max_pokes_per_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
-    [tokens]     max_ttl_s
+    [tokens]     max_ttl_s, jwt_audience, jwt_issuer
     [alerts]     escalate, escalation_after_min
 
 Environment: `WARDSYNC_RELAY_<SECTION>_<KEY>` (e.g. `WARDSYNC_RELAY_FHIR_BASE`), plus the two
@@ -85,6 +85,10 @@ class ReconcileSection:
 @dataclass
 class TokensSection:
     max_ttl_s: float = 3600.0
+    # Set: verify workstations' JWT access tokens locally (JWKS) for this `aud`, instead of
+    # RFC 7662 introspection; the issuer defaults to the SMART configuration's `issuer`.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
 
 
 @dataclass

@@ -24,15 +24,25 @@ from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
 from wardsync.relay.announce import Announcer
-from wardsync.relay.backend_auth import ClientCredentials, SmartEndpoints, discover
+from wardsync.relay.backend_auth import (
+    ClientCredentials,
+    DiscoveryError,
+    SmartEndpoints,
+    discover,
+)
 from wardsync.relay.config import RelayConfig
 from wardsync.relay.escalation import EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
+from wardsync.relay.jwks import JwksVerifier, JwtIntrospector
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from wardsync.relay.publisher import HubAddress, PokePublisher
 from wardsync.relay.reconcile import Reconciler
 from wardsync.relay.state import RelayState, StoredPoke
-from wardsync.relay.token_exchange import Introspector, TokenExchangeEndpoint
+from wardsync.relay.token_exchange import (
+    Introspector,
+    TokenExchangeEndpoint,
+    TokenIntrospection,
+)
 from wardsync.relay.wards import WardResolver
 
 log = logging.getLogger(__name__)
@@ -109,10 +119,20 @@ class Relay:
             initial_lookback_s=cfg.reconcile.initial_lookback_s, timer=self._timer,
         )
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        if self.endpoints.introspection_endpoint is not None:
+        introspector: TokenIntrospection | None = None
+        if cfg.tokens.jwt_audience:
+            issuer = cfg.tokens.jwt_issuer or self.endpoints.issuer
+            if not issuer:
+                raise DiscoveryError("tokens.jwt_audience is set but no issuer is known "
+                                     "(set tokens.jwt_issuer)")
+            introspector = JwtIntrospector(await JwksVerifier.discover(
+                self._http, issuer, cfg.tokens.jwt_audience, self._timer))
+        elif self.endpoints.introspection_endpoint is not None:
+            introspector = Introspector(self.endpoints.introspection_endpoint, self._http,
+                                        tokens.auth)
+        if introspector is not None:
             exchange = TokenExchangeEndpoint(
-                introspector=Introspector(self.endpoints.introspection_endpoint, self._http,
-                                          tokens.auth),
+                introspector=introspector,
                 ably=self.publisher.ably, metrics=self.metrics,
                 default_ward=cfg.relay.default_ward, max_ttl_s=cfg.tokens.max_ttl_s,
                 timer=self._timer,
