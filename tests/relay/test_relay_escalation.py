@@ -229,3 +229,15 @@ def test_the_pending_table_keeps_one_row_per_report_version(tmp_path: Path) -> N
     store.finish(item.alert_id, escalation.ACKNOWLEDGED)
     assert store.pending() == [] and store.outcome(item.alert_id) == escalation.ACKNOWLEDGED
     store.close()
+
+
+def test_the_escalation_window_is_configured_like_the_desktops() -> None:
+    from wardsync.relay.config import RelayConfig, load
+
+    assert RelayConfig().alerts.escalation_after_min * 60.0 == rules.DEFAULT_ESCALATION_AFTER_S
+    config = load(config_file=None, env={
+        "WARDSYNC_RELAY_ALERTS_ESCALATION_AFTER_MIN": "20",
+        "WARDSYNC_RELAY_ALERTS_ESCALATE": "false"})
+    assert config.alerts.escalation_after_min == 20.0 and config.alerts.escalate is False
+    config.alerts.escalation_after_min = 90.0
+    assert "alerts.escalation_after_min must be in [0, 60] (minutes)" in config.validate(env={})
