@@ -33,7 +33,6 @@ from wardsync.relay.backend_auth import (
 from wardsync.relay.config import RelayConfig
 from wardsync.relay.escalation import EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
-from wardsync.relay.jwks import JwksVerifier, JwtIntrospector
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from wardsync.relay.publisher import HubAddress, PokePublisher
 from wardsync.relay.reconcile import Reconciler
@@ -121,6 +120,8 @@ class Relay:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         introspector: TokenIntrospection | None = None
         if cfg.tokens.jwt_audience:
+            from wardsync.relay.jwks import JwksVerifier, JwtIntrospector  # needs PyJWT
+
             issuer = cfg.tokens.jwt_issuer or self.endpoints.issuer
             if not issuer:
                 raise DiscoveryError("tokens.jwt_audience is set but no issuer is known "

@@ -31,8 +31,7 @@ import httpx
 from aiohttp import web
 
 from wardsync._version import __version__
-from wardsync.sandbox.fhir.api import FhirApi
-from wardsync.sandbox.fhir.external_issuer import ExternalIssuer, VerifyBearer
+from wardsync.sandbox.fhir.api import FhirApi, VerifyBearer
 from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.store import FhirStore
 from wardsync.sandbox.fhir.subscriptions.ledger import SubscriptionLedger
@@ -174,6 +173,9 @@ class Sandbox:
         app = web.Application()
         self._verify_bearer: VerifyBearer = self.oauth.verify_bearer
         if cfg.auth_issuer:
+            # Imported here: PyJWT (the relay extra) is needed only with an external issuer.
+            from wardsync.sandbox.fhir.external_issuer import ExternalIssuer
+
             external = await ExternalIssuer.discover(cfg.auth_issuer, cfg.auth_audience)
             self._verify_bearer = external.verify_bearer_or(self.oauth.verify_bearer)
             app.middlewares.append(external.smart_configuration_middleware)

@@ -26,11 +26,11 @@ import jwt
 from aiohttp import web
 
 from wardsync.relay.jwks import InvalidToken, JwksVerifier, openid_configuration
+from wardsync.sandbox.fhir.api import VerifyBearer
 from wardsync.sandbox.grants import Grant
 
 log = logging.getLogger(__name__)
 
-VerifyBearer = Callable[[str | None], Grant | None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # SMART App Launch 2.0 §2.1: discovery lives at {fhir base}/.well-known/smart-configuration.
