@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from wardsync.core import defaults
+from wardsync.core.alerts import DEFAULT_ESCALATION_AFTER_S
 from wardsync.core.critical import CriticalLimits
 from wardsync.infra.settings_types import (
     BOOL,
@@ -152,7 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Site critical limits keyed by LOINC code: {low, high, unit, name}; a code listed "
             "here replaces the built-in limit for that test (core.critical "
             "DEFAULT_CRITICAL_LIMITS.merged); empty = the built-in table.", None),
-    Setting("alerts.escalation_after_min", FLOAT, 15.0,
+    # The relay's `alerts.escalation_after_min` default comes from the same constant.
+    Setting("alerts.escalation_after_min", FLOAT, DEFAULT_ESCALATION_AFTER_S / 60.0,
             "Minutes an unacknowledged critical alert waits before escalating (at most 60).",
             between(0.0, MAX_ESCALATION_AFTER_MIN)),
     Setting("alerts.sound", BOOL, True, "Play a sound when a critical alert is raised."),

@@ -9,7 +9,7 @@ publisher, which numbers it durably. Nothing here logs more than a reference.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit
@@ -20,7 +20,7 @@ from wardsync.core.poke_rules import (
     patient_id_of,
     report_result_refs,
 )
-from wardsync.core.pokes import POKE_RESOURCE_TYPES, Poke
+from wardsync.core.pokes import CRITICAL_LAB_RESULT, POKE_RESOURCE_TYPES, Poke
 from wardsync.fhir.errors import NotFound
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.metrics import RelayMetrics
@@ -29,6 +29,9 @@ from wardsync.relay.state import RelayStore, StoredPoke
 from wardsync.relay.wards import WardResolver
 
 log = logging.getLogger(__name__)
+
+# Told of each critical report version announced: (report, its results by reference, ward).
+CriticalWatcher = Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]], str], object]
 
 
 def version_of(resource: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -53,6 +56,7 @@ class Announcer:
         metrics: RelayMetrics,
         default_ward: str | None = None,
         limits: Mapping[str, CriticalLimit] = DEFAULT_CRITICAL_LIMITS,
+        on_critical: CriticalWatcher | None = None,
     ) -> None:
         self._fhir = fhir
         self._wards = wards
@@ -61,6 +65,7 @@ class Announcer:
         self._metrics = metrics
         self._default_ward = default_ward
         self._limits = limits
+        self._on_critical = on_critical
 
     async def on_change(self, ref: str, version_id: str | None, *,
                         source: str) -> StoredPoke | None:
@@ -98,8 +103,8 @@ class Announcer:
             self._metrics.unrouted.labels("no_ward").inc()
             log.info("%s/_history/%s: no ward to announce it on", ref, version_id)
             return None
-        ptype, priority = classify_change(resource, await self._results_of(resource),
-                                          self._limits)
+        results = await self._results_of(resource)
+        ptype, priority = classify_change(resource, results, self._limits)
         draft = Poke(type=ptype, resource_type=resource["resourceType"], id=resource["id"],
                      version_id=version_id, patient_id=patient_id, seq=1, priority=priority)
         changed_at = self._changed_at(resource)
@@ -109,6 +114,10 @@ class Announcer:
         for target in dict.fromkeys(w for w in (ward, previous_ward) if w is not None):
             poke = self._publisher.submit(target, draft, changed_at=changed_at)
             stored = stored or poke
+        if (self._on_critical is not None and ptype == CRITICAL_LAB_RESULT and ward is not None
+                and resource["resourceType"] == "DiagnosticReport"):
+            # Server-side escalation watches its acknowledgement (relay/escalation.py).
+            self._on_critical(resource, results, ward)
         return stored
 
     async def _ward_for(self, resource: Mapping[str, Any], patient_id: str | None) -> str | None:

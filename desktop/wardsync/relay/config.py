@@ -7,7 +7,8 @@ File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
     [fhir]       base, client_id, client_secret_file, scope, ca_bundle
     [ably]       endpoint, key_file, tls, max_pokes_per_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
-    [tokens]     max_ttl_s
+    [tokens]     max_ttl_s, jwt_audience, jwt_issuer
+    [alerts]     escalate, escalation_after_min
 
 Environment: `WARDSYNC_RELAY_<SECTION>_<KEY>` (e.g. `WARDSYNC_RELAY_FHIR_BASE`), plus the
 secrets themselves, `WARDSYNC_RELAY_FHIR_CLIENT_SECRET`, `WARDSYNC_RELAY_ABLY_KEY` and
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from wardsync.core.alerts import DEFAULT_ESCALATION_AFTER_S
 from wardsync.core.pokes import POKE_RESOURCE_TYPES
 from wardsync.fhir.client import InsecureServer, require_secure_url
 
@@ -92,6 +94,17 @@ class ReconcileSection:
 @dataclass
 class TokensSection:
     max_ttl_s: float = 3600.0
+    # Set: verify workstations' JWT access tokens locally (JWKS) for this `aud`, instead of
+    # RFC 7662 introspection; the issuer defaults to the SMART configuration's `issuer`.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+
+
+@dataclass
+class AlertsSection:
+    # The desktop's site default (`alerts.escalation_after_min`), from one constant in core.
+    escalate: bool = True
+    escalation_after_min: float = DEFAULT_ESCALATION_AFTER_S / 60.0
 
 
 @dataclass
@@ -101,6 +114,7 @@ class RelayConfig:
     ably: AblySection = field(default_factory=AblySection)
     reconcile: ReconcileSection = field(default_factory=ReconcileSection)
     tokens: TokensSection = field(default_factory=TokensSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
 
     # ------------------------------------------------------------------ secrets
     def client_secret(self, env: Mapping[str, str] | None = None) -> str:
@@ -170,6 +184,8 @@ class RelayConfig:
             problems.append("ably.max_pokes_per_s must be in (0, 50] (Ably's channel limit)")
         if not 0 < self.tokens.max_ttl_s <= 86400:
             problems.append("tokens.max_ttl_s must be in (0, 86400]")
+        if not 0 <= self.alerts.escalation_after_min <= 60:
+            problems.append("alerts.escalation_after_min must be in [0, 60] (minutes)")
         return problems
 
     @property

@@ -28,15 +28,25 @@ from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
 from wardsync.relay.announce import Announcer
-from wardsync.relay.backend_auth import ClientCredentials, SmartEndpoints, discover
+from wardsync.relay.backend_auth import (
+    ClientCredentials,
+    DiscoveryError,
+    SmartEndpoints,
+    discover,
+)
 from wardsync.relay.config import RelayConfig
+from wardsync.relay.escalation import EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.lease import Lease, LeaseKeeper, PostgresLease, SqliteLease
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
 from wardsync.relay.publisher import HubAddress, PokePublisher
 from wardsync.relay.reconcile import Reconciler
 from wardsync.relay.state import RelayState, RelayStore, StoredPoke
-from wardsync.relay.token_exchange import Introspector, TokenExchangeEndpoint
+from wardsync.relay.token_exchange import (
+    Introspector,
+    TokenExchangeEndpoint,
+    TokenIntrospection,
+)
 from wardsync.relay.wards import WardResolver
 
 log = logging.getLogger(__name__)
@@ -74,6 +84,8 @@ class Relay:
         self.reconciler: Reconciler | None = None
         self.announcer: Announcer | None = None
         self.endpoints: SmartEndpoints | None = None
+        self.escalation: ServerEscalation | None = None
+        self._escalation_store: EscalationStore | None = None
         self.port = 0
         self._stopping = False
 
@@ -101,9 +113,15 @@ class Relay:
             max_per_s=cfg.ably.max_pokes_per_s, use_binary_protocol=self._binary,
             fence=lambda: self.lease is not None and self.lease.held,
         )
+        if cfg.alerts.escalate:
+            self._escalation_store = EscalationStore(Path(cfg.relay.data_dir) / "relay.sqlite3")
+            self.escalation = ServerEscalation(
+                fhir=fhir, store=self._escalation_store, timer=self._timer,
+                metrics=self.metrics, after_s=cfg.alerts.escalation_after_min * 60.0)
         self.announcer = Announcer(
             fhir=fhir, wards=WardResolver(fhir), state=self.state, publisher=self.publisher,
             metrics=self.metrics, default_ward=cfg.relay.default_ward,
+            on_critical=self.escalation.watch if self.escalation is not None else None,
         )
         self.reconciler = Reconciler(
             fhir=fhir, announcer=self.announcer, state=self.state, metrics=self.metrics,
@@ -112,10 +130,22 @@ class Relay:
             initial_lookback_s=cfg.reconcile.initial_lookback_s, timer=self._timer,
         )
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        if self.endpoints.introspection_endpoint is not None:
+        introspector: TokenIntrospection | None = None
+        if cfg.tokens.jwt_audience:
+            from wardsync.relay.jwks import JwksVerifier, JwtIntrospector  # needs PyJWT
+
+            issuer = cfg.tokens.jwt_issuer or self.endpoints.issuer
+            if not issuer:
+                raise DiscoveryError("tokens.jwt_audience is set but no issuer is known "
+                                     "(set tokens.jwt_issuer)")
+            introspector = JwtIntrospector(await JwksVerifier.discover(
+                self._http, issuer, cfg.tokens.jwt_audience, self._timer))
+        elif self.endpoints.introspection_endpoint is not None:
+            introspector = Introspector(self.endpoints.introspection_endpoint, self._http,
+                                        tokens.auth)
+        if introspector is not None:
             exchange = TokenExchangeEndpoint(
-                introspector=Introspector(self.endpoints.introspection_endpoint, self._http,
-                                          tokens.auth),
+                introspector=introspector,
                 ably=self.publisher.ably, metrics=self.metrics,
                 default_ward=cfg.relay.default_ward, max_ttl_s=cfg.tokens.max_ttl_s,
                 timer=self._timer,
@@ -163,6 +193,8 @@ class Relay:
             return  # stop() releases it
         self.metrics.leader.set(1)
         self.publisher.start()
+        if self.escalation is not None:
+            self.escalation.start()  # re-arms the stored pending escalations
         self._duties.spawn(self._poll(), name="reconciliation poll")
         self._duties.spawn(self._housekeeping(), name="relay housekeeping")
 
@@ -181,6 +213,8 @@ class Relay:
         """The lease is lost: stop polling and publishing at once."""
         self.metrics.leader.set(0)
         await self._duties.cancel_all()
+        if self.escalation is not None:
+            await self.escalation.suspend()
         if self.publisher is not None:
             await self.publisher.suspend()
 
@@ -203,6 +237,8 @@ class Relay:
             log.warning("%d poke(s) still pending at shutdown; kept for the next start",
                         self.publisher.pending)
         await self._tasks.aclose()
+        if self.escalation is not None:
+            await self.escalation.aclose()
         if self.publisher is not None:
             await self.publisher.aclose()
         if self.lease is not None:
@@ -220,6 +256,8 @@ class Relay:
             await self._http.aclose()
         if self.state is not None:
             self.state.close()
+        if self._escalation_store is not None:
+            self._escalation_store.close()
 
     async def _housekeeping(self) -> None:
         assert self.state is not None

@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from ably import AblyRest
@@ -50,6 +50,13 @@ class _Refused(Exception):
         self.status = status
         self.error = error
         self.outcome = outcome
+
+
+class TokenIntrospection(Protocol):
+    """RFC 7662 §2.2 answers for access tokens: `Introspector` asks the authorization
+    server; `jwks.JwtIntrospector` verifies JWT access tokens locally with its keys."""
+
+    async def introspect(self, token: str) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +104,7 @@ class TokenExchangeEndpoint:
     def __init__(
         self,
         *,
-        introspector: Introspector,
+        introspector: TokenIntrospection,
         ably: AblyRest,
         metrics: RelayMetrics,
         default_ward: str | None = None,

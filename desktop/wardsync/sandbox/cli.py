@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of simulated lab panels with a critical value")
     parser.add_argument("--access-token-ttl", type=float, default=900.0,
                         help="lifetime of access tokens in seconds")
+    parser.add_argument("--auth-issuer", default=None,
+                        help="trust access tokens from this OpenID issuer (a site's Keycloak, "
+                             "Entra ID...) instead of the sandbox's own sign-in")
+    parser.add_argument("--auth-audience", default=None,
+                        help="the `aud` those tokens must name (with --auth-issuer)")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level")
     parser.add_argument("--stop-on-stdin-eof", action="store_true",
                         help="stop when standard input closes (a parent app that ends, "
@@ -81,6 +86,7 @@ def _config(args: argparse.Namespace):  # -> SandboxConfig (imported lazily belo
             critical_probability=args.critical_probability,
         ),
         access_token_ttl_s=args.access_token_ttl,
+        auth_issuer=args.auth_issuer, auth_audience=args.auth_audience,
     )
 
 

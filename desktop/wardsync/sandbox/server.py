@@ -31,7 +31,7 @@ import httpx
 from aiohttp import web
 
 from wardsync._version import __version__
-from wardsync.sandbox.fhir.api import FhirApi
+from wardsync.sandbox.fhir.api import FhirApi, VerifyBearer
 from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.store import FhirStore
 from wardsync.sandbox.fhir.subscriptions.ledger import SubscriptionLedger
@@ -69,6 +69,9 @@ class SandboxConfig:
     realtime_token_ttl_s: float = REALTIME_TOKEN_TTL_S
     hub_config: HubConfig = field(default_factory=HubConfig)
     now: datetime | None = None  # seed clock (tests pin it)
+    # Trust an external authorization server's JWTs (sandbox/fhir/external_issuer.py).
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
 
 
 class _Secrets:
@@ -168,8 +171,16 @@ class Sandbox:
             websocket_url=lambda: f"ws://{cfg.host}:{self.port}{WEBSOCKET_PATH}",
         )
         app = web.Application()
+        self._verify_bearer: VerifyBearer = self.oauth.verify_bearer
+        if cfg.auth_issuer:
+            # Imported here: PyJWT (the relay extra) is needed only with an external issuer.
+            from wardsync.sandbox.fhir.external_issuer import ExternalIssuer
+
+            external = await ExternalIssuer.discover(cfg.auth_issuer, cfg.auth_audience)
+            self._verify_bearer = external.verify_bearer_or(self.oauth.verify_bearer)
+            app.middlewares.append(external.smart_configuration_middleware)
         self.oauth.install(app)
-        FhirApi(self.store, self.oauth.verify_bearer, faults=self.faults,
+        FhirApi(self.store, self._verify_bearer, faults=self.faults,
                 subscriptions=self.subscriptions).install(app, "/fhir")
         self.subscriptions.install_websocket(app)
         app.router.add_post("/realtime/token", self._realtime_token)
@@ -301,7 +312,7 @@ class Sandbox:
         assert self.oauth is not None and self.hub is not None
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        grant = self.oauth.verify_bearer(token)
+        grant = self._verify_bearer(token)
         headers = {"Cache-Control": "no-store"}
         if grant is None:
             return web.json_response(
