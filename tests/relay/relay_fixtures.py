@@ -70,6 +70,8 @@ def relay_config(sandbox: Sandbox, tmp: Path, data_dir: Path, **reconcile: Any) 
     config.reconcile.initial_lookback_s = 0.0
     config.reconcile.types = reconcile.get(
         "types", ["DiagnosticReport", "Observation", "Encounter", "Task"])
+    # Poll only unless a test asks for Subscriptions: these tests are about the poll.
+    config.subscriptions.mode = reconcile.get("subscriptions", "none")
     return config
 
 

@@ -126,10 +126,11 @@ async def test_health_readiness_metrics_and_notify(ward: Sandbox, idle_relay: Re
         assert (await http.get(info["health_url"])).status_code == 200
         ready = await http.get(info["health_url"].replace("healthz", "readyz"))
         assert ready.status_code == 200 and ready.json()["ready"] is True
+        # Notifications need a Subscription's secret (test_relay_subscriptions.py).
         assert (await http.post(info["notify_url"], json={"resourceType": "Bundle"})
-                ).status_code == 202
+                ).status_code == 401
         assert (await http.put(f"{info['notify_url']}/Observation/1", json={})).status_code \
-            == 202
+            == 401
         metrics = await http.get(info["metrics_url"])
         assert metrics.headers["Content-Type"].startswith("text/plain")
         assert "wardsync_relay_reconcile_rounds_total" in metrics.text

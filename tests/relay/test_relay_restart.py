@@ -45,6 +45,9 @@ interval_s = 0.2
 overlap_s = 1.0
 initial_lookback_s = 0
 types = ["DiagnosticReport", "Observation"]
+
+[subscriptions]
+mode = "none"
 """
 
 

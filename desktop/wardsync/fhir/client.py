@@ -27,6 +27,7 @@ from wardsync.fhir.errors import (
     AuthError,
     FhirError,
     InvalidResource,
+    NotFound,
     ServerError,
     Unreachable,
     UntrustedCertificate,
@@ -297,6 +298,23 @@ class FhirClient:
             headers={"Prefer": "return=representation"},
         )
         return validate_resource(self._body(resp, rtype))
+
+    async def delete(self, resource_type: str, id: str) -> None:
+        """DELETE [type]/[id] (R4 http.html#delete); a resource already gone is not an error."""
+        try:
+            await self._request("DELETE", self.url(f"{resource_type}/{id}"),
+                                what=f"delete {resource_type}")
+        except NotFound:
+            return
+
+    async def operation(self, path: str, params: Mapping[str, str] | None = None) -> dict:
+        """GET [base]/[path] for an operation without side effects (R4 operations.html#
+        request: `$name` by GET with its inputs as query parameters); returns the JSON."""
+        resp = await self._request("GET", self.url(path), params=params, what=f"GET {path}")
+        body = self._body(resp, path)
+        if not isinstance(body, dict):
+            raise ServerError(f"GET {path}: response is not a JSON object")
+        return body
 
     async def update(self, resource: Mapping, *, if_match_version: str | None) -> dict:
         """PUT [type]/[id] with `If-Match: W/"n"` (R4 http.html#concurrency).

@@ -9,6 +9,7 @@ File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
     [tokens]     max_ttl_s, jwt_audience, jwt_issuer
     [alerts]     escalate, escalation_after_min
+    [subscriptions] mode, channel, heartbeat_s, silence_margin_s, topics
 
 Environment: `WARDSYNC_RELAY_<SECTION>_<KEY>` (e.g. `WARDSYNC_RELAY_FHIR_BASE`), plus the
 secrets themselves, `WARDSYNC_RELAY_FHIR_CLIENT_SECRET`, `WARDSYNC_RELAY_ABLY_KEY` and
@@ -92,6 +93,18 @@ class ReconcileSection:
 
 
 @dataclass
+class SubscriptionsSection:
+    mode: str = "auto"  # auto | topic | classic | none
+    channel: str = "rest-hook"
+    heartbeat_s: float = 60.0
+    silence_margin_s: float = 10.0
+    topics: list[str] = field(default_factory=list)  # empty: every advertised topic
+
+
+SUBSCRIPTION_MODES = ("auto", "topic", "classic", "none")
+
+
+@dataclass
 class TokensSection:
     max_ttl_s: float = 3600.0
     # Set: verify workstations' JWT access tokens locally (JWKS) for this `aud`, instead of
@@ -115,6 +128,7 @@ class RelayConfig:
     reconcile: ReconcileSection = field(default_factory=ReconcileSection)
     tokens: TokensSection = field(default_factory=TokensSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
+    subscriptions: SubscriptionsSection = field(default_factory=SubscriptionsSection)
 
     # ------------------------------------------------------------------ secrets
     def client_secret(self, env: Mapping[str, str] | None = None) -> str:
@@ -182,6 +196,15 @@ class RelayConfig:
             problems.append(f"reconcile.types: not announced on the ward channel: {unknown}")
         if not 0 < self.ably.max_pokes_per_s <= 50:
             problems.append("ably.max_pokes_per_s must be in (0, 50] (Ably's channel limit)")
+        subs = self.subscriptions
+        if subs.mode not in SUBSCRIPTION_MODES:
+            problems.append(f"subscriptions.mode must be one of {', '.join(SUBSCRIPTION_MODES)}")
+        if subs.channel != "rest-hook":
+            problems.append("subscriptions.channel: only rest-hook is supported")
+        if not 1 <= subs.heartbeat_s <= 86400:
+            problems.append("subscriptions.heartbeat_s must be in [1, 86400]")
+        if subs.silence_margin_s < 0:
+            problems.append("subscriptions.silence_margin_s must not be negative")
         if not 0 < self.tokens.max_ttl_s <= 86400:
             problems.append("tokens.max_ttl_s must be in (0, 86400]")
         if not 0 <= self.alerts.escalation_after_min <= 60:

@@ -53,5 +53,30 @@ class RelayMetrics:
             "wardsync_relay_token_exchanges", "Realtime token requests, by outcome", ["outcome"],
             registry=r)
 
+        self.notifications = Counter(
+            "wardsync_relay_notifications",
+            "Change notifications received, by source (topic, classic) and outcome",
+            ["source", "outcome"], registry=r)
+        self.handshakes = Counter(
+            "wardsync_relay_subscription_handshakes", "Subscription handshakes answered",
+            registry=r)
+        self.heartbeats = Counter(
+            "wardsync_relay_subscription_heartbeats", "Subscription heartbeats received",
+            registry=r)
+        self.heartbeats_missed = Counter(
+            "wardsync_relay_subscription_heartbeats_missed",
+            "Times a subscription stayed silent past twice its heartbeat period", registry=r)
+        self.gaps = Counter(
+            "wardsync_relay_subscription_gaps_recovered",
+            "Missed event numbers recovered, by how ($events or a reconciliation round)",
+            ["via"], registry=r)
+        self.subscriptions_created = Counter(
+            "wardsync_relay_subscriptions_created",
+            "Subscriptions created on the FHIR server, by reason (new, replaced)", ["reason"],
+            registry=r)
+        self.subscriptions_active = Gauge(
+            "wardsync_relay_subscriptions", "The relay's own Subscriptions it maintains",
+            registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

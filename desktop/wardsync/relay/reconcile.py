@@ -15,6 +15,7 @@ own duration, provided its `meta.lastUpdated` is not older than the cursor minus
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -72,12 +73,26 @@ class Reconciler:
         self._forbidden: set[str] = set()
         self.rounds = 0
         self.last_success_wall: float | None = None
+        self._soon = asyncio.Event()
+
+    def request_round(self) -> None:
+        """Run a round now rather than at the next interval (a notification was lost or could
+        not be read, docs/relay.md "Subscriptions")."""
+        self._soon.set()
 
     async def run(self) -> None:
         """Poll forever (cancel to stop); a failed round is retried at the next interval."""
         while True:
+            self._soon.clear()
             await self.round()
-            await self._timer.sleep(self.interval_s)
+            if self._soon.is_set():
+                continue
+            # The next round is due after the interval, or sooner when asked for.
+            handle = self._timer.call_later(self.interval_s, self._soon.set)
+            try:
+                await self._soon.wait()
+            finally:
+                handle.cancel()
 
     async def round(self) -> int:
         """One pass over every type; returns how many new versions it announced."""

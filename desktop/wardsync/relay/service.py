@@ -1,8 +1,8 @@
 """The relay service: composition of its parts, its HTTP endpoints and its lifetime.
 
     POST /realtime/token   workstation token exchange (token_exchange.py)
-    POST /notify[/...]     where FHIR Subscriptions will deliver (202 and logged for now)
-    PUT  /notify/...       (HAPI's classic rest-hook shape)
+    POST /notify           FHIR Subscriptions notifications (notify_endpoint.py)
+    PUT|DELETE /notify/... (HAPI's classic rest-hook shape)
     GET  /healthz          the process answers
     GET  /readyz           role (leader/standby); leader: the poll succeeded recently; standby:
                            the lease store answered recently
@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from wardsync.core.backoff import Backoff
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
@@ -39,9 +40,11 @@ from wardsync.relay.escalation import EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.lease import Lease, LeaseKeeper, PostgresLease, SqliteLease
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
-from wardsync.relay.publisher import HubAddress, PokePublisher
+from wardsync.relay.notify_endpoint import NotifyEndpoint
+from wardsync.relay.publisher import RETRY_INITIAL_S, HubAddress, PokePublisher
 from wardsync.relay.reconcile import Reconciler
 from wardsync.relay.state import RelayState, RelayStore, StoredPoke
+from wardsync.relay.subscriptions import SubscriptionManager
 from wardsync.relay.token_exchange import (
     Introspector,
     TokenExchangeEndpoint,
@@ -67,8 +70,10 @@ class Relay:
     """`await relay.start()`, `relay.ready_info()`, `await relay.stop()`."""
 
     def __init__(self, config: RelayConfig, *, timer: Timer = SYSTEM_TIMER,
-                 use_binary_protocol: bool = True) -> None:
+                 use_binary_protocol: bool = True,
+                 publish_retry_cap_s: float | None = None) -> None:
         self.config = config
+        self._retry_cap_s = publish_retry_cap_s
         self.metrics = RelayMetrics()
         self._timer = timer
         self._binary = use_binary_protocol
@@ -86,6 +91,7 @@ class Relay:
         self.endpoints: SmartEndpoints | None = None
         self.escalation: ServerEscalation | None = None
         self._escalation_store: EscalationStore | None = None
+        self.subscriptions: SubscriptionManager | None = None
         self.port = 0
         self._stopping = False
 
@@ -112,6 +118,8 @@ class Relay:
             hub=HubAddress.parse(cfg.ably.endpoint, tls=cfg.ably.tls),
             max_per_s=cfg.ably.max_pokes_per_s, use_binary_protocol=self._binary,
             fence=lambda: self.lease is not None and self.lease.held,
+            backoff=(Backoff(RETRY_INITIAL_S, cap_s=self._retry_cap_s)
+                     if self._retry_cap_s is not None else None),
         )
         if cfg.alerts.escalate:
             self._escalation_store = EscalationStore(Path(cfg.relay.data_dir) / "relay.sqlite3")
@@ -155,8 +163,13 @@ class Relay:
             log.warning("the authorization server advertises no introspection_endpoint: "
                         "realtime token exchange is unavailable")
             app.router.add_post("/realtime/token", self._no_exchange)
-        app.router.add_route("POST", "/notify", self._on_notify)
-        app.router.add_route("*", "/notify/{tail:.*}", self._on_notify)
+        self.subscriptions = SubscriptionManager(
+            fhir=self._fhir_client, state=self.state, metrics=self.metrics,
+            reconciler=self.reconciler, announce=self.on_change, config=cfg.subscriptions,
+            types=cfg.reconcile.types, timer=self._timer,
+        )
+        NotifyEndpoint(manager=self.subscriptions, reconciler=self.reconciler,
+                       announce=self.on_change, metrics=self.metrics).install(app)
         app.router.add_get("/healthz", self._on_healthz)
         app.router.add_get("/readyz", self._on_readyz)
         app.router.add_get("/metrics", self._on_metrics)
@@ -196,6 +209,9 @@ class Relay:
         if self.escalation is not None:
             self.escalation.start()  # re-arms the stored pending escalations
         self._duties.spawn(self._poll(), name="reconciliation poll")
+        if self.subscriptions is not None:
+            self._duties.spawn(self.subscriptions.run(self.ready_info()["notify_url"],
+                                                      self.public_url), name="subscriptions")
         self._duties.spawn(self._housekeeping(), name="relay housekeeping")
 
     async def _poll(self) -> None:
@@ -267,6 +283,10 @@ class Relay:
                 log.info("forgot %d announced version(s) older than the retention", forgotten)
             await self._timer.sleep(HOUSEKEEPING_INTERVAL_S)
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every poke numbered so far is acknowledged by the hub."""
+        return self.publisher is not None and await self.publisher.drain(timeout_s)
+
     @property
     def fhir_requests_sent(self) -> int:
         """FHIR requests made so far (tests and diagnostics)."""
@@ -275,8 +295,9 @@ class Relay:
     # ------------------------------------------------------------------ changes
     async def on_change(self, ref: str, version_id: str | None,
                         source: str = "notification") -> StoredPoke | None:
-        """A change notification (Subscriptions intake, later): read, classify, publish.
-        A standby ignores it (the leader learns of the change too, or its poll finds it)."""
+        """A change notification (subscriptions.py, notify_endpoint.py): read, classify,
+        publish; a version already announced is not announced again. A standby ignores it
+        (the leader learns of the change too, or its poll finds it)."""
         assert self.announcer is not None
         if not self.is_leader:
             return None
@@ -327,13 +348,6 @@ class Relay:
     async def _on_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _on_notify(self, request: web.Request) -> web.Response:
-        # Subscriptions intake is not built yet: the reconciliation poll finds the change.
-        await request.read()
-        log.info("notification received (%s %s); the reconciliation poll will pick it up",
-                 request.method, request.path)
-        return web.Response(status=202)
 
     async def _no_exchange(self, request: web.Request) -> web.Response:
         self.metrics.token_exchanges.labels("unavailable").inc()

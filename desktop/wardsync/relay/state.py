@@ -43,6 +43,16 @@ CREATE INDEX IF NOT EXISTS pokes_version ON pokes (ref, version_id);
 CREATE INDEX IF NOT EXISTS pokes_pending ON pokes (state, ward, seq);
 CREATE TABLE IF NOT EXISTS ward_seq (ward TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The relay's own FHIR Subscriptions (subscriptions.py): the secret the server sends back in
+-- channel.header (never logged), the Subscription's id once the server gave one, and the
+-- highest event number handled (gap detection across restarts).
+CREATE TABLE IF NOT EXISTS subscriptions (
+    secret TEXT PRIMARY KEY,
+    sub_id TEXT UNIQUE,
+    kind TEXT NOT NULL,              -- topic | classic
+    criteria TEXT NOT NULL,          -- topic canonical or classic search URL
+    last_event INTEGER NOT NULL DEFAULT 0
+);
 """
 
 PENDING, PUBLISHED, ABANDONED = 0, 1, 2
@@ -65,6 +75,17 @@ class StoredPoke:
     state: int = PENDING
 
 
+@dataclass(frozen=True, slots=True)
+class OwnSubscription:
+    """A Subscription the relay created (or is creating) on the FHIR server."""
+
+    secret: str
+    sub_id: str | None
+    kind: str
+    criteria: str
+    last_event: int
+
+
 class RelayStore(Protocol):
     """What the relay keeps: numbered pokes, per-ward seq, poll cursors."""
 
@@ -76,6 +97,11 @@ class RelayStore(Protocol):
     def last_seq(self, ward: str) -> int: ...
     def count(self, state: int | None = None) -> int: ...
     def prune(self, older_than_s: float) -> int: ...
+    def own_subscriptions(self) -> list[OwnSubscription]: ...
+    def add_subscription(self, secret: str, kind: str, criteria: str) -> None: ...
+    def set_subscription_id(self, secret: str, sub_id: str) -> None: ...
+    def forget_subscription(self, secret: str) -> None: ...
+    def set_last_event(self, secret: str, number: int) -> None: ...
     def cursor(self, name: str) -> str | None: ...
     def set_cursor(self, name: str, value: str) -> None: ...
 
@@ -172,6 +198,30 @@ class RelayState:
             (PENDING, older_than_s),
         )
         return cur.rowcount
+
+    # ------------------------------------------------------------------ subscriptions
+    def own_subscriptions(self) -> list[OwnSubscription]:
+        rows = self._db.execute(
+            "SELECT secret, sub_id, kind, criteria, last_event FROM subscriptions").fetchall()
+        return [OwnSubscription(*row) for row in rows]
+
+    def add_subscription(self, secret: str, kind: str, criteria: str) -> None:
+        """Remember a secret before the Subscription carrying it is created (its handshake
+        may arrive before the server's answer)."""
+        self._db.execute("INSERT INTO subscriptions (secret, kind, criteria) VALUES (?, ?, ?)",
+                         (secret, kind, criteria))
+
+    def set_subscription_id(self, secret: str, sub_id: str) -> None:
+        self._db.execute("UPDATE subscriptions SET sub_id = ? WHERE secret = ?", (sub_id, secret))
+
+    def forget_subscription(self, secret: str) -> None:
+        self._db.execute("DELETE FROM subscriptions WHERE secret = ?", (secret,))
+
+    def set_last_event(self, secret: str, number: int) -> None:
+        """Record that events up to `number` were handled (never moves back)."""
+        self._db.execute(
+            "UPDATE subscriptions SET last_event = max(last_event, ?) WHERE secret = ?",
+            (number, secret))
 
     # ------------------------------------------------------------------ cursors
     def cursor(self, name: str) -> str | None:

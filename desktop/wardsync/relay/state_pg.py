@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 import psycopg
 
 from wardsync.core.pokes import Poke, parse_poke, poke_to_dict
-from wardsync.relay.state import PENDING, StoredPoke, message_id_for
+from wardsync.relay.state import PENDING, OwnSubscription, StoredPoke, message_id_for
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ SCHEMA = (
         ward TEXT PRIMARY KEY, last_seq BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS relay_cursors (
         name TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS relay_subscriptions (
+        secret TEXT PRIMARY KEY,
+        sub_id TEXT UNIQUE,
+        kind TEXT NOT NULL,
+        criteria TEXT NOT NULL,
+        last_event BIGINT NOT NULL DEFAULT 0)""",
 )
 
 
@@ -186,6 +192,37 @@ class PgRelayState:
             "DELETE FROM relay_pokes WHERE state != %s"
             " AND created_at < extract(epoch FROM now()) - %s", (PENDING, older_than_s))
         return cur.rowcount
+
+    # ------------------------------------------------------------------ subscriptions
+    # Shared by the relays of one site, so a relay taking the lease over keeps using the
+    # Subscriptions (and their secrets) the previous leader made.
+    @_store_call
+    def own_subscriptions(self) -> list[OwnSubscription]:
+        rows = self._db().execute(
+            "SELECT secret, sub_id, kind, criteria, last_event FROM relay_subscriptions"
+        ).fetchall()
+        return [OwnSubscription(str(a), b, str(c), str(d), int(e)) for a, b, c, d, e in rows]
+
+    @_store_call
+    def add_subscription(self, secret: str, kind: str, criteria: str) -> None:
+        self._db().execute(
+            "INSERT INTO relay_subscriptions (secret, kind, criteria) VALUES (%s, %s, %s)",
+            (secret, kind, criteria))
+
+    @_store_call
+    def set_subscription_id(self, secret: str, sub_id: str) -> None:
+        self._db().execute("UPDATE relay_subscriptions SET sub_id = %s WHERE secret = %s",
+                           (sub_id, secret))
+
+    @_store_call
+    def forget_subscription(self, secret: str) -> None:
+        self._db().execute("DELETE FROM relay_subscriptions WHERE secret = %s", (secret,))
+
+    @_store_call
+    def set_last_event(self, secret: str, number: int) -> None:
+        self._db().execute(
+            "UPDATE relay_subscriptions SET last_event = GREATEST(last_event, %s)"
+            " WHERE secret = %s", (number, secret))
 
     # ------------------------------------------------------------------ cursors
     @_store_call
