@@ -28,6 +28,7 @@ from wardsync.core.backoff import Backoff
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
+from wardsync.infra.paths import ensure_private_dir
 from wardsync.relay.announce import Announcer
 from wardsync.relay.backend_auth import (
     ClientCredentials,
@@ -122,7 +123,9 @@ class Relay:
                      if self._retry_cap_s is not None else None),
         )
         if cfg.alerts.escalate:
-            self._escalation_store = EscalationStore(Path(cfg.relay.data_dir) / "relay.sqlite3")
+            # Kept in the data dir also when the shared state is on PostgreSQL.
+            data_dir = ensure_private_dir(Path(cfg.relay.data_dir))
+            self._escalation_store = EscalationStore(data_dir / "relay.sqlite3")
             self.escalation = ServerEscalation(
                 fhir=fhir, store=self._escalation_store, timer=self._timer,
                 metrics=self.metrics, after_s=cfg.alerts.escalation_after_min * 60.0)
