@@ -65,6 +65,8 @@ READY_MIN_S = 30.0
 # re-reads); the per-ward seq itself is kept for ever.
 POKE_RETENTION_S = 7 * 24 * 3600.0
 HOUSEKEEPING_INTERVAL_S = 3600.0
+# Pending server-side escalations (relay/escalation.py), kept per relay node.
+ESCALATIONS_FILE = "escalations.sqlite3"
 
 
 class Relay:
@@ -123,9 +125,9 @@ class Relay:
                      if self._retry_cap_s is not None else None),
         )
         if cfg.alerts.escalate:
-            # Kept in the data dir also when the shared state is on PostgreSQL.
+            # Its own file in the data dir, also when the shared state is on PostgreSQL.
             data_dir = ensure_private_dir(Path(cfg.relay.data_dir))
-            self._escalation_store = EscalationStore(data_dir / "relay.sqlite3")
+            self._escalation_store = EscalationStore(data_dir / ESCALATIONS_FILE)
             self.escalation = ServerEscalation(
                 fhir=fhir, store=self._escalation_store, timer=self._timer,
                 metrics=self.metrics, after_s=cfg.alerts.escalation_after_min * 60.0)
