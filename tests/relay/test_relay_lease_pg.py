@@ -172,3 +172,23 @@ def test_racing_relays_never_give_one_version_two_seqs(fresh: PgServer):
         for state in states:
             state.close()
 
+
+
+def test_the_relays_own_subscriptions_are_shared_through_the_database(fresh: PgServer):
+    # A relay taking the lease over must find the Subscriptions (and their secrets) the
+    # previous leader made, not create a second set.
+    leader = PgRelayState(fresh.url, password=fresh.password)
+    standby = PgRelayState(fresh.url, password=fresh.password)
+    try:
+        leader.add_subscription("s3cret-a", "topic", "http://example.org/topic/observation")
+        leader.set_subscription_id("s3cret-a", "sub-1")
+        leader.set_last_event("s3cret-a", 7)
+        leader.set_last_event("s3cret-a", 5)  # never moves back
+        [found] = standby.own_subscriptions()
+        assert (found.secret, found.sub_id, found.kind, found.last_event) == (
+            "s3cret-a", "sub-1", "topic", 7)
+        standby.forget_subscription("s3cret-a")
+        assert leader.own_subscriptions() == []
+    finally:
+        leader.close()
+        standby.close()
