@@ -18,6 +18,7 @@ from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.sync.activity import ActivityRecorder
 from wardsync.ui.app import AppController
 from wardsync.ui.diagnostics import DiagnosticsWindow
+from wardsync.ui.gc_guard import MainThreadGarbageCollector
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
 from wardsync.ui.stylesheets import load_stylesheet
@@ -337,10 +338,16 @@ def main() -> int:
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication(sys.argv[:1])
+    # As in the app: Python's garbage collector runs on the GUI thread only, so a window
+    # caught in a reference cycle is never destroyed on a worker thread (which kills the
+    # process: "Timers cannot be stopped from another thread").
+    collector = MainThreadGarbageCollector(app)
+    collector.start()
     loop = qasync.QEventLoop(app)
     with loop:
         for theme in ("light", "high-contrast"):
             loop.run_until_complete(shoot(out, theme))
+    collector.stop()
     return 0
 
 

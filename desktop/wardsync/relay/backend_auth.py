@@ -34,20 +34,30 @@ class SmartEndpoints:
     introspection_endpoint: str | None
 
 
-async def discover(http: httpx.AsyncClient, fhir_base: str) -> SmartEndpoints:
-    """GET `{fhir_base}/.well-known/smart-configuration` (SMART App Launch 2.0 §2.1)."""
-    url = f"{fhir_base.rstrip('/')}/.well-known/smart-configuration"
+async def fetch_json_document(http: httpx.AsyncClient, url: str, what: str,
+                              error: type[DiscoveryError] = DiscoveryError) -> dict[str, Any]:
+    """GET a well-known JSON document (`what` names it in errors); raises `error` when it is
+    unreachable, not 200 or not a JSON object."""
     try:
         resp = await http.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
-        raise DiscoveryError(f"SMART configuration unreachable: {type(exc).__name__}") from exc
+        raise error(f"{what} unreachable ({url}): {type(exc).__name__}") from exc
     if resp.status_code != 200:
-        raise DiscoveryError(f"SMART configuration -> HTTP {resp.status_code}")
+        raise error(f"{what} ({url}) -> HTTP {resp.status_code}")
     try:
         body: Any = resp.json()
     except ValueError as exc:
-        raise DiscoveryError("SMART configuration is not JSON") from exc
-    if not isinstance(body, dict) or not isinstance(body.get("token_endpoint"), str):
+        raise error(f"{what} ({url}) is not JSON") from exc
+    if not isinstance(body, dict):
+        raise error(f"{what} ({url}) is not a JSON object")
+    return body
+
+
+async def discover(http: httpx.AsyncClient, fhir_base: str) -> SmartEndpoints:
+    """GET `{fhir_base}/.well-known/smart-configuration` (SMART App Launch 2.0 §2.1)."""
+    url = f"{fhir_base.rstrip('/')}/.well-known/smart-configuration"
+    body = await fetch_json_document(http, url, "SMART configuration")
+    if not isinstance(body.get("token_endpoint"), str):
         raise DiscoveryError("SMART configuration has no token_endpoint")
     introspection = body.get("introspection_endpoint")
     issuer = body.get("issuer")

@@ -20,7 +20,7 @@ import httpx
 import jwt
 
 from wardsync.core.timer import SYSTEM_TIMER, Timer
-from wardsync.relay.backend_auth import DiscoveryError
+from wardsync.relay.backend_auth import DiscoveryError, fetch_json_document
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +42,8 @@ async def openid_configuration(http: httpx.AsyncClient, issuer: str) -> dict[str
     """GET `<issuer>/.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §4),
     checking that it names the same issuer (§4.3)."""
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    try:
-        resp = await http.get(url, headers={"Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise DiscoveryFailed(f"{url}: {type(exc).__name__}") from exc
-    if resp.status_code != 200:
-        raise DiscoveryFailed(f"{url}: HTTP {resp.status_code}")
-    try:
-        doc = resp.json()
-    except ValueError as exc:
-        raise DiscoveryFailed(f"{url}: not JSON") from exc
-    if not isinstance(doc, dict) or doc.get("issuer") != issuer:
+    doc = await fetch_json_document(http, url, "OpenID configuration", DiscoveryFailed)
+    if doc.get("issuer") != issuer:
         raise DiscoveryFailed(f"{url}: issuer does not match {issuer!r}")
     if not isinstance(doc.get("jwks_uri"), str):
         raise DiscoveryFailed(f"{url}: no jwks_uri")
