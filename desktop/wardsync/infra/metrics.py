@@ -17,6 +17,7 @@ from typing import Any
 from wardsync.core.metrics import MetricsSink, NullMetrics
 
 METRICS_ENV = "WARDSYNC_METRICS_LOG"
+METRICS_FILE_MODE = 0o600
 
 
 class FileMetrics:
@@ -25,9 +26,13 @@ class FileMetrics:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Created readable by this user only (a second user on a shared workstation has no
+        # business reading it; IT gets it when the user hands it over), whatever the umask.
+        # A file that already exists keeps its mode: an administrator may have chosen it.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, METRICS_FILE_MODE)
         # Line-buffered text append: each event reaches the file as one write, so a reader
         # tailing it from another process sees whole lines.
-        self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._file = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
