@@ -10,6 +10,7 @@ import pytest
 from tests.sandbox_fixtures import (  # noqa: F401  (fixtures)
     clinician,
     http,
+    nurse,
     sandbox,
     seeded_data_dir,
 )

@@ -86,3 +86,11 @@ async def clinician(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[
     session = await demo_sign_in(sandbox, http)
     yield session
     await session.aclose()
+
+
+@pytest.fixture
+async def nurse(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[Session]:
+    """The demo ward nurse, signed in (a second user on the ward)."""
+    session = await demo_sign_in(sandbox, http, "demo.nurse")
+    yield session
+    await session.aclose()

@@ -4,47 +4,16 @@ pending in the store for the next leader."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from ably import AblyRest
-
+from tests.relay.local_hub import KEY, channel_history, draft
 from tests.waiting import wait_for
 from wardsync.core.backoff import Backoff, Jitter
-from wardsync.core.pokes import Poke
 from wardsync.core.timer import FakeTimer
 from wardsync.relay.metrics import RelayMetrics
 from wardsync.relay.publisher import FENCE_RECHECK_S, HubAddress, PokePublisher
 from wardsync.relay.state import PENDING, PUBLISHED, RelayState
 from wardsync.sandbox.hub import Hub
-
-KEY_NAME, KEY_SECRET = "relay.test", "test-only-secret-0123456789"
-KEY = f"{KEY_NAME}:{KEY_SECRET}"
-
-
-def _draft(rid: str) -> Poke:
-    return Poke(type="LAB_RESULT_READY", resource_type="Observation", id=rid,
-                version_id="1", patient_id="p1", seq=1)
-
-
-@pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    running = Hub({KEY_NAME: KEY_SECRET})
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-async def _history(hub: Hub, channel: str) -> list:
-    rest = AblyRest(key=KEY, use_token_auth=True, endpoint="127.0.0.1", port=hub.port,
-                    tls=False)
-    try:
-        return (await rest.channels.get(channel).history(direction="forwards")).items
-    finally:
-        await rest.close()
 
 
 async def test_nothing_is_published_while_the_fence_is_closed(hub: Hub, tmp_path: Path):
@@ -56,12 +25,12 @@ async def test_nothing_is_published_while_the_fence_is_closed(hub: Hub, tmp_path
         metrics=RelayMetrics(), timer=timer, fence=lambda: held["lease"],
         backoff=Backoff(0.25, cap_s=2.0, jitter=Jitter.NONE))
     try:
-        publisher.submit("w1", _draft("a"))
-        publisher.submit("w1", _draft("b"))
+        publisher.submit("w1", draft("a"))
+        publisher.submit("w1", draft("b"))
         for _ in range(5):  # ten fence checks, seconds of fake time
             await wait_for(lambda: bool(timer.pending()), 10, "the fence recheck")
             await timer.advance(FENCE_RECHECK_S)
-        assert publisher.published == 0 and await _history(hub, "ward:w1") == []
+        assert publisher.published == 0 and await channel_history(hub, "ward:w1") == []
         assert timer.pending() == [FENCE_RECHECK_S]
 
         await publisher.suspend()  # the lease is lost: queues dropped, store untouched
@@ -74,7 +43,7 @@ async def test_nothing_is_published_while_the_fence_is_closed(hub: Hub, tmp_path
         while publisher.pending:
             await timer.advance(0.05)
             await wait_for(lambda: publisher.pending == 0 or bool(timer.pending()), 10)
-        items = await _history(hub, "ward:w1")
+        items = await channel_history(hub, "ward:w1")
         assert [(m.data["id"], m.data["seq"]) for m in items] == [("a", 1), ("b", 2)]
         assert state.count(PUBLISHED) == 2
     finally:

@@ -4,38 +4,18 @@ and a republish after a crash that the hub recognises (same id, same seq, one de
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from ably import AblyRest
 
+from tests.relay.local_hub import KEY, channel_history, draft
 from tests.waiting import wait_for
 from wardsync.core.backoff import Backoff, Jitter
-from wardsync.core.pokes import Poke
 from wardsync.core.timer import FakeTimer
 from wardsync.relay.metrics import RelayMetrics
 from wardsync.relay.publisher import HubAddress, PokePublisher
 from wardsync.relay.state import PENDING, RelayState
 from wardsync.sandbox.hub import Hub
-
-KEY_NAME, KEY_SECRET = "relay.test", "test-only-secret-0123456789"
-KEY = f"{KEY_NAME}:{KEY_SECRET}"
-
-
-def _draft(rid: str, version: str = "1") -> Poke:
-    return Poke(type="LAB_RESULT_READY", resource_type="Observation", id=rid,
-                version_id=version, patient_id="p1", seq=1)
-
-
-@pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    running = Hub({KEY_NAME: KEY_SECRET})
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 def _publisher(state: RelayState, hub: Hub, timer: FakeTimer, **kwargs) -> PokePublisher:
@@ -46,16 +26,6 @@ def _publisher(state: RelayState, hub: Hub, timer: FakeTimer, **kwargs) -> PokeP
     )
 
 
-async def _history(hub: Hub, channel: str) -> list:
-    rest = AblyRest(key=KEY, use_token_auth=True, endpoint="127.0.0.1", port=hub.port,
-                    tls=False)
-    try:
-        page = await rest.channels.get(channel).history(direction="forwards", limit=1000)
-        return page.items
-    finally:
-        await rest.close()
-
-
 async def test_pokes_go_out_in_seq_order_paced_under_the_channel_limit(
     hub: Hub, tmp_path: Path
 ):
@@ -64,14 +34,14 @@ async def test_pokes_go_out_in_seq_order_paced_under_the_channel_limit(
     publisher = _publisher(state, hub, timer, max_per_s=10.0)
     try:
         for i in range(4):
-            publisher.submit("w1", _draft(f"o{i}"))
+            publisher.submit("w1", draft(f"o{i}"))
         for _ in range(4):
             await wait_for(lambda: bool(timer.pending()) or publisher.pending == 0, 10)
             await timer.advance(0.1)
         await wait_for(lambda: publisher.pending == 0, 10, "all published")
         pacing = [d for d in timer.requested if d > 0]
         assert pacing and all(d == pytest.approx(0.1) for d in pacing)  # 10/s: 100 ms apart
-        items = await _history(hub, "ward:w1")
+        items = await channel_history(hub, "ward:w1")
         assert [m.data["seq"] for m in items] == [1, 2, 3, 4]
         assert [m.data["id"] for m in items] == ["o0", "o1", "o2", "o3"]
         assert all(m.client_id == "wardsync-relay" for m in items)
@@ -87,7 +57,7 @@ async def test_backoff_while_the_hub_is_down_then_delivery(hub: Hub, tmp_path: P
     port = hub.port
     await hub.stop()
     try:
-        publisher.submit("w1", _draft("down"))
+        publisher.submit("w1", draft("down"))
         for expected in (0.25, 0.5, 1.0, 2.0, 2.0):
             await wait_for(lambda: bool(timer.pending()), 10, "a retry wait")
             assert timer.pending() == [expected]
@@ -96,7 +66,7 @@ async def test_backoff_while_the_hub_is_down_then_delivery(hub: Hub, tmp_path: P
         await wait_for(lambda: bool(timer.pending()) or publisher.pending == 0, 10)
         await timer.advance(2.0)
         await wait_for(lambda: publisher.pending == 0, 10, "published after the hub returned")
-        assert [m.data["id"] for m in await _history(hub, "ward:w1")] == ["down"]
+        assert [m.data["id"] for m in await channel_history(hub, "ward:w1")] == ["down"]
     finally:
         await publisher.aclose()
         state.close()
@@ -108,7 +78,7 @@ async def test_a_republish_after_a_crash_is_one_delivery_with_the_same_seq(
     timer = FakeTimer()
     state = RelayState(tmp_path / "relay.sqlite3")
     first = _publisher(state, hub, timer)
-    stored = first.submit("w1", _draft("x"))
+    stored = first.submit("w1", draft("x"))
     await wait_for(lambda: first.pending == 0, 10, "published")
     await first.aclose()
     # The crash came after the hub delivered but before the acknowledgement was recorded.
@@ -117,9 +87,9 @@ async def test_a_republish_after_a_crash_is_one_delivery_with_the_same_seq(
     try:
         assert second.start() == 1
         await wait_for(lambda: second.pending == 0, 10, "republished")
-        items = await _history(hub, "ward:w1")
+        items = await channel_history(hub, "ward:w1")
         assert [(m.id, m.data["seq"]) for m in items] == [(stored.message_id, 1)]
-        assert second.submit("w1", _draft("x")).poke.seq == 1  # never renumbered
+        assert second.submit("w1", draft("x")).poke.seq == 1  # never renumbered
         assert second.pending == 0
     finally:
         await second.aclose()

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.sandbox_fixtures import demo_sign_in
 from tests.sync.test_sync_live import CRITICAL_LYTES, NORMAL_LYTES, eventually, workstation
 from wardsync.auth.session import Session
 from wardsync.core import codes
@@ -64,13 +63,6 @@ async def station(
             yield ws, center, metrics
         finally:
             await center.aclose()
-
-
-@pytest.fixture
-async def nurse(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[Session]:
-    session = await demo_sign_in(sandbox, http, "demo.nurse")
-    yield session
-    await session.aclose()
 
 
 def raised(metrics: MemoryMetrics, alert_id: AlertId) -> int:

@@ -6,12 +6,9 @@ draft until it succeeds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
-from tests.sandbox_fixtures import demo_sign_in
 from tests.sync.test_sync_live import eventually, workstation
 from wardsync.auth.session import Session
 from wardsync.core.queries import PatientRecord
@@ -36,13 +33,6 @@ from wardsync.sync.workstation import Workstation
 
 PATIENT = "pat-03"
 TASK_REF = "Task/task-03-1"
-
-
-@pytest.fixture
-async def nurse(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[Session]:
-    session = await demo_sign_in(sandbox, http, "demo.nurse")
-    yield session
-    await session.aclose()
 
 
 def editor(ws: Workstation, session: Session) -> RecordEdits:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,10 +16,10 @@ import pytest
 
 from tests.faults.proxy import FaultProxy
 from tests.sandbox_fixtures import demo_sign_in, running_sandbox
+from tests.sync.presence_station import presence_station
 from tests.sync.test_sync_live import eventually
 from wardsync.auth.session import Session
 from wardsync.core.connection_status import ConnectionState
-from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
 from wardsync.core.timer import SystemTimer
 from wardsync.sandbox.hub import HubConfig
@@ -43,36 +42,14 @@ class PinnableClock(SystemTimer):
         return self.pinned if self.pinned is not None else super().wall()
 
 
-@contextlib.asynccontextmanager
-async def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient, *,
-                  realtime_endpoint: str | None = None, clock: SystemTimer | None = None,
-                  **presence: Any) -> AsyncIterator[tuple[Workstation, PresenceService]]:
-    """A live workstation and its presence service (the hub reached directly or through
-    `realtime_endpoint`, e.g. a fault proxy)."""
-    info = sandbox.ready_info()
-    cfg = WorkstationConfig(
-        fhir_base=info["fhir_base"], ward=info["ward"],
-        realtime_endpoint=realtime_endpoint or info["ably_endpoint"],
-        realtime_token_url=info["ably_token_url"])
-    ws = Workstation(cfg, session, metrics=MemoryMetrics(), http=http, timer=clock,
-                     schedule=asyncio.get_running_loop().call_soon)
-    await ws.start()
-    service = PresenceService(ws, identity_from_tokens(session.tokens),
-                              **{"leave_grace_s": 0.3, **presence})
-    await service.start()
-    try:
-        await eventually(lambda: ws.status.state is ConnectionState.LIVE, what="live")
-        yield ws, service
-    finally:
-        await service.aclose()
-        await ws.aclose()
-
-
-@pytest.fixture
-async def nurse(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[Session]:
-    session = await demo_sign_in(sandbox, http, "demo.nurse")
-    yield session
-    await session.aclose()
+def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient, *,
+            realtime_endpoint: str | None = None, clock: SystemTimer | None = None,
+            **presence: Any) -> contextlib.AbstractAsyncContextManager[
+                tuple[Workstation, PresenceService]]:
+    """A live workstation and its presence service (a short leave grace unless given)."""
+    return presence_station(sandbox, session, http, timer=clock,
+                            realtime_endpoint=realtime_endpoint,
+                            **{"leave_grace_s": 0.3, **presence})
 
 
 def names(handle) -> list[str]:

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.faults.proxy import FaultProxy
-from tests.sandbox_fixtures import demo_sign_in
+from tests.sync.presence_station import presence_station
 from tests.waiting import wait_for as eventually
 from wardsync.auth.session import Session
 from wardsync.core.clock import DEFAULT_FAKE_WALL_S
 from wardsync.core.connection_status import ConnectionState
-from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
 from wardsync.core.timer import FakeTimer
 from wardsync.sandbox.server import Sandbox
@@ -33,9 +30,8 @@ from wardsync.sync.presence import (
     ClaimOutcome,
     PresenceHandle,
     PresenceService,
-    identity_from_tokens,
 )
-from wardsync.sync.workstation import Workstation, WorkstationConfig
+from wardsync.sync.workstation import Workstation
 
 TASK = ("Task", "task-03-1")
 CHANNEL = "record:Task:task-03-1"
@@ -44,36 +40,17 @@ IDLE_S = 12.0
 TIMEOUT_S = 5.0
 
 
-@contextlib.asynccontextmanager
-async def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient,
-                  timer: FakeTimer, *, realtime_endpoint: str | None = None,
-                  **presence: Any) -> AsyncIterator[tuple[Workstation, PresenceService]]:
-    info = sandbox.ready_info()
-    cfg = WorkstationConfig(
-        fhir_base=info["fhir_base"], ward=info["ward"],
-        realtime_endpoint=realtime_endpoint or info["ably_endpoint"],
-        realtime_token_url=info["ably_token_url"], realtime_retry_ms=200,
-        realtime_request_timeout_ms=1000)
-    ws = Workstation(cfg, session, metrics=MemoryMetrics(), http=http, timer=timer,
-                     schedule=asyncio.get_running_loop().call_soon)
-    await ws.start()
+def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient,
+            timer: FakeTimer, *, realtime_endpoint: str | None = None,
+            **presence: Any) -> contextlib.AbstractAsyncContextManager[
+                tuple[Workstation, PresenceService]]:
+    """A live workstation on fake time, with this module's presence periods unless given."""
     options = {"lock_idle_s": IDLE_S, "claim_settle_s": SETTLE_S,
                "claim_timeout_s": TIMEOUT_S, "leave_grace_s": 2.0, **presence}
-    service = PresenceService(ws, identity_from_tokens(session.tokens), **options)
-    await service.start()
-    try:
-        await eventually(lambda: ws.status.state is ConnectionState.LIVE, what="live")
-        yield ws, service
-    finally:
-        await service.aclose()
-        await ws.aclose()
-
-
-@pytest.fixture
-async def nurse(sandbox: Sandbox, http: httpx.AsyncClient) -> AsyncIterator[Session]:
-    session = await demo_sign_in(sandbox, http, "demo.nurse")
-    yield session
-    await session.aclose()
+    return presence_station(
+        sandbox, session, http, timer=timer, realtime_endpoint=realtime_endpoint,
+        workstation={"realtime_retry_ms": 200, "realtime_request_timeout_ms": 1000},
+        **options)
 
 
 def names(handle: PresenceHandle) -> list[str]:

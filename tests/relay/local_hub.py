@@ -1,0 +1,42 @@
+"""A bare sandbox hub for publisher tests (no FHIR server), its key, and how to read it back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from ably import AblyRest
+
+from wardsync.core.pokes import Poke
+from wardsync.sandbox.hub import Hub
+
+KEY_NAME, KEY_SECRET = "relay.test", "test-only-secret-0123456789"
+KEY = f"{KEY_NAME}:{KEY_SECRET}"
+
+
+def draft(rid: str, version: str = "1") -> Poke:
+    """An Observation poke before the relay numbers it."""
+    return Poke(type="LAB_RESULT_READY", resource_type="Observation", id=rid,
+                version_id=version, patient_id="p1", seq=1)
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Hub]:
+    running = Hub({KEY_NAME: KEY_SECRET})
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def channel_history(hub: Hub, channel: str) -> list[Any]:
+    """Every message the hub kept on `channel`, oldest first (the real SDK's REST history)."""
+    rest = AblyRest(key=KEY, use_token_auth=True, endpoint="127.0.0.1", port=hub.port,
+                    tls=False)
+    try:
+        page = await rest.channels.get(channel).history(direction="forwards", limit=1000)
+        return list(page.items)
+    finally:
+        await rest.close()
