@@ -236,8 +236,57 @@ async def running_sandbox(*args: str) -> AsyncIterator[dict[str, Any]]:
         await sandbox.stop()
 
 
+def _relay_secret_files(info: dict[str, Any], data_dir: Path) -> tuple[Path, Path]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = data_dir / "client-secret"
+    secret.write_text(info["relay_client"]["client_secret"])
+    key = data_dir / "ably-key"
+    key.write_text(info["ably_key"])
+    for path in (secret, key):
+        path.chmod(0o600)
+    return secret, key
+
+
+@contextlib.asynccontextmanager
+async def running_relay(info: dict[str, Any], data_dir: Path) -> AsyncIterator[dict[str, Any]]:
+    """`wardsync relay` as a child process beside a `--no-relay` sandbox, consuming its FHIR
+    Subscriptions (docs/relay.md); yields the relay's JSON ready line."""
+    secret, key = await asyncio.to_thread(_relay_secret_files, info, data_dir)
+    env = {**os.environ, "WARDSYNC_RELAY_RECONCILE_INITIAL_LOOKBACK_S": "0",
+           "WARDSYNC_RELAY_RECONCILE_TYPES": "DiagnosticReport,Encounter,Observation,Task",
+           "WARDSYNC_RELAY_RELAY_DEFAULT_WARD": info["ward"]}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wardsync", "relay", "--config", os.devnull,
+        "--fhir-base", info["fhir_base"], "--client-id", info["relay_client"]["client_id"],
+        "--client-secret-file", str(secret), "--ably-key-file", str(key),
+        "--ably-endpoint", info["ably_endpoint"], "--listen", "127.0.0.1:0",
+        "--data-dir", str(data_dir / "state"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if not line:
+            raise RuntimeError("wardsync relay exited before it was ready")
+        ready = json.loads(line)
+        # Ready to serve; its Subscriptions are made just after: wait for them.
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(600):
+                metrics = (await http.get(ready["metrics_url"])).text
+                if any(line.startswith("wardsync_relay_subscriptions ")
+                       and float(line.split()[1]) > 0 for line in metrics.splitlines()):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError("wardsync relay made no Subscriptions")
+        yield ready
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+
+
 async def sandbox_stats(http: httpx.AsyncClient, info: dict[str, Any]) -> dict[str, Any]:
-    """The sandbox's control endpoint: hub counters and the poke publisher's last seq."""
+    """The sandbox's control endpoint: hub counters and its relay's poke counters."""
     resp = await http.get(f"{info['admin_url']}/stats",
                           headers={"Authorization": f"Bearer {info['admin_token']}"})
     resp.raise_for_status()

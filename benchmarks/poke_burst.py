@@ -8,9 +8,9 @@ side sent to the FHIR server and how its event loop kept up. Two ways to make th
 * `pokes` (the target scenario): 1000 pokes over the 40 patients in 2 s. The sandbox's FHIR
   server takes about 150-200 writes/s on this 2-core machine, not the 500/s this needs, so the
   pokes are published straight to the hub's `ward:<id>` channel with the sandbox's root
-  `ably_key` through `AblyRest`, exactly as the sandbox's poke publisher does: well-formed
+  `ably_key` through `AblyRest`, exactly as the sandbox's relay does: well-formed
   pokes (docs/architecture.md §3.2) for resources that exist (written before the app started),
-  numbered on from the publisher's last `seq` so the app sees no gap or duplicate.
+  numbered on from the relay's last `seq` so the app sees no gap or duplicate.
 * `writes`: 1000 real FHIR writes (vital-sign rounds and lab panels) by the sandbox's device
   and laboratory clients, four at a time, as fast as the server takes them.
 
@@ -119,7 +119,7 @@ async def existing_resources(writers: WardWriters, patients: list[str],
 
 
 def hub_client(info: dict[str, Any]) -> AblyRest:
-    """A REST client of the sandbox hub with its root key, as the poke publisher makes it."""
+    """A REST client of the sandbox hub with its root key, as the relay makes it."""
     host, port = info["ably_endpoint"].rsplit(":", 1)
     return AblyRest(key=info["ably_key"], use_token_auth=True, endpoint=host, port=int(port),
                     tls=False, use_binary_protocol=True)

@@ -9,8 +9,10 @@ Observations one at a time as the laboratory client, spaced `interval_s` apart, 
 when each version's notification reached the listener (wall clock; the server's
 `meta.lastUpdated` is the commit time on the same host clock, as in the other benchmarks).
 
-Baseline in the same run: the sandbox's in-process poke publisher, commit -> poke at a bare
-realtime subscriber (`PokeWatcher`), for the very same writes.
+Beside them in the same run, for the very same writes: the whole realtime path, commit ->
+Subscription notification -> `wardsync relay` (a child process, as a hospital runs it) ->
+poke at a bare realtime subscriber (`PokeWatcher`). The sandbox runs with `--no-relay` so that
+relay is the only one poking.
 
 Run: `.venv/bin/python -m benchmarks.subscription_latency` (about a minute).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from benchmarks.common import (
     PokeWatcher,
     commit_wall,
     distribution,
+    running_relay,
     running_sandbox,
     write_result,
 )
@@ -132,7 +136,8 @@ async def run(cfg: Config) -> dict[str, Any]:
     listener = Listener()
     await listener.start()
     try:
-        async with running_sandbox("--no-simulator") as info, \
+        async with running_sandbox("--no-simulator", "--no-relay") as info, \
+                running_relay(info, Path(tempfile.mkdtemp(prefix="relay-bench-"))), \
                 httpx.AsyncClient(timeout=10.0) as http, PokeWatcher(info) as watcher:
             base = info["fhir_base"]
             relay = await _token(http, info, "relay_client",
@@ -149,7 +154,8 @@ async def run(cfg: Config) -> dict[str, Any]:
                            "system": "http://terminology.hl7.org/CodeSystem/"
                                      "observation-category", "code": "laboratory"}]}],
                        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
-                       "subject": {"reference": "Patient/benchmark"},
+                       # A patient on the ward: the relay announces it there.
+                       "subject": {"reference": "Patient/pat-01"},
                        "valueQuantity": {"value": 4.0 + (i % 10) / 10, "unit": "mmol/L"}}
                 r = await http.post(f"{base}/Observation", json=obs, headers=lab)
                 r.raise_for_status()
@@ -177,7 +183,7 @@ async def run(cfg: Config) -> dict[str, Any]:
         "missing": missing,
         "commit_to_topic_notification_ms": distribution(topic_ms),
         "commit_to_classic_put_ms": distribution(classic_ms),
-        "baseline_commit_to_poke_in_process_publisher_ms": distribution(poke_ms),
+        "commit_to_poke_through_relay_ms": distribution(poke_ms),
     }
 
 

@@ -284,9 +284,8 @@ class FaultBed:
         return "; ".join(out) or "none"
 
     async def settle(self, timeout_s: float = 20.0) -> None:
-        """Wait until the pokes of every write so far have been published."""
-        assert self.sandbox.publisher is not None
-        await self.sandbox.publisher.drain(timeout_s)
+        """Wait until the sandbox's relay has published the pokes of every write so far."""
+        await self.sandbox.drain_pokes(timeout_s)
 
     # ------------------------------------------------------------------ checks
     def assert_consistent(self, writes: WriteLog | None = None) -> None:

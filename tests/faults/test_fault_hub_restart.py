@@ -22,7 +22,7 @@ from tests.faults.harness import (
     post_marker,
 )
 from wardsync.core.connection_status import ConnectionState
-from wardsync.sandbox.pokes import RETRY_CAP_S
+from wardsync.sandbox.relay_component import PUBLISH_RETRY_CAP_S as RETRY_CAP_S
 from wardsync.sync.realtime import DISCONNECTED_RETRY_MS
 from wardsync.sync.workstation import WATCHDOG_TICK_S
 

@@ -15,7 +15,7 @@ from wardsync.sandbox.server import Sandbox
 
 @pytest.fixture
 async def ward(seeded_data_dir: Path, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    """The sandbox with its own poke publisher stopped."""
-    async with running_sandbox(seeded_data_dir, tmp_path) as sb:
-        await quiet_sandbox(sb)
+    """The sandbox without its own relay (`--no-relay`): the relay under test is the only one
+    poking."""
+    async with running_sandbox(seeded_data_dir, tmp_path, relay=False) as sb:
         yield sb

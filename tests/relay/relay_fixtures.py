@@ -1,4 +1,4 @@
-"""A real sandbox (FHIR + OAuth + hub) with its in-process poke publisher stopped, so every
+"""A real sandbox (FHIR + OAuth + hub) without its own relay (`--no-relay`), so every
 poke on the ward channel comes from the relay under test; relays in-process or as a
 `wardsync relay` subprocess; a real ably realtime subscriber with a relay-minted token."""
 
@@ -126,12 +126,6 @@ async def poke_watcher(sandbox: Sandbox, session: Session, http: httpx.AsyncClie
 
 async def clinician_session(sandbox: Sandbox, http: httpx.AsyncClient) -> Session:
     return await demo_sign_in(sandbox, http)
-
-
-async def quiet_sandbox(sandbox: Sandbox) -> None:
-    """Stop the sandbox's in-process publisher: the relay is the only one poking."""
-    assert sandbox.publisher is not None
-    await sandbox.publisher.stop()
 
 
 class RelayProcess:

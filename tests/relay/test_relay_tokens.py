@@ -15,7 +15,6 @@ from ably import AblyException, AblyRealtime
 from tests.relay.relay_fixtures import (
     FAST_SDK,
     clinician_session,
-    quiet_sandbox,
     relay_config,
     running_relay,
     scrape,
@@ -145,10 +144,10 @@ async def test_oversized_and_malformed_requests_are_refused(
 
 async def test_an_expired_token_gets_401(seeded_data_dir: Path, tmp_path: Path):
     async with (
-        running_sandbox(seeded_data_dir, tmp_path, access_token_ttl_s=2.0) as short,
+        running_sandbox(seeded_data_dir, tmp_path, access_token_ttl_s=2.0,
+                        relay=False) as short,
         httpx.AsyncClient(timeout=10) as http,
     ):
-        await quiet_sandbox(short)
         config = relay_config(short, tmp_path, tmp_path / "relay")
         async with running_relay(config) as relay:
             session = await clinician_session(short, http)

@@ -69,9 +69,40 @@ async def test_ready_line_names_working_endpoints(tmp_path: Path) -> None:
         history = await rest.channels.get(f"ward:{info['ward']}").history()
         assert history.items == []  # nothing written yet: no pokes
         await rest.close()
+        # The relay runs as its own component and does the token exchange; its client's
+        # secret is not handed out.
+        assert "relay_client" not in info
+        assert info["ably_token_url"] == info["relay"]["token_url"]
+        assert not info["ably_token_url"].startswith(info["fhir_base"].removesuffix("/fhir"))
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(info["relay"]["health_url"])).status_code == 200
     finally:
         assert stop(proc) == 0
     assert (tmp_path / "d" / "fhir.sqlite3").exists()  # data kept where asked
+    assert (tmp_path / "d" / "relay" / "relay.sqlite3").exists()  # the relay's own state
+
+
+async def test_no_relay_leaves_the_relay_out_and_hands_out_its_client(tmp_path: Path) -> None:
+    proc, info = start("--data-dir", str(tmp_path / "d"), "--no-simulator", "--no-relay")
+    try:
+        assert info.keys() >= REQUIRED and "relay" not in info
+        relay = info["relay_client"]
+        async with httpx.AsyncClient(timeout=10) as http:
+            token = await http.post(info["token_url"], data={"grant_type": "client_credentials"},
+                                    auth=(relay["client_id"], relay["client_secret"]))
+            assert token.status_code == 200
+            scopes = set(token.json()["scope"].split())
+            # What a relay needs: read what it announces, manage its own Subscriptions.
+            assert {"system/Subscription.cruds", "system/Observation.rs",
+                    "system/DiagnosticReport.rs", "system/Encounter.rs",
+                    "system/Location.rs"} <= scopes
+            bearer = token.json()["access_token"]
+            subs = await http.get(f"{info['fhir_base']}/Subscription",
+                                  headers={"Authorization": f"Bearer {bearer}"})
+            assert subs.json()["total"] == 0  # no relay made any
+    finally:
+        assert stop(proc) == 0
+    assert not (tmp_path / "d" / "relay").exists()
 
 
 @pytest.mark.slow

@@ -264,7 +264,7 @@ class WardAlerts:
     updates move `lastUpdated` forward, so it is as safe for incremental pulls as a filter on
     a field that never changes. The reports' results come with them (`_include`) and need no
     companion search: an alert is about a report version, and the laboratory releases every
-    change of a result by writing a new report version (sandbox/pokes.py), which brings the
+    change of a result by writing a new report version (sandbox/ward/lab.py), which brings the
     current results with it.
     """
 

@@ -4,10 +4,11 @@ Each poke is published on its own (not batched) with its deterministic message i
 (`state.message_id_for`): Ably and the sandbox hub acknowledge a repeated id within two
 minutes without delivering it again (idempotent publishing; in a multi-message publish the
 idempotency key would be the batch's base id, which would tie one version's fate to its
-neighbours'). Per ward, pokes go out in seq order, paced under Ably's 50 messages/s per
-channel limit, and a poke the hub could not take is retried with capped backoff until it
-is acknowledged: a poke is only ever skipped when the hub refuses it for good (a 4xx other
-than auth or rate limiting), which leaves a seq gap clients catch up on.
+neighbours'). Per ward, pokes go out in seq order, at most `max_per_s` in any one-second
+window (under Ably's 50 messages/s per channel limit; a burst goes out at once), and a poke
+the hub could not take is retried with capped backoff until it is acknowledged: a poke is
+only ever skipped when the hub refuses it for good (a 4xx other than auth or rate limiting),
+which leaves a seq gap clients catch up on.
 
 `fence` (the leader lease, lease.py) is asked before every publish: a relay that is not
 certainly the leader publishes nothing; `suspend` drops the queues when the lease is lost
@@ -78,10 +79,10 @@ def _retryable(exc: AblyException) -> bool:
 
 
 class _WardQueue:
-    def __init__(self) -> None:
+    def __init__(self, window: int) -> None:
         self.items: deque[StoredPoke] = deque()
         self.wake = asyncio.Event()
-        self.last_publish_at = float("-inf")
+        self.sent: deque[float] = deque(maxlen=window)  # the last `window` publish times
 
 
 class PokePublisher:
@@ -106,7 +107,7 @@ class PokePublisher:
         self._metrics = metrics
         self._timer = timer
         self._backoff = backoff or Backoff(RETRY_INITIAL_S, cap_s=RETRY_CAP_S)
-        self._interval_s = 1.0 / max_per_s
+        self._max_per_window = max(1, int(max_per_s))
         self._fence = fence
         # REST-only client: the host alone as endpoint, the port separately
         # (docs/realtime-protocol.md §1).
@@ -147,7 +148,7 @@ class PokePublisher:
     def _enqueue(self, stored: StoredPoke) -> None:
         queue = self._queues.get(stored.ward)
         if queue is None:
-            queue = self._queues[stored.ward] = _WardQueue()
+            queue = self._queues[stored.ward] = _WardQueue(self._max_per_window)
             self._tasks.spawn(self._run(stored.ward, queue), name=f"publish ward:{stored.ward}")
         queue.items.append(stored)
         queue.wake.set()
@@ -192,15 +193,19 @@ class PokePublisher:
                 await queue.wake.wait()
                 continue
             stored = queue.items[0]
-            wait_s = queue.last_publish_at + self._interval_s - self._timer.monotonic()
-            if wait_s > 0:
-                await self._timer.sleep(wait_s)
+            # At most `max_per_s` publishes in any one-second window (Ably counts messages
+            # per channel per second): a burst goes out at once, a flood at the limit.
+            sent = queue.sent
+            if len(sent) >= self._max_per_window:
+                wait_s = sent[0] + 1.0 - self._timer.monotonic()
+                if wait_s > 0:
+                    await self._timer.sleep(wait_s)
             if self._fence is not None and not self._fence():
                 # Not certainly the leader: publish nothing until the lease is confirmed
                 # (or the relay suspends this publisher).
                 await self._timer.sleep(FENCE_RECHECK_S)
                 continue
-            queue.last_publish_at = self._timer.monotonic()
+            sent.append(self._timer.monotonic())
             try:
                 await channel.publish(Message(
                     name=POKE_MESSAGE_NAME, data=poke_to_dict(stored.poke), id=stored.message_id,

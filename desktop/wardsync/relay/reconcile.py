@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from wardsync.core.fhirtime import parse_instant
 from wardsync.core.timer import SYSTEM_TIMER, Timer
-from wardsync.fhir.errors import FhirError, Forbidden
+from wardsync.fhir.errors import FhirError, Forbidden, NotFound
 from wardsync.relay.announce import Announcer
 from wardsync.relay.fhir_access import NO_CACHE, RelayFhir
 from wardsync.relay.metrics import RelayMetrics
@@ -103,10 +103,11 @@ class Reconciler:
                 continue
             try:
                 found += await self._poll(rtype)
-            except Forbidden:
-                # The relay's client may not read this type: say so once, keep the others.
+            except (Forbidden, NotFound):
+                # The relay's client may not read this type, or the server has no such type:
+                # say so once, keep the others.
                 self._forbidden.add(rtype)
-                log.warning("reconcile: the relay's client may not search %s; skipped", rtype)
+                log.warning("reconcile: the relay cannot search %s; skipped", rtype)
             except FhirError as exc:
                 ok = False
                 log.warning("reconcile: %s search failed (%s)", rtype, type(exc).__name__)

@@ -37,7 +37,12 @@ from wardsync.fhir.client import FhirClient
 from wardsync.fhir.errors import FhirError, NotFound
 from wardsync.relay.config import SubscriptionsSection
 from wardsync.relay.metrics import RelayMetrics
-from wardsync.relay.notifications import MalformedNotification, Notification, parse_notification
+from wardsync.relay.notifications import (
+    MalformedNotification,
+    Notification,
+    NotificationEvent,
+    parse_notification,
+)
 from wardsync.relay.reconcile import Reconciler
 from wardsync.relay.state import RelayStore
 
@@ -57,6 +62,7 @@ NOTIFY_TIMEOUT_S = 10  # backport-timeout we ask for
 MAX_EVENTS_PER_NOTIFICATION = 50
 EVENTS_PER_QUERY = 1000  # $events range asked for at once
 SETUP_RETRY_S = 5.0
+ANNOUNCE_CONCURRENCY = 8  # focus reads in flight for one notification
 DEAD_STATUSES = ("error", "off")
 
 Announce = Callable[[str, "str | None", str], Awaitable[object]]
@@ -374,16 +380,27 @@ class SubscriptionManager:
             new = [e for e in note.events if e.number > live.last_event]
             if new and new[0].number > live.last_event + 1:
                 await self._recover(live, live.last_event + 1, new[0].number - 1)
-            for event in new:
-                if event.number <= live.last_event:
-                    continue  # recovered just now
-                if event.ref is not None:
-                    await self._announce(event.ref, event.version_id, TOPIC)
-                self._handled(live, event.number)
+            new = [e for e in new if e.number > live.last_event]  # some recovered just now
+            await self._announce_all(new)
+            if new:
+                self._handled(live, new[-1].number)
             if (note.kind == "heartbeat" and not note.events
                     and note.events_since_start > live.last_event):
                 # Events were sent that never arrived (or never were): fetch them.
                 await self._recover(live, live.last_event + 1, note.events_since_start)
+
+    async def _announce_all(self, events: Sequence[NotificationEvent]) -> None:
+        """Announce the focus of each event, reading up to `ANNOUNCE_CONCURRENCY` at once (a
+        Bundle's events are independent changes; a version is numbered once whatever the
+        order, `RelayState.number`). Raises if any failed: the server delivers again."""
+        gate = asyncio.Semaphore(ANNOUNCE_CONCURRENCY)
+
+        async def one(event: NotificationEvent) -> None:
+            assert event.ref is not None
+            async with gate:
+                await self._announce(event.ref, event.version_id, TOPIC)
+
+        await asyncio.gather(*(one(e) for e in events if e.ref is not None))
 
     def _handled(self, live: LiveSubscription, number: int) -> None:
         live.last_event = max(live.last_event, number)
@@ -414,10 +431,7 @@ class SubscriptionManager:
                 self._handled(live, high)
                 return
             got = {e.number: e for e in answer.events if start <= e.number <= until}
-            for number in sorted(got):
-                event = got[number]
-                if event.ref is not None:
-                    await self._announce(event.ref, event.version_id, TOPIC)
+            await self._announce_all([got[n] for n in sorted(got)])
             self._metrics.gaps.labels("events").inc(len(got))
             missing = (until - start + 1) - len(got)
             if missing:

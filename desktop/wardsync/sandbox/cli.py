@@ -1,7 +1,8 @@
 """`wardsync sandbox`: run the embedded backend headless and print one JSON ready line.
 
 The ready line (docs/architecture.md §3) is the only thing written to stdout; logs go to stderr.
-Ctrl-C and SIGTERM stop the sandbox cleanly (servers closed, simulator stopped, pokes drained).
+Ctrl-C and SIGTERM stop the sandbox cleanly (servers closed, simulator stopped, the relay's
+pokes drained).
 The sandbox is an optional extra (`wardsync[sandbox]`): without its libraries the command says
 how to install them and exits with `SANDBOX_NOT_INSTALLED_EXIT`, before anything needs them.
 """
@@ -22,8 +23,9 @@ from pathlib import Path
 from wardsync.infra.sandbox_process import SANDBOX_NOT_INSTALLED_EXIT, SandboxNotInstalled
 from wardsync.sandbox.ward.planner import SimulatorConfig
 
-# What the `sandbox` extra in pyproject.toml adds to the app's own dependencies.
-EXTRA_REQUIREMENTS = ("aiohttp",)
+# What the `sandbox` extra in pyproject.toml adds to the app's own dependencies (the relay it
+# runs needs prometheus_client).
+EXTRA_REQUIREMENTS = ("aiohttp", "prometheus_client")
 
 
 def missing_requirements() -> list[str]:
@@ -67,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Entra ID...) instead of the sandbox's own sign-in")
     parser.add_argument("--auth-audience", default=None,
                         help="the `aud` those tokens must name (with --auth-issuer)")
+    parser.add_argument("--no-relay", action="store_true",
+                        help="do not run the WardSync relay: no pokes are published unless a "
+                        "relay is run beside the sandbox (its client is in the ready line)")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level")
     parser.add_argument("--stop-on-stdin-eof", action="store_true",
                         help="stop when standard input closes (a parent app that ends, "
@@ -87,6 +92,7 @@ def _config(args: argparse.Namespace):  # -> SandboxConfig (imported lazily belo
         ),
         access_token_ttl_s=args.access_token_ttl,
         auth_issuer=args.auth_issuer, auth_audience=args.auth_audience,
+        relay=not args.no_relay,
     )
 
 

@@ -1,9 +1,12 @@
-"""The assembled sandbox: FHIR + OAuth server, realtime hub, poke publisher, ward simulator.
+"""The assembled sandbox: FHIR + OAuth server, realtime hub, the WardSync relay, ward simulator.
 
-Two listening ports on loopback: one HTTP server for FHIR (`/fhir`), sign-in (`/oauth`,
-`.well-known`), the realtime token exchange (`/realtime/token`) and the sandbox's own control
-endpoints (`/_sandbox`, admin token only); and the realtime hub on its own port so it can be
-stopped and restarted while the FHIR side keeps running (the fault tests do exactly that).
+Three listening ports on loopback: one HTTP server for FHIR (`/fhir`, with FHIR
+Subscriptions), sign-in (`/oauth`, `.well-known`), a realtime token exchange of its own
+(`/realtime/token`, for setups without the sandbox's relay) and the sandbox's control
+endpoints (`/_sandbox`, admin token only); the realtime hub on its own port so it can be
+stopped and restarted while the FHIR side keeps running (the fault tests do exactly that);
+and, unless `relay=False` (`--no-relay`), the relay (`relay_component.py`): it consumes the
+sandbox's own Subscriptions and publishes the pokes, as a hospital's relay does.
 
 Secrets (token signing key, hub key, laboratory, device and relay client secrets, admin token) are
 created once per data directory and kept in `secrets.json` there, so a restarted sandbox keeps
@@ -31,6 +34,7 @@ import httpx
 from aiohttp import web
 
 from wardsync._version import __version__
+from wardsync.relay.service import Relay
 from wardsync.sandbox.fhir.api import FhirApi, VerifyBearer
 from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.store import FhirStore
@@ -39,7 +43,7 @@ from wardsync.sandbox.fhir.subscriptions.service import WEBSOCKET_PATH, Subscrip
 from wardsync.sandbox.hub import Hub, HubConfig
 from wardsync.sandbox.oauth import OAuthServer, default_clients, default_demo_users
 from wardsync.sandbox.oauth.accounts import DEVICES_CLIENT_ID, LAB_CLIENT_ID, RELAY_CLIENT_ID
-from wardsync.sandbox.pokes import PokePublisher
+from wardsync.sandbox.relay_component import sandbox_relay_config, start_relay
 from wardsync.sandbox.ward.devices import WardDevices
 from wardsync.sandbox.ward.lab import LabSystem
 from wardsync.sandbox.ward.planner import SimulatorConfig
@@ -72,6 +76,7 @@ class SandboxConfig:
     # Trust an external authorization server's JWTs (sandbox/fhir/external_issuer.py).
     auth_issuer: str | None = None
     auth_audience: str | None = None
+    relay: bool = True  # run the WardSync relay (`--no-relay`: leave it out)
 
 
 class _Secrets:
@@ -112,7 +117,7 @@ class Sandbox:
         self.store: FhirStore | None = None
         self.oauth: OAuthServer | None = None
         self.hub: Hub | None = None
-        self.publisher: PokePublisher | None = None
+        self.relay: Relay | None = None
         self.subscriptions: SubscriptionService | None = None
         self._ledger: SubscriptionLedger | None = None
         self.simulator: WardSimulator | None = None
@@ -181,7 +186,9 @@ class Sandbox:
             app.middlewares.append(external.smart_configuration_middleware)
         self.oauth.install(app)
         FhirApi(self.store, self._verify_bearer, faults=self.faults,
-                subscriptions=self.subscriptions).install(app, "/fhir")
+                subscriptions=self.subscriptions,
+                fault_exempt_clients=frozenset({RELAY_CLIENT_ID}) if cfg.relay else frozenset(),
+                ).install(app, "/fhir")
         self.subscriptions.install_websocket(app)
         app.router.add_post("/realtime/token", self._realtime_token)
         app.router.add_post("/_sandbox/faults", self._admin_faults)
@@ -197,12 +204,13 @@ class Sandbox:
         self.hub = Hub({HUB_KEY_NAME: self._secrets["hub_secret"]}, cfg.hub_config)
         await self.hub.start(cfg.host, cfg.hub_port)
 
-        self.publisher = PokePublisher(
-            store=self.store, ward=self.ward, key=self.hub_key, hub_host=cfg.host,
-            hub_port=lambda: self.hub.port if self.hub else 0,
-            seq_file=data_dir / "pokes.seq",
-        )
-        self.publisher.start()
+        if cfg.relay:
+            self.relay = await start_relay(sandbox_relay_config(
+                data_dir=data_dir, host=cfg.host, fhir_base=self.fhir_base,
+                client_id=RELAY_CLIENT_ID, client_secret=self._secrets[RELAY_CLIENT_ID],
+                hub_endpoint=self.hub.endpoint, hub_key=self.hub_key, ward=self.ward,
+                realtime_token_ttl_s=cfg.realtime_token_ttl_s,
+            ))
 
         self._http = httpx.AsyncClient(timeout=10.0)
         self._lab = LabSystem(
@@ -246,10 +254,10 @@ class Sandbox:
     async def stop(self) -> None:
         if self.simulator is not None:
             await self.simulator.stop()
-        if self.publisher is not None:
+        if self.relay is not None:
             with contextlib.suppress(TimeoutError):
-                await self.publisher.drain(2.0)
-            await self.publisher.stop()
+                await self.drain_pokes(2.0)
+            await self.relay.stop(drain_s=2.0)
         if self._http is not None:
             await self._http.aclose()
         if self.subscriptions is not None:
@@ -272,23 +280,54 @@ class Sandbox:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # ------------------------------------------------------------------ pokes
+    def pokes_pending(self) -> int:
+        """Changes not yet published as pokes by the relay: committed but not yet matched,
+        matched for the relay's Subscriptions but not yet delivered, or numbered by the
+        relay but not yet acknowledged by the hub. 0 without a relay."""
+        if self.relay is None or self.relay.publisher is None:
+            return 0
+        assert self.store is not None and self.subscriptions is not None
+        assert self._ledger is not None and self.relay.subscriptions is not None
+        pending = max(0, self.store.last_seq() - self.subscriptions.matched_through)
+        for live in self.relay.subscriptions.subscriptions:
+            if live.sub_id is not None:
+                counters = self._ledger.counters(live.sub_id)
+                pending += max(0, counters.events - counters.delivered)
+        return pending + self.relay.publisher.pending
+
+    async def drain_pokes(self, timeout_s: float = 10.0) -> None:
+        """Wait until the relay has published the pokes of every write so far (tests and
+        orderly shutdown); raises TimeoutError."""
+        async with asyncio.timeout(timeout_s):
+            while self.pokes_pending():  # noqa: ASYNC110 - counters of three parts, no event
+                await asyncio.sleep(0.005)
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq the relay gave out on the sandbox's ward channel."""
+        if self.relay is None or self.relay.state is None:
+            return 0
+        return self.relay.state.last_seq(self.ward)
+
     # ------------------------------------------------------------------ contract
     def ready_info(self) -> dict[str, Any]:
         """The `wardsync sandbox` ready line (docs/architecture.md §3.1)."""
         assert self.hub is not None
-        return {
+        relay = self.relay.ready_info() if self.relay is not None else None
+        info: dict[str, Any] = {
             "fhir_base": self.fhir_base,
             "ably_endpoint": self.hub.endpoint,
             "smart_config": f"{self.fhir_base}/.well-known/smart-configuration",
             "token_url": self.token_url,
-            "ably_token_url": f"{self.base_url}/realtime/token",
+            # With the relay, the desktop's token exchange goes through it, as in a hospital.
+            "ably_token_url": (relay["token_url"] if relay is not None
+                               else f"{self.base_url}/realtime/token"),
             "ably_key": self.hub_key,
             "lab_client": {"client_id": LAB_CLIENT_ID,
                            "client_secret": self._secrets[LAB_CLIENT_ID]},
             "devices_client": {"client_id": DEVICES_CLIENT_ID,
                                "client_secret": self._secrets[DEVICES_CLIENT_ID]},
-            "relay_client": {"client_id": RELAY_CLIENT_ID,
-                             "client_secret": self._secrets[RELAY_CLIENT_ID]},
             "ward": self.ward,
             "demo_users": [
                 {"username": u.username, "password": u.password, "display_name": u.display_name,
@@ -301,6 +340,14 @@ class Sandbox:
             "version": __version__,
             "pid": os.getpid(),
         }
+        if relay is not None:
+            info["relay"] = relay
+        else:
+            # For a relay run beside the sandbox (`--no-relay`): its client, with the scopes
+            # a relay needs (system reads, Subscription management).
+            info["relay_client"] = {"client_id": RELAY_CLIENT_ID,
+                                    "client_secret": self._secrets[RELAY_CLIENT_ID]}
+        return info
 
     # ------------------------------------------------------------------ realtime tokens
     async def _realtime_token(self, request: web.Request) -> web.Response:
@@ -374,11 +421,15 @@ class Sandbox:
     async def _admin_stats(self, request: web.Request) -> web.Response:
         if not self._admin_ok(request):
             return web.json_response({"error": "forbidden"}, status=403)
-        assert self.hub is not None and self.publisher is not None
+        assert self.hub is not None
+        pokes = None
+        if self.relay is not None and self.relay.publisher is not None:
+            pokes = {"published": self.relay.publisher.published,
+                     "pending": self.pokes_pending(), "last_seq": self.last_seq,
+                     "metrics_url": self.relay.ready_info()["metrics_url"]}
         return web.json_response({
             "hub": self.hub.stats(),
-            "pokes": {"published": self.publisher.published, "pending": self.publisher.pending,
-                      "dropped": self.publisher.dropped, "last_seq": self.publisher.last_seq},
+            "pokes": pokes,
             "simulator": dataclasses.asdict(self.simulator.stats) if self.simulator else None,
             "subscriptions": self.subscriptions.stats() if self.subscriptions else None,
         }, dumps=lambda o: json.dumps(o, default=str))

@@ -7,10 +7,8 @@ import pytest
 from fhir_testdata import auth, observation, patient
 
 from conftest import FhirServer
-from wardsync.core.pokes import RESOURCE_CHANGED, ROUTINE
 from wardsync.sandbox.fhir import FhirStore
 from wardsync.sandbox.fhir.store import ResourceGone
-from wardsync.sandbox.pokes import PokeClassifier
 
 
 async def test_delete_then_read_is_410_and_search_no_longer_finds_it(
@@ -75,13 +73,3 @@ def test_store_delete_reports_one_change_in_commit_order(store: FhirStore) -> No
     with pytest.raises(ResourceGone):
         store.read("Patient", pid)
     assert store.history("Patient", pid)[0]["meta"]["versionId"] == "1"
-
-
-def test_a_deleted_report_pokes_as_a_plain_change(store: FhirStore) -> None:
-    report = {"resourceType": "DiagnosticReport", "status": "final",
-              "code": {"text": "synthetic panel"}, "subject": {"reference": "Patient/x"}}
-    rid = store.create(report)["id"]
-    change = store.delete("DiagnosticReport", rid)
-    assert change is not None
-    classify = PokeClassifier(store)
-    assert classify(change) == (RESOURCE_CHANGED, ROUTINE)

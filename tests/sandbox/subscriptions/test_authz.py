@@ -21,7 +21,7 @@ async def test_desktop_token_cannot_manage_subscriptions_the_relay_can(
     endpoint = Endpoint()
     await endpoint.start()
     try:
-        async with running_sandbox(seeded_data_dir, tmp_path) as sandbox, \
+        async with running_sandbox(seeded_data_dir, tmp_path, relay=False) as sandbox, \
                 httpx.AsyncClient(timeout=10.0) as http:
             info = sandbox.ready_info()
             session = await demo_sign_in(sandbox, http)

@@ -50,7 +50,7 @@ async def test_restart_keeps_pending_events_numbers_and_cursor(tmp_path: Path,
 
 async def test_sandbox_restart_with_data_dir_delivers_what_was_pending(
         seeded_data_dir: Path, tmp_path: Path, endpoint: Endpoint) -> None:
-    async with running_sandbox(seeded_data_dir, tmp_path) as sandbox, \
+    async with running_sandbox(seeded_data_dir, tmp_path, relay=False) as sandbox, \
             httpx.AsyncClient(timeout=10.0) as http:
         data_dir = sandbox.data_dir
         info = sandbox.ready_info()
@@ -79,7 +79,7 @@ async def test_sandbox_restart_with_data_dir_delivers_what_was_pending(
     assert endpoint.event_numbers() == []
     endpoint.status = 200
     # The same data directory again, as `wardsync sandbox --data-dir` would reopen it.
-    again = Sandbox(SandboxConfig(data_dir=data_dir, simulator=False))
+    again = Sandbox(SandboxConfig(data_dir=data_dir, simulator=False, relay=False))
     await again.start()
     try:
         await until(lambda: endpoint.event_numbers() == [1, 2], real_limit_s=15)

@@ -98,8 +98,12 @@ class FhirApi:
         faults: FhirFaults | None = None,
         wall_clock: Callable[[], float] = time.time,
         subscriptions: SubscriptionService | None = None,
+        fault_exempt_clients: frozenset[str] = frozenset(),
     ) -> None:
         self._store = store
+        # Clients the injected faults leave alone (the sandbox's own relay: the faults model
+        # the server failing its workstations, docs/relay.md "The sandbox's relay").
+        self._fault_exempt = fault_exempt_clients
         self._subscriptions = subscriptions
         self._verify_bearer = verify_bearer
         self._faults = faults
@@ -170,6 +174,12 @@ class FhirApi:
                                ) -> web.StreamResponse:
         if self._faults is None or request.match_info.route.name == "metadata":
             return await handler(request)
+        if self._fault_exempt:
+            auth = request.headers.get("Authorization", "")
+            grant = self._verify_bearer(auth[7:].strip() if auth[:7].lower() == "bearer "
+                                        else None)
+            if grant is not None and grant.client_id in self._fault_exempt:
+                return await handler(request)
         status = await self._faults.before_request()
         if status is None:
             return await handler(request)
