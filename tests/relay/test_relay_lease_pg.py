@@ -154,6 +154,26 @@ def test_the_shared_state_numbers_each_version_once_across_relays(fresh: PgServe
         two.close()
 
 
+def test_a_publishs_ids_are_shared_and_given_once(fresh: PgServer):
+    """The next leader republishes what the last one sent with the same ids; a relay in the
+    overlap window cannot give the same pokes to a second publish."""
+    one = PgRelayState(fresh.url, password=fresh.password)
+    two = PgRelayState(fresh.url, password=fresh.password)
+    try:
+        stored = [one.number("w1", _draft(f"p{i}"))[0] for i in range(3)]
+        ids = one.assign_wire_ids([s.message_id for s in stored[:2]])
+        assert ids == [f"{stored[0].message_id}:0", f"{stored[0].message_id}:1"]
+        assert [p.wire_id for p in two.pending()] == [*ids, None]
+        with pytest.raises(ValueError):
+            two.assign_wire_ids([s.message_id for s in stored])
+        assert [p.wire_id for p in one.pending()] == [*ids, None]  # nothing changed
+        two.mark_many([s.message_id for s in stored[:2]], PUBLISHED)
+        assert [p.poke.seq for p in one.pending()] == [3]
+    finally:
+        one.close()
+        two.close()
+
+
 def test_racing_relays_never_give_one_version_two_seqs(fresh: PgServer):
     """The overlap window: two relays numbering the same versions at once."""
     states = [PgRelayState(fresh.url, password=fresh.password) for _ in range(2)]

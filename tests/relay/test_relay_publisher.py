@@ -1,6 +1,7 @@
 """The publisher against a real hub and the real ably SDK, on fake time for its own waits:
-per-ward order, pacing under Ably's channel limit, capped backoff while the hub is down,
-and a republish after a crash that the hub recognises (same id, same seq, one delivery)."""
+per-ward order, pacing under Ably's channel limit, a burst in one publish, capped backoff
+while the hub is down, and a republish after a crash that the hub recognises (same ids, same
+seqs, one delivery), also when more pokes queued behind it."""
 
 from __future__ import annotations
 
@@ -89,9 +90,57 @@ async def test_a_republish_after_a_crash_is_one_delivery_with_the_same_seq(
         assert second.start() == 1
         await wait_for(lambda: second.pending == 0, 10, "republished")
         items = await channel_history(hub, "ward:w1")
-        assert [(m.id, m.data["seq"]) for m in items] == [(stored.message_id, 1)]
+        assert [(m.id, m.data["seq"]) for m in items] == [(f"{stored.message_id}:0", 1)]
         assert second.submit("w1", draft("x")).poke.seq == 1  # never renumbered
         assert second.pending == 0
+    finally:
+        await second.aclose()
+        state.close()
+
+
+async def test_a_burst_goes_out_in_one_publish_with_ids_recorded_before_it(
+    hub: Hub, tmp_path: Path
+):
+    timer = FakeTimer()
+    state = RelayState(tmp_path / "relay.sqlite3")
+    publisher = _publisher(state, hub, timer)
+    try:
+        stored = [publisher.submit("w1", draft(f"b{i}")) for i in range(10)]
+        await wait_for(lambda: publisher.pending == 0, 10, "published")
+        items = await channel_history(hub, "ward:w1")
+        base = stored[0].message_id
+        assert [(m.id, m.data["seq"]) for m in items] == [
+            (f"{base}:{i}", i + 1) for i in range(10)]
+        assert hub.stats()["counters"]["messages_published"] == 10
+    finally:
+        await publisher.aclose()
+        state.close()
+
+
+async def test_a_publish_repeated_after_a_crash_keeps_its_ids_though_more_pokes_queued(
+    hub: Hub, tmp_path: Path
+):
+    timer = FakeTimer()
+    state = RelayState(tmp_path / "relay.sqlite3")
+    first = _publisher(state, hub, timer)
+    batch = [first.submit("w1", draft(f"c{i}")) for i in range(3)]
+    await wait_for(lambda: first.pending == 0, 10, "published")
+    await first.aclose()
+    # The hub delivered the publish but the relay died before recording the acknowledgement;
+    # two more versions were numbered before it died and never published.
+    for stored in batch:
+        state.mark(stored.message_id, PENDING)
+    state.number("w1", draft("c3"))
+    state.number("w1", draft("c4"))
+    second = _publisher(state, hub, timer)
+    try:
+        assert second.start() == 5
+        await wait_for(lambda: second.pending == 0, 10, "republished")
+        items = await channel_history(hub, "ward:w1")
+        assert [m.data["seq"] for m in items] == [1, 2, 3, 4, 5]  # each once
+        assert [m.data["id"] for m in items] == ["c0", "c1", "c2", "c3", "c4"]
+        assert hub.stats()["counters"]["idempotent_duplicates"] == 3
+        assert state.count(PENDING) == 0
     finally:
         await second.aclose()
         state.close()

@@ -1,11 +1,17 @@
-"""The relay's durable numbering: one seq and one message id per resource version."""
+"""The relay's durable numbering: one seq and one message id per resource version, and the
+ids of each publish recorded once."""
 
 from __future__ import annotations
 
+import json
+import re
+import sqlite3
 from pathlib import Path
 
-from wardsync.core.pokes import Poke
-from wardsync.relay.state import PUBLISHED, RelayState, message_id_for
+import pytest
+
+from wardsync.core.pokes import Poke, poke_to_dict
+from wardsync.relay.state import PUBLISHED, SCHEMA, RelayState, message_id_for
 
 
 def _draft(rid: str, version: str = "1") -> Poke:
@@ -61,3 +67,40 @@ def test_prune_forgets_old_published_versions_but_never_the_numbering(tmp_path: 
     assert state.has_version("Observation/b", "1")  # pending pokes are never forgotten
     assert state.number("w1", _draft("c"))[0].poke.seq == 3
     state.close()
+
+
+def test_a_publishs_ids_are_recorded_once_and_survive_a_restart(tmp_path: Path):
+    state = RelayState(tmp_path / "relay.sqlite3")
+    stored = [state.number("w1", _draft(f"p{i}"))[0] for i in range(3)]
+    ids = state.assign_wire_ids([s.message_id for s in stored[:2]])
+    assert ids == [f"{stored[0].message_id}:0", f"{stored[0].message_id}:1"]
+    with pytest.raises(ValueError):
+        state.assign_wire_ids([stored[1].message_id, stored[2].message_id])
+    state.close()
+    state = RelayState(tmp_path / "relay.sqlite3")
+    try:
+        pending = state.pending()
+        assert [p.wire_id for p in pending] == [*ids, None]
+        assert [p.wire_base for p in pending] == [stored[0].message_id] * 2 + [None]
+        state.mark_many([s.message_id for s in stored[:2]], PUBLISHED)
+        assert [p.poke.seq for p in state.pending()] == [3]
+    finally:
+        state.close()
+
+
+def test_a_database_from_before_wire_ids_is_upgraded_in_place(tmp_path: Path):
+    path = tmp_path / "relay.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(re.sub(r"\n\s*wire_id TEXT,[^\n]*", "", SCHEMA))
+    old.execute("INSERT INTO pokes (message_id, ward, ref, version_id, seq, body, created_at)"
+                " VALUES ('m', 'w1', 'Observation/a', '1', 1, ?, 0)",
+                (json.dumps(poke_to_dict(_draft("a"))),))
+    old.commit()
+    old.close()
+    state = RelayState(path)
+    try:
+        [pending] = state.pending()
+        assert pending.wire_id is None and pending.poke.seq == 1
+        assert state.assign_wire_ids(["m"]) == ["m:0"]
+    finally:
+        state.close()

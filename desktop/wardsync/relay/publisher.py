@@ -1,14 +1,18 @@
 """Publishes numbered pokes on `ward:<id>` through the real Ably REST API (`ably` SDK).
 
-Each poke is published on its own (not batched) with its deterministic message id
-(`state.message_id_for`): Ably and the sandbox hub acknowledge a repeated id within two
-minutes without delivering it again (idempotent publishing; in a multi-message publish the
-idempotency key would be the batch's base id, which would tie one version's fate to its
-neighbours'). Per ward, pokes go out in seq order, at most `max_per_s` in any one-second
-window (under Ably's 50 messages/s per channel limit; a burst goes out at once), and a poke
-the hub could not take is retried with capped backoff until it is acknowledged: a poke is
-only ever skipped when the hub refuses it for good (a 4xx other than auth or rate limiting),
-which leaves a seq gap clients catch up on.
+Per ward, one publish is in flight at a time and pokes go out in seq order. A publish carries
+every poke that queued while the previous one was in flight (up to MAX_POKES_PER_PUBLISH), so
+a burst costs a couple of round trips instead of one per poke and reaches workstations in
+one frame (their pulls coalesce), while a lone poke goes out at once. Ably's rules for ids in
+a multi-message publish (`<base>:<index>`, one base) would tie a version's id to its
+neighbours', so the ids of each publish are recorded with its pokes before it is sent
+(`RelayStore.assign_wire_ids`): a publish repeated after a failure, a crash or a takeover
+carries the same ids, and Ably and the sandbox hub acknowledge a repeated id within two
+minutes without delivering it again (idempotent publishing). At most `max_per_s` messages go
+out in any one-second window (under Ably's 50 messages/s per channel limit), and a publish
+the hub could not take is retried with capped backoff until it is acknowledged: pokes are
+only ever skipped when the hub refuses them for good (a 4xx other than auth or rate
+limiting), which leaves a seq gap clients catch up on.
 
 `fence` (the leader lease, lease.py) is asked before every publish: a relay that is not
 certainly the leader publishes nothing; `suspend` drops the queues when the lease is lost
@@ -21,10 +25,11 @@ crosses the network (docs/realtime-protocol.md §1: over plain HTTP the SDK refu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -44,6 +49,9 @@ log = logging.getLogger(__name__)
 POKE_MESSAGE_NAME = "poke"
 # Ably limits a channel to 50 messages/s; stay well under it.
 MAX_POKES_PER_S_PER_CHANNEL = 40.0
+# Pokes in one publish: what queued while the previous publish was in flight, up to this many
+# (a poke is ~250 bytes of JSON; Ably's limit is 64 KiB per publish).
+MAX_POKES_PER_PUBLISH = 20
 RETRY_INITIAL_S = 0.25
 RETRY_CAP_S = 5.0
 RELAY_CLIENT_ID = "wardsync-relay"
@@ -192,31 +200,32 @@ class PokePublisher:
                     self._idle.set()
                 await queue.wake.wait()
                 continue
-            stored = queue.items[0]
-            # At most `max_per_s` publishes in any one-second window (Ably counts messages
+            # At most `max_per_s` messages in any one-second window (Ably counts messages
             # per channel per second): a burst goes out at once, a flood at the limit.
-            sent = queue.sent
-            if len(sent) >= self._max_per_window:
-                wait_s = sent[0] + 1.0 - self._timer.monotonic()
-                if wait_s > 0:
-                    await self._timer.sleep(wait_s)
+            allowance = await self._allowance(queue)
             if self._fence is not None and not self._fence():
                 # Not certainly the leader: publish nothing until the lease is confirmed
                 # (or the relay suspends this publisher).
                 await self._timer.sleep(FENCE_RECHECK_S)
                 continue
-            sent.append(self._timer.monotonic())
+            batch = self._next_publish(ward, queue, allowance)
+            if not batch:
+                continue
+            now = self._timer.monotonic()
+            queue.sent.extend([now] * len(batch))
             try:
-                await channel.publish(Message(
-                    name=POKE_MESSAGE_NAME, data=poke_to_dict(stored.poke), id=stored.message_id,
-                ))
+                await channel.publish(messages=[
+                    Message(name=POKE_MESSAGE_NAME, data=poke_to_dict(s.poke), id=s.wire_id)
+                    for s in batch
+                ])
             except AblyException as exc:
                 if not _retryable(exc):
-                    log.error("hub refused poke seq %d on ward:%s for good (%s %s); skipped",
-                              stored.poke.seq, ward, exc.status_code, exc.code)
-                    self._state.mark(stored.message_id, ABANDONED)
-                    self._metrics.pokes_abandoned.inc()
-                    self._done(queue)
+                    log.error("hub refused pokes seq %d-%d on ward:%s for good (%s %s); "
+                              "skipped", batch[0].poke.seq, batch[-1].poke.seq, ward,
+                              exc.status_code, exc.code)
+                    self._state.mark_many([s.message_id for s in batch], ABANDONED)
+                    self._metrics.pokes_abandoned.inc(len(batch))
+                    self._done(queue, len(batch))
                     attempt = 0
                     continue
                 attempt = await self._retry_later(ward, attempt, f"{exc.status_code} {exc.code}")
@@ -225,16 +234,62 @@ class PokePublisher:
                 attempt = await self._retry_later(ward, attempt, type(exc).__name__)
                 continue
             attempt = 0
-            self._state.mark(stored.message_id, PUBLISHED)
-            self.published += 1
-            self._metrics.pokes_published.labels(stored.poke.type).inc()
-            changed_at = self._changed_at.pop(stored.message_id, None)
-            if changed_at is not None:
-                self._metrics.lag.observe(max(0.0, self._timer.wall() - changed_at))
-            self._done(queue)
+            self._state.mark_many([s.message_id for s in batch], PUBLISHED)
+            self.published += len(batch)
+            acked_at = self._timer.wall()
+            for stored in batch:
+                self._metrics.pokes_published.labels(stored.poke.type).inc()
+                changed_at = self._changed_at.pop(stored.message_id, None)
+                if changed_at is not None:
+                    self._metrics.lag.observe(max(0.0, acked_at - changed_at))
+            self._done(queue, len(batch))
 
-    def _done(self, queue: _WardQueue) -> None:
-        self._changed_at.pop(queue.items.popleft().message_id, None)
+    async def _allowance(self, queue: _WardQueue) -> int:
+        """How many messages may go now under the per-second limit, waiting for one at least."""
+        sent = queue.sent
+        while True:
+            now = self._timer.monotonic()
+            while sent and sent[0] <= now - 1.0:
+                sent.popleft()
+            allowance = self._max_per_window - len(sent)
+            if allowance > 0:
+                return allowance
+            await self._timer.sleep(sent[0] + 1.0 - now)
+
+    def _next_publish(self, ward: str, queue: _WardQueue, allowance: int) -> list[StoredPoke]:
+        """The pokes of the next publish, from the head of the queue, with their Ably ids.
+
+        A poke already given to a publish (one that failed, or was sent by a relay that
+        stopped before the acknowledgement was recorded) goes out again in exactly that
+        publish. Otherwise the publish takes the queue's head run of new pokes, as many as
+        the limit allows (at most MAX_POKES_PER_PUBLISH), recorded before it is sent.
+        """
+        items = queue.items
+        head = items[0]
+        if head.wire_base is not None:
+            base = head.wire_base
+            return list(itertools.takewhile(lambda s: s.wire_base == base, items))
+        fresh = list(itertools.islice(
+            itertools.takewhile(lambda s: s.wire_id is None, items),
+            min(allowance, MAX_POKES_PER_PUBLISH)))
+        try:
+            wire_ids = self._state.assign_wire_ids([s.message_id for s in fresh])
+        except ValueError:
+            # Another relay gave these pokes to a publish (the lease's overlap window):
+            # take the ward's queue as the store has it now.
+            log.warning("pokes on ward:%s were given to a publish elsewhere; reloading", ward)
+            items.clear()
+            items.extend(s for s in self._state.pending() if s.ward == ward)
+            return []
+        batch = [replace(s, wire_id=w) for s, w in zip(fresh, wire_ids, strict=True)]
+        for _ in batch:
+            items.popleft()
+        items.extendleft(reversed(batch))
+        return batch
+
+    def _done(self, queue: _WardQueue, count: int) -> None:
+        for _ in range(count):
+            self._changed_at.pop(queue.items.popleft().message_id, None)
         self._metrics.pokes_pending.set(self.pending)
 
     async def _retry_later(self, ward: str, attempt: int, why: str) -> int:

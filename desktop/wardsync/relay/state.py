@@ -1,9 +1,11 @@
 """What the relay keeps on disk (SQLite in its data dir) so a restart loses nothing.
 
-- `pokes`: one row per announced resource version, with the `seq` and message id it was given
-  and whether the hub acknowledged it. A version is numbered once: after a crash the same row
-  is published again with the SAME seq and id, which the hub (or Ably) recognises as a repeat
-  (idempotent publishing), so subscribers see one poke per version and contiguous seqs.
+- `pokes`: one row per announced resource version, with the `seq` and message id it was given,
+  the Ably id of the publish that carries it (`wire_id`, recorded before that publish is
+  sent) and whether the hub acknowledged it. A version is numbered once: after a crash the
+  same publish is sent again with the SAME seqs and ids, which the hub (or Ably) recognises
+  as a repeat (idempotent publishing), so subscribers see one poke per version and
+  contiguous seqs.
 - `ward_seq`: the last seq given out per ward.
 - `cursors`: the reconciliation poll's position per resource type.
 
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +40,7 @@ CREATE TABLE IF NOT EXISTS pokes (
     body TEXT NOT NULL,
     state INTEGER NOT NULL DEFAULT 0,   -- 0 pending, 1 published, 2 abandoned (refused)
     created_at REAL NOT NULL,
+    wire_id TEXT,                       -- Ably message id once given a publish (below)
     UNIQUE (ward, seq)
 );
 CREATE INDEX IF NOT EXISTS pokes_version ON pokes (ref, version_id);
@@ -56,6 +60,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 """
 
 PENDING, PUBLISHED, ABANDONED = 0, 1, 2
+# Columns added since the first release: (table, column, SQL type) for older databases.
+ADDED_COLUMNS = (("pokes", "wire_id", "TEXT"),)
 
 
 def message_id_for(ward: str, ref: str, version_id: str) -> str:
@@ -63,6 +69,19 @@ def message_id_for(ward: str, ref: str, version_id: str) -> str:
     every relay and after every restart, so a re-publish is recognised as a repeat."""
     key = f"{ward}|{ref}/_history/{version_id}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def wire_ids_for(message_ids: Sequence[str]) -> list[str]:
+    """The Ably message ids of pokes published together, in order: Ably's form for a
+    multi-message publish, `<base>:<index>` with one base (the first poke's message id).
+
+    Recorded with the pokes before the publish (`RelayStore.assign_wire_ids`), so a publish
+    repeated after a crash or by the next leader carries the same ids and the hub recognises
+    every one of them (idempotent publishing, RSL1k), however the queue looks by then.
+    """
+    if not message_ids:
+        raise ValueError("a publish carries at least one poke")
+    return [f"{message_ids[0]}:{index}" for index in range(len(message_ids))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +92,12 @@ class StoredPoke:
     message_id: str
     poke: Poke
     state: int = PENDING
+    wire_id: str | None = None  # set once the poke is given to a publish (wire_ids_for)
+
+    @property
+    def wire_base(self) -> str | None:
+        """The publish this poke belongs to (the base of its wire id), if any yet."""
+        return None if self.wire_id is None else self.wire_id.rpartition(":")[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,8 @@ class RelayStore(Protocol):
     def has_version(self, ref: str, version_id: str) -> bool: ...
     def number(self, ward: str, draft: Poke) -> tuple[StoredPoke, bool]: ...
     def mark(self, message_id: str, state: int) -> None: ...
+    def mark_many(self, message_ids: Sequence[str], state: int) -> None: ...
+    def assign_wire_ids(self, message_ids: Sequence[str]) -> list[str]: ...
     def pending(self) -> list[StoredPoke]: ...
     def last_seq(self, ward: str) -> int: ...
     def count(self, state: int | None = None) -> int: ...
@@ -114,6 +141,10 @@ class RelayState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        for table, column, kind in ADDED_COLUMNS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @classmethod
     def in_dir(cls, data_dir: Path) -> RelayState:
@@ -171,15 +202,39 @@ class RelayState:
         return StoredPoke(ward, message_id, poke), True
 
     def mark(self, message_id: str, state: int) -> None:
-        self._db.execute("UPDATE pokes SET state = ? WHERE message_id = ?", (state, message_id))
+        self.mark_many((message_id,), state)
+
+    def mark_many(self, message_ids: Sequence[str], state: int) -> None:
+        """Set the state of pokes published (or refused) together, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE pokes SET state = ? WHERE message_id = ?",
+                                 [(state, m) for m in message_ids])
+
+    def assign_wire_ids(self, message_ids: Sequence[str]) -> list[str]:
+        """Record, durably and before it is sent, which pokes one publish carries and with
+        which Ably ids (`wire_ids_for`); returns the ids. A poke already given to a publish
+        keeps its id (republish that publish as it was): ValueError, and nothing changes."""
+        wire_ids = wire_ids_for(message_ids)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            for message_id, wire_id in zip(message_ids, wire_ids, strict=True):
+                cur = self._db.execute("UPDATE pokes SET wire_id = ?"
+                                       " WHERE message_id = ? AND wire_id IS NULL",
+                                       (wire_id, message_id))
+                if cur.rowcount != 1:
+                    raise ValueError(f"poke {message_id} is unknown or already belongs to "
+                                     "a publish")
+        return wire_ids
 
     def pending(self) -> list[StoredPoke]:
         """Numbered pokes the hub has not acknowledged yet, per ward in seq order."""
         rows = self._db.execute(
-            "SELECT ward, message_id, body FROM pokes WHERE state = ? ORDER BY ward, seq",
-            (PENDING,),
+            "SELECT ward, message_id, body, wire_id FROM pokes WHERE state = ?"
+            " ORDER BY ward, seq", (PENDING,),
         ).fetchall()
-        return [StoredPoke(w, m, parse_poke(json.loads(b))) for w, m, b in rows]
+        return [StoredPoke(w, m, parse_poke(json.loads(b)), PENDING, wid)
+                for w, m, b, wid in rows]
 
     def last_seq(self, ward: str) -> int:
         row = self._db.execute("SELECT last_seq FROM ward_seq WHERE ward = ?", (ward,)).fetchone()

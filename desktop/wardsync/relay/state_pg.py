@@ -20,13 +20,19 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 
 from wardsync.core.pokes import Poke, parse_poke, poke_to_dict
-from wardsync.relay.state import PENDING, OwnSubscription, StoredPoke, message_id_for
+from wardsync.relay.state import (
+    PENDING,
+    OwnSubscription,
+    StoredPoke,
+    message_id_for,
+    wire_ids_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,7 @@ SCHEMA = (
         state SMALLINT NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL,
         UNIQUE (ward, seq))""",
+    "ALTER TABLE relay_pokes ADD COLUMN IF NOT EXISTS wire_id TEXT",
     "CREATE INDEX IF NOT EXISTS relay_pokes_version ON relay_pokes (ref, version_id)",
     "CREATE INDEX IF NOT EXISTS relay_pokes_pending ON relay_pokes (state, ward, seq)",
     """CREATE TABLE IF NOT EXISTS relay_ward_seq (
@@ -159,17 +166,38 @@ class PgRelayState:
             db.execute("UPDATE relay_ward_seq SET last_seq = %s WHERE ward = %s", (seq, ward))
         return StoredPoke(ward, message_id, poke), True
 
-    @_store_call
     def mark(self, message_id: str, state: int) -> None:
-        self._db().execute("UPDATE relay_pokes SET state = %s WHERE message_id = %s",
-                           (state, message_id))
+        self.mark_many((message_id,), state)
+
+    @_store_call
+    def mark_many(self, message_ids: Sequence[str], state: int) -> None:
+        db = self._db()
+        with db.transaction(), db.cursor() as cur:
+            cur.executemany("UPDATE relay_pokes SET state = %s WHERE message_id = %s",
+                            [(state, m) for m in message_ids])
+
+    @_store_call
+    def assign_wire_ids(self, message_ids: Sequence[str]) -> list[str]:
+        """As `RelayState.assign_wire_ids`; a poke another relay already gave to a publish
+        (possible only inside the lease's overlap window) raises ValueError."""
+        wire_ids = wire_ids_for(message_ids)
+        db = self._db()
+        with db.transaction():
+            for message_id, wire_id in zip(message_ids, wire_ids, strict=True):
+                cur = db.execute("UPDATE relay_pokes SET wire_id = %s"
+                                 " WHERE message_id = %s AND wire_id IS NULL",
+                                 (wire_id, message_id))
+                if cur.rowcount != 1:
+                    raise ValueError(f"poke {message_id} already belongs to a publish")
+        return wire_ids
 
     @_store_call
     def pending(self) -> list[StoredPoke]:
         rows = self._db().execute(
-            "SELECT ward, message_id, body FROM relay_pokes WHERE state = %s"
+            "SELECT ward, message_id, body, wire_id FROM relay_pokes WHERE state = %s"
             " ORDER BY ward, seq", (PENDING,)).fetchall()
-        return [StoredPoke(w, m, parse_poke(json.loads(b))) for w, m, b in rows]
+        return [StoredPoke(w, m, parse_poke(json.loads(b)), PENDING, wid)
+                for w, m, b, wid in rows]
 
     @_store_call
     def last_seq(self, ward: str) -> int:
