@@ -126,6 +126,7 @@ def analyse_run(written: list[Written], events: list[dict[str, Any]], report: di
 
     spans: dict[str, list[float]] = defaultdict(list)
     missing = {"poke": 0, "pull": 0, "render": 0}
+    ahead_of_own_poke = 0
     for w in written:
         key = (w.ref, w.version)
         poke, pull = pokes.get(key), pulls.get(key)
@@ -152,7 +153,12 @@ def analyse_run(written: list[Written], events: list[dict[str, Any]], report: di
                 missing["render"] += 1
                 continue
             spans["write_to_render_ms"].append((r["t_wall"] - w.commit_wall) * 1000)
-            if poke is not None:
+            if poke is not None and r["t_mono_ns"] < poke["t_mono_ns"]:
+                # Shown before its own poke arrived: the pull for an earlier poke on the same
+                # key (a vital written a moment before) already brought it. Common when pokes
+                # come through the relay, one per version; it is no span of the app's.
+                ahead_of_own_poke += 1
+            elif poke is not None:
                 spans["poke_to_render_ms"].append(
                     (r["t_mono_ns"] - poke["t_mono_ns"]) / NS_PER_MS)
             if pull is not None:
@@ -175,6 +181,7 @@ def analyse_run(written: list[Written], events: list[dict[str, Any]], report: di
         "resources_written": len(written),
         "render_samples": len(spans["write_to_render_ms"]),
         "missing": missing,
+        "rendered_before_own_poke": ahead_of_own_poke,
         **{name: distribution(values) for name, values in sorted(spans.items())},
         "event_loop": loop_stalls(report["ticks"], start_ns, end_ns,
                                   cpu=report.get("tick_cpu"),
@@ -187,6 +194,7 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     names = sorted({k for r in runs for k in r["_raw"]})
     out: dict[str, Any] = {n: distribution(v for r in runs for v in r["_raw"][n]) for n in names}
     out["missing"] = {k: sum(r["missing"][k] for r in runs) for k in ("poke", "pull", "render")}
+    out["rendered_before_own_poke"] = sum(r["rendered_before_own_poke"] for r in runs)
     return out
 
 

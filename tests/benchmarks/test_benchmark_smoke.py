@@ -40,7 +40,11 @@ async def test_poke_to_render_follows_every_write_into_every_window(tmp_path: Pa
     assert run["render_samples"] == 2 * 7 * 2  # every resource in both windows
     w2r, w2p, p2r = (run[k] for k in ("write_to_render_ms", "write_to_poke_ms",
                                       "poke_to_render_ms"))
-    assert w2p["min"] > 0 and w2p["p50"] < w2r["p50"] and p2r["p50"] < w2r["p50"]
+    # Every poke and render comes after its commit (the cross-process join holds), and the
+    # app's share is part of the whole. A resource may be shown before its own poke arrives
+    # (the pull for a poke of the same round brought it): those renders are counted apart.
+    assert w2p["min"] > 0 and w2r["min"] > 0 and p2r["p50"] < w2r["p50"]
+    assert p2r["n"] + run["rendered_before_own_poke"] == run["render_samples"]
     # A bare subscriber saw every poke too, no later than the app (same host clock).
     assert run["write_to_poke_bare_subscriber_ms"]["n"] == 2 * 7
     assert run["bare_subscriber_to_app_poke_ms"]["p50"] > -5.0
