@@ -19,11 +19,14 @@ from tests.waiting import wait_for
 from wardsync.core import alerts as rules
 from wardsync.core import codes
 from wardsync.core.alerts import AlertId, AlertPatient, AlertRecord, AlertStatus, CriticalAlert
-from wardsync.core.timer import SYSTEM_TIMER, FakeTimer
-from wardsync.fhir.client import FhirClient
+from wardsync.core.timer import FakeTimer
 from wardsync.relay import escalation
-from wardsync.relay.backend_auth import ClientCredentials, discover
-from wardsync.relay.escalation import EscalationStore, PendingEscalation, ServerEscalation
+from wardsync.relay.escalation import (
+    EscalationRecords,
+    EscalationStore,
+    PendingEscalation,
+    ServerEscalation,
+)
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.metrics import RelayMetrics
 from wardsync.sandbox.server import Sandbox
@@ -39,7 +42,7 @@ class Rig:
     sandbox: Sandbox
     timer: FakeTimer
     esc: ServerEscalation
-    store: EscalationStore
+    store: EscalationRecords
     fhir: RelayFhir
     metrics: RelayMetrics
 
@@ -64,29 +67,17 @@ class Rig:
         return outcome
 
 
-def _rig(sandbox: Sandbox, fhir: RelayFhir, data: Path, **options: Any) -> Rig:
+def _rig(sandbox: Sandbox, fhir: RelayFhir, data: Path, *,
+         store: EscalationRecords | None = None, **options: Any) -> Rig:
+    """`store`: where pending escalations are kept (default: SQLite in `data`)."""
     # Wall time starts at the real clock: the window starts at the server's meta.lastUpdated.
     timer = FakeTimer(wall=time.time())
-    store = EscalationStore(data / "relay.sqlite3")
+    store = store if store is not None else EscalationStore(data / "relay.sqlite3")
     metrics = RelayMetrics()
     esc = ServerEscalation(fhir=fhir, store=store, timer=timer, metrics=metrics,
                            after_s=options.get("after_s", AFTER_S),
                            retry_s=options.get("retry_s", 30.0))
     return Rig(sandbox, timer, esc, store, fhir, metrics)
-
-
-@pytest.fixture
-async def relay_fhir(ward: Sandbox) -> AsyncIterator[RelayFhir]:
-    """The relay's FHIR access with the sandbox's `wardsync-relay` client credentials."""
-    info = ward.ready_info()
-    async with httpx.AsyncClient(timeout=10.0) as http:
-        endpoints = await discover(http, info["fhir_base"])
-        tokens = ClientCredentials(
-            token_url=endpoints.token_endpoint, client_id=info["relay_client"]["client_id"],
-            client_secret=info["relay_client"]["client_secret"], http=http, scope=None,
-            timer=SYSTEM_TIMER)
-        client = FhirClient(info["fhir_base"], tokens, http=http, require_tls=False)
-        yield RelayFhir(client)
 
 
 @pytest.fixture

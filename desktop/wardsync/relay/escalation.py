@@ -1,7 +1,8 @@
 """Server-side escalation of unacknowledged critical results (docs/relay.md "Escalation").
 
 When the relay announces a `CRITICAL_LAB_RESULT` for a released DiagnosticReport version it
-records the alert (report version, patient, ward, due time) in its state database and sets a
+records the alert (report version, patient, ward, due time) in its state (SQLite in its data
+dir, or the shared PostgreSQL database of a high-availability pair) and sets a
 timer for the due time: the version's `meta.lastUpdated` + `alerts.escalation_after_min`, the
 same window start and the same site default (`core.alerts.DEFAULT_ESCALATION_AFTER_S`) as the
 desktop's alert center. At the due time it checks, in order:
@@ -27,7 +28,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
@@ -81,8 +82,20 @@ class PendingEscalation:
         return self.released_at + after_s
 
 
+class EscalationRecords(Protocol):
+    """Where pending escalations are kept: `EscalationStore` (SQLite, one node) or
+    `escalation_pg.PgEscalationStore` (PostgreSQL, shared by a high-availability pair, so
+    the relay that takes the lease over escalates what the last leader was waiting on)."""
+
+    def close(self) -> None: ...
+    def add(self, item: PendingEscalation) -> bool: ...
+    def pending(self) -> list[PendingEscalation]: ...
+    def finish(self, alert_id: AlertId, outcome: str) -> None: ...
+    def outcome(self, alert_id: AlertId) -> str | None: ...
+
+
 class EscalationStore:
-    """The `escalations` table in the relay's state database (its own connection)."""
+    """The `escalations` table in its own SQLite file in the relay's data dir."""
 
     def __init__(self, path: Path | str) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
@@ -127,7 +140,7 @@ class ServerEscalation:
         self,
         *,
         fhir: RelayFhir,
-        store: EscalationStore,
+        store: EscalationRecords,
         timer: Timer,
         metrics: RelayMetrics,
         after_s: float = rules.DEFAULT_ESCALATION_AFTER_S,

@@ -37,7 +37,7 @@ from wardsync.relay.backend_auth import (
     discover,
 )
 from wardsync.relay.config import RelayConfig
-from wardsync.relay.escalation import EscalationStore, ServerEscalation
+from wardsync.relay.escalation import EscalationRecords, EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.lease import Lease, LeaseKeeper, PostgresLease, SqliteLease
 from wardsync.relay.metrics import CONTENT_TYPE_LATEST, RelayMetrics
@@ -65,7 +65,7 @@ READY_MIN_S = 30.0
 # re-reads); the per-ward seq itself is kept for ever.
 POKE_RETENTION_S = 7 * 24 * 3600.0
 HOUSEKEEPING_INTERVAL_S = 3600.0
-# Pending server-side escalations (relay/escalation.py), kept per relay node.
+# Pending server-side escalations (relay/escalation.py) without PostgreSQL.
 ESCALATIONS_FILE = "escalations.sqlite3"
 
 
@@ -93,7 +93,7 @@ class Relay:
         self.announcer: Announcer | None = None
         self.endpoints: SmartEndpoints | None = None
         self.escalation: ServerEscalation | None = None
-        self._escalation_store: EscalationStore | None = None
+        self._escalation_store: EscalationRecords | None = None
         self.subscriptions: SubscriptionManager | None = None
         self.port = 0
         self._stopping = False
@@ -125,9 +125,7 @@ class Relay:
                      if self._retry_cap_s is not None else None),
         )
         if cfg.alerts.escalate:
-            # Its own file in the data dir, also when the shared state is on PostgreSQL.
-            data_dir = ensure_private_dir(Path(cfg.relay.data_dir))
-            self._escalation_store = EscalationStore(data_dir / ESCALATIONS_FILE)
+            self._escalation_store = self._open_escalations()
             self.escalation = ServerEscalation(
                 fhir=fhir, store=self._escalation_store, timer=self._timer,
                 metrics=self.metrics, after_s=cfg.alerts.escalation_after_min * 60.0)
@@ -203,6 +201,18 @@ class Relay:
         data_dir = Path(cfg.relay.data_dir)
         state = RelayState.in_dir(data_dir)
         return state, SqliteLease(data_dir / "relay.sqlite3", timer=self._timer)
+
+    def _open_escalations(self) -> EscalationRecords:
+        """Pending escalations where the state is: shared on PostgreSQL (a relay taking the
+        lease over escalates what the last leader was waiting on), else their own SQLite file
+        in the data dir."""
+        cfg = self.config
+        if cfg.relay.database_url:
+            from wardsync.relay.escalation_pg import PgEscalationStore
+
+            return PgEscalationStore(cfg.relay.database_url, password=cfg.database_password())
+        data_dir = ensure_private_dir(Path(cfg.relay.data_dir))
+        return EscalationStore(data_dir / ESCALATIONS_FILE)
 
     async def _lead(self) -> None:
         """The lease is ours: republish what is pending, poll, keep house."""

@@ -48,7 +48,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _store_call(method: Callable[_P, _T]) -> Callable[_P, _T]:
+def store_call(method: Callable[_P, _T]) -> Callable[_P, _T]:
     """A lost connection or a server going down surfaces as StoreUnavailable (a
     ConnectionError, which the relay treats like any unreachable service); the next call
     reconnects."""
@@ -91,28 +91,30 @@ SCHEMA = (
 )
 
 
-class PgRelayState:
-    """`RelayStore` on PostgreSQL (one connection, used from the event loop thread)."""
+class PgConnection:
+    """One psycopg connection to the relay's database (used from the event loop thread),
+    opened on first use and again after it broke; `schema` is created on start, serialised
+    across relays starting together."""
 
-    def __init__(self, url: str, *, password: str | None = None) -> None:
+    def __init__(self, url: str, *, password: str | None, schema: Sequence[str]) -> None:
         self._url = url
         self._password = password
         self._conn: psycopg.Connection[Any] | None = None
-        self._create_schema()
+        self._create_schema(schema)
 
-    @_store_call
-    def _create_schema(self) -> None:
-        db = self._db()
+    @store_call
+    def _create_schema(self, schema: Sequence[str]) -> None:
+        db = self.db()
         try:
             with db.transaction():
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-                for statement in SCHEMA:
+                for statement in schema:
                     db.execute(statement)
         except psycopg.errors.InsufficientPrivilege as exc:
             raise StoreUnavailable("the relay's database role may not create its tables "
                                    "(grant it CREATE on the database's schema)") from exc
 
-    def _db(self) -> psycopg.Connection[Any]:
+    def db(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             extra: dict[str, Any] = {}
             if self._password is not None:
@@ -130,15 +132,26 @@ class PgRelayState:
         if self._conn is not None:
             self._conn.close()
 
+
+class PgRelayState:
+    """`RelayStore` on PostgreSQL."""
+
+    def __init__(self, url: str, *, password: str | None = None) -> None:
+        self._conn = PgConnection(url, password=password, schema=SCHEMA)
+        self._db = self._conn.db
+
+    def close(self) -> None:
+        self._conn.close()
+
     # ------------------------------------------------------------------ pokes
-    @_store_call
+    @store_call
     def has_version(self, ref: str, version_id: str) -> bool:
         row = self._db().execute(
             "SELECT 1 FROM relay_pokes WHERE ref = %s AND version_id = %s LIMIT 1",
             (ref, version_id)).fetchone()
         return row is not None
 
-    @_store_call
+    @store_call
     def number(self, ward: str, draft: Poke) -> tuple[StoredPoke, bool]:
         message_id = message_id_for(ward, draft.ref, draft.version_id)
         db = self._db()
@@ -169,14 +182,14 @@ class PgRelayState:
     def mark(self, message_id: str, state: int) -> None:
         self.mark_many((message_id,), state)
 
-    @_store_call
+    @store_call
     def mark_many(self, message_ids: Sequence[str], state: int) -> None:
         db = self._db()
         with db.transaction(), db.cursor() as cur:
             cur.executemany("UPDATE relay_pokes SET state = %s WHERE message_id = %s",
                             [(state, m) for m in message_ids])
 
-    @_store_call
+    @store_call
     def assign_wire_ids(self, message_ids: Sequence[str]) -> list[str]:
         """As `RelayState.assign_wire_ids`; a poke another relay already gave to a publish
         (possible only inside the lease's overlap window) raises ValueError."""
@@ -191,7 +204,7 @@ class PgRelayState:
                     raise ValueError(f"poke {message_id} already belongs to a publish")
         return wire_ids
 
-    @_store_call
+    @store_call
     def pending(self) -> list[StoredPoke]:
         rows = self._db().execute(
             "SELECT ward, message_id, body, wire_id FROM relay_pokes WHERE state = %s"
@@ -199,13 +212,13 @@ class PgRelayState:
         return [StoredPoke(w, m, parse_poke(json.loads(b)), PENDING, wid)
                 for w, m, b, wid in rows]
 
-    @_store_call
+    @store_call
     def last_seq(self, ward: str) -> int:
         row = self._db().execute("SELECT last_seq FROM relay_ward_seq WHERE ward = %s",
                                  (ward,)).fetchone()
         return int(row[0]) if row else 0
 
-    @_store_call
+    @store_call
     def count(self, state: int | None = None) -> int:
         if state is None:
             row = self._db().execute("SELECT count(*) FROM relay_pokes").fetchone()
@@ -214,7 +227,7 @@ class PgRelayState:
                                      (state,)).fetchone()
         return int(row[0]) if row else 0
 
-    @_store_call
+    @store_call
     def prune(self, older_than_s: float) -> int:
         cur = self._db().execute(
             "DELETE FROM relay_pokes WHERE state != %s"
@@ -224,42 +237,42 @@ class PgRelayState:
     # ------------------------------------------------------------------ subscriptions
     # Shared by the relays of one site, so a relay taking the lease over keeps using the
     # Subscriptions (and their secrets) the previous leader made.
-    @_store_call
+    @store_call
     def own_subscriptions(self) -> list[OwnSubscription]:
         rows = self._db().execute(
             "SELECT secret, sub_id, kind, criteria, last_event FROM relay_subscriptions"
         ).fetchall()
         return [OwnSubscription(str(a), b, str(c), str(d), int(e)) for a, b, c, d, e in rows]
 
-    @_store_call
+    @store_call
     def add_subscription(self, secret: str, kind: str, criteria: str) -> None:
         self._db().execute(
             "INSERT INTO relay_subscriptions (secret, kind, criteria) VALUES (%s, %s, %s)",
             (secret, kind, criteria))
 
-    @_store_call
+    @store_call
     def set_subscription_id(self, secret: str, sub_id: str) -> None:
         self._db().execute("UPDATE relay_subscriptions SET sub_id = %s WHERE secret = %s",
                            (sub_id, secret))
 
-    @_store_call
+    @store_call
     def forget_subscription(self, secret: str) -> None:
         self._db().execute("DELETE FROM relay_subscriptions WHERE secret = %s", (secret,))
 
-    @_store_call
+    @store_call
     def set_last_event(self, secret: str, number: int) -> None:
         self._db().execute(
             "UPDATE relay_subscriptions SET last_event = GREATEST(last_event, %s)"
             " WHERE secret = %s", (number, secret))
 
     # ------------------------------------------------------------------ cursors
-    @_store_call
+    @store_call
     def cursor(self, name: str) -> str | None:
         row = self._db().execute("SELECT value FROM relay_cursors WHERE name = %s",
                                  (name,)).fetchone()
         return str(row[0]) if row else None
 
-    @_store_call
+    @store_call
     def set_cursor(self, name: str, value: str) -> None:
         self._db().execute(
             "INSERT INTO relay_cursors (name, value) VALUES (%s, %s)"
