@@ -19,10 +19,11 @@ from tests.waiting import wait_for
 from wardsync.core import alerts as rules
 from wardsync.core import codes
 from wardsync.core.alerts import AlertId, AlertPatient, AlertRecord, AlertStatus, CriticalAlert
-from wardsync.core.timer import SYSTEM_TIMER, FakeTimer
+from wardsync.core.timer import FakeTimer
 from wardsync.fhir.client import FhirClient
+from wardsync.fhir.client_credentials import ClientCredentials
 from wardsync.relay import escalation
-from wardsync.relay.backend_auth import ClientCredentials, discover
+from wardsync.relay.backend_auth import discover
 from wardsync.relay.escalation import EscalationStore, PendingEscalation, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.relay.metrics import RelayMetrics
@@ -83,8 +84,7 @@ async def relay_fhir(ward: Sandbox) -> AsyncIterator[RelayFhir]:
         endpoints = await discover(http, info["fhir_base"])
         tokens = ClientCredentials(
             token_url=endpoints.token_endpoint, client_id=info["relay_client"]["client_id"],
-            client_secret=info["relay_client"]["client_secret"], http=http, scope=None,
-            timer=SYSTEM_TIMER)
+            client_secret=info["relay_client"]["client_secret"], http=http, scope=None)
         client = FhirClient(info["fhir_base"], tokens, http=http, require_tls=False)
         yield RelayFhir(client)
 
