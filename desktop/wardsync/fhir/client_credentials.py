@@ -24,6 +24,7 @@ import httpx
 
 from wardsync.core.timer import SYSTEM_TIMER
 from wardsync.fhir.errors import AuthError, ServerError, Unreachable
+from wardsync.fhir.http_body import json_or_none
 
 # Renew this long before expiry, and never more than a tenth of the token's lifetime early.
 TOKEN_RENEW_MARGIN_S = 60.0
@@ -99,7 +100,8 @@ class ClientCredentials:
         status = resp.status_code
         if status >= 500 or status in RETRY_LATER_STATUSES:
             raise ServerError(f"token endpoint -> {status}", status=status)
-        body = _json_object(resp)
+        parsed = json_or_none(resp)
+        body: dict[str, Any] | None = parsed if isinstance(parsed, dict) else None
         if status != 200:
             # RFC 6749 §5.2: the error code is safe to show; the description is left out.
             error = body.get("error") if body is not None else None
@@ -123,11 +125,3 @@ def _lifetime(expires_in: Any, status: int) -> float:
     if not math.isfinite(lifetime) or lifetime <= 0:
         raise AuthError("token endpoint returned an unusable expires_in", status=status)
     return lifetime
-
-
-def _json_object(resp: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body: Any = resp.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None

@@ -31,17 +31,11 @@ from wardsync.fhir.errors import (
     error_class_for_status,
     issues_from_outcome,
 )
+from wardsync.fhir.http_body import json_or_none
 
 FHIR_JSON = "application/fhir+json"
 HTTP_TIMEOUT_S = 10.0
 MAX_UNFINISHED_BATCHES = 64  # partially written batches remembered for a retry
-
-
-def _json_body(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
 
 
 class FhirRestWriter:
@@ -185,7 +179,7 @@ def _json_resource(response: httpx.Response, rtype: str) -> dict:
 
 def _error_for(method: str, rtype: str, response: httpx.Response) -> FhirError:
     status = response.status_code
-    issues = issues_from_outcome(_json_body(response))
+    issues = issues_from_outcome(json_or_none(response))
     codes = ",".join(i.code for i in issues if i.code)
     message = f"{method} {rtype} -> {status}" + (f" ({codes})" if codes else "")
     cls = ServerError if status in RETRY_LATER_STATUSES else error_class_for_status(status)
