@@ -11,9 +11,9 @@ import pytest
 
 from tests.relay.local_hub import hub  # noqa: F401 (fixture: a bare hub)
 from tests.sandbox_fixtures import running_sandbox
-from wardsync.core.timer import SYSTEM_TIMER
 from wardsync.fhir.client import FhirClient
-from wardsync.relay.backend_auth import ClientCredentials, discover
+from wardsync.fhir.client_credentials import ClientCredentials
+from wardsync.relay.backend_auth import discover
 from wardsync.relay.fhir_access import RelayFhir
 from wardsync.sandbox.server import Sandbox
 
@@ -34,7 +34,6 @@ async def relay_fhir(ward: Sandbox) -> AsyncIterator[RelayFhir]:
         endpoints = await discover(http, info["fhir_base"])
         tokens = ClientCredentials(
             token_url=endpoints.token_endpoint, client_id=info["relay_client"]["client_id"],
-            client_secret=info["relay_client"]["client_secret"], http=http, scope=None,
-            timer=SYSTEM_TIMER)
+            client_secret=info["relay_client"]["client_secret"], http=http, scope=None)
         client = FhirClient(info["fhir_base"], tokens, http=http, require_tls=False)
         yield RelayFhir(client)

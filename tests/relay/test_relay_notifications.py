@@ -88,6 +88,18 @@ def test_malformed_notifications_are_refused_with_a_reason(data: Any, reason: st
         parse_notification(data)
 
 
+def test_a_value_reference_that_is_not_an_object_is_refused_with_a_reason():
+    bundle = _bundle()
+    params = bundle["entry"][0]["resource"]["parameter"]
+    {p["name"]: p for p in params}["subscription"]["valueReference"] = "Subscription/sub1"
+    with pytest.raises(MalformedNotification, match=r"^bad_subscription$"):
+        parse_notification(bundle)
+    bundle = _bundle()
+    bundle["entry"][0]["resource"]["parameter"][-1]["part"][-1]["valueReference"] = [1]
+    with pytest.raises(MalformedNotification, match=r"^bad_focus$"):
+        parse_notification(bundle)
+
+
 def test_not_json_and_too_many_events_are_refused():
     with pytest.raises(MalformedNotification, match=r"^not_json$"):
         parse_notification_bytes(b"\xff{")

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import httpx
 
 from wardsync.core.errors import SignInError
+from wardsync.fhir.smart_configuration import fetch_smart_configuration, optional_string
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class SmartConfiguration:
                 issuer=str(doc.get("issuer", "")),
                 authorization_endpoint=str(doc["authorization_endpoint"]),
                 token_endpoint=str(doc["token_endpoint"]),
-                revocation_endpoint=doc.get("revocation_endpoint"),
+                revocation_endpoint=optional_string(doc, "revocation_endpoint"),
                 scopes_supported=tuple(doc.get("scopes_supported") or ()),
                 capabilities=tuple(doc.get("capabilities") or ()),
             )
@@ -53,14 +54,8 @@ class SmartConfiguration:
 
 async def discover(http: httpx.AsyncClient, fhir_base: str) -> SmartConfiguration:
     """GET {fhir_base}/.well-known/smart-configuration (SMART 2.0 §2.2)."""
-    url = f"{fhir_base.rstrip('/')}/.well-known/smart-configuration"
-    try:
-        resp = await http.get(url, headers={"Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise SignInError(f"sign-in server not reachable ({type(exc).__name__})") from exc
-    if resp.status_code != 200:
-        raise SignInError(f"sign-in configuration: HTTP {resp.status_code}")
-    return SmartConfiguration.from_json(resp.json())
+    return SmartConfiguration.from_json(await fetch_smart_configuration(http, fhir_base,
+                                                                        SignInError))
 
 
 @dataclass(frozen=True, slots=True)

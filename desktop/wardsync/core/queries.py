@@ -67,6 +67,25 @@ def _patient_search(rtype: str, patient_id: str, *extra: tuple[str, str]) -> Sea
 
 
 @dataclass(frozen=True, slots=True)
+class PatientKey:
+    """The base of a query key about one patient: a poke touches it when it is about a
+    resource of one of its `types` for this patient, or (with "Patient" among the types) it is
+    this Patient itself. `what` names it in the label ("vitals Patient/p1")."""
+
+    patient_id: str
+    what: ClassVar[str]
+    types: ClassVar[tuple[str, ...]]
+
+    def touched_by(self, poke: PokeLike) -> bool:
+        if poke.resource_type == "Patient":
+            return "Patient" in self.types and poke.id == self.patient_id
+        return poke.resource_type in self.types and poke.patient_id == self.patient_id
+
+    def label(self) -> str:
+        return f"{self.what} Patient/{self.patient_id}"
+
+
+@dataclass(frozen=True, slots=True)
 class WardCensus:
     """The ward's beds, in-progress stays and their patients."""
 
@@ -98,7 +117,7 @@ VITALS_WINDOW = timedelta(hours=72)
 
 
 @dataclass(frozen=True, slots=True)
-class PatientVitals:
+class PatientVitals(PatientKey):
     """One patient's vital-sign Observations of the recent past (a time series).
 
     `series_param` makes the pull loop search only `date=ge<now - window>` and forget held
@@ -106,7 +125,8 @@ class PatientVitals:
     holds a bounded number of readings.
     """
 
-    patient_id: str
+    what: ClassVar[str] = "vitals"
+    types: ClassVar[tuple[str, ...]] = ("Observation",)
     series_param: ClassVar[str] = "date"
 
     def searches(self) -> tuple[Search, ...]:
@@ -116,18 +136,13 @@ class PatientVitals:
             ),
         )
 
-    def touched_by(self, poke: PokeLike) -> bool:
-        return poke.resource_type == "Observation" and poke.patient_id == self.patient_id
-
-    def label(self) -> str:
-        return f"vitals Patient/{self.patient_id}"
-
 
 @dataclass(frozen=True, slots=True)
-class PatientLabs:
+class PatientLabs(PatientKey):
     """One patient's lab reports with their result Observations."""
 
-    patient_id: str
+    what: ClassVar[str] = "labs"
+    types: ClassVar[tuple[str, ...]] = ("DiagnosticReport", "Observation")
 
     def searches(self) -> tuple[Search, ...]:
         return (
@@ -140,55 +155,41 @@ class PatientLabs:
             ),
         )
 
-    def touched_by(self, poke: PokeLike) -> bool:
-        return (
-            poke.resource_type in ("DiagnosticReport", "Observation")
-            and poke.patient_id == self.patient_id
-        )
 
-    def label(self) -> str:
-        return f"labs Patient/{self.patient_id}"
+# What PatientRecord searches by patient. Allergies have their own key (PatientAllergies): a
+# server without AllergyIntolerance must not keep the problems, drugs and tasks from loading,
+# and "allergies unknown" must never look like "no allergies".
+_RECORD_TYPES = ("Condition", "Immunization", "MedicationRequest", "Task")
 
 
 @dataclass(frozen=True, slots=True)
-class PatientRecord:
+class PatientRecord(PatientKey):
     """Identity, problems, immunizations, medications and tasks of one patient."""
 
-    patient_id: str
-
-    # Allergies have their own key (PatientAllergies): a server without AllergyIntolerance
-    # must not keep the problems, drugs and tasks from loading, and "allergies unknown" must
-    # never look like "no allergies".
-    _TYPES = ("Condition", "Immunization", "MedicationRequest", "Task")
+    what: ClassVar[str] = "record"
+    types: ClassVar[tuple[str, ...]] = ("Patient", *_RECORD_TYPES)
 
     def searches(self) -> tuple[Search, ...]:
         return (
             Search("Patient", (("_id", self.patient_id),)),
-            *(_patient_search(t, self.patient_id) for t in self._TYPES),
+            *(_patient_search(t, self.patient_id) for t in _RECORD_TYPES),
         )
-
-    def touched_by(self, poke: PokeLike) -> bool:
-        if poke.resource_type == "Patient":
-            return poke.id == self.patient_id
-        return poke.resource_type in self._TYPES and poke.patient_id == self.patient_id
-
-    def label(self) -> str:
-        return f"record Patient/{self.patient_id}"
 
 
 @dataclass(frozen=True, slots=True)
-class PatientIdentity:
+class PatientIdentity(PatientKey):
     """Who and where the patient is: the Patient and their stays with the stays' locations
-    (bed and ward), as the identity banner shows them."""
+    (bed and ward), as the identity banner shows them. A move to another bed updates the
+    Encounter, so Location pokes need not touch this key."""
 
-    patient_id: str
+    what: ClassVar[str] = "identity"
+    types: ClassVar[tuple[str, ...]] = ("Patient", "Encounter")
 
     def searches(self) -> tuple[Search, ...]:
         return (
             Search("Patient", (("_id", self.patient_id),)),
             # In full: the included beds and wards would be missed by an incremental pull
-            # (R4 search.html#_lastUpdated filters matches only). A move to another bed
-            # updates the Encounter, so Location pokes need not touch this key.
+            # (R4 search.html#_lastUpdated filters matches only).
             Search(
                 "Encounter",
                 (("patient", f"Patient/{self.patient_id}"), ("_include", "Encounter:location")),
@@ -196,29 +197,16 @@ class PatientIdentity:
             ),
         )
 
-    def touched_by(self, poke: PokeLike) -> bool:
-        if poke.resource_type == "Patient":
-            return poke.id == self.patient_id
-        return poke.resource_type == "Encounter" and poke.patient_id == self.patient_id
-
-    def label(self) -> str:
-        return f"identity Patient/{self.patient_id}"
-
 
 @dataclass(frozen=True, slots=True)
-class PatientAllergies:
+class PatientAllergies(PatientKey):
     """One patient's AllergyIntolerance records (any clinical status; the view filters)."""
 
-    patient_id: str
+    what: ClassVar[str] = "allergies"
+    types: ClassVar[tuple[str, ...]] = ("AllergyIntolerance",)
 
     def searches(self) -> tuple[Search, ...]:
         return (_patient_search("AllergyIntolerance", self.patient_id),)
-
-    def touched_by(self, poke: PokeLike) -> bool:
-        return poke.resource_type == "AllergyIntolerance" and poke.patient_id == self.patient_id
-
-    def label(self) -> str:
-        return f"allergies Patient/{self.patient_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from wardsync.fhir.errors import (
     UntrustedCertificate,
     error_for_status,
 )
+from wardsync.fhir.http_body import json_or_none
 from wardsync.fhir.validation import BULK_VALIDATION_THRESHOLD, validate_resource
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class FhirClient:
                 continue
             break
         if resp.status_code >= 400:
-            raise error_for_status(resp.status_code, _json_or_none(resp), what)
+            raise error_for_status(resp.status_code, json_or_none(resp), what)
         return resp
 
     async def _token(self, rejected: str | None) -> str:
@@ -218,7 +219,7 @@ class FhirClient:
 
     @staticmethod
     def _body(resp: httpx.Response, what: str) -> Any:
-        body = _json_or_none(resp)
+        body = json_or_none(resp)
         if body is None:
             raise ServerError(f"{what}: response is not JSON")
         return body
@@ -340,13 +341,6 @@ def _is_certificate_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc)
-
-
-def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 __all__ = [

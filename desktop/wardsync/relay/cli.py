@@ -17,8 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
+from wardsync.fhir.smart_configuration import DiscoveryError
 from wardsync.relay import logs
-from wardsync.relay.backend_auth import DiscoveryError
 from wardsync.relay.config import (
     ConfigError,
     RelayConfig,

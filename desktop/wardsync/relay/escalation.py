@@ -24,7 +24,6 @@ re-armed from the database at start); a check that fails (server down, 5xx) is r
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from wardsync.core.critical import DEFAULT_CRITICAL_LIMITS, CriticalLimit
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import Timer, TimerHandle
 from wardsync.fhir.errors import FhirError, NotFound
+from wardsync.infra.sqlite_db import open_database
 from wardsync.relay.fhir_access import NO_CACHE, RelayFhir
 from wardsync.relay.metrics import RelayMetrics
 
@@ -98,10 +98,7 @@ class EscalationStore:
     """The `escalations` table in its own SQLite file in the relay's data dir."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(path, SCHEMA, what="relay escalations", synchronous="FULL")
 
     def close(self) -> None:
         self._db.close()

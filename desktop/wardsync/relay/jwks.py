@@ -20,7 +20,7 @@ import httpx
 import jwt
 
 from wardsync.core.timer import SYSTEM_TIMER, Timer
-from wardsync.relay.backend_auth import DiscoveryError, fetch_json_document
+from wardsync.fhir.smart_configuration import DiscoveryError, fetch_json_document
 
 log = logging.getLogger(__name__)
 

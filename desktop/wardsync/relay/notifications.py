@@ -95,12 +95,7 @@ def parse_status(params: dict[str, Any]) -> Notification:
             raise MalformedNotification("bad_parameter")
         name = item.get("name")
         if name == "subscription":
-            ref = (item.get("valueReference") or {}).get("reference")
-            match = (_SUB_ID.fullmatch(ref)
-                     if isinstance(ref, str) and len(ref) <= MAX_REFERENCE_CHARS else None)
-            if match is None:
-                raise MalformedNotification("bad_subscription")
-            sub_id = match.group("id")
+            sub_id = _reference(item, _SUB_ID, "bad_subscription").group("id")
         elif name == "type":
             kind = item.get("valueCode")
         elif name == "status":
@@ -131,6 +126,18 @@ def parse_status(params: dict[str, Any]) -> Notification:
                         events_since_start=since, events=tuple(events))
 
 
+def _reference(element: dict[str, Any], pattern: re.Pattern[str], reason: str) -> re.Match[str]:
+    """`element.valueReference.reference` matched whole by `pattern`, or MalformedNotification
+    (`reason`) when it is missing, not a string, too long or another shape."""
+    value = element.get("valueReference")
+    ref = value.get("reference") if isinstance(value, dict) else None
+    match = (pattern.fullmatch(ref)
+             if isinstance(ref, str) and len(ref) <= MAX_REFERENCE_CHARS else None)
+    if match is None:
+        raise MalformedNotification(reason)
+    return match
+
+
 def _number(value: Any, reason: str) -> int:
     # valueString per the IG; valueInteger64/valueUnsignedInt accepted from laxer servers.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -157,11 +164,7 @@ def _event(item: dict[str, Any]) -> NotificationEvent:
             number = _number(part.get("valueString", part.get("valueInteger")),
                              "bad_event_number")
         elif name == "focus":
-            focus = (part.get("valueReference") or {}).get("reference")
-            match = (_FOCUS.fullmatch(focus)
-                     if isinstance(focus, str) and len(focus) <= MAX_REFERENCE_CHARS else None)
-            if match is None:
-                raise MalformedNotification("bad_focus")
+            match = _reference(part, _FOCUS, "bad_focus")
             ref = f"{match.group('type')}/{match.group('id')}"
             version = match.group("vid")
     if number is None or number < 1:

@@ -28,14 +28,11 @@ from wardsync.core.backoff import Backoff
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
+from wardsync.fhir.client_credentials import ClientCredentials
+from wardsync.fhir.smart_configuration import DiscoveryError
 from wardsync.infra.paths import ensure_private_dir
 from wardsync.relay.announce import Announcer
-from wardsync.relay.backend_auth import (
-    ClientCredentials,
-    DiscoveryError,
-    SmartEndpoints,
-    discover,
-)
+from wardsync.relay.backend_auth import SmartEndpoints, discover
 from wardsync.relay.config import RelayConfig
 from wardsync.relay.escalation import EscalationRecords, EscalationStore, ServerEscalation
 from wardsync.relay.fhir_access import RelayFhir
@@ -112,7 +109,7 @@ class Relay:
         tokens = ClientCredentials(
             token_url=self.endpoints.token_endpoint, client_id=cfg.fhir.client_id,
             client_secret=cfg.client_secret(), http=self._http, scope=cfg.fhir.scope,
-            timer=self._timer,
+            monotonic=self._timer.monotonic,
         )
         self._fhir_client = FhirClient(cfg.fhir.base, tokens, http=self._http)
         fhir = RelayFhir(self._fhir_client)

@@ -32,11 +32,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from wardsync.core import codes
 from wardsync.core.fhirtime import format_instant
-from wardsync.core.queries import PokeLike, Search
+from wardsync.core.queries import PatientKey, Search
 from wardsync.core.resources import resource_ref
 from wardsync.core.resources import version_id as version_of
 from wardsync.fhir.errors import Conflict, FhirError, InvalidResource, Unreachable
@@ -302,20 +302,15 @@ def is_author(note: Mapping[str, Any], author: Clinician) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class NursingNotes:
+class NursingNotes(PatientKey):
     """Query key: one patient's nursing-note Observations (code search, R4 search.html)."""
 
-    patient_id: str
+    what: ClassVar[str] = "nursing notes"
+    types: ClassVar[tuple[str, ...]] = ("Observation",)
 
     def searches(self) -> tuple[Search, ...]:
         return (Search("Observation", (("patient", f"Patient/{self.patient_id}"),
                                        ("code", f"{codes.LOINC}|{NURSING_NOTE.code}"))),)
-
-    def touched_by(self, poke: PokeLike) -> bool:
-        return poke.resource_type == "Observation" and poke.patient_id == self.patient_id
-
-    def label(self) -> str:
-        return f"nursing notes Patient/{self.patient_id}"
 
 
 # ---------------------------------------------------------------- results

@@ -13,6 +13,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from ward_fhir_double import CLIENT_ID, CLIENT_SECRET, FhirDouble
 
 from wardsync.core import codes
+from wardsync.fhir.client_credentials import TOKEN_RENEW_MARGIN_S
 from wardsync.fhir.errors import (
     AuthError,
     Conflict,
@@ -24,7 +25,6 @@ from wardsync.fhir.errors import (
     Unreachable,
 )
 from wardsync.sandbox.ward.devices import VitalSigns, WardDevices
-from wardsync.sandbox.ward.fhir_writer import TOKEN_REFRESH_MARGIN_S
 from wardsync.sandbox.ward.lab import LabSystem
 
 NOW = datetime(2026, 11, 22, 21, 0, tzinfo=UTC)
@@ -108,7 +108,7 @@ async def test_token_is_client_credentials_with_basic_auth_and_cached(
     assert raw == "lab+system:s3cret%2Fwith%2Bodd%3Achars"  # each part form-urlencoded
 
     # Shortly before expiry the token is renewed, not used until it is refused.
-    clock.t += fhir_double.token_lifetime_s - TOKEN_REFRESH_MARGIN_S - 1
+    clock.t += fhir_double.token_lifetime_s - TOKEN_RENEW_MARGIN_S - 1
     await lab.post_panel("pat-03", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 1.0})
     assert len(fhir_double.token_requests) == 1
     clock.t += 2

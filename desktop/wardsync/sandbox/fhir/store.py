@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wardsync.core.resources import is_fhir_id
-from wardsync.sandbox.database import open_database
+from wardsync.infra.sqlite_db import open_database
 from wardsync.sandbox.fhir.errors import (
     InvalidRequest,
     InvalidResource,

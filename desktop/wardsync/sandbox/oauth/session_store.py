@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from wardsync.sandbox.database import open_database
+from wardsync.infra.sqlite_db import open_database
 
 SCHEMA_VERSION = 1
 

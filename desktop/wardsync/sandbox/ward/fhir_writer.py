@@ -1,7 +1,7 @@
 """FHIR REST writes as a backend system: OAuth client credentials and typed errors.
 
-`ClientCredentialsToken` gets and caches a bearer token with the client_credentials grant
-(RFC 6749 §4.4), authenticating with HTTP Basic (client_secret_basic, RFC 6749 §2.3.1).
+The bearer token comes from the FHIR layer's `ClientCredentials` (client_credentials grant,
+RFC 6749 §4.4; fhir/client_credentials.py), shared with the relay.
 `FhirRestWriter` creates, reads and updates resources on one FHIR base (FHIR R4 http.html),
 retries exactly once with a fresh token on 401, and raises the FHIR client's typed errors
 (`wardsync.fhir.errors`): `Unreachable` / `ServerError` (transient), `AuthError` /
@@ -14,122 +14,28 @@ devices): one writer per system, built the same way.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Required, TypedDict, Unpack
-from urllib.parse import quote_plus
 
 import httpx
 
 from wardsync.core.resources import parse_reference, version_id
+from wardsync.fhir.client_credentials import RETRY_LATER_STATUSES, ClientCredentials
 from wardsync.fhir.errors import (
-    AuthError,
     FhirError,
     ServerError,
     Unreachable,
     error_class_for_status,
     issues_from_outcome,
 )
+from wardsync.fhir.http_body import json_or_none
 
 FHIR_JSON = "application/fhir+json"
-TOKEN_REFRESH_MARGIN_S = 30.0  # renew this long before expiry (never more than 10 % of life)
-DEFAULT_TOKEN_LIFETIME_S = 300.0  # when the token response has no expires_in (RFC 6749 §5.1)
 HTTP_TIMEOUT_S = 10.0
 MAX_UNFINISHED_BATCHES = 64  # partially written batches remembered for a retry
-# Statuses that ask to come back later (RFC 9110 §15.5.9 Request Timeout, RFC 6585 §4).
-RETRY_LATER_STATUSES = frozenset({408, 429})
-
-
-def _basic_auth(client_id: str, client_secret: str) -> str:
-    # RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding.
-    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
-    return "Basic " + base64.b64encode(raw.encode()).decode("ascii")
-
-
-def _json_body(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-class ClientCredentialsToken:
-    """A cached client-credentials bearer token; one token request at a time."""
-
-    def __init__(
-        self,
-        *,
-        token_url: str,
-        client_id: str,
-        client_secret: str,
-        http: httpx.AsyncClient,
-        scope: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._token_url = token_url
-        self._authorization = _basic_auth(client_id, client_secret)
-        self._http = http
-        self._scope = scope
-        self._clock = clock
-        self._lock = asyncio.Lock()
-        self._token: str | None = None
-        self._renew_at = 0.0
-
-    async def get(self) -> str:
-        """A bearer token valid for a while yet; fetched only when the cached one is stale."""
-        async with self._lock:
-            if self._token is None or self._clock() >= self._renew_at:
-                await self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def invalidate(self, token: str) -> None:
-        """Forget `token` (the server refused it) unless it was already replaced."""
-        if self._token == token:
-            self._token = None
-
-    async def _fetch(self) -> None:
-        form = {"grant_type": "client_credentials"}
-        if self._scope:
-            form["scope"] = self._scope
-        try:
-            response = await self._http.post(
-                self._token_url,
-                data=form,
-                headers={"Authorization": self._authorization, "Accept": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"token request failed: {type(exc).__name__}") from exc
-        if response.status_code >= 500 or response.status_code in RETRY_LATER_STATUSES:
-            raise ServerError(
-                f"token endpoint -> {response.status_code}", status=response.status_code
-            )
-        if response.status_code != 200:
-            # RFC 6749 §5.2: the error code is safe to show; the description is left out.
-            error = ""
-            try:
-                error = str(response.json().get("error", ""))
-            except (ValueError, AttributeError):
-                pass
-            raise AuthError(
-                f"token endpoint -> {response.status_code} {error}".rstrip(),
-                status=response.status_code,
-            )
-        try:
-            body = response.json()
-            token = body["access_token"]
-            lifetime = float(body.get("expires_in", DEFAULT_TOKEN_LIFETIME_S))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise AuthError("token endpoint returned no usable access_token") from exc
-        if not isinstance(token, str) or not token:
-            raise AuthError("token endpoint returned no usable access_token")
-        margin = min(TOKEN_REFRESH_MARGIN_S, lifetime * 0.1)
-        self._token = token
-        self._renew_at = self._clock() + lifetime - margin
 
 
 class FhirRestWriter:
@@ -152,13 +58,13 @@ class FhirRestWriter:
         self._base = fhir_base.rstrip("/")
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
-        self._token = ClientCredentialsToken(
+        self._token = ClientCredentials(
             token_url=token_url,
             client_id=client_id,
             client_secret=client_secret,
             http=self._http,
             scope=scope,
-            clock=clock,
+            monotonic=clock,
         )
         # batch key -> slot -> created resource, for batches a failure interrupted.
         self._unfinished: OrderedDict[str, dict[str, dict]] = OrderedDict()
@@ -248,7 +154,7 @@ class FhirRestWriter:
         if body is not None:
             all_headers["Content-Type"] = FHIR_JSON
         for attempt in (1, 2):
-            token = await self._token.get()
+            token = await self._token.access_token()
             all_headers["Authorization"] = f"Bearer {token}"
             try:
                 response = await self._http.request(method, url, json=body, headers=all_headers)
@@ -273,7 +179,7 @@ def _json_resource(response: httpx.Response, rtype: str) -> dict:
 
 def _error_for(method: str, rtype: str, response: httpx.Response) -> FhirError:
     status = response.status_code
-    issues = issues_from_outcome(_json_body(response))
+    issues = issues_from_outcome(json_or_none(response))
     codes = ",".join(i.code for i in issues if i.code)
     message = f"{method} {rtype} -> {status}" + (f" ({codes})" if codes else "")
     cls = ServerError if status in RETRY_LATER_STATUSES else error_class_for_status(status)

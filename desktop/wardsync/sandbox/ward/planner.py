@@ -78,37 +78,41 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LabResultWrite:
-    """Release a new panel: `values` maps the panel's LOINC test codes to values."""
+class _Write:
+    """What every planned write has: its number in the plan, the time since the previous
+    write and the patient it is about."""
 
     seq: int
     delay_s: float
     patient_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _PanelWrite(_Write):
+    """A lab write: `values` maps LOINC test codes of panel `panel_code` to values;
+    `critical` says whether one of them is critical."""
+
     panel_code: str
     values: dict[str, float]
     critical: bool
 
 
 @dataclass(frozen=True, slots=True)
-class LabCorrectionWrite:
+class LabResultWrite(_PanelWrite):
+    """Release a new panel with these `values`."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabCorrectionWrite(_PanelWrite):
     """Correct the panel released by planned write `corrects_seq` with new `values`."""
 
-    seq: int
-    delay_s: float
-    patient_id: str
     corrects_seq: int
-    panel_code: str
-    values: dict[str, float]
-    critical: bool
 
 
 @dataclass(frozen=True, slots=True)
-class VitalsWrite:
+class VitalsWrite(_Write):
     """Post one round of vital signs."""
 
-    seq: int
-    delay_s: float
-    patient_id: str
     vitals: VitalSigns
 
 
@@ -210,13 +214,13 @@ class WritePlanner:
             if after == before:
                 after = self._clamp_sane(table, before - _precision(table))
         return LabCorrectionWrite(
-            self._seq,
-            delay,
-            original.patient_id,
-            original.seq,
-            original.panel_code,
-            {test: after},
-            table.is_critical(after),
+            seq=self._seq,
+            delay_s=delay,
+            patient_id=original.patient_id,
+            panel_code=original.panel_code,
+            values={test: after},
+            critical=table.is_critical(after),
+            corrects_seq=original.seq,
         )
 
     def _usual_value(self, state: _PatientState, test: str) -> float:

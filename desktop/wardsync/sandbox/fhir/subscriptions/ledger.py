@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wardsync.sandbox.database import open_database
+from wardsync.infra.sqlite_db import open_database
 from wardsync.sandbox.fhir.store import ResourceChange
 
 DEFAULT_RETAINED_EVENTS = 1000

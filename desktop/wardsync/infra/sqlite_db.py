@@ -1,5 +1,6 @@
-"""Opening the sandbox's SQLite databases: the FHIR store, OAuth sessions, the subscription
-ledger.
+"""Opening WardSync's SQLite databases: the sandbox's (the FHIR store, OAuth sessions, the
+subscription ledger) and the relay's (pending escalations). Here, in infra, because the relay
+may not import the sandbox (docs/architecture.md §1).
 
 Each is one connection in autocommit mode (`isolation_level=None`): transactions are explicit
 (`BEGIN IMMEDIATE ... COMMIT`), so a read never holds a lock it did not ask for. A file gets

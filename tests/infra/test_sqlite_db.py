@@ -1,4 +1,4 @@
-"""The sandbox's SQLite opener (sandbox/database.py) on real files."""
+"""The SQLite opener (infra/sqlite_db.py) on real files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wardsync.sandbox.database import open_database
+from wardsync.infra.sqlite_db import open_database
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS note (id INTEGER PRIMARY KEY, text TEXT NOT NULL);"
 
