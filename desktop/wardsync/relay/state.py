@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from wardsync.core.pokes import Poke, parse_poke, poke_to_dict
+from wardsync.infra.sqlite_db import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pokes (
@@ -137,10 +137,7 @@ class RelayState:
     """The relay's SQLite database (one connection, used from the event loop thread)."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(path, SCHEMA, what="relay state", synchronous="FULL")
         for table, column, kind in ADDED_COLUMNS:
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
