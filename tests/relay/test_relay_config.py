@@ -117,3 +117,23 @@ def test_refuse_secret_flags_allows_file_options():
     refuse_secret_flags(["--client-secret-file", "/x", "--ably-key-file=/y"])
     with pytest.raises(ConfigError):
         refuse_secret_flags(["--token", "t"])
+
+
+@pytest.mark.parametrize(("section", "problem"), [
+    ("[subscriptions]\nchannel = 'websocket'\n", None),
+    ("[subscriptions]\nchannel = 'websocket'\nmode = 'topic'\n", None),
+    ("[subscriptions]\nchannel = 'websocket'\nmode = 'classic'\n",
+     "subscriptions.channel websocket needs topic-based subscriptions"),
+    ("[subscriptions]\nchannel = 'email'\n",
+     "subscriptions.channel must be one of rest-hook, websocket"),
+])
+def test_the_subscription_channel_is_checked(files: dict[str, Path], section: str,
+                                             problem: str | None, capsys):
+    files["config"].write_text(files["config"].read_text() + section)
+    code = main(["relay", "check", str(files["config"])])
+    err = capsys.readouterr().err
+    if problem is None:
+        assert code == 0, err
+        assert load(config_file=files["config"], env={}).subscriptions.channel == "websocket"
+    else:
+        assert code == 2 and problem in err

@@ -72,6 +72,8 @@ async def test_one_leader_one_standby_and_a_takeover(ward: Sandbox, tmp_path: Pa
                 assert all(n == 1 for n in w.per_version().values()), w.per_version()
                 assert w.seqs() == list(range(w.seqs()[0], w.seqs()[0] + len(w.seqs())))
                 assert max(w.seqs()) > seq_before
+                # Ready once its first round is over (the poke came from the middle of it).
+                await wait_for(lambda: standby.ready, 10, "the new leader's first round")
                 assert await _role(http, standby) == (200, "leader")
         finally:
             await standby.stop()

@@ -977,3 +977,73 @@ async def test_closing_a_query_forgets_what_no_other_open_query_holds(make_rig) 
     rig.cache.open(PatientRecord("p1"))
     await rig.time.advance(DEBOUNCE_S)
     assert {"Patient/p1", "Task/t1"} <= set(rig.store.refs())
+
+
+# ---------------------------------------------------------------------------- deletes
+
+
+async def test_a_delete_poke_makes_the_next_pull_drop_what_the_server_no_longer_has(
+    make_rig,
+) -> None:
+    rig = make_rig()
+    labs, vitals = PatientLabs("p1"), PatientVitals("p1")
+    rig.fetcher.answer = lambda call: SearchResult(
+        matches=[obs("o1", 1, "2026-01-01T00:00:00Z")]
+        if call.resource_type == "Observation" else [])
+    rig.cache.open(labs)
+    rig.cache.open(vitals)
+    await rig.time.advance(1.0)
+    assert "Observation/o1" in rig.store
+    rig.fetcher.answer = None  # deleted on the server: no search returns it any more
+    already = len(rig.calls)
+    # A plain change poke for the same resource changes nothing: the search brings nothing.
+    rig.cache.invalidate_matching(poke("Observation", "o1", "p1"))
+    await rig.time.advance(1.0)
+    assert "Observation/o1" in rig.store
+    assert not any(c.param("_id") for c in rig.calls[already:])
+    already = len(rig.calls)
+    rig.changes.clear()
+    rig.cache.invalidate_matching(poke("Observation", "o1", "p1", ptype="RESOURCE_DELETED"))
+    await rig.time.advance(DEBOUNCE_S)
+    by_id = [c for c in rig.calls[already:] if c.param("_id")]
+    # Checked by id (R4 search.html#_id), once: the key that pulls second no longer holds it.
+    assert [(c.resource_type, c.param("_id")) for c in by_id] == [("Observation", "o1")]
+    assert "Observation/o1" not in rig.store
+    assert [c.refs for c in rig.changes] == [("Observation/o1",)]
+    assert all("Observation/o1" not in rig.cache.state(k).refs for k in (labs, vitals))
+
+
+async def test_a_delete_poke_for_a_resource_that_still_exists_keeps_it(make_rig) -> None:
+    rig = make_rig()
+    recreated = obs("o1", 3, "2026-01-01T00:00:02Z")
+    rig.fetcher.answer = lambda call: SearchResult(
+        matches=[obs("o1", 1, "2026-01-01T00:00:00Z")] if not call.param("_id") else [recreated])
+    rig.cache.open(VITALS)
+    await rig.time.advance(1.0)
+    rig.fetcher.answer = lambda call: SearchResult(matches=[recreated] if call.param("_id")
+                                                   else [])
+    rig.cache.invalidate_matching(poke("Observation", "o1", "p1", ptype="RESOURCE_DELETED"))
+    await rig.time.advance(1.0)
+    assert rig.store.version("Observation/o1") == "3"
+
+
+async def test_a_failed_delete_check_is_retried_with_the_next_pull(make_rig) -> None:
+    rig = make_rig()
+    rig.fetcher.answer = lambda call: SearchResult(
+        matches=[obs("o1", 1, "2026-01-01T00:00:00Z")])
+    rig.cache.open(VITALS)
+    await rig.time.advance(1.0)
+    failing = [True]
+
+    def answer(call: Call) -> SearchResult | BaseException:
+        if call.param("_id") and failing[0]:
+            failing[0] = False
+            return Unreachable("down")
+        return SearchResult()
+
+    rig.fetcher.answer = answer
+    rig.cache.invalidate_matching(poke("Observation", "o1", "p1", ptype="RESOURCE_DELETED"))
+    await rig.time.advance(DEBOUNCE_S)
+    assert "Observation/o1" in rig.store and not failing[0]
+    await rig.time.advance(rig.backoff.delay(0))
+    assert "Observation/o1" not in rig.store

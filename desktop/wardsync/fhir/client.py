@@ -107,6 +107,15 @@ class SearchResult:
         return self.matches + self.included
 
 
+@dataclass(slots=True)
+class HistoryResult:
+    """The raw entries of a history (R4 http.html#history), every page read or not."""
+
+    entries: list[dict] = field(default_factory=list)
+    pages: int = 0
+    complete: bool = True  # False: `max_pages` stopped it before the last page
+
+
 Known = Callable[[str, str], bool]
 
 
@@ -282,6 +291,37 @@ class FhirClient:
                     result.included.append(item)
                 else:
                     result.matches.append(item)
+            url = next(
+                (link.get("url") for link in bundle.get("link") or ()
+                 if isinstance(link, Mapping) and link.get("relation") == "next"),
+                None,
+            )
+            query = None  # the next link carries the whole query
+        return result
+
+    async def history(
+        self, path: str, params: Mapping[str, Any] | None = None, *,
+        max_pages: int = MAX_SEARCH_PAGES, headers: Mapping[str, str] | None = None,
+    ) -> HistoryResult:
+        """GET [type]/_history or [type]/[id]/_history (`path`), following `next` links.
+
+        The entries come back as the server sent them (a delete has a `request` and no
+        `resource`, R4 http.html#history): the caller validates what it uses."""
+        result = HistoryResult()
+        url: str | None = self.url(f"{path.strip('/')}/_history")
+        query: Mapping[str, Any] | None = params or {}
+        while url:
+            if result.pages >= max_pages:
+                result.complete = False
+                break
+            resp = await self._request("GET", url, params=query, headers=headers,
+                                       what=f"history {path.split('/')[0]}")
+            bundle = self._body(resp, path)
+            if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
+                raise ServerError(f"history {path.split('/')[0]}: response is not a Bundle")
+            result.pages += 1
+            result.entries += [dict(e) for e in bundle.get("entry") or ()
+                               if isinstance(e, Mapping)]
             url = next(
                 (link.get("url") for link in bundle.get("link") or ()
                  if isinstance(link, Mapping) and link.get("relation") == "next"),

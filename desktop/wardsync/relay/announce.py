@@ -1,9 +1,12 @@
 """From a changed resource version to one numbered poke on its ward (docs/relay.md).
 
-Whatever told the relay about a change (the reconciliation poll now, FHIR Subscriptions
-later) ends here: skip versions already announced, find the patient's ward, classify with
-the shared rules (`core.poke_rules`, the site's critical limits) and hand the poke to the
-publisher, which numbers it durably. Nothing here logs more than a reference.
+Whatever told the relay about a change (the reconciliation poll, FHIR Subscriptions) ends
+here: skip versions already announced, find the patient's ward, classify with the shared
+rules (`core.poke_rules`, the site's critical limits) and hand the poke to the publisher,
+which numbers it durably. A delete is a version too (R4 http.html#delete): announced once,
+as `RESOURCE_DELETED` with the delete's version id, on the ward of the patient its last
+version named (read from the resource's history, relay/history.py). Nothing here logs more
+than a reference.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ from wardsync.core.poke_rules import (
     patient_id_of,
     report_result_refs,
 )
-from wardsync.core.pokes import CRITICAL_LAB_RESULT, POKE_RESOURCE_TYPES, Poke
-from wardsync.fhir.errors import NotFound
+from wardsync.core.pokes import (
+    CRITICAL_LAB_RESULT,
+    POKE_RESOURCE_TYPES,
+    RESOURCE_DELETED,
+    ROUTINE,
+    Poke,
+)
+from wardsync.fhir.errors import InvalidResource, NotFound
+from wardsync.fhir.validation import validate_resource
 from wardsync.relay.fhir_access import RelayFhir
+from wardsync.relay.history import HistoryVersion, modified_at, versions_of
 from wardsync.relay.metrics import RelayMetrics
 from wardsync.relay.publisher import PokePublisher
 from wardsync.relay.state import RelayStore, StoredPoke
@@ -79,10 +90,61 @@ class Announcer:
         try:
             resource = await self._fhir.read(rtype, rid)
         except NotFound:
-            log.info("%s is gone (deleted or never readable); nothing to announce", ref)
-            return None
+            # 410 Gone (or 404): the change was a delete, or it never was readable.
+            return await self.announce_deleted(ref, source=source)
         # The server may already hold a newer version: announcing the newest covers both.
         return await self.announce(resource, source=source)
+
+    async def announce_deleted(self, ref: str, *, source: str,
+                               version_id: str | None = None) -> StoredPoke | None:
+        """`ref` was deleted (a read answers 410, or the history poll saw a DELETE entry,
+        `version_id`): announce its newest delete unless it already was. The patient and ward
+        are those of the version before the delete (`GET [type]/[id]/_history`)."""
+        if ref.partition("/")[0] not in POKE_RESOURCE_TYPES:
+            return None
+        if version_id is not None and self._state.has_version(ref, version_id):
+            self._metrics.duplicates.labels(source).inc()
+            return None
+        try:
+            versions = versions_of((await self._fhir.history(ref)).entries, ref)
+        except NotFound:
+            log.info("%s: no such resource (never readable); nothing to announce", ref)
+            return None
+        if not versions or not versions[0].deleted:
+            # Created again since (its own notification or the poll announces that version).
+            log.info("%s is not deleted (any more); nothing to announce", ref)
+            return None
+        gone = versions[0]
+        if gone.version_id is None or not gone.version_id.isdigit():
+            log.warning("%s: the server's history does not say the delete's version; "
+                        "not announced", ref)
+            return None
+        if self._state.has_version(ref, gone.version_id):
+            self._metrics.duplicates.labels(source).inc()
+            return None
+        self._metrics.changes.labels(source).inc()
+        last = self._last_version(ref, versions[1:])
+        rtype, _, rid = ref.partition("/")
+        patient_id = patient_id_of(last) if last is not None else None
+        draft = Poke(type=RESOURCE_DELETED, resource_type=rtype, id=rid,
+                     version_id=gone.version_id, patient_id=patient_id, seq=1,
+                     priority=ROUTINE)
+        return await self._route(draft, is_encounter=rtype == "Encounter",
+                                 changed_at=modified_at(gone))
+
+    @staticmethod
+    def _last_version(ref: str, older: list[HistoryVersion]) -> dict[str, Any] | None:
+        """The newest readable version before the delete (validated: its patient reference
+        decides where the delete is announced)."""
+        for version in older:
+            if version.resource is None:
+                continue
+            try:
+                return validate_resource(version.resource)
+            except InvalidResource:
+                log.warning("%s/_history/%s fails R4 validation; looking further back", ref,
+                            version.version_id)
+        return None
 
     async def announce(self, resource: Mapping[str, Any], *, source: str) -> StoredPoke | None:
         """Announce this stored version of `resource` unless it already was."""
@@ -94,33 +156,39 @@ class Announcer:
             self._metrics.duplicates.labels(source).inc()
             return None
         self._metrics.changes.labels(source).inc()
-        patient_id = patient_id_of(resource)
-        previous_ward = None
-        if resource["resourceType"] == "Encounter":
-            previous_ward = self._wards.forget(patient_id)
-        ward = await self._ward_for(resource, patient_id)
-        if ward is None and previous_ward is None:
-            self._metrics.unrouted.labels("no_ward").inc()
-            log.info("%s/_history/%s: no ward to announce it on", ref, version_id)
-            return None
         results = await self._results_of(resource)
         ptype, priority = classify_change(resource, results, self._limits)
         draft = Poke(type=ptype, resource_type=resource["resourceType"], id=resource["id"],
-                     version_id=version_id, patient_id=patient_id, seq=1, priority=priority)
-        changed_at = self._changed_at(resource)
-        stored: StoredPoke | None = None
-        # A patient who left a ward (transfer, discharge) is news there too: the Encounter
-        # version is announced on the ward they were on (when known) as well as the new one.
-        for target in dict.fromkeys(w for w in (ward, previous_ward) if w is not None):
-            poke = self._publisher.submit(target, draft, changed_at=changed_at)
-            stored = stored or poke
+                     version_id=version_id, patient_id=patient_id_of(resource), seq=1,
+                     priority=priority)
+        stored = await self._route(draft, is_encounter=resource["resourceType"] == "Encounter",
+                                   changed_at=self._changed_at(resource))
+        ward = stored.ward if stored is not None else None
         if (self._on_critical is not None and ptype == CRITICAL_LAB_RESULT and ward is not None
                 and resource["resourceType"] == "DiagnosticReport"):
             # Server-side escalation watches its acknowledgement (relay/escalation.py).
             self._on_critical(resource, results, ward)
         return stored
 
-    async def _ward_for(self, resource: Mapping[str, Any], patient_id: str | None) -> str | None:
+    async def _route(self, draft: Poke, *, is_encounter: bool,
+                     changed_at: float | None) -> StoredPoke | None:
+        """Number `draft` on its patient's ward (and, for an Encounter, the ward the patient
+        was known to be on); the poke of the current ward is returned."""
+        previous_ward = self._wards.forget(draft.patient_id) if is_encounter else None
+        ward = await self._ward_for(draft.patient_id)
+        if ward is None and previous_ward is None:
+            self._metrics.unrouted.labels("no_ward").inc()
+            log.info("%s/_history/%s: no ward to announce it on", draft.ref, draft.version_id)
+            return None
+        stored: StoredPoke | None = None
+        # A patient who left a ward (transfer, discharge) is news there too: the Encounter
+        # version is announced on the ward they were on (when known) as well as the new one.
+        for target in dict.fromkeys(w for w in (ward, previous_ward) if w is not None):
+            poke = self._publisher.submit(target, draft, changed_at=changed_at)
+            stored = stored or poke
+        return stored
+
+    async def _ward_for(self, patient_id: str | None) -> str | None:
         if patient_id is not None:
             return await self._wards.ward_of(patient_id)
         return self._default_ward

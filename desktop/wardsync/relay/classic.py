@@ -2,7 +2,9 @@
 
 R4 subscription.html#rest-hook: with a payload the server sends the resource "as a PUT to
 `[endpoint]/[type]/[id]`"; without one, "an empty POST to the endpoint". HAPI FHIR also sends
-`DELETE [endpoint]/[type]/[id]` for a deleted resource. There are no event numbers: duplicate
+`DELETE [endpoint]/[type]/[id]` for a deleted resource, which carries no version: the relay's
+read answers 410 and the delete version comes from the resource's history
+(`Announcer.announce_deleted`). There are no event numbers: duplicate
 and out-of-order deliveries are harmless because the relay announces a version at most once
 and reads the current version before announcing (`Announcer.on_change`); dropped ones (HAPI
 gives up after about a minute of retries) are found by the reconciliation poll, and a bare

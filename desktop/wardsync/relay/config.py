@@ -95,13 +95,14 @@ class ReconcileSection:
 @dataclass
 class SubscriptionsSection:
     mode: str = "auto"  # auto | topic | classic | none
-    channel: str = "rest-hook"
+    channel: str = "rest-hook"  # rest-hook | websocket (topic-based only)
     heartbeat_s: float = 60.0
     silence_margin_s: float = 10.0
     topics: list[str] = field(default_factory=list)  # empty: every advertised topic
 
 
 SUBSCRIPTION_MODES = ("auto", "topic", "classic", "none")
+SUBSCRIPTION_CHANNELS = ("rest-hook", "websocket")
 
 
 @dataclass
@@ -199,8 +200,13 @@ class RelayConfig:
         subs = self.subscriptions
         if subs.mode not in SUBSCRIPTION_MODES:
             problems.append(f"subscriptions.mode must be one of {', '.join(SUBSCRIPTION_MODES)}")
-        if subs.channel != "rest-hook":
-            problems.append("subscriptions.channel: only rest-hook is supported")
+        if subs.channel not in SUBSCRIPTION_CHANNELS:
+            problems.append("subscriptions.channel must be one of "
+                            f"{', '.join(SUBSCRIPTION_CHANNELS)}")
+        elif subs.channel == "websocket" and subs.mode == "classic":
+            # Classic R4 criteria subscriptions have no websocket binding the relay can use.
+            problems.append("subscriptions.channel websocket needs topic-based subscriptions "
+                            "(subscriptions.mode auto or topic)")
         if not 1 <= subs.heartbeat_s <= 86400:
             problems.append("subscriptions.heartbeat_s must be in [1, 86400]")
         if subs.silence_margin_s < 0:

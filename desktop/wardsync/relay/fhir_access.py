@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from wardsync.fhir.client import FhirClient
+from wardsync.fhir.client import FhirClient, HistoryResult
 
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 class RelayFhir:
-    """`read` and `search_all` for the relay (the `wards.FhirReader` protocol)."""
+    """`read`, `search_all` and `history` for the relay (`search_all` and `read`: the
+    `wards.FhirReader` protocol)."""
 
     def __init__(self, client: FhirClient) -> None:
         self.client = client
@@ -28,3 +29,9 @@ class RelayFhir:
                          params: Mapping[str, str]) -> list[dict[str, Any]]:
         result = await self.client.search(resource_type, dict(params), headers=NO_CACHE)
         return result.matches
+
+    async def history(self, path: str, params: Mapping[str, str] | None = None, *,
+                      max_pages: int = 2) -> HistoryResult:
+        """`GET [path]/_history`: `Type/id` (an instance: its first pages, newest first, hold
+        the delete and the version before it) or `Type` (with `_since`)."""
+        return await self.client.history(path, params, max_pages=max_pages, headers=NO_CACHE)

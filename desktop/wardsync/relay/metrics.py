@@ -70,6 +70,10 @@ class RelayMetrics:
             "wardsync_relay_subscription_gaps_recovered",
             "Missed event numbers recovered, by how ($events or a reconciliation round)",
             ["via"], registry=r)
+        self.websocket_binds = Counter(
+            "wardsync_relay_subscription_websocket_binds",
+            "Websocket channel sockets: bound (handshake received), then closed or failed",
+            ["outcome"], registry=r)
         self.subscriptions_created = Counter(
             "wardsync_relay_subscriptions_created",
             "Subscriptions created on the FHIR server, by reason (new, replaced)", ["reason"],

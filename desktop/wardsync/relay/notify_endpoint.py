@@ -91,8 +91,9 @@ class NotifyEndpoint:
                 change = parse_put(tail, body)
                 await self._announce(change.ref, change.version_id, CLASSIC)
             elif request.method == "DELETE" and tail:
-                parse_delete(tail)
-                # Deletes are not announced (docs/relay.md); accepted so the server is done.
+                change = parse_delete(tail)
+                # The read answers 410: announced as the delete version its history names.
+                await self._announce(change.ref, None, CLASSIC)
                 self._count(source, "delete")
                 return web.Response(status=200)
             else:

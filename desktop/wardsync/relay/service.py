@@ -166,7 +166,7 @@ class Relay:
         self.subscriptions = SubscriptionManager(
             fhir=self._fhir_client, state=self.state, metrics=self.metrics,
             reconciler=self.reconciler, announce=self.on_change, config=cfg.subscriptions,
-            types=cfg.reconcile.types, timer=self._timer,
+            types=cfg.reconcile.types, timer=self._timer, ws_ssl=tls_context(ca_bundle),
         )
         NotifyEndpoint(manager=self.subscriptions, reconciler=self.reconciler,
                        announce=self.on_change, metrics=self.metrics).install(app)

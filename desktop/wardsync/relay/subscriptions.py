@@ -9,9 +9,13 @@ classic R4 criteria subscriptions (one per polled type, HAPI-style rest-hook PUT
 Each Subscription is rest-hook to the relay's `notify_url`, `id-only`, with a `reason` naming
 the relay (the audit trail: "WardSync relay <public_url>: pokes for ward workstations") and
 a random per-subscription secret in `channel.header` (`Authorization: Bearer <secret>`) that
-the notify endpoint requires. Secrets and event marks are kept in the relay's state db, so a
-restarted relay reuses its Subscriptions; one of ours it cannot use (no secret on record, in
-`error`/`off`, gone) is deleted and replaced, never left to pile up.
+the notify endpoint requires. With `subscriptions.channel = "websocket"` (topic-based only)
+the channel is `websocket` instead: no header, the `notify_url` kept as `endpoint` only to
+recognise the relay's own, and the relay binds a socket to each (relay/websocket_channel.py);
+notifications are then handled exactly as on rest-hook. Secrets and event marks are kept in
+the relay's state db, so a restarted relay reuses its Subscriptions; one of ours it cannot use
+(no secret on record, in `error`/`off`, gone, another channel) is deleted and replaced, never
+left to pile up.
 
 Topic-based: every event number is handled once in order. A gap (an event number beyond the
 next expected, or a heartbeat whose `events-since-subscription-start` is ahead) is filled
@@ -28,6 +32,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +50,7 @@ from wardsync.relay.notifications import (
 )
 from wardsync.relay.reconcile import Reconciler
 from wardsync.relay.state import RelayStore
+from wardsync.relay.websocket_channel import WebSocketBinder
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ MAX_COUNT_URL = f"{_IG}StructureDefinition/backport-max-count"
 PAYLOAD_CONTENT_URL = f"{_IG}StructureDefinition/backport-payload-content"
 FHIR_JSON = "application/fhir+json"
 TOPIC, CLASSIC = "topic", "classic"
+REST_HOOK, WEBSOCKET = "rest-hook", "websocket"
 NOTIFY_TIMEOUT_S = 10  # backport-timeout we ask for
 MAX_EVENTS_PER_NOTIFICATION = 50
 EVENTS_PER_QUERY = 1000  # $events range asked for at once
@@ -80,6 +87,7 @@ class ServerOffer:
     topics: tuple[str, ...]
     has_events: bool
     has_status: bool
+    has_ws_binding: bool = False  # $get-ws-binding-token: the websocket channel
 
 
 def read_offer(capabilities: dict[str, Any]) -> ServerOffer:
@@ -100,7 +108,8 @@ def read_offer(capabilities: dict[str, Any]) -> ServerOffer:
                     if isinstance(op, dict)}
         ops |= {str(op.get("name")) for op in rest.get("operation") or ()
                 if isinstance(op, dict)}
-    return ServerOffer(tuple(dict.fromkeys(topics)), "events" in ops, "status" in ops)
+    return ServerOffer(tuple(dict.fromkeys(topics)), "events" in ops, "status" in ops,
+                       "get-ws-binding-token" in ops)
 
 
 @dataclass(eq=False)
@@ -134,6 +143,7 @@ class SubscriptionManager:
         config: SubscriptionsSection,
         types: Sequence[str],
         timer: Timer = SYSTEM_TIMER,
+        ws_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self._fhir = fhir
         self._state = state
@@ -144,6 +154,12 @@ class SubscriptionManager:
         self._types = tuple(types)
         self._timer = timer
         self._live: list[LiveSubscription] = []
+        self.binder: WebSocketBinder | None = None
+        if config.channel == WEBSOCKET:
+            self.binder = WebSocketBinder(
+                fhir=fhir, on_notification=self._on_socket_notification,
+                reconcile=reconciler.request_round, metrics=metrics, timer=timer,
+                ssl_context=ws_ssl)
         self.offer = ServerOffer((), False, False)
         self.mode = "none"
         self.notify_url = ""
@@ -168,20 +184,24 @@ class SubscriptionManager:
         """Set up (retrying while the server is unreachable), then watch for silence."""
         self.notify_url = notify_url
         self.reason = reason_for(public_url)
-        while True:
-            try:
-                await self.setup()
-                break
-            except FhirError as exc:
-                log.warning("subscriptions: setup failed (%s); the poll covers meanwhile, "
-                            "retrying in %.0f s", type(exc).__name__, SETUP_RETRY_S)
-                await self._timer.sleep(SETUP_RETRY_S)
-        self.ready.set()
-        if self.mode == "none":
-            return
-        while True:
-            await self._timer.sleep(self._check_interval_s)
-            await self.check_all()
+        try:
+            while True:
+                try:
+                    await self.setup()
+                    break
+                except FhirError as exc:
+                    log.warning("subscriptions: setup failed (%s); the poll covers meanwhile, "
+                                "retrying in %.0f s", type(exc).__name__, SETUP_RETRY_S)
+                    await self._timer.sleep(SETUP_RETRY_S)
+            self.ready.set()
+            if self.mode == "none":
+                return
+            while True:
+                await self._timer.sleep(self._check_interval_s)
+                await self.check_all()
+        finally:
+            if self.binder is not None:
+                await self.binder.stop()
 
     @property
     def _check_interval_s(self) -> float:
@@ -200,6 +220,15 @@ class SubscriptionManager:
             log.warning("subscriptions.mode is topic but the server advertises no topics; "
                         "relying on the poll")
             mode = "none"
+        if self.binder is not None and mode == CLASSIC:
+            # `wardsync relay check` refuses mode classic with websocket; this is auto.
+            log.warning("subscriptions.channel is websocket but the server offers no topics "
+                        "(classic subscriptions have no websocket binding); relying on the poll")
+            mode = "none"
+        if self.binder is not None and mode == TOPIC and not self.offer.has_ws_binding:
+            log.warning("subscriptions.channel is websocket but the server has no "
+                        "$get-ws-binding-token; relying on the poll")
+            mode = "none"
         self.mode = mode
         if mode == "none":
             return
@@ -209,8 +238,9 @@ class SubscriptionManager:
             if criteria not in kept:
                 await self._create(mode, criteria, "new")
         self._metrics.subscriptions_active.set(len(self._live))
-        log.info("subscriptions: %d %s subscription(s) to %s", len(self._live), mode,
-                 self.notify_url)
+        self._sync_sockets()
+        log.info("subscriptions: %d %s subscription(s) on %s", len(self._live), mode,
+                 self._channel(mode))
 
     def _wanted(self, mode: str) -> list[str]:
         if mode == CLASSIC:
@@ -238,8 +268,10 @@ class SubscriptionManager:
                                                                         own.sub_id)
             except NotFound:
                 resource = None
+            channel = (resource or {}).get("channel") or {}
             if (resource is None or resource.get("status") in DEAD_STATUSES
-                    or (resource.get("channel") or {}).get("endpoint") != self.notify_url):
+                    or channel.get("endpoint") != self.notify_url
+                    or channel.get("type") != self._channel(mode)):
                 if resource is not None:
                     await self._fhir.delete("Subscription", own.sub_id)
                 self._state.forget_subscription(own.secret)
@@ -267,13 +299,21 @@ class SubscriptionManager:
                          "record)", resource.get("id"))
                 await self._fhir.delete("Subscription", str(resource["id"]))
 
+    def _channel(self, mode: str) -> str:
+        """The channel type of the Subscriptions of `mode`."""
+        return WEBSOCKET if self.binder is not None and mode == TOPIC else REST_HOOK
+
     def _resource(self, mode: str, criteria: str, secret: str) -> dict[str, Any]:
         channel: dict[str, Any] = {
-            "type": "rest-hook",
+            "type": self._channel(mode),
             "endpoint": self.notify_url,
             "header": [f"Authorization: Bearer {secret}"],
             "payload": FHIR_JSON,
         }
+        if channel["type"] == WEBSOCKET:
+            # The server sends nothing over HTTP: no secret to give it. The endpoint only
+            # marks the Subscription as this relay's (`_remove_orphans`).
+            del channel["header"]
         resource: dict[str, Any] = {
             "resourceType": "Subscription", "status": "requested", "reason": self.reason,
             "criteria": criteria, "channel": channel,
@@ -314,8 +354,20 @@ class SubscriptionManager:
         self._live.remove(live)
         self._state.forget_subscription(live.secret)
         await self._create(live.kind, live.criteria, "replaced")
+        self._sync_sockets()
         # Whatever happened while it was not delivering: the poll finds it now.
         self._reconciler.request_round()
+
+    def _sync_sockets(self) -> None:
+        """With the websocket channel: a socket bound to each topic Subscription, no other."""
+        if self.binder is not None:
+            self.binder.sync(live.sub_id for live in self._live
+                             if live.kind == TOPIC and live.sub_id is not None)
+
+    async def _on_socket_notification(self, sub_id: str, note: Notification) -> None:
+        live = next((s for s in self._live if s.sub_id == sub_id), None)
+        if live is not None:  # else replaced meanwhile: its socket is being closed
+            await self.on_notification(live, note)
 
     # ------------------------------------------------------------------ watching
     async def check_all(self) -> None:
@@ -329,6 +381,8 @@ class SubscriptionManager:
                 self._metrics.heartbeats_missed.inc()
                 log.warning("subscriptions: Subscription/%s silent for %.0f s; checking it",
                             live.sub_id, now - live.last_heard)
+                if self.binder is not None:
+                    await self.binder.drop(live.sub_id)  # a half-open socket: bind anew
             live.last_heard = now
             try:
                 await self._check(live)

@@ -8,10 +8,12 @@ cut short the debounce and go to the front of the queue for the limited pull slo
 key was already waiting there. Pulls are incremental: each search remembers the newest
 `meta.lastUpdated` of its matches and asks only for resources updated after it (R4 search.html
 `_lastUpdated`), so a catch-up after a reconnect is the same operation as a normal pull; a
-search marked `incremental=False` is pulled in full. Results are applied to the ResourceStore,
-which keeps only newer versions, so late or reordered replies are harmless. Every wait (debounce,
-backoff) is on the cache's `Timer`, so the timeline tests (tests/sync/test_pull_loop.py) run on
-fake time.
+search marked `incremental=False` is pulled in full. A search never returns a deleted resource,
+so a `RESOURCE_DELETED` poke makes the key's next pull ask for the named resource by id
+(R4 search.html#_id): nothing back means it is gone, and it leaves the store. Results are
+applied to the ResourceStore, which keeps only newer versions, so late or reordered replies are
+harmless. Every wait (debounce, backoff) is on the cache's `Timer`, so the timeline tests
+(tests/sync/test_pull_loop.py) run on fake time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from wardsync.core.defaults import PULL_DEBOUNCE_S
 from wardsync.core.events import Event, QueryStateChanged
 from wardsync.core.fhirtime import effective_time, format_instant
 from wardsync.core.metrics import MetricsSink, NullMetrics
+from wardsync.core.pokes import RESOURCE_DELETED
 from wardsync.core.queries import VITALS_WINDOW, QueryKey, Search
 from wardsync.core.resources import last_updated as _last_updated
 from wardsync.core.store import ResourceStore
@@ -158,6 +161,8 @@ class PullLoop:
         self._urgent = asyncio.Event()  # an urgent pull is wanted (cuts the debounce short)
         # Indices of the key's searches the next pull runs; None: all of them.
         self._pending: set[int] | None = set()
+        # Held resources a RESOURCE_DELETED poke named: the next pull checks each is gone.
+        self._gone: set[str] = set()
         self._published: tuple[str, str] | None = None
         self.leases = 0
 
@@ -166,9 +171,13 @@ class PullLoop:
         """True once the last lease is gone or the cache is closed."""
         return self._owner.closed or self.leases <= 0
 
-    def request(self, *, urgent: bool = False, searches: Iterable[int] | None = None) -> None:
+    def request(self, *, urgent: bool = False, searches: Iterable[int] | None = None,
+                gone: str | None = None) -> None:
         """Mark the key stale: one pull follows, however many requests come first. It runs
-        the key's searches numbered in `searches` (all of them when None) of every request."""
+        the key's searches numbered in `searches` (all of them when None) of every request,
+        and checks whether `gone` ("Type/id", said to be deleted) still exists."""
+        if gone is not None:
+            self._gone.add(gone)
         if searches is None:
             self._pending = None
         elif self._pending is not None:
@@ -189,6 +198,7 @@ class PullLoop:
             urgent = self._urgent.is_set()
             await o.gate.acquire(urgent, holder=self)
             wanted: set[int] | None = None  # all searches, should the pull fail at once
+            gone: set[str] = set()
             try:
                 # Everything requested until now is answered by this pull, whose request is
                 # sent after this point; a request during the pull gets exactly one more.
@@ -196,7 +206,8 @@ class PullLoop:
                 self._urgent.clear()
                 self._dirty.clear()
                 wanted, self._pending = self._pending, set()
-                await self._pull_once(urgent, wanted)
+                gone, self._gone = self._gone, set()
+                await self._pull_once(urgent, wanted, gone)
             except FhirError as exc:
                 error: FhirError | None = exc
             except Exception as exc:
@@ -222,6 +233,7 @@ class PullLoop:
                 self._urgent.set()
             self._pending = (None if wanted is None or self._pending is None
                              else self._pending | wanted)
+            self._gone |= gone
             self._dirty.set()
             retrying = True
             await o.timer.sleep(o.backoff.delay(attempt - 1))
@@ -244,7 +256,8 @@ class PullLoop:
         if window in done:
             window.result()  # surface a failing timer instead of hiding it
 
-    async def _pull_once(self, urgent: bool, wanted: set[int] | None = None) -> None:
+    async def _pull_once(self, urgent: bool, wanted: set[int] | None = None,
+                         gone: set[str] | None = None) -> None:
         o = self._owner
         st = self.state
         st.pulls += 1
@@ -276,11 +289,14 @@ class PullLoop:
                       if t is not None]
             if incremental and stamps:
                 new_cursors[i] = max(stamps + ([cursor] if cursor else []))
+        deleted = await self._deleted(gone or set(), collected)
         # Re-check after the awaits: a key closed meanwhile must not touch shared state.
         if self.closed:
             return
         # All or nothing: cursors move only with the results they describe.
         st.cursors.update(new_cursors)
+        if deleted:
+            o.drop(deleted)
         # An urgent poke that arrived while this pull was in flight may be about what it
         # brought (a critical report written just before its search ran): deliver it as
         # urgent now; the urgent request still gets its own pull right after.
@@ -303,6 +319,24 @@ class PullLoop:
         st.last_error = st.user_message = ""
         st.loading_since = None
         o.publish_state(self)
+
+    async def _deleted(self, gone: set[str], collected: list[dict[str, Any]]) -> list[str]:
+        """Which of `gone` (named by RESOURCE_DELETED pokes) are deleted on the server: held
+        here, not brought by this pull, and not found by `_id`. A resource found is added to
+        `collected` (created again since: the store keeps the newer version)."""
+        o = self._owner
+        brought = {f"{r.get('resourceType')}/{r.get('id')}" for r in collected}
+        deleted: list[str] = []
+        for ref in sorted(gone):
+            if ref in brought or o.store.get(ref) is None:
+                continue
+            rtype, _, rid = ref.partition("/")
+            result = await o.fetcher.search(rtype, [("_id", rid)], known=o.holds)
+            if result.matches or result.unchanged or result.invalid:
+                collected.extend(result.matches)
+            else:
+                deleted.append(ref)
+        return deleted
 
     def _forget_before(self, cutoff: datetime) -> None:
         """Drop held readings of this time series that are older than `cutoff`."""
@@ -423,6 +457,13 @@ class QueryCache:
             # open query holds it (a reopened query pulls it afresh).
             self.forget(loop.state.refs)
 
+    def drop(self, refs: Iterable[str]) -> tuple[str, ...]:
+        """`refs` were deleted on the server: out of the store and of every open query."""
+        gone = set(refs)
+        for loop in self._loops.values():
+            loop.state.refs -= gone
+        return self.store.remove(gone)
+
     def forget(self, refs: Iterable[str]) -> tuple[str, ...]:
         """Drop `refs` from the store, except those another open query still holds."""
         held = [loop.state.refs for loop in self._loops.values()]
@@ -447,7 +488,8 @@ class QueryCache:
                 continue
             touched = [i for i, s in enumerate(key.searches())
                        if s.touched_by(poke.resource_type)]
-            loop.request(urgent=urgent, searches=touched or None)
+            gone = poke.ref if getattr(poke, "type", None) == RESOURCE_DELETED else None
+            loop.request(urgent=urgent, searches=touched or None, gone=gone)
             n += 1
         return n
 

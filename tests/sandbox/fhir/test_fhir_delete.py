@@ -73,3 +73,52 @@ def test_store_delete_reports_one_change_in_commit_order(store: FhirStore) -> No
     with pytest.raises(ResourceGone):
         store.read("Patient", pid)
     assert store.history("Patient", pid)[0]["meta"]["versionId"] == "1"
+
+
+async def test_type_history_since_lists_every_version_deletes_included_newest_first(
+        client: httpx.AsyncClient, fhir_server: FhirServer) -> None:
+    pid = (await client.post("/Patient", json=patient())).json()["id"]
+    before = (await client.post("/Observation", json=observation(pid))).json()
+    since = before["meta"]["lastUpdated"]
+    oid = (await client.post("/Observation", json=observation(pid))).json()["id"]
+    assert (await client.delete(f"/Observation/{oid}")).status_code == 204
+    r = await client.get("/Observation/_history", params={"_since": since})
+    assert r.status_code == 200, r.text
+    bundle = r.json()
+    assert bundle["type"] == "history" and bundle["total"] == 3
+    first, second, third = bundle["entry"]
+    # The delete: a request and a response, no resource (R4 http.html#history).
+    assert first["request"] == {"method": "DELETE", "url": f"Observation/{oid}"}
+    assert first["response"]["etag"] == 'W/"2"' and "resource" not in first
+    assert first["response"]["lastModified"] > second["response"]["lastModified"]
+    assert second["resource"]["id"] == oid and second["request"]["method"] == "POST"
+    assert third["resource"]["id"] == before["id"]  # `_since` is inclusive
+    # An instant after every write finds nothing; other types stay out.
+    r = await client.get("/Observation/_history", params={"_since": "2999-01-01T00:00:00Z"})
+    assert r.status_code == 200 and r.json()["total"] == 0 and "entry" not in r.json()
+    r = await client.get("/Patient/_history")
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [pid]
+
+
+async def test_type_history_pages_over_a_snapshot(client: httpx.AsyncClient) -> None:
+    pid = (await client.post("/Patient", json=patient())).json()["id"]
+    ids = [(await client.post("/Observation", json=observation(pid))).json()["id"]
+           for _ in range(5)]
+    page = (await client.get("/Observation/_history", params={"_count": "2"})).json()
+    seen = [e["resource"]["id"] for e in page["entry"]]
+    await client.post("/Observation", json=observation(pid))  # after the snapshot
+    while next_url := next((link["url"] for link in page["link"]
+                            if link["relation"] == "next"), None):
+        page = (await client.get(next_url)).json()
+        seen += [e["resource"]["id"] for e in page["entry"]]
+    assert seen == ids[::-1]
+
+
+async def test_type_history_refuses_what_it_does_not_support(
+        client: httpx.AsyncClient, fhir_server: FhirServer) -> None:
+    for params in ({"_since": "yesterday"}, {"_since": "2026-01-01"}, {"_at": "2026"},
+                   {"_count": "-1"}):
+        r = await client.get("/Observation/_history", params=params)
+        assert r.status_code == 400, params
+    async with httpx.AsyncClient(base_url=fhir_server.base, headers=auth("reader")) as reader:
+        assert (await reader.get("/Observation/_history")).status_code == 200

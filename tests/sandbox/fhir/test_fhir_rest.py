@@ -41,7 +41,8 @@ async def test_metadata_needs_no_token_and_lists_what_is_served(anon: httpx.Asyn
     assert {"Encounter:subject", "Encounter:location"} <= set(
         served["Encounter"]["searchInclude"])
     assert {i["code"] for i in served["Task"]["interaction"]} == {
-        "read", "vread", "update", "delete", "create", "history-instance", "search-type"}
+        "read", "vread", "update", "delete", "create", "history-instance", "history-type",
+        "search-type"}
 
 
 async def test_missing_and_bad_tokens_get_401_with_a_challenge(anon: httpx.AsyncClient) -> None:

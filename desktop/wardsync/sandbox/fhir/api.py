@@ -38,7 +38,7 @@ from wardsync.sandbox.fhir.fhir_dates import format_instant, http_date, parse_da
 from wardsync.sandbox.fhir.outcome import operation_outcome
 from wardsync.sandbox.fhir.search_params import SUPPORTED_TYPES
 from wardsync.sandbox.fhir.search_query import TRANSPORT_PARAMETERS
-from wardsync.sandbox.fhir.store import FhirStore, ResourceGone, SearchPage
+from wardsync.sandbox.fhir.store import FhirStore, HistoryEntry, ResourceGone, SearchPage
 from wardsync.sandbox.fhir.subscriptions.access import SUBSCRIPTION, permits_subscription
 from wardsync.sandbox.fhir.subscriptions.model import (
     CLIENT_STATUSES,
@@ -63,6 +63,11 @@ ACCEPT_RANGES = frozenset({
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 MAX_FORM_FIELDS = 200
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,12})"$')
+
+# `GET [type]/_history` (R4 http.html#history): what it takes, and its page sizes.
+HISTORY_PARAMETERS = frozenset({"_since", "_count", "_offset", "_snapshot"})
+HISTORY_PAGE_SIZE = 50
+MAX_HISTORY_PAGE_SIZE = 500
 
 _GRANT = web.RequestKey("grant", Grant)
 _PREFIX = web.AppKey("prefix", str)
@@ -128,6 +133,7 @@ class FhirApi:
         router.add_get("/{type}", self._search)
         router.add_post("/{type}/_search", self._search)
         router.add_post("/{type}", self._create)
+        router.add_get("/{type}/_history", self._type_history)  # before `{id}` takes it
         router.add_get("/{type}/{id}", self._read)
         router.add_put("/{type}/{id}", self._update)
         router.add_delete("/{type}/{id}", self._delete)
@@ -249,28 +255,45 @@ class FhirApi:
         rtype = self._type(request, "r")
         id = self._path_id(request, rtype)
         base = self._base(request)
-        entries = []
-        for item in self._store.history_entries(rtype, id):
-            change = item.change
-            created = change.interaction == "create"
-            entry: dict[str, Any] = {
-                "fullUrl": f"{base}/{rtype}/{id}",
-                "resource": change.resource,
-                "request": {"method": item.method,
-                            "url": rtype if item.method == "POST" else f"{rtype}/{id}"},
-                "response": {"status": "201 Created" if created else "200 OK",
-                             "etag": f'W/"{change.version_id}"',
-                             "lastModified": change.last_updated},
-            }
-            if change.deleted:
-                # R4 http.html#history: a delete is an entry with a request and no resource.
-                del entry["resource"]
-                entry["response"]["status"] = "204 No Content"
-            entries.append(entry)
+        entries = [_history_entry(base, item) for item in self._store.history_entries(rtype, id)]
         bundle = self._bundle("history", len(entries),
                               [{"relation": "self", "url": f"{base}/{rtype}/{id}/_history"}],
                               entries)
         return self._json(request, 200, bundle)
+
+    async def _type_history(self, request: web.Request) -> web.StreamResponse:
+        """`GET [type]/_history` (R4 http.html#history): `_since`, `_count`, newest first;
+        `next` pages over a fixed snapshot (`_offset`, `_snapshot`)."""
+        rtype = self._type(request, "r")
+        query = request.query
+        unknown = sorted(set(query) - HISTORY_PARAMETERS - TRANSPORT_PARAMETERS)
+        if unknown:
+            raise InvalidSearch(f"history parameters not supported: {', '.join(unknown)}")
+        since_us = None
+        if "_since" in query:
+            since = parse_date_range(query["_since"])
+            if since is None or "T" not in query["_since"]:
+                raise InvalidSearch("_since must be an instant")
+            since_us = since.low
+        count = _bounded_int(query, "_count", HISTORY_PAGE_SIZE, 1, MAX_HISTORY_PAGE_SIZE)
+        offset = _bounded_int(query, "_offset", 0, 0, 2**31)
+        snapshot = (_bounded_int(query, "_snapshot", 0, 0, 2**62)
+                    if "_snapshot" in query else None)
+        page = self._store.type_history(rtype, since_us=since_us, count=count, offset=offset,
+                                        snapshot=snapshot)
+        base = self._base(request)
+        kept = {k: query[k] for k in ("_since",) if k in query}
+
+        def link(relation: str, at: int) -> dict[str, str]:
+            params = {**kept, "_count": str(count), "_offset": str(at),
+                      "_snapshot": str(page.snapshot)}
+            return {"relation": relation, "url": f"{base}/{rtype}/_history?{urlencode(params)}"}
+
+        links = [link("self", offset)]
+        if offset + count < page.total:
+            links.append(link("next", offset + count))
+        entries = [_history_entry(base, item) for item in page.entries]
+        return self._json(request, 200, self._bundle("history", page.total, links, entries))
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         rtype = self._type(request, "c")
@@ -675,3 +698,33 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _history_entry(base: str, item: HistoryEntry) -> dict[str, Any]:
+    """One version as a history Bundle entry (R4 http.html#history)."""
+    change = item.change
+    rtype, id = change.resource_type, change.id
+    created = change.interaction == "create"
+    entry: dict[str, Any] = {
+        "fullUrl": f"{base}/{rtype}/{id}",
+        "resource": change.resource,
+        "request": {"method": item.method,
+                    "url": rtype if item.method == "POST" else f"{rtype}/{id}"},
+        "response": {"status": "201 Created" if created else "200 OK",
+                     "etag": f'W/"{change.version_id}"',
+                     "lastModified": change.last_updated},
+    }
+    if change.deleted:
+        # A delete is an entry with a request and no resource.
+        del entry["resource"]
+        entry["response"]["status"] = "204 No Content"
+    return entry
+
+
+def _bounded_int(query: Any, name: str, default: int, low: int, high: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise InvalidSearch(f"{name} must be a whole number")
+    return max(low, min(high, int(text)))

@@ -135,7 +135,8 @@ SUPPORTED_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMETERS)
 
 # Interactions each type supports (R4 http.html); the CapabilityStatement lists exactly these.
 TYPE_INTERACTIONS: tuple[str, ...] = (
-    "read", "vread", "update", "delete", "create", "history-instance", "search-type",
+    "read", "vread", "update", "delete", "create", "history-instance", "history-type",
+    "search-type",
 )
 
 

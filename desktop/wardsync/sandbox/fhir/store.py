@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS version (
 );
 CREATE INDEX IF NOT EXISTS version_by_type ON version (type, superseded_seq, lu_us);
 CREATE INDEX IF NOT EXISTS version_by_id ON version (type, id, seq);
+CREATE INDEX IF NOT EXISTS version_by_type_time ON version (type, lu_us);
 CREATE TABLE IF NOT EXISTS idx_token (
     type TEXT NOT NULL, param TEXT NOT NULL, seq INTEGER NOT NULL,
     system TEXT NOT NULL, code TEXT NOT NULL);
@@ -125,6 +126,15 @@ class HistoryEntry:
 
     change: ResourceChange
     method: str  # "POST" | "PUT"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of a type's history (`GET [type]/_history`) at a fixed snapshot."""
+
+    entries: list[HistoryEntry]
+    total: int
+    snapshot: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +489,39 @@ class FhirStore:
             )
             for version, lu_us, interaction, method, text, seq in rows
         ]
+
+    def type_history(self, resource_type: str, *, since_us: int | None = None,
+                     count: int = 50, offset: int = 0,
+                     snapshot: int | None = None) -> HistoryPage:
+        """Every version of one type written at or after `since_us` (deletes included), newest
+        first (R4 http.html#history: `GET [type]/_history?_since=`), one page of `count` from
+        `offset`. Versions committed after `snapshot` (a seq; default: now) are left out, so
+        the pages of one history stay put while writes go on."""
+        self._check_type(resource_type)
+        since = since_us if since_us is not None else -(2**62)
+        with self._lock:
+            self._ensure_open()
+            if snapshot is None:
+                snapshot = int(self._conn.execute(
+                    "SELECT IFNULL(MAX(seq), 0) FROM version").fetchone()[0])
+            where = "type = ? AND lu_us >= ? AND seq <= ?"
+            args = (resource_type, since, snapshot)
+            total = int(self._conn.execute(
+                f"SELECT COUNT(*) FROM version WHERE {where}", args).fetchone()[0])
+            rows = self._conn.execute(
+                "SELECT id, version, lu_us, interaction, method, json, seq FROM version "
+                f"WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (*args, count, offset),
+            ).fetchall()
+        entries = [
+            HistoryEntry(
+                ResourceChange(resource_type, rid, str(version), format_instant(lu_us),
+                               interaction, json.loads(text), seq),
+                method,
+            )
+            for rid, version, lu_us, interaction, method, text, seq in rows
+        ]
+        return HistoryPage(entries, total, snapshot)
 
     def changes_after(self, seq: int, limit: int = 500) -> list[ResourceChange]:
         """Committed versions with a `seq` above `seq`, in commit order (at most `limit`).
