@@ -67,6 +67,29 @@ async def test_on_change_reads_classifies_and_publishes_once(ward: Sandbox, idle
     assert dupes == 2
 
 
+async def test_a_patient_with_no_stay_is_announced_on_the_default_ward_only_when_set(
+    ward: Sandbox, tmp_path: Path
+):
+    newcomer = ward.store.create({"resourceType": "Patient",
+                                  "name": [{"family": "Zzexample", "given": ["Transfer"]}]})
+    for default, expected in ((None, None), ("ward-receiving", "ward-receiving")):
+        config = relay_config(ward, tmp_path, tmp_path / f"relay-{default}", interval_s=3600.0)
+        config.relay.default_ward = default
+        async with running_relay(config) as relay:
+            report, _ = await ward.lab.post_panel(
+                newcomer["id"], codes.LACTATE_PANEL.code, {codes.LACTATE.code: 6.5})
+            stored = await relay.on_change(f"DiagnosticReport/{report['id']}", "1")
+            async with httpx.AsyncClient() as http:
+                unrouted = await scrape(http, relay.ready_info()["metrics_url"],
+                                        "wardsync_relay_unrouted_changes_total", reason="no_ward")
+            if expected is None:
+                # Nowhere to announce it (the report and its result, once each at least).
+                assert stored is None and unrouted >= 1
+            else:
+                assert stored is not None and unrouted == 0
+                assert (stored.ward, stored.poke.type) == (expected, "CRITICAL_LAB_RESULT")
+
+
 async def test_a_patient_moved_to_another_ward_is_announced_there(
     ward: Sandbox, tmp_path: Path
 ):

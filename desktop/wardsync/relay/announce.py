@@ -189,8 +189,13 @@ class Announcer:
         return stored
 
     async def _ward_for(self, patient_id: str | None) -> str | None:
+        """The patient's ward; `relay.default_ward` for a resource without a patient, and for
+        a patient with no active stay on any ward (a transfer in progress, an admission not
+        yet recorded: a critical result for them must reach someone)."""
         if patient_id is not None:
-            return await self._wards.ward_of(patient_id)
+            ward = await self._wards.ward_of(patient_id)
+            if ward is not None:
+                return ward
         return self._default_ward
 
     async def _results_of(self, resource: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
