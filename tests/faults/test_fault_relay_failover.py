@@ -21,7 +21,6 @@ from tests.relay.relay_fixtures import (
     RelayProcess,
     clinician_session,
     poke_watcher,
-    quiet_sandbox,
     relay_flags,
     scrape,
 )
@@ -50,8 +49,8 @@ def pg() -> Iterator[PgServer]:
 
 @pytest.fixture
 async def ward(seeded_data_dir: Path, tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with running_sandbox(seeded_data_dir, tmp_path) as sb:
-        await quiet_sandbox(sb)
+    # Without its own relay (`--no-relay`): only the relays under test publish.
+    async with running_sandbox(seeded_data_dir, tmp_path, relay=False) as sb:
         yield sb
 
 
