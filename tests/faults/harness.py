@@ -507,6 +507,15 @@ def assert_poked_once(counts: Counter[tuple[str, str]], newest: dict[str, str]) 
     assert not unpoked, f"{len(unpoked)} newest version(s) never poked: {unpoked[:5]}"
 
 
+async def relay_pokes_published(http: httpx.AsyncClient, relay: RelayProcess) -> float:
+    """Pokes the relay process has seen acknowledged by the hub since it started."""
+    total = 0.0
+    for kind in ("CRITICAL_LAB_RESULT", "LAB_RESULT_READY", "RESOURCE_CHANGED"):
+        total += await scrape(http, relay.ready["metrics_url"],
+                              "wardsync_relay_pokes_published_total", type=kind)
+    return total
+
+
 def assert_contiguous(seqs: list[int]) -> None:
     assert seqs, "no pokes"
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"seq not contiguous: {seqs}"
