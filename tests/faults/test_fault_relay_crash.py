@@ -48,10 +48,11 @@ mode = "topic"
 heartbeat_s = 60
 """
 OUTAGE_S = 2.0
-# Measured here (2 cores, shared): restart to ready (leading, polled, Subscriptions found)
-# 1.6-3.3 s; every write made while it was dead on every screen 0.6-1.0 s after that; every
-# screen equal to the server 0.1-1.0 s after the last write. Stated with margin:
-RESTART_BOUND_S = 10.0
+# Measured here (2 cores shared, load 7-11): restart to ready (process start, leading, polled,
+# Subscriptions found) 1.6-3.3 s, 9.1 s once under the heaviest load; every write made while
+# it was dead on every screen 0.5-1.0 s after that; every screen equal to the server
+# 0.1-1.0 s after the last write. Stated with margin:
+RESTART_BOUND_S = 20.0
 RECOVERY_BOUND_S = 5.0  # from the restarted relay's readiness
 CONVERGE_BOUND_S = 5.0  # from the last write
 

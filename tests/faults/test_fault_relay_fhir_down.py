@@ -60,11 +60,12 @@ mode = "topic"
 heartbeat_s = 60
 """
 READY_LIMIT_S = 30.0  # max(30 s, 3 x interval): docs/relay.md "Endpoints and metrics"
-# Measured here (2 cores, shared). Unreachable: /readyz 503 30.2 s after the cut (the limit
-# plus up to one interval); after the heal, /readyz 200 again in 2.3 s (the first round
-# announces the outage's ~100 versions) and every write of the outage on every screen 2.6 s
-# after the heal; every screen equal to the server 0.15 s after the last write. Erroring: the
-# fed results on every screen 0.9 s after the server recovered. Stated with margin:
+# Measured here (2 cores shared, load 7-11). Unreachable: /readyz 503 29.4-30.2 s after the
+# cut (the limit, counted from the last good round up to one interval before the cut); after
+# the heal, /readyz 200 again in 2.3-3.3 s (the first round announces the outage's ~100
+# versions) and every write of the outage on every screen 2.6-4.1 s after the heal; every
+# screen equal to the server 0.15-1.2 s after the last write. Erroring: the fed results on
+# every screen 0.9-1.3 s after the server recovered. Stated with margin:
 NOT_READY_BOUND_S = READY_LIMIT_S + 5.0
 RECOVERY_BOUND_S = 10.0  # from the heal: ready again; every outage write on every screen
 CONVERGE_BOUND_S = 5.0  # from the last write
@@ -99,7 +100,9 @@ async def test_fhir_server_unreachable_for_the_relay(seeded_data_dir: Path,
             assert (await http.get(relay.ready["health_url"])).status_code == 200
             await asyncio.sleep(0.5)
         not_ready_s = time.monotonic() - t_cut
-        assert not_ready_s >= READY_LIMIT_S - 1.0, f"not ready after only {not_ready_s:.1f} s"
+        # The limit counts from the last good round, up to one interval (and its own
+        # duration) before the cut.
+        assert not_ready_s >= READY_LIMIT_S - 2.0, f"not ready after only {not_ready_s:.1f} s"
         body = reply.json()
         assert reply.status_code == 503 and body["ready"] is False and body["role"] == "leader"
         assert body["reason"].startswith(
