@@ -256,7 +256,6 @@ class RelayBeside:
     config: str
     port: int = 0
     public_url: str | None = None
-    subscribed: bool = True  # ready only once its Subscriptions exist on the server
 
 
 @dataclass
@@ -415,29 +414,25 @@ async def _start_relay_beside(stack: contextlib.AsyncExitStack, bed: FaultBed,
         flags["public_url"] = spec.public_url
     process = RelayProcess(flags, config_file, tmp_path / "relay.log")
     stack.push_async_callback(process.close)
-    bed.relay = process
-    await start_relay(bed, subscribed=spec.subscribed)
+    await start_relay(process)
     return process
 
 
-async def start_relay(bed: FaultBed, *, subscribed: bool = True,
-                      timeout_s: float = 30.0) -> None:
-    """(Re)start the bed's relay process and wait until it leads, has polled once and, when
-    `subscribed`, maintains its Subscriptions."""
-    assert bed.relay is not None
-    ready = await bed.relay.start(timeout_s)
+async def start_relay(relay: RelayProcess, timeout_s: float = 30.0) -> None:
+    """(Re)start a relay process and wait until it leads, has polled once and maintains its
+    Subscriptions on the server."""
+    ready = await relay.start(timeout_s)
     async with httpx.AsyncClient(timeout=5) as http:
         async def ready_now() -> bool:
             reply = await http.get(ready["health_url"].replace("/healthz", "/readyz"))
             if reply.status_code != 200 or reply.json()["role"] != "leader":
                 return False
-            return not subscribed or await scrape(
-                http, ready["metrics_url"], "wardsync_relay_subscriptions") >= 1
+            return await scrape(http, ready["metrics_url"], "wardsync_relay_subscriptions") >= 1
 
         deadline = time.monotonic() + timeout_s
         while not await ready_now():
             if time.monotonic() > deadline:
-                raise AssertionError(f"the relay never got ready: {bed.relay.log_tail()}")
+                raise AssertionError(f"the relay never got ready: {relay.log_tail()}")
             await asyncio.sleep(POLL_STEP_S)
 
 

@@ -70,7 +70,7 @@ async def test_relay_killed_mid_stream_and_restarted(seeded_data_dir: Path,
         await asyncio.sleep(OUTAGE_S)  # writes go on with no relay
         written_dead = traffic.writes - writes_at_kill
         restart_began = time.monotonic()
-        await start_relay(bed, timeout_s=RESTART_BOUND_S)
+        await start_relay(bed.relay, RESTART_BOUND_S)
         restart_s = time.monotonic() - restart_began
         # What was written while it was dead reaches every screen from its pokes.
         missed = dict(traffic.log.acknowledged)

@@ -119,7 +119,7 @@ async def test_hub_down_pokes_wait_on_disk_and_go_out_when_it_is_back(
             assert time.monotonic() < deadline, f"only {pending} pending: {relay.log_tail()}"
             await asyncio.sleep(0.2)
         await relay.kill()
-        await start_relay(bed)
+        await start_relay(relay)
         assert (await readyz(http, relay))["pending_pokes"] >= pending
         await asyncio.sleep(1.0)  # writes go on, numbered by the restarted relay
         # The workstations polled the outage's writes meanwhile (test_fault_hub_restart.py).
