@@ -8,6 +8,12 @@ happens directly too, before the faults start.
 After a fault, `FaultBed.assert_consistent()` checks what the issue asks of every workstation:
 its data for every open query equals the server's, nothing was applied twice, and no version
 replaced a newer one; `Station.states_since()` gives a workstation's `connection_state` timeline.
+
+By default the sandbox's own relay publishes the pokes. `fault_bed(..., relay=RelayBeside(...))`
+runs the sandbox without it (`--no-relay`) and a real `wardsync relay` process beside it
+instead, as a hospital runs one: its FHIR traffic through a proxy of its own
+(`FaultBed.relay_fhir_proxy`), its listening port fixed (its notify URL survives a restart), and
+the workstations exchanging their tokens with it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,14 @@ from typing import Any
 import httpx
 
 from tests.faults.proxy import FaultProxy
+from tests.postgres_fixtures import free_port
+from tests.relay.relay_fixtures import (
+    PokeWatcher,
+    RelayProcess,
+    poke_watcher,
+    relay_flags,
+    scrape,
+)
 from tests.sandbox_fixtures import DESKTOP_CLIENT, SCOPES, running_sandbox
 from wardsync.auth.demo_login import DemoBrowser
 from wardsync.auth.login import sign_in
@@ -232,6 +246,18 @@ class WardTraffic:
         self.log.ack(stored)
 
 
+@dataclass(frozen=True)
+class RelayBeside:
+    """A `wardsync relay` process to run beside a `--no-relay` sandbox (module docstring).
+
+    `config` is its relay.toml; `public_url`, when set, is what it tells the FHIR server as its
+    notify URL (a proxy in front of `port`, which is then fixed by the test)."""
+
+    config: str
+    port: int = 0
+    public_url: str | None = None
+
+
 @dataclass
 class FaultBed:
     """Everything one fault test drives (see the module docstring)."""
@@ -241,6 +267,8 @@ class FaultBed:
     fhir_proxy: FaultProxy
     stations: list[Station]
     keys: list[QueryKey]
+    relay: RelayProcess | None = None
+    relay_fhir_proxy: FaultProxy | None = None
 
     def traffic(self, interval_s: float = 0.3, *, lab: bool = True) -> WardTraffic:
         """Ward traffic to start; `lab=False` leaves the lab queries to the test's own writes."""
@@ -326,26 +354,33 @@ async def fault_bed(
     hub_config: HubConfig | None = None,
     session_kwargs: dict[str, Any] | None = None,
     sandbox_overrides: dict[str, Any] | None = None,
+    relay: RelayBeside | None = None,
     **workstation_overrides: Any,
 ) -> AsyncIterator[FaultBed]:
     """A running bed: every station signed in, its queries loaded and its realtime live."""
     async with contextlib.AsyncExitStack() as stack:
         sb = await stack.enter_async_context(running_sandbox(
             seeded_data_dir, tmp_path, hub_config=hub_config or fault_hub_config(),
-            **(sandbox_overrides or {})))
+            **(sandbox_overrides or {}), **({"relay": False} if relay else {})))
         assert sb.hub is not None
         hub_proxy = await stack.enter_async_context(FaultProxy(sb.config.host, sb.hub.port))
         fhir_proxy = await stack.enter_async_context(FaultProxy(sb.config.host, sb.port))
         keys: list[QueryKey] = [k for p in PATIENTS for k in (PatientLabs(p), PatientVitals(p))]
+        bed = FaultBed(sb, hub_proxy, fhir_proxy, [], keys)
+        token_url = fhir_proxy.url("realtime/token")
+        if relay is not None:
+            bed.relay_fhir_proxy = await stack.enter_async_context(
+                FaultProxy(sb.config.host, sb.port))
+            bed.relay = await _start_relay_beside(stack, bed, relay, tmp_path)
+            token_url = bed.relay.ready["token_url"]
         config = {
             "fhir_base": fhir_proxy.url("fhir"), "ward": sb.ward,
             "realtime_endpoint": hub_proxy.endpoint,
-            "realtime_token_url": fhir_proxy.url("realtime/token"),
+            "realtime_token_url": token_url,
             "degraded_after_s": DEGRADED_AFTER_S, "polling_interval_s": POLLING_INTERVAL_S,
             "backoff_cap_s": BACKOFF_CAP_S, "gap_grace_s": GAP_GRACE_S,
             **workstation_overrides,
         }
-        bed = FaultBed(sb, hub_proxy, fhir_proxy, [], keys)
         for i in range(stations):
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
             smart, tokens = await sign_in(
@@ -365,6 +400,40 @@ async def fault_bed(
         await eventually(lambda: bed.all_loaded() and bed.all_live(), 20.0,
                          "every station loaded and live")
         yield bed
+
+
+async def _start_relay_beside(stack: contextlib.AsyncExitStack, bed: FaultBed,
+                              spec: RelayBeside, tmp_path: Path) -> RelayProcess:
+    assert bed.relay_fhir_proxy is not None
+    config_file = tmp_path / "relay.toml"
+    config_file.write_text(spec.config)
+    flags = relay_flags(bed.sandbox, tmp_path, tmp_path / "relay-data")
+    flags["fhir_base"] = bed.relay_fhir_proxy.url("fhir")
+    flags["listen"] = f"127.0.0.1:{spec.port or free_port()}"
+    if spec.public_url is not None:
+        flags["public_url"] = spec.public_url
+    process = RelayProcess(flags, config_file, tmp_path / "relay.log")
+    stack.push_async_callback(process.close)
+    await start_relay(process)
+    return process
+
+
+async def start_relay(relay: RelayProcess, timeout_s: float = 30.0) -> None:
+    """(Re)start a relay process and wait until it leads, has polled once and maintains its
+    Subscriptions on the server."""
+    ready = await relay.start(timeout_s)
+    async with httpx.AsyncClient(timeout=5) as http:
+        async def ready_now() -> bool:
+            reply = await http.get(ready["health_url"].replace("/healthz", "/readyz"))
+            if reply.status_code != 200 or reply.json()["role"] != "leader":
+                return False
+            return await scrape(http, ready["metrics_url"], "wardsync_relay_subscriptions") >= 1
+
+        deadline = time.monotonic() + timeout_s
+        while not await ready_now():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the relay never got ready: {relay.log_tail()}")
+            await asyncio.sleep(POLL_STEP_S)
 
 
 async def post_marker(bed: FaultBed, patient: str = PATIENTS[0]) -> str:
@@ -399,3 +468,49 @@ def write_behind_the_api(bed: FaultBed, patient: str = PATIENTS[1]) -> str:
                           issued=datetime.now(UTC), status="final")
     stored = bed.sandbox.store.create(obs)
     return f"Observation/{stored['id']}"
+
+
+@contextlib.asynccontextmanager
+async def bare_subscriber(bed: FaultBed) -> AsyncIterator[PokeWatcher]:
+    """A realtime client on the ward channel that only counts pokes (no workstation behind
+    it), straight to the hub with a token from the bed's relay, in the first station's name."""
+    assert bed.relay is not None
+    station = bed.stations[0]
+    async with poke_watcher(bed.sandbox, station.session, station.http,
+                            bed.relay.ready["token_url"]) as watcher:
+        await eventually(lambda: watcher.client.connection.state == "connected", 10.0,
+                         "the bare subscriber connected")
+        yield watcher
+
+
+def newest_versions(bed: FaultBed, refs: set[str]) -> dict[str, str]:
+    """ref -> the server's current versionId, for `refs` (all in the bed's open queries)."""
+    truth: dict[str, str] = {}
+    for key in bed.keys:
+        truth.update(server_view(bed.sandbox, key))
+    missing = refs - set(truth)
+    assert not missing, f"not on the server: {sorted(missing)[:5]}"
+    return {ref: truth[ref] for ref in refs}
+
+
+def assert_poked_once(counts: Counter[tuple[str, str]], newest: dict[str, str]) -> None:
+    """No version poked twice; the newest version of every ref in `newest` poked once (an
+    older version the relay never saw as current is covered by it: docs/relay.md)."""
+    twice = {v: n for v, n in counts.items() if n > 1}
+    assert not twice, f"poked more than once: {twice}"
+    unpoked = sorted((ref, v) for ref, v in newest.items() if counts[(ref, v)] != 1)
+    assert not unpoked, f"{len(unpoked)} newest version(s) never poked: {unpoked[:5]}"
+
+
+async def relay_pokes_published(http: httpx.AsyncClient, relay: RelayProcess) -> float:
+    """Pokes the relay process has seen acknowledged by the hub since it started."""
+    total = 0.0
+    for kind in ("CRITICAL_LAB_RESULT", "LAB_RESULT_READY", "RESOURCE_CHANGED"):
+        total += await scrape(http, relay.ready["metrics_url"],
+                              "wardsync_relay_pokes_published_total", type=kind)
+    return total
+
+
+def assert_contiguous(seqs: list[int]) -> None:
+    assert seqs, "no pokes"
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"seq not contiguous: {seqs}"

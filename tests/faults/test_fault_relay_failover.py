@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.faults.harness import relay_pokes_published
 from tests.postgres_fixtures import PgServer, private_postgres
 from tests.relay.relay_fixtures import (
     RelayProcess,
@@ -61,14 +62,6 @@ async def _readyz(http: httpx.AsyncClient, relay: RelayProcess) -> tuple[int, st
     except httpx.HTTPError:
         return 0, None
     return reply.status_code, reply.json().get("role")
-
-
-async def _published(http: httpx.AsyncClient, relay: RelayProcess) -> float:
-    total = 0.0
-    for kind in ("CRITICAL_LAB_RESULT", "LAB_RESULT_READY", "RESOURCE_CHANGED"):
-        total += await scrape(http, relay.ready["metrics_url"],
-                              "wardsync_relay_pokes_published_total", type=kind)
-    return total
 
 
 async def _ok_rounds(http: httpx.AsyncClient, relay: RelayProcess) -> float:
@@ -121,8 +114,8 @@ async def _failover(ward: Sandbox, relays: list[RelayProcess], secrets: list[str
                 try:
                     await wait_for(lambda: len(w.pokes) >= 6, 20, "the leader's first pokes")
                     # Only the leader publishes; the standby neither polls nor publishes.
-                    assert await _published(http, leader) >= 6
-                    assert await _published(http, standby) == 0
+                    assert await relay_pokes_published(http, leader) >= 6
+                    assert await relay_pokes_published(http, standby) == 0
                     assert await _ok_rounds(http, standby) == 0
                     assert await scrape(http, standby.ready["metrics_url"],
                                         "wardsync_relay_leader") == 0
@@ -153,7 +146,7 @@ async def _failover(ward: Sandbox, relays: list[RelayProcess], secrets: list[str
                 seqs = w.seqs()
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
                 assert len(set(w.message_ids)) == len(w.message_ids)
-                assert await _published(http, standby) >= 1
+                assert await relay_pokes_published(http, standby) >= 1
                 assert await scrape(http, standby.ready["metrics_url"],
                                     "wardsync_relay_leader") == 1
             assert await standby.terminate() == 0

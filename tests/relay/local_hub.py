@@ -31,9 +31,10 @@ async def hub() -> AsyncIterator[Hub]:
         await running.stop()
 
 
-async def channel_history(hub: Hub, channel: str) -> list[Any]:
-    """Every message the hub kept on `channel`, oldest first (the real SDK's REST history)."""
-    rest = AblyRest(key=KEY, use_token_auth=True, endpoint="127.0.0.1", port=hub.port,
+async def channel_history(hub: Hub, channel: str, key: str = KEY) -> list[Any]:
+    """Every message the hub kept on `channel`, oldest first (the real SDK's REST history);
+    `key`: an API key of that hub (the sandbox's `hub_key` for the sandbox's hub)."""
+    rest = AblyRest(key=key, use_token_auth=True, endpoint="127.0.0.1", port=hub.port,
                     tls=False)
     try:
         page = await rest.channels.get(channel).history(direction="forwards", limit=1000)

@@ -149,6 +149,7 @@ async def test_health_readiness_metrics_and_notify(ward: Sandbox, idle_relay: Re
         assert (await http.get(info["health_url"])).status_code == 200
         ready = await http.get(info["health_url"].replace("healthz", "readyz"))
         assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert ready.json()["reason"] is None
         # Notifications need a Subscription's secret (test_relay_subscriptions.py).
         assert (await http.post(info["notify_url"], json={"resourceType": "Bundle"})
                 ).status_code == 401

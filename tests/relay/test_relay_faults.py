@@ -43,8 +43,12 @@ async def test_a_failing_fhir_server_delays_but_loses_nothing(ward: Sandbox, tmp
         assert await scrape(http, url, "wardsync_relay_reconcile_rounds_total",
                             outcome="failed") >= failed + 2
         assert not relay.state.has_version(ref, "1")
+        # Said in words an IT engineer reads on /readyz (after its limit) and in the log.
+        assert relay.reconciler.last_error == (
+            "the FHIR server answered HTTP 503 to the Observation search")
         ward.faults.clear()
         await wait_for(lambda: relay.state.has_version(ref, "1"), 10, "found after recovery")
+        assert relay.reconciler.last_error is None and relay.reconciler.failed_in_a_row == 0
         await wait_for(lambda: relay.publisher.pending == 0, 10, "published")
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
 
+from tests.postgres_fixtures import free_port
+from tests.relay.notify_proxy import NotifyProxy
 from tests.relay.relay_fixtures import (
     RelayProcess,
     clinician_session,
@@ -54,50 +54,6 @@ async def ready_relay(relay: Relay) -> None:
     await asyncio.wait_for(relay.subscriptions.ready.wait(), 15)
     await wait_for(lambda: relay.reconciler.rounds >= 1, 10, "start-up round")
     await wait_for(lambda: relay.publisher.pending == 0, 10, "start-up pokes out")
-
-
-class NotifyProxy:
-    """Stands between the FHIR server and the relay's notify endpoint: forwards everything,
-    except that while `drop` is set it answers topic event notifications (and heartbeats when
-    `drop_heartbeats`) with 200 itself: notifications lost on the way."""
-
-    def __init__(self) -> None:
-        self.target = ""
-        self.drop = False
-        self.drop_heartbeats = False
-        self.dropped = 0
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self._http = httpx.AsyncClient(timeout=15)
-
-    async def stop(self) -> None:
-        await self._http.aclose()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _forward(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        lost = (b'"event-notification"' in body
-                or (self.drop_heartbeats and b'"heartbeat"' in body))
-        if self.drop and lost:
-            self.dropped += 1
-            return web.Response(status=200)
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        resp = await self._http.request(request.method, f"{self.target}{request.path_qs}",
-                                        content=body, headers=headers)
-        return web.Response(status=resp.status_code, body=resp.content,
-                            content_type=resp.headers.get("content-type", "text/plain")
-                            .split(";")[0])
 
 
 @contextlib.asynccontextmanager
@@ -307,12 +263,6 @@ types = ["DiagnosticReport", "Observation"]
 mode = "topic"
 heartbeat_s = 60
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_sigkill_mid_stream_through_subscriptions_loses_and_repeats_nothing(

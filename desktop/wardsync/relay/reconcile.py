@@ -30,7 +30,7 @@ from typing import Any
 
 from wardsync.core.fhirtime import parse_instant
 from wardsync.core.timer import SYSTEM_TIMER, Timer
-from wardsync.fhir.errors import FhirError, Forbidden, NotFound
+from wardsync.fhir.errors import AuthError, FhirError, Forbidden, NotFound, Unreachable
 from wardsync.relay.announce import Announcer
 from wardsync.relay.fhir_access import NO_CACHE, RelayFhir
 from wardsync.relay.history import HistoryVersion, read_entry
@@ -72,6 +72,20 @@ def format_instant(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def explain_failure(rtype: str, exc: FhirError) -> str:
+    """Why a round failed, for the IT engineer reading /readyz or the log: the kind of
+    failure and the HTTP status, never the server's own text (it may quote content)."""
+    if isinstance(exc, Unreachable):
+        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "no answer"
+        return f"the FHIR server is unreachable ({cause}) for the {rtype} search"
+    if isinstance(exc, AuthError):
+        return ("the relay could not get or use an access token for the FHIR server (check "
+                "fhir.client_id, fhir.client_secret_file and the authorization server)")
+    if exc.status is not None:
+        return f"the FHIR server answered HTTP {exc.status} to the {rtype} search"
+    return f"the FHIR server's answer to the {rtype} search was unusable ({type(exc).__name__})"
+
+
 class Reconciler:
     """Polls each resource type for versions newer than its cursor and announces them."""
 
@@ -106,6 +120,9 @@ class Reconciler:
         self.history_types: frozenset[str] | None = None
         self.rounds = 0
         self.last_success_wall: float | None = None
+        # Why the latest round failed (explain_failure), None once a round succeeds.
+        self.last_error: str | None = None
+        self.failed_in_a_row = 0
         self._soon = asyncio.Event()
         self._round_started = timer.wall()
 
@@ -149,12 +166,21 @@ class Reconciler:
                 log.warning("reconcile: the relay cannot search %s; skipped", rtype)
             except FhirError as exc:
                 ok = False
-                log.warning("reconcile: %s search failed (%s)", rtype, type(exc).__name__)
+                self.last_error = explain_failure(rtype, exc)
+                log.warning("reconcile: %s; next round in %g s", self.last_error,
+                            self.interval_s)
                 break
         self.rounds += 1
         self._metrics.reconcile_rounds.labels("ok" if ok else "failed").inc()
         if ok:
+            if self.failed_in_a_row:
+                log.info("reconcile: the FHIR server answers again after %d failed round(s)",
+                         self.failed_in_a_row)
+            self.failed_in_a_row = 0
+            self.last_error = None
             self.last_success_wall = self._timer.wall()
+        else:
+            self.failed_in_a_row += 1
         return found
 
     async def _history_types(self) -> frozenset[str]:

@@ -338,23 +338,45 @@ class Relay:
     def ready(self) -> bool:
         """Leader: the poll succeeded recently. Standby: ready to take over, i.e. the lease
         store answered recently."""
-        if self._stopping or self.reconciler is None or self.keeper is None:
-            return False
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why /readyz says 503, in words for whoever runs the relay; None when ready."""
+        if self._stopping:
+            return "stopping"
+        if self.reconciler is None or self.keeper is None:
+            return "starting"
         if not self.is_leader:
             contact = self.keeper.last_contact
-            return contact is not None and self._timer.monotonic() - contact <= READY_MIN_S
+            if contact is None:
+                return "standby: the lease store has not answered yet"
+            silent_s = self._timer.monotonic() - contact
+            if silent_s > READY_MIN_S:
+                return f"standby: the lease store has not answered for {silent_s:.0f} s"
+            return None
         last = self.reconciler.last_success_wall
         limit = max(READY_MIN_S, READY_INTERVALS * self.reconciler.interval_s)
-        return last is not None and self._timer.wall() - last <= limit
+        if last is None:
+            reason = "no reconciliation poll of the FHIR server has succeeded yet"
+        elif (age := self._timer.wall() - last) > limit:
+            reason = (f"no reconciliation poll of the FHIR server has succeeded for "
+                      f"{age:.0f} s (limit {limit:.0f} s)")
+        else:
+            return None
+        if self.reconciler.last_error is not None:
+            reason += f"; last error: {self.reconciler.last_error}"
+        return reason
 
     # ------------------------------------------------------------------ handlers
     async def _on_healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def _on_readyz(self, request: web.Request) -> web.Response:
-        ok = self.ready
+        reason = self.not_ready_reason()
+        ok = reason is None
         body = {"ready": ok, "role": self.role,
-                "pending_pokes": self.publisher.pending if self.publisher else None}
+                "pending_pokes": self.publisher.pending if self.publisher else None,
+                "reason": reason}
         return web.json_response(body, status=200 if ok else 503)
 
     async def _on_metrics(self, request: web.Request) -> web.Response:
