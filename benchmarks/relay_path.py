@@ -83,7 +83,7 @@ from benchmarks.common import (
 from wardsync.core.tasks import TaskOwner
 from wardsync.relay.config import RelayConfig
 from wardsync.relay.service import Relay
-from wardsync.sandbox.ward.observations import vital_sign_observations
+from wardsync.sandbox.ward.observations import VITAL_SLUGS, vital_sign_observations
 
 log = logging.getLogger("benchmarks.relay_path")
 
@@ -109,6 +109,8 @@ RECONCILE_TYPES = ("DiagnosticReport", "Encounter", "Observation", "Task")
 HELD_BACK_POLL_S = 3600.0  # the in-process relay's own poll: never during the measurement
 WAIT_STEP_S = 0.05
 SUBSCRIBER_READY_TIMEOUT_S = 30.0
+FSYNC_PROBE_S = 0.2
+VITALS_PER_ROUND = len(VITAL_SLUGS)  # one round: 7 Observations written one by one
 SUBSCRIBER_STOP_TIMEOUT_S = 10.0
 
 
@@ -120,14 +122,14 @@ class Config:
     variants: tuple[str, ...] = tuple(VARIANTS)
     # latency: `rounds` x one block per variant, `block_s` of vital-sign rounds each
     rounds: int = 3
-    block_s: float = 12.0
+    block_s: float = 10.0
     round_interval_s: float = 1.0
     warmup_rounds: int = 2
     settle_s: float = 2.0
     floor_samples: int = 30
     # throughput: write-rate steps (0 = as fast as the writer can), `step_s` each
-    throughput_rates: tuple[float, ...] = (10.0, 20.0, 35.0, 50.0, 80.0, 0.0)
-    throughput_step_s: float = 6.0
+    throughput_rates: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0, 0.0)
+    throughput_step_s: float = 4.0
     throughput_writers: int = 4
     bounded_slope: float = 0.05  # s of extra lag per s of writing still counted as bounded
     drain_timeout_s: float = 60.0
@@ -247,6 +249,44 @@ async def create_one(writers: WardWriters, patient: str, rng: random.Random) -> 
     return Written.of(stored, patient)
 
 
+async def write_each_patient(writers: WardWriters, patients: list[str],
+                             rng: random.Random) -> list[Written]:
+    """One change per patient, one at a time."""
+    return [await create_one(writers, patient, rng) for patient in patients]
+
+
+class FsyncProbe:
+    """While open: every `FSYNC_PROBE_S`, the time an fsync of 4 KiB takes in `directory`
+    (in a thread). The relay commits its numbering with SQLite synchronous=FULL on its event
+    loop, so a slow disk slows every poke; this says how slow the disk was meanwhile."""
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / "fsync-probe"
+        self.samples_ms: list[float] = []
+        self._tasks = TaskOwner("fsync probe", logger=log)
+
+    def _once(self) -> float:
+        with open(self._path, "ab") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            t = time.perf_counter()
+            os.fsync(fh.fileno())
+            return (time.perf_counter() - t) * 1000
+
+    async def _run(self) -> None:
+        while True:
+            self.samples_ms.append(await asyncio.to_thread(self._once))
+            await asyncio.sleep(FSYNC_PROBE_S)
+
+    async def __aenter__(self) -> FsyncProbe:
+        self._tasks.spawn(self._run(), name="fsync probe")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._tasks.aclose()
+        self._path.unlink(missing_ok=True)
+
+
 async def write_paced(writers: WardWriters, patients: list[str], rng: random.Random, *,
                       rate: float, duration_s: float, in_flight: int) -> list[Written]:
     """Single creates at `rate` per second (0: as fast as `in_flight` writers go) for
@@ -340,6 +380,19 @@ async def latency_block(b: Backend, cfg: Config, rng: random.Random) -> None:
     b.blocks.append({"written": written, "start": start, "end": end})
 
 
+def by_position(written: list[Written], watcher: PokeSubscriber) -> list[float | None]:
+    """commit -> poke at the bare subscriber, p50, for the 1st..7th Observation of a round
+    (written one after the other within milliseconds): a publisher that sends one poke at a
+    time makes the later ones wait for the earlier ones."""
+    out: list[float | None] = []
+    for position in range(VITALS_PER_ROUND):
+        lags = [(watcher.received[(w.ref, w.version)] - w.commit_wall) * 1000
+                for w in written[position::VITALS_PER_ROUND]
+                if (w.ref, w.version) in watcher.received]
+        out.append(distribution(lags).get("p50"))
+    return out
+
+
 def app_counters(blocks: list[dict[str, Any]]) -> dict[str, int]:
     """The app's intake over the measured blocks: pokes accepted, duplicates, seq gaps."""
     out: Counter[str] = Counter()
@@ -359,7 +412,10 @@ async def run_latency(cfg: Config, wd: Path, scratch: Path) -> dict[str, Any]:
             pacing = poke_to_render.Config(round_interval_s=cfg.round_interval_s)
             warm = await poke_to_render.write_rounds(b.writers, b.app.ready["patients"][::-1],
                                                      pacing, rng, cfg.warmup_rounds)
-            await until_poked(warm, b.watcher, cfg.settle_s)
+            # A relay that has run for a while knows every patient's ward: one change per
+            # patient first, so no measured poke waits for a first ward look-up.
+            warm += await write_each_patient(b.writers, b.app.ready["patients"], rng)
+            await until_poked(warm, b.watcher, cfg.drain_timeout_s)
         for r in range(cfg.rounds):
             k = r % len(backends)  # rotate the order: no variant always first after a pause
             for b in backends[k:] + backends[:k]:
@@ -392,6 +448,7 @@ def analyse_latency(cfg: Config, backends: list[Backend],
         variants[b.variant] = {
             "what": VARIANTS[b.variant],
             "pooled": poke_to_render.pooled(runs),
+            "commit_to_poke_bare_p50_ms_by_position_in_round": by_position(written, b.watcher),
             "pokes_at_bare_subscriber": poke_counts(written, b.watcher),
             "app_intake": app_counters(b.blocks),
             "fhir_read_floor_ms": distribution(b.floor),
@@ -450,6 +507,8 @@ def _summary(v: dict[str, Any]) -> dict[str, Any]:
             "commit_to_all_windows_rendered_p50_p95_p99_ms":
                 pick("write_to_all_windows_rendered_ms"),
             "app_share_poke_to_rendered_p50_p95_p99_ms": pick("poke_to_render_ms"),
+            "commit_to_poke_bare_p50_ms_by_position_in_round":
+                v["commit_to_poke_bare_p50_ms_by_position_in_round"],
             "relay_share_ms": v.get("relay_share_ms"),
             "ratios_to_baseline": v.get("ratios_to_baseline"),
             "pokes_at_bare_subscriber": v["pokes_at_bare_subscriber"]}
@@ -471,16 +530,20 @@ async def run_throughput(cfg: Config, scratch: Path) -> dict[str, Any]:
         sampler.watch("relay", relay["pid"])
         sampler.watch("sandbox", info["pid"])
         patients = ward_patients(cfg)
+        warm = await write_each_patient(writers, patients, rng)  # wards known, as in a run
+        await until_poked(warm, watcher, cfg.drain_timeout_s)
         for rate in cfg.throughput_rates:
             before = await scrape(http, relay["metrics_url"])
             t0 = time.monotonic()
-            written = await write_paced(writers, patients, rng, rate=rate,
-                                        duration_s=cfg.throughput_step_s,
-                                        in_flight=cfg.throughput_writers)
+            async with FsyncProbe(scratch) as fsync:
+                written = await write_paced(writers, patients, rng, rate=rate,
+                                            duration_s=cfg.throughput_step_s,
+                                            in_flight=cfg.throughput_writers)
             t1 = time.monotonic()
             at_end = await scrape(http, relay["metrics_url"])
             sampler.sample()
             cpu = sampler.summary(t0, t1 + 0.01, ["relay", "sandbox"])
+            cpu["fsync_ms"] = distribution(fsync.samples_ms)
             drained = await until_poked(written, watcher, cfg.drain_timeout_s)
             steps.append(throughput_step(rate, written, watcher, t1 - t0, before, at_end,
                                          cpu, drained, cfg))
@@ -517,12 +580,12 @@ def throughput_step(rate: float, written: list[Written], watcher: PokeSubscriber
     slope = fit["slope"] if fit else None
     counts = poke_counts(written, watcher)
     quarter = max(1, len(lags) // 4)
+    published_rate = (published(at_end) - published(before)) / span_s
     return {
         "target_rate_per_s": rate or "as fast as the writer can",
         "writes": len(written),
         "write_rate_per_s": round(len(written) / commit_span, 1) if commit_span > 0 else None,
-        "relay_published_per_s_during_step": round(
-            (published(at_end) - published(before)) / span_s, 1),
+        "relay_published_per_s_during_step": round(published_rate, 1),
         "relay_backlog_at_step_end": at_end.get("wardsync_relay_pokes_pending"),
         "commit_to_poke_ms": distribution(lag * 1000 for _, lag in lags),
         "lag_first_quarter_p50_ms": distribution(lag * 1000 for _, lag in lags[:quarter])
@@ -534,6 +597,15 @@ def throughput_step(rate: float, written: list[Written], watcher: PokeSubscriber
         "all_poked_after_step": drained,
         "cpu_percent_of_one_core": {name: (cpu.get(name) or {}).get("cpu_percent_of_one_core")
                                     for name in ("relay", "sandbox")},
+        # The machine while the step ran: busy share of its cores, share of time some task
+        # waited for a CPU (PSI), and how long an fsync of 4 KiB took in the relay's directory.
+        "machine": {k: (cpu.get("machine") or {}).get(k) for k in (
+            "cpu_busy_percent_of_all_cores", "some_task_waiting_for_cpu_percent")},
+        "fsync_ms": cpu["fsync_ms"],
+        # One ward's pokes go out one at a time (publisher.py): at a saturated step, the time
+        # of one publish cycle (hub round trip + marking it published) is 1 / that rate.
+        "publish_cycle_ms_if_saturated": round(1000 / published_rate, 1)
+        if published_rate > 0 else None,
         "bounded": bool(drained and slope is not None and slope <= cfg.bounded_slope
                         and counts["more_than_once"] == 0),
     }

@@ -46,6 +46,8 @@ async def test_every_write_is_poked_once_and_rendered_through_each_path(tmp_path
         assert variant["targets_met"]["every_write_poked_once"]
         assert variant["targets_met"]["every_write_rendered_in_every_window"]
         assert variant["ratios_to_fhir_read_floor"]["write_to_render_ms_p50"] > 0
+        by_position = variant["commit_to_poke_bare_p50_ms_by_position_in_round"]
+        assert len(by_position) == 7 and all(x > 0 for x in by_position)
     for name in relay_path.RELAY_VARIANTS:
         variant = latency["variants"][name]
         assert set(variant["relay_share_ms"]) >= {
@@ -61,6 +63,7 @@ async def test_every_write_is_poked_once_and_rendered_through_each_path(tmp_path
         assert step["pokes"]["poked_once"] == step["writes"]
         assert step["commit_to_poke_ms"]["min"] > 0
         assert isinstance(step["bounded"], bool)
+        assert step["fsync_ms"]["n"] > 0 and step["relay_published_per_s_during_step"] >= 0
     assert throughput["writer_max_rate_per_s"] > 0
 
     recon = result["reconciliation"]
