@@ -65,6 +65,8 @@ async def test_every_write_is_poked_once_and_rendered_through_each_path(tmp_path
         assert isinstance(step["bounded"], bool)
         assert step["fsync_ms"]["n"] > 0 and step["relay_published_per_s_during_step"] >= 0
     assert throughput["writer_max_rate_per_s"] > 0
+    assert {"sustained_notifications_per_s", "highest_bounded_write_rate_per_s",
+            "relay_max_published_per_s"} <= set(throughput)
 
     recon = result["reconciliation"]
     off = recon["subscriptions_off"]
