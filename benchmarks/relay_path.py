@@ -36,7 +36,7 @@ docs/relay.md "Reconciliation bound"); (2) `wardsync.relay.Relay` in this proces
 held back, one round run by hand after K resources changed: the round's duration and the FHIR
 requests it made (searches, pages, ward look-ups).
 
-Run: `.venv/bin/python -m benchmarks.relay_path` (about 5 minutes with the defaults).
+Run: `.venv/bin/python -m benchmarks.relay_path` (about 5.5 minutes with the defaults).
 """
 
 from __future__ import annotations
