@@ -99,7 +99,7 @@ VARIANTS: dict[str, str] = {
               "(benchmarks.baseline_sandbox)",
 }
 RELAY_VARIANTS = (SANDBOX_RELAY, RELAY_PROCESS)
-# docs: issue targets for the relay path (commit -> last window rendered; app share).
+# Targets for the relay path: commit -> last window rendered, and the app's share.
 TARGET_ALL_WINDOWS_P50_MS = 50.0
 TARGET_ALL_WINDOWS_P99_MS = 150.0
 TARGET_APP_SHARE_P50_MS = 10.0
@@ -109,9 +109,10 @@ RECONCILE_TYPES = ("DiagnosticReport", "Encounter", "Observation", "Task")
 HELD_BACK_POLL_S = 3600.0  # the in-process relay's own poll: never during the measurement
 WAIT_STEP_S = 0.05
 SUBSCRIBER_READY_TIMEOUT_S = 30.0
+SUBSCRIBER_STOP_TIMEOUT_S = 10.0
 FSYNC_PROBE_S = 0.2
 VITALS_PER_ROUND = len(VITAL_SLUGS)  # one round: 7 Observations written one by one
-SUBSCRIBER_STOP_TIMEOUT_S = 10.0
+PUBLISHED_SAMPLE = "wardsync_relay_pokes_published_total"  # by type (relay/metrics.py)
 
 
 @dataclass(frozen=True)
@@ -327,8 +328,7 @@ async def scrape(http: httpx.AsyncClient, url: str) -> dict[str, float]:
 
 
 def published(metrics: dict[str, float]) -> float:
-    return sum(v for k, v in metrics.items() if k.startswith("wardsync_relay_pokes_published_"
-                                                             "total"))
+    return sum(v for k, v in metrics.items() if k.startswith(PUBLISHED_SAMPLE))
 
 
 # ---------------------------------------------------------------------------- latency
