@@ -247,14 +247,32 @@ def _relay_secret_files(info: dict[str, Any], data_dir: Path) -> tuple[Path, Pat
     return secret, key
 
 
+async def _until_subscribed(metrics_url: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(600):
+            metrics = (await http.get(metrics_url)).text
+            if any(line.startswith("wardsync_relay_subscriptions ")
+                   and float(line.split()[1]) > 0 for line in metrics.splitlines()):
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("wardsync relay made no Subscriptions")
+
+
 @contextlib.asynccontextmanager
-async def running_relay(info: dict[str, Any], data_dir: Path) -> AsyncIterator[dict[str, Any]]:
+async def running_relay(info: dict[str, Any], data_dir: Path,
+                        settings: dict[str, str] | None = None
+                        ) -> AsyncIterator[dict[str, Any]]:
     """`wardsync relay` as a child process beside a `--no-relay` sandbox, consuming its FHIR
-    Subscriptions (docs/relay.md); yields the relay's JSON ready line."""
+    Subscriptions (docs/relay.md); yields the relay's JSON ready line and its `pid`.
+
+    `settings` are more `WARDSYNC_RELAY_*` variables (e.g. `SUBSCRIPTIONS_MODE`: "none",
+    then the poll alone finds changes and no Subscription is waited for)."""
     secret, key = await asyncio.to_thread(_relay_secret_files, info, data_dir)
+    extra = {f"WARDSYNC_RELAY_{k}": v for k, v in (settings or {}).items()}
     env = {**os.environ, "WARDSYNC_RELAY_RECONCILE_INITIAL_LOOKBACK_S": "0",
            "WARDSYNC_RELAY_RECONCILE_TYPES": "DiagnosticReport,Encounter,Observation,Task",
-           "WARDSYNC_RELAY_RELAY_DEFAULT_WARD": info["ward"]}
+           "WARDSYNC_RELAY_RELAY_DEFAULT_WARD": info["ward"], **extra}
+    wait_for_subscriptions = extra.get("WARDSYNC_RELAY_SUBSCRIPTIONS_MODE") != "none"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wardsync", "relay", "--config", os.devnull,
         "--fhir-base", info["fhir_base"], "--client-id", info["relay_client"]["client_id"],
@@ -267,17 +285,10 @@ async def running_relay(info: dict[str, Any], data_dir: Path) -> AsyncIterator[d
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if not line:
             raise RuntimeError("wardsync relay exited before it was ready")
-        ready = json.loads(line)
-        # Ready to serve; its Subscriptions are made just after: wait for them.
-        async with httpx.AsyncClient(timeout=10) as http:
-            for _ in range(600):
-                metrics = (await http.get(ready["metrics_url"])).text
-                if any(line.startswith("wardsync_relay_subscriptions ")
-                       and float(line.split()[1]) > 0 for line in metrics.splitlines()):
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("wardsync relay made no Subscriptions")
+        ready = {**json.loads(line), "pid": proc.pid}
+        if wait_for_subscriptions:
+            # Ready to serve; its Subscriptions are made just after: wait for them.
+            await _until_subscribed(ready["metrics_url"])
         yield ready
     finally:
         if proc.returncode is None:
