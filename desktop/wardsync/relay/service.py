@@ -28,7 +28,7 @@ from wardsync.core.backoff import Backoff
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
-from wardsync.infra.paths import ensure_private_dir
+from wardsync.infra.private_file import create_private_file, ensure_private_data_dir
 from wardsync.relay.announce import Announcer
 from wardsync.relay.backend_auth import (
     ClientCredentials,
@@ -198,7 +198,9 @@ class Relay:
             return (PgRelayState(cfg.relay.database_url, password=password),
                     PostgresLease(cfg.relay.database_url, password=password,
                                   timer=self._timer))
-        data_dir = Path(cfg.relay.data_dir)
+        # The database is created 0600 in a 0700 directory before SQLite opens it.
+        data_dir = ensure_private_data_dir(Path(cfg.relay.data_dir))
+        create_private_file(data_dir / "relay.sqlite3")
         state = RelayState.in_dir(data_dir)
         return state, SqliteLease(data_dir / "relay.sqlite3", timer=self._timer)
 
@@ -211,8 +213,8 @@ class Relay:
             from wardsync.relay.escalation_pg import PgEscalationStore
 
             return PgEscalationStore(cfg.relay.database_url, password=cfg.database_password())
-        data_dir = ensure_private_dir(Path(cfg.relay.data_dir))
-        return EscalationStore(data_dir / ESCALATIONS_FILE)
+        data_dir = ensure_private_data_dir(Path(cfg.relay.data_dir))
+        return EscalationStore(create_private_file(data_dir / ESCALATIONS_FILE))
 
     async def _lead(self) -> None:
         """The lease is ours: republish what is pending, poll, keep house."""

@@ -35,6 +35,7 @@ import httpx
 from aiohttp import web
 
 from wardsync._version import __version__
+from wardsync.infra.private_file import ensure_private_data_dir, write_private_atomically
 from wardsync.relay.service import Relay
 from wardsync.relay.token_exchange import (
     MIN_REALTIME_TOKEN_TTL_S,
@@ -103,8 +104,9 @@ class _Secrets:
         changed = any(k not in data for k in fresh)
         self.data = {**fresh, **data}
         if changed:
-            path.write_text(json.dumps(self.data, indent=1))
-            os.chmod(path, 0o600)
+            # Written to a file created 0600, then renamed into place: never readable by
+            # anyone else, not even for a moment (infra/private_file.py).
+            write_private_atomically(path, json.dumps(self.data, indent=1))
 
     def __getitem__(self, key: str) -> str:
         return self.data[key]
@@ -155,8 +157,7 @@ class Sandbox:
             self._tmp = Path(tempfile.mkdtemp(prefix="wardsync-sandbox-"))
             data_dir = self._tmp
         else:
-            data_dir = Path(cfg.data_dir)
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir = ensure_private_data_dir(Path(cfg.data_dir))
         self.data_dir = data_dir
         self._secrets = _Secrets(data_dir / "secrets.json")
 
