@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import keyring
@@ -93,10 +94,44 @@ async def test_loopback_redirect_checks_state_and_ignores_other_paths():
     async with LoopbackRedirect() as redirect, httpx.AsyncClient() as http:
         other = await http.get(f"http://127.0.0.1:{redirect.port}/favicon.ico")
         assert other.status_code == 404
+        early = await http.get(f"{redirect.redirect_uri}?code=abc&state=expected-state")
+        assert early.status_code == 400, "nothing is accepted before the state is known"
+        redirect.expect_state("expected-state")
         page = await http.get(f"{redirect.redirect_uri}?code=abc&state=forged")
-        assert page.status_code == 200
-        with pytest.raises(SignInError, match="state"):
-            await redirect.wait_for_code("expected-state", timeout_s=5)
+        assert page.status_code == 400
+        ok = await http.get(f"{redirect.redirect_uri}?code=good&state=expected-state")
+        assert ok.status_code == 200
+        assert await redirect.wait_for_code("expected-state", timeout_s=5) == "good"
+        assert redirect.refused == 2
+
+
+@pytest.mark.parametrize("forged_query", [
+    "error=access_denied",  # no state at all
+    "error=access_denied&state=guess",
+    "code=attacker-code&state=guess",
+    "code=attacker-code&state=",
+])
+async def test_a_local_process_cannot_abort_or_hijack_a_sign_in(
+    sandbox: Sandbox, http: httpx.AsyncClient, forged_query: str
+) -> None:
+    """Attack: another local process sends a callback to the listener's port while the user
+    is signing in in the browser. Before the fix the first request completed the sign-in
+    (aborting it, or feeding it the attacker's code)."""
+    browser = DemoBrowser(http, username="demo.clinician", password="demo")
+    answers: list[int] = []
+
+    async def attacker_then_browser(url: str) -> None:
+        query = dict(parse_qsl(urlsplit(url).query))
+        forged = await http.get(f"{query['redirect_uri']}?{forged_query}")
+        answers.append(forged.status_code)
+        await browser(url)
+
+    _, tokens = await sign_in(
+        http, fhir_base=sandbox.fhir_base, client_id=DESKTOP_CLIENT, scopes=SCOPES,
+        open_url=attacker_then_browser, timeout_s=10,
+    )
+    assert answers == [400]
+    assert tokens.fhir_user == "Practitioner/demo-clinician"
 
 
 def test_refresh_token_is_sharded_in_the_real_keyring():

@@ -31,7 +31,10 @@ from wardsync.core.resources import (
 
 # R4 datatypes.html#id, written out as the spec states it: ASCII letters, digits, '-', '.'.
 ID_ALPHABET = string.ascii_letters + string.digits + "-."
-fhir_ids = st.text(alphabet=ID_ALPHABET, min_size=1, max_size=64)
+# Less the two dot-segments of RFC 3986 §3.3, which no URL can address (core/resources.py).
+DOT_SEGMENTS = (".", "..")
+fhir_ids = st.text(alphabet=ID_ALPHABET, min_size=1, max_size=64).filter(
+    lambda rid: rid not in DOT_SEGMENTS)
 resource_types = st.from_regex(r"[A-Z][a-z]{1,20}(?:[A-Z][a-z]{1,10}){0,2}", fullmatch=True)
 bases = st.sampled_from(["https://fhir.example.org/r4/", "http://127.0.0.1:8080/fhir/",
                          "https://h.example/a/b/c/"])
@@ -39,7 +42,8 @@ bases = st.sampled_from(["https://fhir.example.org/r4/", "http://127.0.0.1:8080/
 
 @given(st.text(max_size=80))
 def test_id_regex_is_the_spec_grammar(text: str) -> None:
-    expected = 1 <= len(text) <= 64 and all(c in ID_ALPHABET for c in text)
+    expected = (1 <= len(text) <= 64 and all(c in ID_ALPHABET for c in text)
+                and text not in DOT_SEGMENTS)
     assert is_fhir_id(text) is expected
 
 
@@ -49,8 +53,10 @@ def test_every_spec_id_is_accepted(rid: str) -> None:
 
 
 def test_ids_outside_the_grammar() -> None:
-    for bad in ("", "a" * 65, "a_b", "a/b", "pat 1", "pat-1\n", "é", None, 12):
+    for bad in ("", "a" * 65, "a_b", "a/b", "pat 1", "pat-1\n", "é", None, 12, ".", ".."):
         assert not is_fhir_id(bad)
+    for good in ("...", ".a", "a.", "..b", "1.2"):
+        assert is_fhir_id(good)
 
 
 @given(resource_types, fhir_ids, st.one_of(st.just(""), fhir_ids), st.one_of(st.just(""), bases))
@@ -71,7 +77,8 @@ def test_contained_and_urn_references_name_no_server_resource(rid: str) -> None:
 
 @pytest.mark.parametrize("text", [
     "Observation", "Observation/", "/Observation/1", "observation/1", "Observation/a_b",
-    "Observation/1/_history/", "Observation/1/extra", "ftp://x/Observation/1", "",
+    "Observation/1/_history/", "Observation/1/extra", "Observation/..", "Observation/.",
+    "Observation/1/_history/..", "ftp://x/Observation/1", "",
 ])
 def test_malformed_references(text: str) -> None:
     assert parse_reference(text) is None

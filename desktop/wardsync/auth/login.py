@@ -36,6 +36,7 @@ async def sign_in(
             config, client_id=client_id, redirect_uri=redirect.redirect_uri, scopes=scopes,
             aud=fhir_base,
         )
+        redirect.expect_state(request.state)  # before any response can arrive
         await open_url(request.url)
         code = await redirect.wait_for_code(request.state, timeout_s)
     tokens = await exchange_code(http, config, request, client_id=client_id, code=code)

@@ -4,12 +4,19 @@ A one-shot HTTP listener on 127.0.0.1 and an ephemeral port; the authorization s
 the system browser to `http://127.0.0.1:<port>/callback?code=...&state=...`. Only the first
 request with a matching `state` completes the sign-in (RFC 6749 §10.12 CSRF protection); the
 browser is shown a page telling the user to return to WardSync.
+
+The `state` is checked when the request arrives, before anything is completed: any local
+process can reach a loopback port (RFC 8252 §8.3), so a request with a wrong or missing
+`state`, even one carrying `error=access_denied`, is answered 400 and the sign-in in progress
+carries on waiting for the browser. The expected state is given with `expect_state` before
+the browser is opened, so a response cannot arrive before the listener knows what to accept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from urllib.parse import parse_qs, urlsplit
 
 from wardsync.core.errors import SignInError
@@ -30,7 +37,9 @@ class LoopbackRedirect:
         self._host = host
         self._server: asyncio.Server | None = None
         self._result: asyncio.Future[dict[str, str]] | None = None
+        self._state: str | None = None
         self.port = 0
+        self.refused = 0  # callback requests refused for a wrong or missing state
 
     @property
     def redirect_uri(self) -> str:
@@ -49,8 +58,22 @@ class LoopbackRedirect:
         if self._result is not None and not self._result.done():
             self._result.cancel()
 
+    def expect_state(self, state: str) -> None:
+        """Accept only a callback carrying this `state` (call before opening the browser)."""
+        if not state:
+            raise ValueError("the authorization request has no state")
+        if self._state is not None and self._state != state:
+            raise ValueError("a different sign-in is already waiting on this listener")
+        self._state = state
+
+    def _state_matches(self, params: dict[str, str]) -> bool:
+        got = params.get("state")
+        return (self._state is not None and got is not None
+                and hmac.compare_digest(got.encode(), self._state.encode()))
+
     async def wait_for_code(self, state: str, timeout_s: float = 300.0) -> str:
         assert self._result is not None, "use as an async context manager"
+        self.expect_state(state)
         try:
             params = await asyncio.wait_for(asyncio.shield(self._result), timeout_s)
         except TimeoutError:
@@ -80,6 +103,14 @@ class LoopbackRedirect:
             await self._reply(writer, 404, "Not found", "This address is used by WardSync.")
             return
         params = {k: v[0] for k, v in parse_qs(target.query).items()}
+        if not self._state_matches(params):
+            # RFC 6749 §10.12: a response that does not carry this request's state is not
+            # ours, whoever sent it; it neither completes nor aborts the sign-in.
+            self.refused += 1
+            await self._reply(writer, 400, "Not this sign-in",
+                              "This response does not belong to the sign-in in progress. "
+                              "Finish signing in from the WardSync window.")
+            return
         if self._result is not None and not self._result.done():
             self._result.set_result(params)
             if "error" in params:

@@ -21,16 +21,20 @@ from wardsync.core.fhirtime import parse_instant
 Resource = Mapping[str, Any]
 
 # R4 datatypes.html#id: "Any combination of upper- or lower-case ASCII letters ('A'..'Z', and
-# 'a'..'z'), numerals ('0'..'9'), '-' and '.', with a length limit of 64 characters."
-FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# 'a'..'z'), numerals ('0'..'9'), '-' and '.', with a length limit of 64 characters." Except
+# "." and "..": as a URL path segment they are dot-segments (RFC 3986 §3.3) that every client
+# removes when it resolves `Patient/..` (RFC 3986 §5.2.4), so such a resource could never be
+# addressed, and `PUT /Patient/%2E%2E` would write a resource no reference can name.
+_ID: Final = r"(?!\.\.?(?![A-Za-z0-9\-.]))[A-Za-z0-9\-.]{1,64}"
+FHIR_ID: Final = re.compile(_ID)
 # Resource type names are UpperCamelCase (R4 resourcelist.html); the literal-reference regex of
 # references.html#literal lists them one by one, this accepts any such name.
 RESOURCE_TYPE: Final = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # R4 references.html#literal: [base/]Type/id[/_history/version], base an http(s) URL.
 _LITERAL_REFERENCE: Final = re.compile(
     r"(?P<base>https?://(?:[A-Za-z0-9\-\\.:%$]*/)+)?"
-    r"(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})"
-    r"(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?"
+    rf"(?P<type>[A-Z][A-Za-z]{{1,63}})/(?P<id>{_ID})"
+    rf"(?:/_history/(?P<version>{_ID}))?"
 )
 
 # Where each resource type names the patient it is about (Observation.subject,

@@ -81,11 +81,15 @@ class SandboxProcess:
             raise SandboxStartError(f"the demo server could not be started ({exc})") from exc
         stdout = proc.stdout
         assert stdout is not None  # stdout=PIPE above
+        log.info("demo sandbox starting (pid %s)", proc.pid)
         try:
             line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), timeout_s)
         except TimeoutError as exc:
             await _kill(proc)
             raise SandboxStartError("the demo server did not start in time") from exc
+        except asyncio.CancelledError:
+            await _kill(proc)  # the app quit while it started: no child left behind
+            raise
         if not line:  # the child ended before it was ready: its exit status says why
             code: int | None
             try:

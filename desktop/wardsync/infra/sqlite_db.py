@@ -15,6 +15,9 @@ import sqlite3
 from pathlib import Path
 from typing import Literal
 
+from wardsync.infra.paths import ensure_private_dir
+from wardsync.infra.private_file import create_private_file
+
 MEMORY = ":memory:"
 
 
@@ -28,7 +31,8 @@ def open_database(
     foreign_keys: bool = False,
     any_thread: bool = False,
 ) -> sqlite3.Connection:
-    """Open (creating it and its folder if needed) the database at `path` and apply `schema`.
+    """Open (creating it and its folder if needed, readable by the user only) the database at
+    `path` and apply `schema`.
 
     `what` names the database in errors. `synchronous` sets `PRAGMA synchronous` on a file
     (sqlite.org/pragma.html#pragma_synchronous; None keeps SQLite's default); `any_thread`
@@ -38,7 +42,8 @@ def open_database(
     name = str(path)
     on_disk = name != MEMORY
     if on_disk:
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 in a 0700 folder before SQLite opens it (infra/private_file.py).
+        create_private_file(ensure_private_dir(Path(name).parent) / Path(name).name)
     conn = sqlite3.connect(name, isolation_level=None, check_same_thread=not any_thread)
     try:
         if foreign_keys:

@@ -30,7 +30,7 @@ from wardsync.core.timer import SYSTEM_TIMER, Timer
 from wardsync.fhir.client import FhirClient, tls_context
 from wardsync.fhir.client_credentials import ClientCredentials
 from wardsync.fhir.smart_configuration import DiscoveryError
-from wardsync.infra.paths import ensure_private_dir
+from wardsync.infra.private_file import create_private_file, ensure_private_data_dir
 from wardsync.relay.announce import Announcer
 from wardsync.relay.backend_auth import SmartEndpoints, discover
 from wardsync.relay.config import RelayConfig
@@ -195,7 +195,9 @@ class Relay:
             return (PgRelayState(cfg.relay.database_url, password=password),
                     PostgresLease(cfg.relay.database_url, password=password,
                                   timer=self._timer))
-        data_dir = Path(cfg.relay.data_dir)
+        # The database is created 0600 in a 0700 directory before SQLite opens it.
+        data_dir = ensure_private_data_dir(Path(cfg.relay.data_dir))
+        create_private_file(data_dir / "relay.sqlite3")
         state = RelayState.in_dir(data_dir)
         return state, SqliteLease(data_dir / "relay.sqlite3", timer=self._timer)
 
@@ -208,8 +210,8 @@ class Relay:
             from wardsync.relay.escalation_pg import PgEscalationStore
 
             return PgEscalationStore(cfg.relay.database_url, password=cfg.database_password())
-        data_dir = ensure_private_dir(Path(cfg.relay.data_dir))
-        return EscalationStore(data_dir / ESCALATIONS_FILE)
+        data_dir = ensure_private_data_dir(Path(cfg.relay.data_dir))
+        return EscalationStore(create_private_file(data_dir / ESCALATIONS_FILE))
 
     async def _lead(self) -> None:
         """The lease is ours: republish what is pending, poll, keep house."""

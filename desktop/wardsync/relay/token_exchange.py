@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,6 +93,12 @@ def client_id_for(fhir_user: object) -> str | None:
     return parts[-1] if _ID.fullmatch(parts[-1]) else None
 
 
+def permits_realtime(scopes: Iterable[str]) -> bool:
+    """True if the access token's scopes let the desktop read the ward: `openid` and
+    `fhirUser` alone say who the user is, not that they may see the ward's pokes."""
+    return any(_USER_READ_SCOPE.fullmatch(s) for s in scopes)
+
+
 def capability_for(ward: str) -> dict[str, list[str]]:
     """Least privilege (docs/architecture.md §3.3): a ward's pokes, presence on records."""
     return {f"ward:{ward}": ["subscribe"], "record:*": ["presence", "subscribe"]}
@@ -151,7 +157,7 @@ class TokenExchangeEndpoint:
             raise _Refused(401, "invalid_token", "inactive")
         scopes = str(info.get("scope") or "").split()
         client_id = client_id_for(info.get("fhirUser"))
-        if client_id is None or not any(_USER_READ_SCOPE.fullmatch(s) for s in scopes):
+        if client_id is None or not permits_realtime(scopes):
             raise _Refused(403, "insufficient_scope", "insufficient_scope")
         ward = info.get("ward") if isinstance(info.get("ward"), str) else self._default_ward
         if not ward or not _ID.fullmatch(ward):

@@ -15,9 +15,9 @@ reads them from files in a hospital.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
+from wardsync.infra.private_file import ensure_private_data_dir, write_private_atomically
 from wardsync.relay.config import RelayConfig
 from wardsync.relay.service import Relay
 
@@ -36,9 +36,7 @@ PUBLISH_RETRY_CAP_S = 2.0
 
 def _secret_file(directory: Path, name: str, value: str) -> Path:
     path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value)
+    write_private_atomically(path, value)  # created 0600, renamed into place
     return path
 
 
@@ -47,7 +45,7 @@ def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, client_id
                          ward: str, realtime_token_ttl_s: float) -> RelayConfig:
     """A relay configuration for the sandbox's own FHIR server and hub."""
     relay_dir = data_dir / RELAY_DIR
-    relay_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_data_dir(relay_dir)
     config = RelayConfig()
     config.relay.listen = f"{host}:0"
     config.relay.data_dir = relay_dir

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,13 @@ import httpx
 from aiohttp import web
 
 from wardsync._version import __version__
+from wardsync.infra.private_file import ensure_private_data_dir, write_private_atomically
 from wardsync.relay.service import Relay
+from wardsync.relay.token_exchange import (
+    MIN_REALTIME_TOKEN_TTL_S,
+    capability_for,
+    permits_realtime,
+)
 from wardsync.sandbox.fhir.api import FhirApi, VerifyBearer
 from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.store import FhirStore
@@ -97,8 +104,9 @@ class _Secrets:
         changed = any(k not in data for k in fresh)
         self.data = {**fresh, **data}
         if changed:
-            path.write_text(json.dumps(self.data, indent=1))
-            os.chmod(path, 0o600)
+            # Written to a file created 0600, then renamed into place: never readable by
+            # anyone else, not even for a moment (infra/private_file.py).
+            write_private_atomically(path, json.dumps(self.data, indent=1))
 
     def __getitem__(self, key: str) -> str:
         return self.data[key]
@@ -149,8 +157,7 @@ class Sandbox:
             self._tmp = Path(tempfile.mkdtemp(prefix="wardsync-sandbox-"))
             data_dir = self._tmp
         else:
-            data_dir = Path(cfg.data_dir)
-            data_dir.mkdir(parents=True, exist_ok=True)
+            data_dir = ensure_private_data_dir(Path(cfg.data_dir))
         self.data_dir = data_dir
         self._secrets = _Secrets(data_dir / "secrets.json")
 
@@ -351,30 +358,34 @@ class Sandbox:
 
     # ------------------------------------------------------------------ realtime tokens
     async def _realtime_token(self, request: web.Request) -> web.Response:
-        """Exchange a clinician's FHIR access token for a short-lived Ably token.
+        """Exchange a clinician's FHIR access token for a short-lived Ably token, with the
+        relay's rules (`relay/token_exchange.py`, docs/relay.md).
 
-        Least privilege: subscribe on the user's ward channel, presence on record channels.
-        Publishing pokes or attaching another ward is refused by the hub.
+        Least privilege: subscribe on the user's ward channel, presence on record channels;
+        publishing pokes or attaching another ward is refused by the hub. Only a token with a
+        user-level read scope qualifies (`openid` alone does not), and the Ably token never
+        outlives the access token, so signing out (or its expiry) ends realtime access too.
         """
         assert self.oauth is not None and self.hub is not None
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         grant = self._verify_bearer(token)
         headers = {"Cache-Control": "no-store"}
-        if grant is None:
+        remaining_s = grant.expires_at - time.time() if grant is not None else 0.0
+        if grant is None or remaining_s < MIN_REALTIME_TOKEN_TTL_S:
             return web.json_response(
                 {"error": "invalid_token"}, status=401, headers={
                     **headers, "WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        if not grant.subject.startswith("Practitioner/"):
+        if not grant.subject.startswith("Practitioner/") or not permits_realtime(grant.scopes):
             return web.json_response({"error": "insufficient_scope"}, status=403,
                                      headers=headers)
         ward = grant.ward or self.ward
         details = self.hub.mint_token(
             key_name=HUB_KEY_NAME,
             client_id=grant.subject.split("/", 1)[1],
-            capability={f"ward:{ward}": ["subscribe"], "record:*": ["presence", "subscribe"]},
-            ttl_s=self.config.realtime_token_ttl_s,
+            capability=capability_for(ward),
+            ttl_s=min(self.config.realtime_token_ttl_s, remaining_s),
         )
         return web.json_response(details, headers=headers)
 

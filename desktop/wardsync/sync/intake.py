@@ -20,6 +20,7 @@ from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke, PokeRejected, parse_poke
 from wardsync.core.seq import SeqTracker
 from wardsync.core.timer import SYSTEM_TIMER
+from wardsync.sync.realtime import UndecodableMessage
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,15 @@ class PokeIntake:
 
     def on_message(self, message: Any) -> None:
         """Realtime listener: `message` is an ably Message (its `data`) or raw data."""
+        if isinstance(message, UndecodableMessage):
+            # Taken out of its frame before the SDK could drop it (sync/realtime.py).
+            self._reject(message.reason)
+            return
         data = getattr(message, "data", message)
         try:
             poke = parse_poke(data)
         except PokeRejected as exc:
-            self.rejected[exc.reason] += 1
-            log.warning("rejected a realtime message: %s", exc.reason)
-            self._metrics.emit("poke_rejected", reason=exc.reason)
-            if self._publish is not None:
-                self._publish(PokeRejectedEvent(reason=exc.reason))
+            self._reject(exc.reason)
             return
         if self.seq.observe(poke.seq, self._clock.monotonic()) == "duplicate":
             self.duplicates += 1
@@ -71,6 +72,13 @@ class PokeIntake:
         if self._publish is not None:
             self._publish(PokeAccepted(poke=poke))
         self._invalidate(poke)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+        log.warning("rejected a realtime message: %s", reason)
+        self._metrics.emit("poke_rejected", reason=reason)
+        if self._publish is not None:
+            self._publish(PokeRejectedEvent(reason=reason))
 
     def check_gaps(self) -> bool:
         """Called periodically: run the catch-up if a gap outlived the grace period."""

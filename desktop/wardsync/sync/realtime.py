@@ -9,18 +9,36 @@ Authentication is token-only through `auth_callback`: the workstation exchanges 
 token for a short-lived Ably token at the hospital relay (the sandbox stands in for it), so the
 Ably API key never reaches a workstation. No `client_id` option is set: the clientId comes from
 the token via CONNECTED.connectionDetails (the "clientId trap", docs/realtime-protocol.md §8).
+
+Two SDK behaviours are hooked so that nothing fails silently inside it:
+
+- A MESSAGE frame is checked message by message before the SDK decodes it. ably 3.1.4 decodes
+  a frame's messages all at once and, if one has a bad `encoding` (JSON or base64 that does
+  not parse, an encoding it does not know), drops the whole frame, logging its content; a good
+  poke in the same frame was lost until the next gap check. Here the undecodable messages are
+  taken out and reported to the channel's listeners as `UndecodableMessage` (the poke intake
+  counts them as rejected), and the rest of the frame is delivered.
+- An attach the SDK starts in the background (`asyncio.create_task(channel.attach())` when a
+  suspended channel is retried after reconnecting, or a presence enter on a detached channel)
+  raises into a task nobody awaits when it times out: "Task exception was never retrieved".
+  Such failures are counted in `sdk_errors` and logged; the SDK retries the channel itself.
+  An attach that a caller awaits still raises to that caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ably import AblyRealtime
+from ably.transport.websockettransport import ProtocolMessageAction
 from ably.types.channelstate import ChannelState, ChannelStateChange
 from ably.types.connectionstate import ConnectionStateChange
+from ably.types.message import Message
 from ably.util.exceptions import AblyException
 
 from wardsync.core.net import is_loopback_host
@@ -66,6 +84,34 @@ class _Channel:
     leases: int = 0
     attached_once: bool = False
     release_timer: TimerHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableMessage:
+    """Given to a channel's listeners in place of a message the SDK could not decode (a bad
+    or unknown `encoding`). Carries a reason code only, never the content."""
+
+    reason: str = "bad_encoding"
+
+
+# What decoding one wire message can raise in ably 3.1.4 (types/mixins.py `decode`): JSON or
+# base64 that does not parse (ValueError, binascii.Error), bytes that are not UTF-8
+# (UnicodeDecodeError), fields of the wrong type (TypeError, AttributeError), delta errors.
+_DECODE_ERRORS = (AblyException, ValueError, TypeError, AttributeError, RecursionError)
+
+
+def decodes(wire: object) -> bool:
+    """True if the SDK decodes this wire message completely: it parses, and no encoding step
+    is left over (the SDK passes an unknown encoding through with the data still encoded)."""
+    if not isinstance(wire, dict):
+        return False
+    try:
+        # No cipher and no delta context: WardSync channels use neither (docs/architecture.md
+        # §3.3), so this is exactly the decoding the SDK is about to do.
+        decoded = Message.from_encoded(wire)
+    except _DECODE_ERRORS:
+        return False
+    return not decoded.encoding
 
 
 class RealtimeError(Exception):
@@ -193,6 +239,8 @@ class SyncConnection:
         self.state = "initialized"
         self.reason = ""
         self.token_requests = 0
+        self.undecodable = 0  # messages taken out of frames before the SDK could drop them
+        self.sdk_errors: Counter[str] = Counter()  # background SDK failures, by kind and code
         self._closed = False
         self.client = AblyRealtime(
             auth_callback=self._auth_callback,
@@ -203,6 +251,7 @@ class SyncConnection:
             **ably_options(endpoint),
         )
         self.client.connection.on(self._on_connection_state)
+        self._hook_channel_messages()
         self._tasks.spawn(self._watch_silence(), name="realtime silence watch")
 
     # ------------------------------------------------------------------ auth
@@ -271,6 +320,57 @@ class SyncConnection:
 
         return on_change
 
+    # ------------------------------------------------------------------ SDK hooks
+    def _hook_channel_messages(self) -> None:
+        """Route every channel frame through `_screen_messages` first (one instance
+        attribute of this client's `Channels`; the connection manager calls it per frame)."""
+        channels = self.client.channels
+        deliver = channels._on_channel_message
+
+        def on_channel_message(msg: dict[str, Any]) -> None:
+            if msg.get("action") == ProtocolMessageAction.MESSAGE:
+                msg = self._screen_messages(msg)
+            deliver(msg)
+
+        channels._on_channel_message = on_channel_message  # type: ignore[method-assign]
+
+    def _screen_messages(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The frame without its undecodable messages, each reported to the listeners."""
+        wires = msg.get("messages")
+        good = [w for w in wires if decodes(w)] if isinstance(wires, list) else []
+        bad = len(wires) - len(good) if isinstance(wires, list) else 1
+        if not bad:
+            return msg
+        self.undecodable += bad
+        name = msg.get("channel")
+        log.warning("realtime: %d undecodable message(s) on %s taken out of a frame", bad, name)
+        if isinstance(name, str) and name in self._channels:
+            dispatch = self._dispatcher(name)
+            for _ in range(bad):
+                dispatch(UndecodableMessage())
+        return {**msg, "messages": good}
+
+    def _guard_background_attach(self, name: str, channel: Any) -> None:
+        """Replace `channel.attach` so an attach nobody awaits cannot fail unseen."""
+        attach = channel.attach  # the SDK's own bound method
+
+        async def guarded_attach() -> None:
+            try:
+                await attach()
+            except AblyException as exc:
+                task = asyncio.current_task()
+                started_here = task is not None and getattr(
+                    task.get_coro(), "cr_code", None) is guarded_attach.__code__
+                if not started_here:
+                    raise  # a caller awaits this attach: the failure is theirs to handle
+                # The SDK created a task for this very coroutine and keeps no reference to
+                # it; the channel stays suspended and the SDK retries it (RTL13b).
+                self.sdk_errors[f"background_attach:{exc.code}"] += 1
+                log.warning("realtime channel %s: background attach failed (%s %s)",
+                            name, exc.code, exc.message)
+
+        channel.attach = guarded_attach
+
     # ------------------------------------------------------------------ channels
     def channel(self, name: str) -> Any:
         return self._channels[name].channel
@@ -282,6 +382,7 @@ class SyncConnection:
         entry = self._channels.get(name)
         if entry is None:
             channel = self.client.channels.get(name)
+            self._guard_background_attach(name, channel)
             entry = _Channel(name, channel)
             self._channels[name] = entry
             channel.on(self._channel_state_listener(name))

@@ -116,6 +116,38 @@ class AppController:
                 sounds_dir=resources_dir() / "sounds",
             )
 
+    async def start_unless_quit(self, progress: Callable[[str], None] | None = None) -> bool:
+        """`start`, unless a quit is requested first (SIGTERM while the demo server starts or
+        while the sign-in waits for the browser): the start is then cancelled, which closes
+        the sign-in listener and its address dialog, and False is returned. The start's own
+        errors propagate; nothing is left running either way (docs/style.md §5)."""
+        starting = asyncio.ensure_future(self.start(progress))
+        quitting = asyncio.ensure_future(self.all_windows_closed.wait())
+        try:
+            await asyncio.wait((starting, quitting), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (starting, quitting):
+                task.cancel()
+            await asyncio.wait((starting, quitting))
+        if starting.cancelled():
+            log.info("quit requested while starting: start abandoned")
+            return False
+        starting.result()  # the start's error, if it failed
+        return True
+
+    def request_quit(self) -> None:
+        """Quit promptly whatever the app is doing (SIGTERM from a session logout or an
+        upgrade, Ctrl-C): a start or sign-in in progress is cancelled, open dialogs (an error
+        message, a choice of user) are dismissed, then everything closes as on Quit, so
+        layouts are kept and the sync stack and demo server stop properly."""
+        from PySide6.QtWidgets import QApplication, QDialog
+
+        self.all_windows_closed.set()
+        self.browser.close()
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, QDialog) and widget.isVisible():
+                widget.reject()  # ends a modal dialog's own event loop too
+
     async def aclose(self) -> None:
         self.idle.stop()
         if self.layouts is not None:
@@ -473,9 +505,10 @@ def run_app(args: argparse.Namespace) -> int:
     exit_code = 0
 
     def request_quit(signum: int, frame: object) -> None:
-        # SIGTERM (session logout, service stop) and Ctrl-C close the app properly: the
-        # sync stack disconnects and the demo server stops.
-        loop.call_soon_threadsafe(controller.all_windows_closed.set)
+        # SIGTERM (session logout, service stop) and Ctrl-C close the app properly in every
+        # state, including while it waits for sign-in: the sync stack disconnects and the
+        # demo server stops.
+        loop.call_soon_threadsafe(controller.request_quit)
 
     signal.signal(signal.SIGTERM, request_quit)
     signal.signal(signal.SIGINT, request_quit)
@@ -488,11 +521,17 @@ def run_app(args: argparse.Namespace) -> int:
     async def main() -> None:
         nonlocal exit_code
         try:
-            await controller.start()
+            started = await controller.start_unless_quit()
         except (SandboxStartError, SignInError, FhirError, OSError) as exc:
             message = getattr(exc, "user_message", None) or str(exc)
-            QMessageBox.critical(None, "WardSync could not start", message)
+            log.error("could not start (%s)", type(exc).__name__)
+            if not controller.all_windows_closed.is_set():
+                # Modal; a quit request dismisses it (`AppController.request_quit`).
+                QMessageBox.critical(None, "WardSync could not start", message)
             exit_code = 1
+            await controller.aclose()
+            return
+        if not started:
             await controller.aclose()
             return
         restored = controller.layouts.restore({

@@ -9,6 +9,7 @@ it and a plain explanation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from PySide6.QtCore import QUrl
@@ -22,6 +23,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+log = logging.getLogger(__name__)
 
 
 class SignInLinkDialog(QDialog):
@@ -66,6 +69,7 @@ class BrowserSignIn:
         if self._opener(QUrl(url)):
             return
         self.close()
+        log.warning("no web browser could be opened: showing the sign-in address")
         self.dialog = SignInLinkDialog(url)
         self.dialog.show()
 

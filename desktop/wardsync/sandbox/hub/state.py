@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from wardsync.sandbox.hub.capability import PRESENCE, PUBLISH, modes_for
-from wardsync.sandbox.hub.channel import Channel, Member
+from wardsync.sandbox.hub.channel import Channel, Member, StoredMessage
 from wardsync.sandbox.hub.config import HubConfig
 from wardsync.sandbox.hub.connection import Connection, Transport
 from wardsync.sandbox.hub.idempotency import RecentMessageIds, check_message_ids
@@ -394,6 +394,7 @@ class HubState:
             # A new connection re-attaching with the last serial it saw (failed resume):
             # replay retained history after it; RESUMED only if nothing is missing.
             replay, resumed = channel.history_after(channel_serial)
+            replay, resumed = self._continuity_only(conn, name, replay, resumed)
         else:
             resumed = False
         has_presence = bool(channel.members) and bool(modes & Flag.PRESENCE_SUBSCRIBE)
@@ -413,6 +414,30 @@ class HubState:
                 self.send(conn, OutFrame(frame, size=stored.size))
         if has_presence:
             self._send_sync(conn, channel)
+
+    def _continuity_only(self, conn: Connection, name: str, replay: list[StoredMessage],
+                         resumed: bool) -> tuple[list[StoredMessage], bool]:
+        """Without the `history` capability, replay only what a client coming back within
+        the connection-state window could have missed (docs/realtime-protocol.md §7).
+
+        Ably streams missed messages to a client that returns within the 2 minutes of
+        connection-state recovery and sends anyone later to the History API, which needs
+        `history` (ably.com/docs/storage-history/history; docs/hub.md "Capabilities"). An
+        ATTACH is free to name any serial, so an older serial must not turn into a history
+        read: messages older than `connection_state_ttl_s` are withheld and the ATTACHED
+        then lacks RESUMED (RTL2f), which tells a real client to catch up by other means.
+        """
+        if not replay or conn.credentials.capability.allows(name, "history"):
+            return replay, resumed
+        horizon_ms = now_ms() - int(self.config.connection_state_ttl_s * 1000)
+        recent = [m for m in replay if m.timestamp >= horizon_ms]
+        withheld = len(replay) - len(recent)
+        if withheld:
+            self.counters["replay_withheld"] += withheld
+            log.info("attach on %s: %d messages older than the continuity window withheld "
+                     "(no history capability)", name, withheld)
+            return recent, False
+        return recent, resumed
 
     def _send_sync(self, conn: Connection, channel: Channel) -> None:
         # §6, RTP18: "<syncId>:<cursor>", empty cursor on the last page. HAS_PRESENCE without

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -56,6 +57,7 @@ from wardsync.sandbox.oauth.errors import (
 from wardsync.sandbox.oauth.form_body import basic_credentials, parse_form, unique_params
 from wardsync.sandbox.oauth.scopes import is_within, narrow_scopes, split_scope
 from wardsync.sandbox.oauth.session_store import Family, SessionStore
+from wardsync.sandbox.oauth.throttle import SignInThrottle
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,7 @@ class OAuthServer:
         self._revoked_jti: dict[str, float] = {}
         self._revoked_families: set[str] = set()
         self._last_prune = float("-inf")
+        self._throttle = SignInThrottle(clock)
         self._reload_revocations(clock())
         passwords = {u.password for u in self._users.values()}
         self._demo_password = passwords.pop() if len(passwords) == 1 else None
@@ -438,15 +441,37 @@ class OAuthServer:
         username = form.get(login_page.FIELD_USERNAME, "")
         if decision != login_page.DECISION_APPROVE:
             return self._login_page(req, error="Choose Approve or Deny.", username=username)
+        address = request.remote or "unknown"
+        refused = self._throttle.retry_after_s(username, address)
+        if refused is not None:
+            return self._throttled(req, username, *refused)
         user = self._check_password(username, form.get(login_page.FIELD_PASSWORD, ""))
         if user is None:
+            self._throttle.failed(username, address)
             log.info("sign-in failed for client %s", req.client.client_id)
             return self._login_page(
                 req, error="Unknown user name or wrong password.", username=username
             )
+        self._throttle.succeeded(username)
         code = self._issue_code(req, user)
         log.info("user %s approved client %s", user.username, req.client.client_id)
         return self._redirect(req.redirect_uri, {"code": code, "state": req.state})
+
+    def _throttled(self, req: _AuthorizationRequest, username: str, kind: str,
+                   wait_s: int) -> web.Response:
+        """429 with the form again and a message a person can act on (RFC 6585 §4)."""
+        minutes = max(1, math.ceil(wait_s / 60))
+        who = "this account" if kind == "account" else "this computer"
+        log.warning("sign-in throttled (%s) for client %s", kind, req.client.client_id)
+        response = self._login_page(
+            req, username=username,
+            error=f"Too many failed sign-ins for {who}. Try again in {minutes} "
+                  f"minute{'s' if minutes != 1 else ''}; ask IT if you have forgotten your "
+                  "password.",
+        )
+        response.set_status(429)
+        response.headers["Retry-After"] = str(wait_s)
+        return response
 
     def _check_password(self, username: str, password: str) -> DemoUser | None:
         user = self._users.get(username)
@@ -762,8 +787,7 @@ class OAuthServer:
         if claims is not None:
             owner = claims.get("client_id")
             if requesting_client is not None and owner != requesting_client:
-                # RFC 7009 §2.1: only the client a token was issued to may revoke it.
-                raise OAuthError(INVALID_GRANT, "the token was issued to another client")
+                return self._not_revoked_for_another_client()
             jti, exp = claims.get("jti"), claims.get("exp")
             if not isinstance(jti, str) or not isinstance(exp, int | float):
                 return False
@@ -776,10 +800,19 @@ class OAuthServer:
         if record is None:
             return False
         if requesting_client is not None and record.family.client_id != requesting_client:
-            raise OAuthError(INVALID_GRANT, "the token was issued to another client")
+            return self._not_revoked_for_another_client()
         # RFC 7009 §2.1: revoking a refresh token also invalidates the access tokens of the
         # same grant.
         return self._revoke_family(record.family.family_id, now)
+
+    @staticmethod
+    def _not_revoked_for_another_client() -> bool:
+        # RFC 7009 §2.1: only the client a token was issued to may revoke it. Refusing with an
+        # error would tell the caller that the token is live and someone else's (an oracle);
+        # to this client it is a token it cannot know, answered 200 like any invalid token
+        # (§2.2), and left unrevoked.
+        log.info("revocation of another client's token ignored")
+        return False
 
     def _revoke_family(self, family_id: str, now: float) -> bool:
         self._revoked_families.add(family_id)
