@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ably import AblyRealtime
@@ -30,6 +31,7 @@ from wardsync.core.timer import SYSTEM_TIMER, Timer, TimerHandle
 log = logging.getLogger(__name__)
 
 CHANNEL_RELEASE_GRACE_S = 5.0
+_EPOCH = datetime(1970, 1, 1)
 # SDK retry settings (milliseconds, the SDK's unit). A ward must not wait the SDK's default
 # 15 s to retry a dropped link; the polling watchdog covers longer outages.
 DISCONNECTED_RETRY_MS = 2000
@@ -79,6 +81,7 @@ class PresenceEntry:
     client_id: str | None
     connection_id: str | None
     data: Any
+    timestamp_ms: int = 0  # the hub's timestamp of the member's latest message (0: none)
 
 
 class ChannelLease:
@@ -135,7 +138,8 @@ class ChannelLease:
             members = self.channel.presence.members.list()
         except KeyError:
             return []
-        return [PresenceEntry(m.client_id, m.connection_id, m.data) for m in members]
+        return [PresenceEntry(m.client_id, m.connection_id, m.data, _epoch_ms(m.timestamp))
+                for m in members]
 
     @property
     def presence_synced(self) -> bool:
@@ -162,6 +166,13 @@ class ChannelLease:
             presence.unsubscribe(on_event)
 
         return unsubscribe
+
+
+def _epoch_ms(stamp: Any) -> int:
+    """The SDK keeps presence timestamps as naive UTC datetimes (types/presence.py)."""
+    if not isinstance(stamp, datetime):
+        return 0
+    return int((stamp - _EPOCH).total_seconds() * 1000)
 
 
 class SyncConnection:
