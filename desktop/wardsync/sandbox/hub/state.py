@@ -62,6 +62,7 @@ log = logging.getLogger("wardsync.sandbox.hub")
 
 MAX_CHANNEL_NAME_CHARS = 2048
 _FRAME_OVERHEAD_BYTES = 128
+_MEMBER_OVERHEAD_BYTES = 96  # a presence item's ids, action and timestamp
 _MESSAGE_FIELDS = ("name", "data", "encoding", "clientId", "id", "extras")
 
 
@@ -417,16 +418,29 @@ class HubState:
     def _send_sync(self, conn: Connection, channel: Channel) -> None:
         # §6, RTP18: "<syncId>:<cursor>", empty cursor on the last page. HAS_PRESENCE without
         # a SYNC would make presence.get() wait forever.
-        members = [m.to_wire(PresenceAction.PRESENT) for m in channel.members.values()]
-        size = self.config.sync_page_size
-        pages = [members[i:i + size] for i in range(0, len(members), size)] or [[]]
+        # Pages are cut by member count and by bytes, and each page counts its bytes against
+        # the connection's send queue like any other frame.
+        pages: list[tuple[list[dict[str, Any]], int]] = []
+        page: list[dict[str, Any]] = []
+        page_bytes = 0
+        for member in channel.members.values():
+            wire = member.to_wire(PresenceAction.PRESENT)
+            size = _payload_size(wire) + _MEMBER_OVERHEAD_BYTES
+            if page and (len(page) >= self.config.sync_page_size
+                         or page_bytes + size > self.config.sync_page_max_bytes):
+                pages.append((page, page_bytes))
+                page, page_bytes = [], 0
+            page.append(wire)
+            page_bytes += size
+        pages.append((page, page_bytes))
         sync_id = f"sync{next(self._sync_ids)}"
-        for index, page in enumerate(pages):
+        self.counters["sync_pages"] += len(pages)
+        for index, (members, size) in enumerate(pages):
             cursor = str(index + 1) if index < len(pages) - 1 else ""
             self.send(conn, OutFrame({
                 "action": Action.SYNC, "channel": channel.name,
-                "channelSerial": f"{sync_id}:{cursor}", "presence": page,
-            }))
+                "channelSerial": f"{sync_id}:{cursor}", "presence": members,
+            }, size=size + _FRAME_OVERHEAD_BYTES))
 
     def detach(self, conn: Connection, name: str, *, reply: bool = True) -> None:
         """DETACH (RTL5d): members of this connection leave the channel; reply DETACHED."""
@@ -586,6 +600,11 @@ class HubState:
                 raise HubError(INVALID_CLIENT_ID, 400, "presence clientId not allowed")
             if _payload_size(item) > self.config.max_message_size:
                 raise HubError(MESSAGE_TOO_LARGE, 400, "maximum message size exceeded")
+            if _payload_size(item) > self.config.max_presence_data_bytes:
+                self.counters["presence_data_refused"] += 1
+                raise HubError(MESSAGE_TOO_LARGE, 400,
+                               f"presence data over {self.config.max_presence_data_bytes} "
+                               "bytes")
             resolved.append((item, client_id))
         channel = self.channel(name)
         joining = {
