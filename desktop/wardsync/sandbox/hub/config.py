@@ -24,6 +24,15 @@ MAX_CONNECTIONS = 500
 MAX_CHANNELS = 1_000
 MAX_CHANNELS_PER_CONNECTION = 200
 MAX_MEMBERS_PER_CHANNEL = 500
+# Per identified clientId (one signed-in user, whatever the number of tokens): Ably's
+# connection and channel limits are per account (docs/scaling.md §1) and the sandbox's whole
+# account is one ward, so one user's token must not spend them all. A clinician holds one
+# connection per workstation (plus, briefly, one awaiting resume) and about ten channels per
+# workstation (docs/scaling.md §2): 20 connections and 200 channels (Ably's per-connection
+# channel limit) leave ample room while keeping 25 users able to reach the global caps only
+# together. Connections with no clientId or "*" are the backend's (key holders) and uncapped.
+MAX_CONNECTIONS_PER_CLIENT = 20
+MAX_CHANNELS_PER_CLIENT = 200
 HISTORY_LIMIT = 200  # messages kept per channel
 HISTORY_MAX_BYTES = 256 * 1024  # payload bytes kept per channel
 RESUME_BUFFER_LIMIT = 500  # frames kept per connection while it has no socket
@@ -74,6 +83,8 @@ class HubConfig:
     max_channels: int = MAX_CHANNELS
     max_channels_per_connection: int = MAX_CHANNELS_PER_CONNECTION
     max_members_per_channel: int = MAX_MEMBERS_PER_CHANNEL
+    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT
+    max_channels_per_client: int = MAX_CHANNELS_PER_CLIENT
     max_malformed_frames: int = MAX_MALFORMED_FRAMES_PER_CONNECTION
     max_inbound_frame_bytes: int = MAX_INBOUND_FRAME_BYTES
     max_message_size: int = MAX_MESSAGE_SIZE_BYTES
@@ -93,7 +104,8 @@ class HubConfig:
             "history_limit", "resume_buffer_limit", "send_queue_limit", "max_connections",
             "max_channels", "max_channels_per_connection", "max_members_per_channel",
             "sync_page_size", "ack_cache_size", "idempotent_ids_per_channel",
-            "sync_page_max_bytes", "max_presence_data_bytes",
+            "sync_page_max_bytes", "max_presence_data_bytes", "max_connections_per_client",
+            "max_channels_per_client",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

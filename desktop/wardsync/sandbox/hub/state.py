@@ -212,7 +212,29 @@ class HubState:
         log.info("connection %s opened (%s)", conn.id, "after failed resume" if reason else "new")
         return conn
 
+    def _client_connections(self, client_id: str | None) -> list[Connection]:
+        """The connections of one identified client (none for the backend's: no clientId
+        or "*")."""
+        if client_id in (None, WILDCARD_CLIENT_ID):
+            return []
+        return [c for c in self.connections.values() if c.client_id == client_id]
+
+    def _evict_longest_detached(self, connections: list[Connection], counter: str) -> bool:
+        detached = [c for c in connections if c.transport is None]
+        if not detached:
+            return False
+        self.counters[counter] += 1
+        self.discard(min(detached, key=lambda c: c.detached_at or 0.0))
+        return True
+
     def _new_connection(self, credentials: Credentials, client_id: str | None) -> Connection:
+        # One user first: their own longest-detached connection makes room, else they are
+        # refused, before anyone else's connection is touched.
+        mine = self._client_connections(client_id)
+        if len(mine) >= self.config.max_connections_per_client and \
+                not self._evict_longest_detached(mine, "client_connections_evicted"):
+            self.counters["client_connections_refused"] += 1
+            raise HubError(CONNECTION_LIMIT, 429, "connection limit for this clientId reached")
         if len(self.connections) >= self.config.max_connections:
             detached = [c for c in self.connections.values() if c.transport is None]
             if not detached:
@@ -376,6 +398,11 @@ class HubState:
             self.send(conn, error_frame(HubError(
                 CHANNELS_PER_CONNECTION, 400, "too many channels on this connection"), name))
             return
+        if not already and not self._client_may_attach(conn, name):
+            self.counters["client_channels_refused"] += 1
+            self.send(conn, error_frame(HubError(
+                CHANNELS_PER_CONNECTION, 400, "too many channels for this clientId"), name))
+            return
         try:
             channel = self.channel(name)
         except HubError as exc:
@@ -414,6 +441,20 @@ class HubState:
                 self.send(conn, OutFrame(frame, size=stored.size))
         if has_presence:
             self._send_sync(conn, channel)
+
+    def _client_may_attach(self, conn: Connection, name: str) -> bool:
+        """Under `max_channels_per_client` across the client's connections, detached ones
+        included (they hold their channels until their state expires); the client's
+        longest-detached connection is forgotten to make room if need be."""
+        if conn.client_id in (None, WILDCARD_CLIENT_ID):
+            return True
+        while True:
+            others = [c for c in self._client_connections(conn.client_id) if c is not conn]
+            held = set(conn.attachments).union(*(c.attachments for c in others))
+            if name in held or len(held) < self.config.max_channels_per_client:
+                return True
+            if not self._evict_longest_detached(others, "client_connections_evicted"):
+                return False
 
     def _send_sync(self, conn: Connection, channel: Channel) -> None:
         # §6, RTP18: "<syncId>:<cursor>", empty cursor on the last page. HAS_PRESENCE without
