@@ -49,12 +49,12 @@ if mode == "connect":
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(5)
     s.connect(path)
-    s.sendall(b'{"cmd": "open", "panel": "ward"}\n')
     got = b""
-    try:
+    try:  # the instance may hang up before the command is even sent
+        s.sendall(b'{"cmd": "open", "panel": "ward"}\n')
         while chunk := s.recv(4096):
             got += chunk
-    except (ConnectionResetError, socket.timeout):
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
         pass
     print(json.dumps({"answer": got.decode("latin-1")}), flush=True)
     sys.exit(0)
