@@ -87,7 +87,8 @@ class StaffDirectory:
             identity = previous.identity if previous is not None else None
         finally:
             self._reading.discard(client_id)
-        while len(self._entries) >= self._max and client_id not in self._entries:
+        self._entries.pop(client_id, None)  # re-inserted last: the newest read
+        while len(self._entries) >= self._max:
             del self._entries[next(iter(self._entries))]  # the oldest read
         self._entries[client_id] = _Entry(identity, self._timer.monotonic() + keep_s)
         self._on_change()
