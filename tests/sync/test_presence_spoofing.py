@@ -14,15 +14,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from ably import AblyRealtime
 
 from tests.sync.presence_station import presence_station
 from tests.waiting import wait_for as eventually
 from wardsync.auth.session import Session
-from wardsync.core.locks import MAX_CLAIM_LEAD_MS
+from wardsync.core.locks import MAX_CLAIM_IDLE_S, MAX_CLAIM_LEAD_MS
 from wardsync.core.presence import EditLockEnded
 from wardsync.sandbox.server import Sandbox
+from wardsync.sync.presence import PresenceService, identity_from_tokens
 from wardsync.sync.realtime_token import RealtimeTokenExchange
+from wardsync.sync.workstation import Workstation, WorkstationConfig
 
 TASK = ("Task", "task-03-1")
 CHANNEL = "record:Task:task-03-1"
@@ -111,3 +114,18 @@ async def test_a_forged_name_and_an_antedated_claim_neither_fool_nor_take_the_lo
         assert told == []
         editing.close()
         watching.close()
+
+
+async def test_no_workstation_announces_claims_past_the_cap(
+        sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient) -> None:
+    info = sandbox.ready_info()
+    ws = Workstation(WorkstationConfig(fhir_base=info["fhir_base"], ward=info["ward"]),
+                     clinician, http=http)
+    try:
+        with pytest.raises(ValueError):
+            PresenceService(ws, identity_from_tokens(clinician.tokens),
+                            lock_idle_s=MAX_CLAIM_IDLE_S + 1)
+        assert MAX_CLAIM_IDLE_S * 1000 < MAX_CLAIM_LEAD_MS  # an honest claim is never cut
+        PresenceService(ws, identity_from_tokens(clinician.tokens), lock_idle_s=MAX_CLAIM_IDLE_S)
+    finally:
+        await ws.aclose()
