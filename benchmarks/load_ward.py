@@ -652,8 +652,10 @@ async def run_phase(mode: str, n: int, cfg: Config, wd: Path,
     label = f"{mode}-{n}"
     print(f"[{time.strftime('%H:%M:%S')}] {label}: starting", flush=True)
     async with contextlib.AsyncExitStack() as stack:
+        # Every workstation signs in as the demo clinician: one user, n connections.
         info = await stack.enter_async_context(running_sandbox(
-            "--no-simulator", "--patients", str(cfg.patients), "--seed", str(cfg.seed)))
+            "--no-simulator", "--patients", str(cfg.patients), "--seed", str(cfg.seed),
+            "--hub-connections-per-user", str(2 * n + 10)))
         writers = await stack.enter_async_context(WardWriters.connect(info))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
         # A realtime client doing nothing else: commit -> poke without any workstation's load.

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wardsync.core.locks import MAX_CLAIM_LEAD_MS
 from wardsync.core.presence import (
     EDITING,
     VIEWING,
@@ -18,6 +19,7 @@ from wardsync.core.presence import (
     PresenceData,
     PresenceDataError,
     RecordPresence,
+    identity_from_practitioner,
     initials,
     members_from_wire,
     record_channel,
@@ -106,7 +108,10 @@ def test_malformed_presence_data_is_refused_with_a_loggable_reason(changes, reas
     assert str(caught.value) == reason
     member = Member.from_wire("demo-nurse", "conn1", wire(**changes))
     assert member.data is None and member.problem == reason
-    assert member.name == "Unknown user" and member.lock_claims() == []
+    # Shown by its clientId (bound by the realtime token), marked unverified.
+    assert (member.name, member.role) == ("demo-nurse", "Unverified")
+    assert member.lock_claims() == []
+    assert Member.from_wire("not an id", "conn1", wire(**changes)).name == "Unknown user"
 
 
 @given(st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()),
@@ -121,16 +126,18 @@ def test_what_one_workstation_sees_of_a_record() -> None:
     nurse = PresenceData(NURSE, NOW - 60_000, (Claim("task", NOW - 1000, NOW + 119_000),),
                          "conn-ward")
     members = members_from_wire([
-        ("demo-clinician", "conn-me", mine.to_wire()),
-        ("demo-nurse", "conn-ward", nurse.to_wire()),
-        ("demo-clinician", "conn-old", mine.to_wire()),  # our ghost after a failed resume
-        ("demo-clinician", "conn-desk2", mine.to_wire()),  # same doctor, other workstation
-        (None, "conn-x", mine.to_wire()),  # no clientId: ignored as the SDK does (RTP2)
+        ("demo-clinician", "conn-me", mine.to_wire(), NOW),
+        ("demo-nurse", "conn-ward", nurse.to_wire(), NOW - 1000),
+        ("demo-clinician", "conn-old", mine.to_wire(), NOW),  # our ghost after a failed resume
+        ("demo-clinician", "conn-desk2", mine.to_wire(), NOW),  # same doctor, other workstation
+        (None, "conn-x", mine.to_wire(), NOW),  # no clientId: ignored as the SDK does (RTP2)
     ])
     view = RecordPresence("record:Task:t1", members, frozenset({"conn-me", "conn-old"}), True)
     assert [m.key for m in view.others()] == ["conn-ward:demo-nurse", "conn-desk2:demo-clinician"]
     lock = view.lock("task", NOW)
-    assert view.member_of(lock.holder).name == "Nurse Demo Nightingale"
+    holder = view.member_of(lock.holder)
+    assert (holder.client_id, holder.name) == ("demo-nurse", "demo-nurse")
+    assert lock.holder.claimed_at_ms == NOW - 1000  # the hub's timestamp orders the claim
     assert not view.lock("note", NOW).held
     assert not view.lock("task", NOW + 119_000).held  # expired at the announced time
     assert view.next_expiry_ms(NOW) == NOW + 119_000
@@ -150,3 +157,53 @@ def test_a_claim_re_entered_on_another_connection_does_not_count() -> None:
     unknown = Member.from_wire("demo-nurse", "conn-new", PresenceData(
         NURSE, NOW, stale.claims).to_wire())
     assert unknown.lock_claims() == []
+
+
+def test_the_name_in_presence_data_is_never_shown_and_a_foreign_practitioner_is_refused() -> None:
+    # A nurse's workstation announcing itself as a head of cardiology: the clientId (bound by
+    # the realtime token) is what identifies the member; the data's name is not used.
+    boast = wire(name="Dr Head Of Cardiology", role="Doctor")
+    member = Member.from_wire("demo-nurse", "conn1", boast, NOW)
+    assert member.data is not None
+    assert (member.name, member.role, member.initials, member.verified) == (
+        "demo-nurse", "Unverified", "DE", False)
+    named = Member(member.client_id, member.connection_id, member.data, person=NURSE)
+    assert (named.name, named.role, named.initials) == ("Nurse Demo Nightingale", "Nurse", "DN")
+    # Data naming another practitioner than the clientId: unreadable, its claims ignored.
+    posing = Member.from_wire("demo-nurse", "conn1", wire(practitioner="demo-clinician"), NOW)
+    assert posing.data is None and posing.problem == "practitioner_mismatch"
+    assert posing.lock_claims() == []
+
+
+def test_claims_are_ordered_by_the_hubs_timestamp_and_their_expiry_is_capped() -> None:
+    # claimedAt 0 and expiresAt 2^53-1 (the lock theft of the security review).
+    forged = wire(claims=[{"component": "task", "claimedAt": 0, "expiresAt": 2**53 - 1}])
+    thief = Member.from_wire("demo-nurse", "conn1", forged, NOW + 50)
+    honest = Member.from_wire("demo-clinician", "conn2", PresenceData(
+        DOCTOR, NOW, (Claim("task", NOW, NOW + 120_000),), "conn2").to_wire(), NOW + 10)
+    view = RecordPresence("record:Task:t1", (thief, honest), frozenset(), True)
+    lock = view.lock("task", NOW + 100)
+    assert lock.holder.client_id == "demo-clinician"  # the hub saw it first
+    assert [c.client_id for c in lock.contenders] == ["demo-nurse"]
+    assert lock.contenders[0].claimed_at_ms == NOW + 50
+    assert lock.contenders[0].expires_at_ms == NOW + 50 + MAX_CLAIM_LEAD_MS
+    # A rank recorded when the claim was first seen holds through later renewals.
+    ranked = RecordPresence("record:Task:t1", (thief, honest), frozenset(), True,
+                            claim_ranks={("demo-clinician", "task", NOW): NOW + 10,
+                                         ("demo-nurse", "task", 0): NOW + 5})
+    assert ranked.lock("task", NOW + 100).holder.client_id == "demo-nurse"
+    assert not view.lock("task", NOW + 50 + MAX_CLAIM_LEAD_MS).held
+
+
+def test_a_practitioner_resource_names_its_id() -> None:
+    resource = {"resourceType": "Practitioner", "id": "demo-nurse",
+                "name": [{"text": "Nurse Demo Nightingale"}]}
+    assert identity_from_practitioner(resource) == NURSE
+    parts = {"resourceType": "Practitioner", "id": "c1",
+             "name": [{"prefix": ["Dr"], "given": ["Ann"], "family": "Lee"}]}
+    assert identity_from_practitioner(parts) == ClinicianIdentity("c1", "Dr Ann Lee", "Doctor")
+    for bad in ({"resourceType": "Patient", "id": "p", "name": [{"text": "x"}]},
+                {"resourceType": "Practitioner", "id": "c1", "name": []},
+                {"resourceType": "Practitioner", "id": "c1", "name": [{"text": "a\nb"}]}):
+        with pytest.raises(PresenceDataError):
+            identity_from_practitioner(bad)

@@ -148,3 +148,17 @@ def test_without_the_sandbox_extra_it_says_how_to_install_it(tmp_path: Path) -> 
     assert out.stdout == ""  # no ready line: a parent waiting for one learns from the exit
     assert out.stderr.strip() == (
         f"wardsync sandbox: {SANDBOX_NOT_INSTALLED_MESSAGE} (missing: aiohttp)")
+
+
+def test_the_per_user_connection_cap_can_be_raised_for_load_tests() -> None:
+    import argparse
+
+    from wardsync.sandbox.cli import _config, add_arguments
+    from wardsync.sandbox.hub.config import MAX_CONNECTIONS_PER_CLIENT
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert _config(parser.parse_args([])).hub_config.max_connections_per_client \
+        == MAX_CONNECTIONS_PER_CLIENT
+    raised = _config(parser.parse_args(["--hub-connections-per-user", "160"]))
+    assert raised.hub_config.max_connections_per_client == 160

@@ -23,6 +23,7 @@ from wardsync.core.connection_status import ConnectionState
 from wardsync.core.presence import EDITING, EditLockEnded, PresenceChanged
 from wardsync.core.timer import SystemTimer
 from wardsync.sandbox.hub import HubConfig
+from wardsync.sandbox.hub import state as hub_state
 from wardsync.sandbox.server import Sandbox
 from wardsync.sync.presence import PresenceService, identity_from_tokens
 from wardsync.sync.workstation import Workstation, WorkstationConfig
@@ -31,15 +32,15 @@ PATIENT = ("Patient", "pat-03")
 TASK = ("Task", "task-03-1")
 
 
-class PinnableClock(SystemTimer):
-    """The real timer, except that the wall clock can be pinned (two workstations claiming
-    in the very same millisecond)."""
+class PinnableHubClock:
+    """The hub's clock (its presence timestamps), pinnable: two claims the hub stamps in the
+    very same millisecond."""
 
-    def __init__(self) -> None:
-        self.pinned: float | None = None
-
-    def wall(self) -> float:
-        return self.pinned if self.pinned is not None else super().wall()
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pinned: int | None = None
+        real = hub_state.now_ms
+        monkeypatch.setattr(hub_state, "now_ms",
+                            lambda: self.pinned if self.pinned is not None else real())
 
 
 def station(sandbox: Sandbox, session: Session, http: httpx.AsyncClient, *,
@@ -78,8 +79,8 @@ async def test_presence_appears_once_per_workstation_and_disappears_after_the_la
         assert sandbox.hub.stats()["members"] == 2
         assert doctor.handle_count("record:Patient:pat-03") == 2
         doctor_member = seen_by_nurse.others()[0]
-        assert doctor_member.data.clinician.role == "Doctor"
-        assert doctor_member.data.clinician.initials == "DC"
+        assert doctor_member.role == "Doctor" and doctor_member.verified
+        assert doctor_member.initials == "DC"
         assert doctor_member.state == "viewing"
         assert abs(doctor_member.data.since_ms / 1000 - time.time()) < 30
         assert lab_window.others() == chart.others()  # one view per workstation
@@ -102,18 +103,20 @@ async def test_presence_appears_once_per_workstation_and_disappears_after_the_la
 
 
 async def test_simultaneous_claims_resolve_identically_on_both_workstations(
-        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient) -> None:
-    clock_a, clock_b = PinnableClock(), PinnableClock()
-    async with station(sandbox, clinician, http, clock=clock_a) as (_ws_a, doctor), \
-            station(sandbox, nurse, http, clock=clock_b) as (_ws_b, ward_nurse):
+        sandbox: Sandbox, clinician: Session, nurse: Session, http: httpx.AsyncClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    hub_clock = PinnableHubClock(monkeypatch)
+    async with station(sandbox, clinician, http) as (_ws_a, doctor), \
+            station(sandbox, nurse, http) as (_ws_b, ward_nurse):
         a, b = doctor.join(*TASK), ward_nurse.join(*TASK)
         await eventually(lambda: names(a) and names(b), what="both present")
         for round_no in range(4):
             if round_no == 0:
-                # The very same millisecond on both: the tie goes to the lower clientId.
-                clock_a.pinned = clock_b.pinned = time.time()
+                # The hub stamps both claims with the very same millisecond: the tie goes to
+                # the lower clientId.
+                hub_clock.pinned = int(time.time() * 1000)
             out_a, out_b = await asyncio.gather(a.claim("task"), b.claim("task"))
-            clock_a.pinned = clock_b.pinned = None
+            hub_clock.pinned = None
             if round_no == 0:
                 assert out_a.granted and not out_b.granted  # "demo-clinician" < "demo-nurse"
             assert out_a.granted != out_b.granted, (out_a, out_b)
@@ -124,10 +127,12 @@ async def test_simultaneous_claims_resolve_identically_on_both_workstations(
                              and loser.lock("task").holder.state == EDITING,
                              what="the loser seeing the winner's claim")
             held_w, held_l = winner.lock("task"), loser.lock("task")
-            # Both apply the rule to the same claims: the same member, claimed at the same ms.
+            # Both apply the rule to the same claims: the same member, ordered by the same
+            # hub timestamp.
+            assert held_w.ordered_at_ms is not None
             assert (held_w.holder.client_id, held_w.holder.connection_id,
-                    held_w.claimed_at_ms) == (held_l.holder.client_id,
-                                              held_l.holder.connection_id, held_l.claimed_at_ms)
+                    held_w.ordered_at_ms) == (held_l.holder.client_id,
+                                              held_l.holder.connection_id, held_l.ordered_at_ms)
             assert held_w.by_me and held_w.here and not held_w.blocked and held_w.status == "held"
             assert held_l.blocked and not held_l.by_me
             assert lost.holder.client_id == held_w.holder.client_id

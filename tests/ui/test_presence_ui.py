@@ -18,8 +18,10 @@ NOW_MS = int(time.time() * 1000)
 
 
 def member(n: int, name: str, role: str, claims: tuple[Claim, ...] = ()) -> Member:
+    """A member whose clientId the workstation has verified as `name` (sync/staff.py)."""
     who = ClinicianIdentity(f"prac-{n}", name, role)
-    return Member(f"prac-{n}", f"conn-{n}", PresenceData(who, NOW_MS - n * 60_000, claims))
+    return Member(f"prac-{n}", f"conn-{n}", PresenceData(who, NOW_MS - n * 60_000, claims),
+                  person=who)
 
 
 def test_the_avatar_stack_shows_initials_roles_and_who_does_what_since_when(
@@ -53,7 +55,13 @@ def test_the_avatar_stack_shows_initials_roles_and_who_does_what_since_when(
     overflow = stack.avatars[-1]
     assert overflow.text == "+3" and overflow.toolTip().count("Ann Example") == 3
     unreadable = Member("someone", "conn-x", None, "bad_name")
-    assert describe(unreadable).startswith("Unknown user — present")
+    assert describe(unreadable) == "someone (Unverified) — present (details could not be read)"
+    # Not yet verified: the clientId is shown, whatever name the member's data gives.
+    boast = ClinicianIdentity("prac-9", "Dr Head Of Cardiology", "Doctor")
+    unverified = Member("prac-9", "conn-9", PresenceData(boast, NOW_MS))
+    stack.show_members([unverified])
+    assert [(a.text, a.role) for a in stack.avatars] == [("PR", "Unverified")]
+    assert "Cardiology" not in stack.descriptions[0]
 
 
 async def test_the_chart_shows_who_else_has_the_patient_open(
@@ -97,9 +105,12 @@ async def test_a_task_another_workstation_edits_is_locked_here_and_the_rest_stay
         chart = w.open_chart(qtbot)
         await select_task(chart)
         editor = chart.task_editor
-        await wait_until(lambda: editor.lock_banner.isVisibleTo(editor),
-                         what="the lock banner")
-        claimed = time.strftime("%H:%M", time.localtime(nurse.lock("task").claimed_at_ms / 1000))
+        # The name comes from the nurse's Practitioner, read once her clientId is seen.
+        await wait_until(lambda: editor.lock_banner.isVisibleTo(editor)
+                         and "Nightingale" in editor.lock_banner.text(),
+                         what="the lock banner naming the nurse")
+        ordered_at = nurse.lock("task").ordered_at_ms / 1000
+        claimed = time.strftime("%H:%M", time.localtime(ordered_at))
         assert editor.lock_banner.text() == (
             f"Nurse Demo Nightingale (Nurse) is editing this task since {claimed}. You can "
             "read it; editing is locked until they finish.")

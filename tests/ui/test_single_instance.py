@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,12 +325,17 @@ def test_server_names_are_per_user_and_per_session() -> None:
     other_display = session_server_name(environ={**env, "DISPLAY": ":1"},
                                         platform="linux", uid=1000)
     assert len({a, other_user, other_session, other_display}) == 4
-    # Without a runtime directory (or with a relative one, which XDG says to ignore) Qt
-    # places a bare name in the temp directory; the uid keeps users apart there too.
+    # Without a runtime directory (or with a relative one, which XDG says to ignore) the
+    # socket goes into the user's own directory in the temp directory, never a bare name
+    # there (tests/ui/test_single_instance_other_user.py: the directory is made and checked).
     bare = session_server_name(environ={"DISPLAY": ":0", "XDG_RUNTIME_DIR": "run"},
                                platform="linux", uid=1000)
-    assert bare.startswith("wardsync-1000-") and "/" not in bare
+    assert os.path.dirname(bare) == os.path.join(tempfile.gettempdir(), "wardsync-1000")
+    assert os.path.basename(bare).startswith("wardsync-1000-")
     assert bare != session_server_name(environ={"DISPLAY": ":0"}, platform="linux", uid=1001)
+    assert session_server_name(environ=env, platform="linux", uid=1000,
+                               directory="/home/a/.cache/wardsync/run").startswith(
+                                   "/home/a/.cache/wardsync/run/wardsync-1000-")
 
 
 def test_windows_names_cover_user_and_session() -> None:

@@ -16,8 +16,13 @@ which members were listed or events arrived (tests/core/test_locks.py checks per
 The authoritative guard against lost writes is still the server's `If-Match` check
 (R4 http.html#concurrency): a lock only stops two people typing over each other.
 
-Claim and expiry times are the claimant's wall clock in epoch milliseconds. Workstations in a
-hospital are NTP-synchronised; a skewed clock changes who wins, never whether everyone agrees.
+A claim's place in the order is the hub's timestamp of the presence message that first carried
+it (RTP2: the hub stamps every presence message), never the time the claimant wrote into its
+own data: a member cannot date its claim before the claims the hub had already broadcast
+(core/presence.py, sync/presence.py). Expiry times are the claimant's wall clock in epoch
+milliseconds, capped at `MAX_CLAIM_LEAD_MS` after the hub's timestamp of the message announcing
+them, so no claim outlives its member's last renewal by more than that. Workstations in a
+hospital are NTP-synchronised; a skewed clock changes when a claim lapses, never who holds it.
 """
 
 from __future__ import annotations
@@ -27,11 +32,17 @@ from dataclasses import dataclass
 
 # A claim without an expiry never lapses by time (it still ends when its member leaves).
 NO_EXPIRY_MS = 2**63 - 1
+# The furthest ahead of the hub's timestamp a claim's announced expiry counts: the longest
+# idle limit a workstation may be configured with (`security.edit_lock_idle_min` <= 60) plus
+# a minute for clock skew. A claim announced further ahead lapses at this cap.
+MAX_CLAIM_IDLE_S = 3600.0
+MAX_CLAIM_LEAD_MS = int((MAX_CLAIM_IDLE_S + 60.0) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
 class LockClaim:
-    """One member's claim on one component of a record."""
+    """One member's claim on one component of a record; `claimed_at_ms` is its place in the
+    order (the hub's timestamp when the claim first appeared)."""
 
     component: str
     client_id: str

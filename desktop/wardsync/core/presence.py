@@ -15,6 +15,14 @@ connection with the data it last had (RTP17i), which may still hold a claim its 
 has since ended; such a stale claim must not take a lock back from whoever holds it now. The
 workstation then re-sends its current data for the new connection.
 
+Identity comes from the member's clientId, never from its data: the realtime token binds the
+clientId to the signed-in user's `fhirUser` logical id (relay/token_exchange.py
+`client_id_for`, the sandbox's exchange alike), and a member's `name`/`role` are only what
+that member claims about itself. A member whose `practitioner` differs from its clientId is
+unreadable; the name and role shown for any other member are the `person` the workstation read
+from `Practitioner/<clientId>` (sync/staff.py), else the clientId itself, marked unverified.
+Claims are ordered by the hub's timestamps, not by `claimedAt` (core/locks.py).
+
 No patient data travels: the record is named only by its logical id (in the channel name, as a
 poke would name it), the people named are staff, components are fixed words of the app, and
 times are epoch milliseconds. Data arriving from other workstations is parsed strictly (as
@@ -26,11 +34,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from wardsync.core.events import Event
-from wardsync.core.locks import LockClaim, LockView, lock_view, next_expiry_ms
+from wardsync.core.locks import (
+    MAX_CLAIM_LEAD_MS,
+    LockClaim,
+    LockView,
+    lock_view,
+    next_expiry_ms,
+)
 from wardsync.core.resources import FHIR_ID, RESOURCE_TYPE
 
 RECORD_CHANNEL_PREFIX: Final = "record"
@@ -42,6 +56,7 @@ MAX_ROLE_CHARS: Final = 40
 MAX_CLAIMS: Final = 8
 MAX_EPOCH_MS: Final = 2**53 - 1  # exact in every JSON implementation (RFC 8259 §6)
 UNKNOWN_NAME: Final = "Unknown user"
+UNVERIFIED_ROLE: Final = "Unverified"
 
 PresenceState = Literal["viewing", "editing"]
 
@@ -160,6 +175,26 @@ class ClinicianIdentity:
         return initials(self.display_name)
 
 
+def identity_from_practitioner(resource: Mapping[str, Any]) -> ClinicianIdentity:
+    """The identity a `Practitioner` resource gives its logical id: the first name's `text`,
+    else prefix, given and family names; the role is read from the name's title
+    (PresenceDataError if the resource has no usable id or name)."""
+    pid = resource.get("id")
+    if resource.get("resourceType") != "Practitioner" or not isinstance(pid, str):
+        raise PresenceDataError("bad_practitioner")
+    for name in resource.get("name") or ():
+        if not isinstance(name, Mapping):
+            continue
+        text = name.get("text")
+        if not isinstance(text, str) or not text.strip():
+            parts = [*(name.get("prefix") or ()), *(name.get("given") or ()),
+                     name.get("family") or ""]
+            text = " ".join(p for p in parts if isinstance(p, str) and p).strip()
+        if text:
+            return ClinicianIdentity.for_user(pid, _text(text, 10 * MAX_NAME_CHARS, "name"))
+    raise PresenceDataError("bad_name")
+
+
 # ---------------------------------------------------------------- what they are doing
 
 
@@ -248,17 +283,25 @@ class PresenceData:
 # ---------------------------------------------------------------- members of one record
 
 
+ClaimKey = tuple[str, str, int]  # (clientId, component, claimedAt): one claim of one user
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One presence member: a user at one workstation (Ably member key connectionId:clientId).
 
     `data` is None when the member's data could not be read (`problem` says why).
+    `timestamp_ms` is the hub's timestamp of the member's latest presence message (0: unknown);
+    `person` the identity this workstation verified for the clientId (see the module
+    docstring); `name` and `role` are what views show, and never come from `data`.
     """
 
     client_id: str
     connection_id: str
     data: PresenceData | None
     problem: str = ""
+    timestamp_ms: int = 0
+    person: ClinicianIdentity | None = None
 
     @property
     def key(self) -> str:
@@ -266,26 +309,59 @@ class Member:
 
     @property
     def name(self) -> str:
-        return self.data.clinician.display_name if self.data else UNKNOWN_NAME
+        if self.person is not None:
+            return self.person.display_name
+        return self.client_id if FHIR_ID.fullmatch(self.client_id) else UNKNOWN_NAME
+
+    @property
+    def role(self) -> str:
+        return self.person.role if self.person is not None else UNVERIFIED_ROLE
+
+    @property
+    def verified(self) -> bool:
+        return self.person is not None
+
+    @property
+    def initials(self) -> str:
+        return initials(self.name)
 
     @property
     def state(self) -> PresenceState:
         return self.data.state if self.data else VIEWING
 
     @classmethod
-    def from_wire(cls, client_id: str, connection_id: str, data: object) -> Member:
+    def from_wire(cls, client_id: str, connection_id: str, data: object,
+                  timestamp_ms: int = 0) -> Member:
         try:
-            return cls(client_id, connection_id, PresenceData.from_wire(data))
+            parsed = PresenceData.from_wire(data)
         except PresenceDataError as exc:
-            return cls(client_id, connection_id, None, str(exc))
+            return cls(client_id, connection_id, None, str(exc), timestamp_ms)
+        if parsed.clinician.practitioner_id != client_id:
+            # Someone else's name in one's own data: a spoof, or a misconfigured exchange.
+            return cls(client_id, connection_id, None, "practitioner_mismatch", timestamp_ms)
+        return cls(client_id, connection_id, parsed, "", timestamp_ms)
 
-    def lock_claims(self) -> list[LockClaim]:
-        """The member's claims, if its data was written for its own connection (see the
-        module docstring: a re-entered stale claim does not count)."""
+    def claim_keys(self) -> list[ClaimKey]:
+        """The keys of the claims that count (see `lock_claims`)."""
         if self.data is None or self.data.connection_id != self.connection_id:
             return []
-        return [LockClaim(c.component, self.client_id, self.connection_id, c.claimed_at_ms,
-                          c.expires_at_ms) for c in self.data.claims]
+        return [(self.client_id, c.component, c.claimed_at_ms) for c in self.data.claims]
+
+    def lock_claims(self, ranks: Mapping[ClaimKey, int] | None = None) -> list[LockClaim]:
+        """The member's claims, if its data was written for its own connection (see the
+        module docstring: a re-entered stale claim does not count), each in the order given
+        by `ranks` (the hub's timestamp when this workstation first saw it; the member's
+        latest message's timestamp if not recorded) and lapsing no later than
+        MAX_CLAIM_LEAD_MS after the member's latest message (core/locks.py)."""
+        if self.data is None or self.data.connection_id != self.connection_id:
+            return []
+        ranks = ranks or {}
+        cap = self.timestamp_ms + MAX_CLAIM_LEAD_MS if self.timestamp_ms else None
+        return [LockClaim(c.component, self.client_id, self.connection_id,
+                          ranks.get((self.client_id, c.component, c.claimed_at_ms),
+                                    self.timestamp_ms),
+                          c.expires_at_ms if cap is None else min(c.expires_at_ms, cap))
+                for c in self.data.claims]
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +378,7 @@ class RecordPresence:
     members: tuple[Member, ...] = ()
     own_connection_ids: frozenset[str] = frozenset()
     synced: bool = False
+    claim_ranks: Mapping[ClaimKey, int] = field(default_factory=dict)
 
     def is_own(self, member: Member) -> bool:
         return member.connection_id in self.own_connection_ids
@@ -313,7 +390,7 @@ class RecordPresence:
         return tuple(out)
 
     def claims(self) -> list[LockClaim]:
-        return [claim for m in self.members for claim in m.lock_claims()]
+        return [claim for m in self.members for claim in m.lock_claims(self.claim_ranks)]
 
     def lock(self, component: str, now_ms: int) -> LockView:
         return lock_view(self.claims(), component, now_ms)
@@ -328,11 +405,11 @@ class RecordPresence:
         return next_expiry_ms(self.claims(), now_ms)
 
 
-def members_from_wire(entries: Iterable[tuple[str | None, str | None, object]]
+def members_from_wire(entries: Iterable[tuple[str | None, str | None, object, int]]
                       ) -> tuple[Member, ...]:
-    """Members from (clientId, connectionId, data) triples; items lacking either id are
-    ignored, as the SDK ignores them (RTP2)."""
-    return tuple(Member.from_wire(cid, conn, data) for cid, conn, data in entries
+    """Members from (clientId, connectionId, data, hub timestamp ms) tuples; items lacking
+    either id are ignored, as the SDK ignores them (RTP2)."""
+    return tuple(Member.from_wire(cid, conn, data, ts) for cid, conn, data, ts in entries
                  if cid and conn)
 
 

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-relay", action="store_true",
                         help="do not run the WardSync relay: no pokes are published unless a "
                         "relay is run beside the sandbox (its client is in the ready line)")
+    parser.add_argument("--hub-connections-per-user", type=int, default=None,
+                        help="realtime connections one user may hold at once (default 20; "
+                        "load tests that sign one user in at many workstations raise it)")
     parser.add_argument("--log-level", default="WARNING", help="stderr log level")
     parser.add_argument("--stop-on-stdin-eof", action="store_true",
                         help="stop when standard input closes (a parent app that ends, "
@@ -79,8 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):  # -> SandboxConfig (imported lazily below)
+    from wardsync.sandbox.hub import HubConfig
     from wardsync.sandbox.server import SandboxConfig
 
+    hub = HubConfig()
+    if args.hub_connections_per_user is not None:
+        hub.max_connections_per_client = args.hub_connections_per_user
     return SandboxConfig(
         host=args.host, port=args.port, hub_port=args.hub_port,
         data_dir=Path(args.data_dir) if args.data_dir else None, seed=args.seed,
@@ -92,7 +99,7 @@ def _config(args: argparse.Namespace):  # -> SandboxConfig (imported lazily belo
         ),
         access_token_ttl_s=args.access_token_ttl,
         auth_issuer=args.auth_issuer, auth_audience=args.auth_audience,
-        relay=not args.no_relay,
+        relay=not args.no_relay, hub_config=hub,
     )
 
 

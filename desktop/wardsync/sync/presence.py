@@ -8,14 +8,23 @@ service counts handles, enters presence with the first and leaves `leave_grace_s
 last one closed (a chart closed and reopened does not flicker on other screens), then
 releases its channel lease, which the connection detaches after its own grace period.
 
+Who is who: each member is shown by its clientId (bound to the user by the realtime token),
+named by the `StaffDirectory` (sync/staff.py), never by the name in its presence data; our
+own member is the signed-in clinician (core/presence.py).
+
 Record locks (component level): `handle.claim(component)` announces a claim in the member's
 presence data and waits for the hub's echo of it (RTP17b: the echo comes after every change
 the hub broadcast before ours), then a short settle time, and applies the pure lock rule
 (core/locks.py) to what everyone sees: earliest claim wins, ties by clientId then
-connectionId. The loser withdraws. Claims expire: the holder announces an expiry
-`lock_idle_s` after the user's last input (renewed while they type, at most every quarter of
-the idle time) and ends its own claim when it passes; other workstations apply the same expiry
-to the announced time. A holder whose realtime link has been down for `lock_disconnect_s`
+connectionId. "Earliest" is the hub's timestamp of the presence message in which this
+workstation first saw the claim (`_Record.ranks`, our own claim by its echo), so a member
+writing an early `claimedAt` into its data gains nothing; a claim keeps its place while its
+user renews it or re-enters after a failed resume. The loser withdraws. Claims expire: the
+holder announces an expiry `lock_idle_s` after the user's last input (renewed while they
+type, at most every quarter of the idle time) and ends its own claim when it passes; other
+workstations apply the same expiry to the announced time, capped at MAX_CLAIM_LEAD_MS after
+the hub's timestamp of the announcement (core/locks.py); no workstation announces more than
+MAX_CLAIM_IDLE_S ahead. A holder whose realtime link has been down for `lock_disconnect_s`
 (default: the hub's presence grace, after which others no longer see the member at all) ends
 its claim too. Every claim that ends without the user asking publishes `EditLockEnded` so the
 editor can tell its user; the user's draft is not touched (sync/edits.py keeps it).
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -40,9 +50,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wardsync.core.connection_status import RealtimeState
-from wardsync.core.locks import LockClaim, lock_view
+from wardsync.core.locks import MAX_CLAIM_IDLE_S, LockClaim, lock_view
 from wardsync.core.presence import (
+    MAX_EPOCH_MS,
     Claim,
+    ClaimKey,
     ClinicianIdentity,
     EditLockEnded,
     LockEndReason,
@@ -56,6 +68,7 @@ from wardsync.core.presence import (
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import Timer, TimerHandle, wait_for
 from wardsync.sync.realtime import CHANNEL_RELEASE_GRACE_S, ChannelLease, RealtimeError
+from wardsync.sync.staff import StaffDirectory
 from wardsync.sync.workstation import Workstation
 
 log = logging.getLogger(__name__)
@@ -70,6 +83,8 @@ PRESENCE_TICK_S = 0.25
 PRESENCE_RETRY_S = 1.0
 PRESENCE_RETRY_CAP_S = 10.0
 LEAVE_TIMEOUT_S = 2.0
+PENDING_RANK_MS = MAX_EPOCH_MS  # our claim before its echo: after everything already seen
+MAX_RANKS_PER_RECORD = 512  # claims remembered per record (each member holds at most 8)
 
 ClaimStatus = Literal["pending", "held", "offline"]
 ClaimReason = Literal["granted", "offline", "taken", "elsewhere", "closed"]
@@ -96,6 +111,8 @@ class ComponentLock:
     status: ClaimStatus | None = None  # this workstation's claim state, when by_me
     claimed_at_ms: int | None = None
     expires_at_ms: int | None = None
+    # The hub's timestamp that orders the claim (core/locks.py); None while ours is pending.
+    ordered_at_ms: int | None = None
 
     @property
     def blocked(self) -> bool:
@@ -129,6 +146,8 @@ class _Record:
     leave_timer: TimerHandle | None = None
     expiry_seen_ms: int | None = None
     synced: asyncio.Event = field(default_factory=asyncio.Event)  # attached, SYNC complete
+    # Each claim's place in the lock order: the hub's timestamp when we first saw it.
+    ranks: dict[ClaimKey, int] = field(default_factory=dict)
 
 
 class PresenceHandle:
@@ -195,9 +214,12 @@ class PresenceService:
         claim_settle_s: float = CLAIM_SETTLE_S,
         claim_timeout_s: float = CLAIM_ECHO_TIMEOUT_S,
         tick_s: float = PRESENCE_TICK_S,
+        directory: StaffDirectory | None = None,
     ) -> None:
         if lock_idle_s <= 0 or lock_disconnect_s <= 0 or leave_grace_s < 0:
             raise ValueError("lock and presence timings must be positive")
+        if lock_idle_s > MAX_CLAIM_IDLE_S:
+            raise ValueError("the lock idle time may be at most an hour (core/locks.py)")
         self._ws = workstation
         self._timer: Timer = workstation.timer
         self.clinician = clinician
@@ -213,6 +235,8 @@ class PresenceService:
         self._own_connections: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
+        self.directory = directory or StaffDirectory(workstation.fhir, self._timer,
+                                                     self._names_changed)
 
     # ------------------------------------------------------------------ lifetime
     async def start(self) -> None:
@@ -238,6 +262,7 @@ class PresenceService:
         # own tasks, so nothing is left to cancel after them.
         await self._tasks.wait()
         await self._tasks.aclose()
+        await self.directory.aclose()
 
     async def __aenter__(self) -> PresenceService:
         await self.start()
@@ -429,9 +454,13 @@ class PresenceService:
         conn = self._connection_id()
         lease = rec.lease
         entries = lease.presence_members() if lease is not None else []
-        members = members_from_wire((e.client_id, e.connection_id, e.data) for e in entries)
+        members = members_from_wire((e.client_id, e.connection_id, e.data, e.timestamp_ms)
+                                    for e in entries)
+        self._rank_claims(rec, members)
+        members = tuple(self._with_person(m) for m in members)
         rec.snapshot = RecordPresence(rec.channel, members, frozenset(self._own_connections),
-                                      synced=lease.presence_synced if lease else False)
+                                      synced=lease.presence_synced if lease else False,
+                                      claim_ranks=dict(rec.ranks))
         if rec.snapshot.synced:
             rec.synced.set()
         if rec.sent is not None and conn and rec.sent.connection_id != conn:
@@ -446,12 +475,45 @@ class PresenceService:
         self._check_taken(rec)
         self._ws.bus.publish(PresenceChanged(rec.channel))
 
+    def _rank_claims(self, rec: _Record, members: tuple[Member, ...]) -> None:
+        """Give every claim seen for the first time its place: the hub's timestamp of the
+        message that carries it (core/locks.py). Claims no member carries any more are
+        forgotten, after a re-entry on a new connection has inherited theirs."""
+        present: set[ClaimKey] = set()
+        for member in members:
+            for key in member.claim_keys():
+                present.add(key)
+                if key not in rec.ranks:
+                    rec.ranks[key] = member.timestamp_ms or self._now_ms()
+        for key in [k for k in rec.ranks if k not in present]:
+            del rec.ranks[key]
+        while len(rec.ranks) > MAX_RANKS_PER_RECORD:  # only a member flooding claims
+            del rec.ranks[max(rec.ranks, key=rec.ranks.__getitem__)]
+
+    def _with_person(self, member: Member) -> Member:
+        if member.connection_id in self._own_connections:
+            person: ClinicianIdentity | None = self.clinician
+        else:
+            person = self.directory.lookup(member.client_id)
+        return dataclasses.replace(member, person=person)
+
+    def _names_changed(self) -> None:
+        """The directory read a name: repaint every record's members with it."""
+        for rec in list(self._records.values()):
+            self._refresh(rec)
+
+    def _own_rank(self, rec: _Record, claim: _OwnClaim) -> int:
+        return rec.ranks.get((self._client_id(), claim.component, claim.claimed_at_ms),
+                             PENDING_RANK_MS)
+
     def _effective_claims(self, rec: _Record) -> list[LockClaim]:
-        """Others' claims as announced, ours as we announce them (the echo may lag)."""
+        """Others' claims as the hub ordered them, ours as we announce them (the echo may
+        lag: until it comes, ours ranks after everything seen)."""
         snap = self._snapshot(rec)
-        claims = [c for m in snap.members if not snap.is_own(m) for c in m.lock_claims()]
+        claims = [c for m in snap.members if not snap.is_own(m)
+                  for c in m.lock_claims(rec.ranks)]
         conn, client = self._connection_id(), self._client_id()
-        claims += [LockClaim(c.component, client, conn, c.claimed_at_ms, c.expires_at_ms)
+        claims += [LockClaim(c.component, client, conn, self._own_rank(rec, c), c.expires_at_ms)
                    for c in rec.claims.values()]
         return claims
 
@@ -463,11 +525,12 @@ class PresenceService:
         mine = (holder is not None and own is not None
                 and holder.connection_id == self._connection_id()
                 and holder.client_id == self._client_id()
-                and holder.claimed_at_ms == own.claimed_at_ms)
+                and holder.claimed_at_ms == self._own_rank(rec, own))
         return holder, mine
 
     def _own_member(self, rec: _Record) -> Member:
-        return Member(self._client_id(), self._connection_id(), self._desired(rec))
+        return Member(self._client_id(), self._connection_id(), self._desired(rec),
+                      person=self.clinician)
 
     def _component_lock(self, rec: _Record, component: str,
                         handle: PresenceHandle) -> ComponentLock:
@@ -476,10 +539,15 @@ class PresenceService:
             return ComponentLock(component)
         own = rec.claims.get(component)
         if mine and own is not None:
+            rank = self._own_rank(rec, own)
             return ComponentLock(component, self._own_member(rec), True, own.handle is handle,
-                                 own.status, own.claimed_at_ms, own.expires_at_ms)
+                                 own.status, own.claimed_at_ms, own.expires_at_ms,
+                                 None if rank == PENDING_RANK_MS else rank)
+        # Another member's claim is shown from when the hub first carried it, whatever time
+        # it wrote into its data.
         return ComponentLock(component, self._snapshot(rec).member_of(holder), False, False,
-                             None, holder.claimed_at_ms, holder.expires_at_ms)
+                             None, holder.claimed_at_ms, holder.expires_at_ms,
+                             holder.claimed_at_ms)
 
     # ------------------------------------------------------------------ claims
     async def _claim(self, rec: _Record, handle: PresenceHandle,

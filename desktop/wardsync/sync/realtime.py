@@ -23,6 +23,15 @@ Two SDK behaviours are hooked so that nothing fails silently inside it:
   raises into a task nobody awaits when it times out: "Task exception was never retrieved".
   Such failures are counted in `sdk_errors` and logged; the SDK retries the channel itself.
   An attach that a caller awaits still raises to that caller.
+
+A link that drops again and again right after it connects (a frame the SDK refuses, e.g. over
+its 1 MiB websocket limit; a middlebox resetting it) would make the SDK reconnect at once
+every time (docs/realtime-protocol.md §3): a reconnect storm, with a catch-up from FHIR after
+each. The reaction is bounded: after `flap_limit` drops of an established link within
+`flap_window_s` the connection closes and stays closed for a pause that doubles from
+`flap_pause_s` up to FLAP_PAUSE_CAP_S (reset once a link stays up for the window), reporting
+"disconnected" so the workstation polls meanwhile; then it connects and re-attaches every
+leased channel (docs/security/realtime-and-local.md §3).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ably import AblyRealtime
@@ -43,11 +53,12 @@ from ably.util.exceptions import AblyException
 
 from wardsync.core.net import is_loopback_host
 from wardsync.core.tasks import TaskOwner
-from wardsync.core.timer import SYSTEM_TIMER, Timer, TimerHandle
+from wardsync.core.timer import SYSTEM_TIMER, Timer, TimerHandle, wait_for
 
 log = logging.getLogger(__name__)
 
 CHANNEL_RELEASE_GRACE_S = 5.0
+_EPOCH = datetime(1970, 1, 1)
 # SDK retry settings (milliseconds, the SDK's unit). A ward must not wait the SDK's default
 # 15 s to retry a dropped link; the polling watchdog covers longer outages.
 DISCONNECTED_RETRY_MS = 2000
@@ -57,6 +68,12 @@ REALTIME_REQUEST_TIMEOUT_MS = 5000
 SILENCE_CHECK_S = 0.25
 # The SDK's idle timer fires 100 ms after its limit; report only once it surely has.
 SILENCE_MARGIN_MS = 300
+# An unstable link (see the module docstring): drops within the window before a pause.
+FLAP_LIMIT = 5
+FLAP_WINDOW_S = 30.0
+FLAP_PAUSE_S = 5.0
+FLAP_PAUSE_CAP_S = 120.0
+CLOSE_TIMEOUT_S = 5.0
 
 TokenProvider = Callable[[], Awaitable[dict[str, Any]]]
 PresenceListener = Callable[[], None]
@@ -125,6 +142,7 @@ class PresenceEntry:
     client_id: str | None
     connection_id: str | None
     data: Any
+    timestamp_ms: int = 0  # the hub's timestamp of the member's latest message (0: none)
 
 
 class ChannelLease:
@@ -181,7 +199,8 @@ class ChannelLease:
             members = self.channel.presence.members.list()
         except KeyError:
             return []
-        return [PresenceEntry(m.client_id, m.connection_id, m.data) for m in members]
+        return [PresenceEntry(m.client_id, m.connection_id, m.data, _epoch_ms(m.timestamp))
+                for m in members]
 
     @property
     def presence_synced(self) -> bool:
@@ -210,6 +229,13 @@ class ChannelLease:
         return unsubscribe
 
 
+def _epoch_ms(stamp: Any) -> int:
+    """The SDK keeps presence timestamps as naive UTC datetimes (types/presence.py)."""
+    if not isinstance(stamp, datetime):
+        return 0
+    return int((stamp - _EPOCH).total_seconds() * 1000)
+
+
 class SyncConnection:
     """ONE AblyRealtime per process, shared by every window."""
 
@@ -226,6 +252,9 @@ class SyncConnection:
         suspended_retry_ms: int = SUSPENDED_RETRY_MS,
         request_timeout_ms: int = REALTIME_REQUEST_TIMEOUT_MS,
         timer: Timer | None = None,
+        flap_limit: int = FLAP_LIMIT,
+        flap_window_s: float = FLAP_WINDOW_S,
+        flap_pause_s: float = FLAP_PAUSE_S,
     ) -> None:
         # The silence check compares `timer.wall()` with the SDK's own activity stamps (epoch
         # milliseconds): in production both are the system clock.
@@ -242,6 +271,14 @@ class SyncConnection:
         self.undecodable = 0  # messages taken out of frames before the SDK could drop them
         self.sdk_errors: Counter[str] = Counter()  # background SDK failures, by kind and code
         self._closed = False
+        self._flap_limit = flap_limit
+        self._flap_window_s = flap_window_s
+        self._flap_pause_s = flap_pause_s
+        self._next_pause_s = flap_pause_s
+        self._drops: list[float] = []
+        self._connected_at: float | None = None
+        self._paused = False
+        self.pauses = 0  # how often an unstable link was paused
         self.client = AblyRealtime(
             auth_callback=self._auth_callback,
             use_binary_protocol=use_binary_protocol,
@@ -276,10 +313,59 @@ class SyncConnection:
         reason = ""
         if change.reason is not None:
             reason = f"{getattr(change.reason, 'code', '')} {getattr(change.reason, 'message', '')}"
+        if self._paused and state in ("closing", "closed"):
+            return  # our own pause (`_pause` reported it)
+        previous = self.state
         self.state, self.reason = state, reason.strip()
         log.info("realtime connection %s %s", state, self.reason)
+        if state == "connected" and previous != "connected":
+            self._connected_at = self._timer.monotonic()
+        elif previous == "connected" and state in ("disconnected", "suspended", "connecting"):
+            self._note_drop()
         if self._on_state is not None:
             self._on_state(state, self.reason)
+
+    def _note_drop(self) -> None:
+        """An established link dropped: past the limit within the window, pause."""
+        now = self._timer.monotonic()
+        if self._connected_at is not None and now - self._connected_at >= self._flap_window_s:
+            # It had been up for a whole window: a dropped link, not an unstable one.
+            self._drops.clear()
+            self._next_pause_s = self._flap_pause_s
+        self._drops = [t for t in self._drops if now - t < self._flap_window_s] + [now]
+        if len(self._drops) >= self._flap_limit and not self._paused and not self._closed:
+            pause_s, self._next_pause_s = (self._next_pause_s,
+                                           min(self._next_pause_s * 2, FLAP_PAUSE_CAP_S))
+            self._paused = True
+            self.pauses += 1
+            self._tasks.spawn(self._pause(pause_s), name="realtime pause after flapping")
+
+    async def _pause(self, pause_s: float) -> None:
+        log.warning("realtime link dropped %d times within %.0f s: reconnecting in %.0f s",
+                    len(self._drops), self._flap_window_s, pause_s)
+        self.state, self.reason = "disconnected", f"unstable link: retrying in {pause_s:.0f} s"
+        if self._on_state is not None:
+            self._on_state(self.state, self.reason)
+        try:
+            await wait_for(self._timer, self.client.connection.close(), CLOSE_TIMEOUT_S)
+        except (AblyException, TimeoutError) as exc:
+            log.info("closing the unstable link: %s", type(exc).__name__)
+        await self._timer.sleep(pause_s)
+        self._drops.clear()
+        self._paused = False
+        if self._closed:
+            return
+        self.client.connection.connect()
+        # Connecting after CLOSED resets every channel (RTN11b): attach the leased ones again;
+        # each comes back without continuity, so the workstation catches up (RTL2f).
+        for entry in list(self._channels.values()):
+            self._tasks.spawn(self._reattach(entry), name="realtime channel re-attach")
+
+    async def _reattach(self, entry: _Channel) -> None:
+        try:
+            await entry.channel.attach()
+        except AblyException as exc:
+            log.warning("re-attaching %s failed (%s); the SDK retries", entry.name, exc.code)
 
     def _link_silent(self) -> bool:
         """True once the SDK's idle timer has given the current transport up (RTN23a)."""
@@ -302,6 +388,7 @@ class SyncConnection:
             if self.state == "connected" and self._link_silent():
                 self.state, self.reason = "disconnected", "80003 no activity from realtime"
                 log.info("realtime link silent past maxIdleInterval: treating it as dropped")
+                self._note_drop()
                 if self._on_state is not None:
                     self._on_state(self.state, self.reason)
 

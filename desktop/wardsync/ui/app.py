@@ -462,11 +462,7 @@ def run_app(args: argparse.Namespace) -> int:
 
     from wardsync.ui.gc_guard import MainThreadGarbageCollector
     from wardsync.ui.layouts import LayoutKeeper
-    from wardsync.ui.single_instance import (
-        SingleInstance,
-        forward_or_listen,
-        session_server_name,
-    )
+    from wardsync.ui.single_instance import forward_or_listen, session_instance
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
@@ -475,7 +471,7 @@ def run_app(args: argparse.Namespace) -> int:
     app.setStyleSheet(load_stylesheet(settings["ui.theme"]))
     # A second launch opens a window in the running process: one realtime connection per
     # workstation, whatever is clicked.
-    instance = SingleInstance(session_server_name())
+    instance = session_instance()  # None: no private place for the socket, run standalone
     pending_panels: list[str] = []
     controller_ref: list[AppController] = []
 
@@ -488,7 +484,8 @@ def run_app(args: argparse.Namespace) -> int:
         else:
             pending_panels.append(panel)  # still starting: open it when ready
 
-    if forward_or_listen(instance, {"cmd": "open", "panel": "ward"}, on_second_launch):
+    if instance is not None and forward_or_listen(instance, {"cmd": "open", "panel": "ward"},
+                                                  on_second_launch):
         ok = bool((instance.last_reply or {}).get("ok", True))
         instance.close()
         return 0 if ok else 1
@@ -549,6 +546,7 @@ def run_app(args: argparse.Namespace) -> int:
         with loop:
             loop.run_until_complete(main())
     finally:
-        instance.close()
+        if instance is not None:
+            instance.close()
         collector.stop()
     return exit_code

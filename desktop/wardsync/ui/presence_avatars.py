@@ -20,7 +20,7 @@ from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QWidget
 
-from wardsync.core.presence import Member, initials
+from wardsync.core.presence import Member
 from wardsync.ui.stylesheets import component_stylesheet
 
 MAX_AVATARS = 5
@@ -46,11 +46,14 @@ def disc_colour(key: str) -> str:
 
 
 def describe(member: Member) -> str:
-    """ "Nurse Demo Nightingale (Nurse) — viewing since 14:02" (or editing what, since when)."""
+    """ "Nurse Demo Nightingale (Nurse) — viewing since 14:02" (or editing what, since when).
+
+    The name and role are the ones verified for the member's clientId (core/presence.py),
+    never those in its presence data."""
     data = member.data
+    who = f"{member.name} ({member.role})"
     if data is None:
-        return f"{member.name} — present (details could not be read)"
-    who = f"{data.clinician.display_name} ({data.clinician.role})"
+        return f"{who} — present (details could not be read)"
     if data.claims:
         claim = min(data.claims, key=lambda c: c.claimed_at_ms)
         what = COMPONENT_WORDS.get(claim.component, claim.component)
@@ -68,8 +71,8 @@ class Avatar(QWidget):
         self.setFixedSize(QSize(AVATAR_W_PX, AVATAR_H_PX))
         self.member = member
         if member is not None:
-            self.text = member.data.clinician.initials if member.data else initials(member.name)
-            self.role = member.data.clinician.role if member.data else ""
+            self.text = member.initials
+            self.role = member.role
             self.editing = member.state == "editing"
             self.colour = QColor(disc_colour(member.client_id))
             description = describe(member)

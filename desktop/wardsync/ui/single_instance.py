@@ -7,11 +7,19 @@ connects, sends one message and exits once the running process has answered.
 
 Who talks to whom. The server name is derived from the user and the desktop session
 (`session_server_name`): the user id plus a hash of the login session and display on Unix,
-the user and the Terminal Services session on Windows. On Linux the socket lives in
-`$XDG_RUNTIME_DIR`, which only its user can enter (XDG Base Directory spec); elsewhere Qt puts
-it in the temp directory and `UserAccessOption` restricts it to the user. So two clinicians
-signed in on one workstation (fast user switching, or a second seat) never reach each other's
-process: different names, and the other user's socket refuses them anyway.
+the user and the Terminal Services session on Windows. On Unix the socket and its lock live in
+a directory only the user can enter (`private_socket_dir`): `$XDG_RUNTIME_DIR` (XDG Base
+Directory spec) when it is set and really the user's, else `<temp>/wardsync-<uid>`, which this
+process creates 0700 and checks (a directory, not a link, owned by the user, no access for
+anyone else), else `<cache>/run` in the user's home. A name in the shared temp directory can be
+taken by anyone first (`su`, ssh and some kiosks leave `XDG_RUNTIME_DIR` unset): such a
+directory is refused, never used. Before sending anything, a launch checks that the process
+listening is the same user (SO_PEERCRED), and the running instance drops connections from any
+other user; `UserAccessOption` restricts the socket file to the user as well. On Windows the
+named pipe's ACL (`UserAccessOption`) admits the user only. So two clinicians signed in on one
+workstation (fast user switching, or a second seat) never reach each other's process, and
+another local user can neither answer a launch in the app's place nor block it
+(docs/security/realtime-and-local.md §2).
 
 Who is first. A `QLockFile` beside the socket decides: the process holding it is the running
 instance. After a crash the lock and the socket file stay behind; `QLockFile` sees that the
@@ -36,7 +44,11 @@ import hashlib
 import json
 import logging
 import os
+import socket as pysocket
+import stat
+import struct
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -62,6 +74,97 @@ class SingleInstanceUnavailable(OSError):
     """The lock or the socket cannot be used here (permissions, an odd temp directory)."""
 
 
+def check_private_dir(path: str, uid: int, *, create: bool) -> None:
+    """Make sure `path` is a directory only `uid` can use; create it 0700 if `create` and it
+    is missing. SingleInstanceUnavailable (saying why) otherwise."""
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SingleInstanceUnavailable(f"cannot create {path}: {exc.strerror}") from exc
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise SingleInstanceUnavailable(f"cannot use {path}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise SingleInstanceUnavailable(f"{path} is not a directory")
+    if info.st_uid != uid:
+        raise SingleInstanceUnavailable(f"{path} belongs to uid {info.st_uid}, not {uid}")
+    if info.st_mode & 0o077:
+        raise SingleInstanceUnavailable(
+            f"{path} is open to other users (mode {stat.S_IMODE(info.st_mode):o})")
+
+
+def _runtime_dir(env: Mapping[str, str]) -> str | None:
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    # XDG Base Directory spec: a relative $XDG_RUNTIME_DIR is invalid and must be ignored.
+    return runtime if runtime and os.path.isabs(runtime) else None
+
+
+def shared_temp_socket_dir(uid: int, temp_dir: str | None = None) -> str:
+    """`<temp>/wardsync-<uid>`: the socket directory when there is no runtime directory."""
+    return os.path.join(temp_dir or tempfile.gettempdir(), f"{APP_ID}-{uid}")
+
+
+def private_socket_dir(environ: Mapping[str, str] | None = None, *, uid: int | None = None,
+                       temp_dir: str | None = None, fallback: str | None = None) -> str:
+    """The directory for this user's socket and lock (Unix; see the module docstring):
+    `$XDG_RUNTIME_DIR` if it is the user's and private, else `<temp>/wardsync-<uid>` made
+    and checked here, else `fallback` (default: `run` in the user's cache directory).
+    SingleInstanceUnavailable if none of them is safe."""
+    env = os.environ if environ is None else environ
+    user_id = os.geteuid() if uid is None else uid
+    reasons: list[str] = []
+    runtime = _runtime_dir(env)
+    if runtime is not None:
+        try:
+            check_private_dir(runtime, user_id, create=False)
+            return runtime
+        except SingleInstanceUnavailable as exc:  # e.g. `su` kept the other user's
+            reasons.append(str(exc))
+    shared = shared_temp_socket_dir(user_id, temp_dir)
+    try:
+        check_private_dir(shared, user_id, create=True)
+        return shared
+    except SingleInstanceUnavailable as exc:
+        log.warning("single instance: refusing %s (%s)", shared, exc)
+        reasons.append(str(exc))
+    if fallback is None:
+        from wardsync.infra.paths import user_cache_dir
+        fallback = str(user_cache_dir(env) / "run")
+    try:
+        os.makedirs(os.path.dirname(fallback), mode=0o700, exist_ok=True)
+        check_private_dir(fallback, user_id, create=True)
+        return fallback
+    except (OSError, SingleInstanceUnavailable) as exc:
+        reasons.append(str(exc))
+    raise SingleInstanceUnavailable("no private directory for the socket: " + "; ".join(reasons))
+
+
+def peer_uid(fd: int) -> int | None:
+    """The uid of the process at the other end of the connected Unix socket `fd` (Linux
+    SO_PEERCRED, socket(7)); None where the platform does not tell."""
+    if fd < 0 or not hasattr(pysocket, "SO_PEERCRED"):
+        return None
+    sock = pysocket.socket(fileno=os.dup(fd))
+    try:
+        creds = sock.getsockopt(pysocket.SOL_SOCKET, pysocket.SO_PEERCRED,
+                                struct.calcsize("3i"))
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+def _same_user(fd: int) -> bool:
+    uid = peer_uid(fd)
+    return uid is None or uid == os.geteuid()
+
+
 def _windows_session_id() -> int | None:
     if sys.platform != "win32":  # ctypes.windll exists on Windows only
         return None
@@ -82,11 +185,13 @@ def session_server_name(
     uid: int | None = None,
     user: str | None = None,
     session: str | None = None,
+    directory: str | None = None,
 ) -> str:
     """The server name for this user and desktop session (pass values to compute another's).
 
-    Unix: `$XDG_RUNTIME_DIR/wardsync-<uid>-<hash>.sock` when the runtime directory is set
-    and absolute, else `wardsync-<uid>-<hash>` (Qt places it in the temp directory). The hash
+    Unix: `<directory>/wardsync-<uid>-<hash>.sock`, where the directory is `directory`
+    (`private_socket_dir` finds and checks it), else `$XDG_RUNTIME_DIR` when it is set and
+    absolute, else `<temp>/wardsync-<uid>` (never a bare name in the shared temp). The hash
     covers the login session (`XDG_SESSION_ID`) and the display (`DISPLAY`,
     `WAYLAND_DISPLAY`), so a second seat or a nested session gets its own instance. Windows:
     `wardsync-<hash of domain, user and session id>`.
@@ -104,11 +209,9 @@ def session_server_name(
         env.get(v, "") for v in ("XDG_SESSION_ID", "DISPLAY", "WAYLAND_DISPLAY"))
     digest = hashlib.sha256(f"{user_id}|{sess}".encode()).hexdigest()[:16]
     name = f"{app_id}-{user_id}-{digest}"
-    runtime = env.get("XDG_RUNTIME_DIR", "")
-    # XDG Base Directory spec: a relative $XDG_RUNTIME_DIR is invalid and must be ignored.
-    if runtime and os.path.isabs(runtime):
-        return os.path.join(runtime, f"{name}.sock")
-    return name
+    folder = directory or _runtime_dir(env) or shared_temp_socket_dir(user_id)
+    return os.path.join(folder, f"{name}.sock")
+
 
 
 def _encode(obj: Mapping[str, Any]) -> bytes:
@@ -262,6 +365,11 @@ class SingleInstance(QObject):
             socket.connectToServer(self.name)
             if not socket.waitForConnected(left_ms()):
                 return False
+            if not _same_user(int(socket.socketDescriptor())):
+                # Another user's process answers under our name: tell it nothing.
+                log.warning("single instance: %s is served by another user; ignoring it",
+                            self.name)
+                return False
             socket.write(QByteArray(data))
             if not socket.waitForBytesWritten(left_ms()):
                 return False
@@ -319,7 +427,11 @@ class SingleInstance(QObject):
         assert self._server is not None
         while self._server.hasPendingConnections():
             socket = self._server.nextPendingConnection()
-            if socket is not None:
+            if socket is not None and not _same_user(int(socket.socketDescriptor())):
+                log.warning("single instance: refused a connection from another user")
+                socket.abort()
+                socket.deleteLater()
+            elif socket is not None:
                 self._connections.add(
                     _Connection(socket, on_message, self._connections.discard))
 
@@ -365,3 +477,16 @@ def forward_or_listen(
                         instance.lock_path)
             return False
         time.sleep(STARTUP_RETRY_INTERVAL_S)
+
+
+def session_instance() -> SingleInstance | None:
+    """The single-instance channel of this user and session, in a checked private directory;
+    None (logged) where no safe directory exists: the app then runs standalone."""
+    directory: str | None = None
+    if not sys.platform.startswith("win"):
+        try:
+            directory = private_socket_dir()
+        except SingleInstanceUnavailable as exc:
+            log.warning("single instance unavailable, running standalone: %s", exc)
+            return None
+    return SingleInstance(session_server_name(directory=directory))

@@ -95,8 +95,7 @@ def lock_sentence(lock: ComponentLock, what: str) -> str:
         return ""
     if lock.by_me:
         return f"You are editing this {what} in another window."
-    data = lock.holder.data
-    who = f"{data.clinician.display_name} ({data.clinician.role})" if data else "Someone"
+    who = f"{lock.holder.name} ({lock.holder.role})"
     return (f"{who} is editing this {what} since {_clock(lock.claimed_at_ms)}. You can read "
             "it; editing is locked until they finish.")
 

@@ -62,6 +62,7 @@ log = logging.getLogger("wardsync.sandbox.hub")
 
 MAX_CHANNEL_NAME_CHARS = 2048
 _FRAME_OVERHEAD_BYTES = 128
+_MEMBER_OVERHEAD_BYTES = 96  # a presence item's ids, action and timestamp
 _MESSAGE_FIELDS = ("name", "data", "encoding", "clientId", "id", "extras")
 
 
@@ -211,7 +212,29 @@ class HubState:
         log.info("connection %s opened (%s)", conn.id, "after failed resume" if reason else "new")
         return conn
 
+    def _client_connections(self, client_id: str | None) -> list[Connection]:
+        """The connections of one identified client (none for the backend's: no clientId
+        or "*")."""
+        if client_id in (None, WILDCARD_CLIENT_ID):
+            return []
+        return [c for c in self.connections.values() if c.client_id == client_id]
+
+    def _evict_longest_detached(self, connections: list[Connection], counter: str) -> bool:
+        detached = [c for c in connections if c.transport is None]
+        if not detached:
+            return False
+        self.counters[counter] += 1
+        self.discard(min(detached, key=lambda c: c.detached_at or 0.0))
+        return True
+
     def _new_connection(self, credentials: Credentials, client_id: str | None) -> Connection:
+        # One user first: their own longest-detached connection makes room, else they are
+        # refused, before anyone else's connection is touched.
+        mine = self._client_connections(client_id)
+        if len(mine) >= self.config.max_connections_per_client and \
+                not self._evict_longest_detached(mine, "client_connections_evicted"):
+            self.counters["client_connections_refused"] += 1
+            raise HubError(CONNECTION_LIMIT, 429, "connection limit for this clientId reached")
         if len(self.connections) >= self.config.max_connections:
             detached = [c for c in self.connections.values() if c.transport is None]
             if not detached:
@@ -375,6 +398,11 @@ class HubState:
             self.send(conn, error_frame(HubError(
                 CHANNELS_PER_CONNECTION, 400, "too many channels on this connection"), name))
             return
+        if not already and not self._client_may_attach(conn, name):
+            self.counters["client_channels_refused"] += 1
+            self.send(conn, error_frame(HubError(
+                CHANNELS_PER_CONNECTION, 400, "too many channels for this clientId"), name))
+            return
         try:
             channel = self.channel(name)
         except HubError as exc:
@@ -439,19 +467,46 @@ class HubState:
             return recent, False
         return recent, resumed
 
+    def _client_may_attach(self, conn: Connection, name: str) -> bool:
+        """Under `max_channels_per_client` across the client's connections, detached ones
+        included (they hold their channels until their state expires); the client's
+        longest-detached connection is forgotten to make room if need be."""
+        if conn.client_id in (None, WILDCARD_CLIENT_ID):
+            return True
+        while True:
+            others = [c for c in self._client_connections(conn.client_id) if c is not conn]
+            held = set(conn.attachments).union(*(c.attachments for c in others))
+            if name in held or len(held) < self.config.max_channels_per_client:
+                return True
+            if not self._evict_longest_detached(others, "client_connections_evicted"):
+                return False
+
     def _send_sync(self, conn: Connection, channel: Channel) -> None:
         # §6, RTP18: "<syncId>:<cursor>", empty cursor on the last page. HAS_PRESENCE without
         # a SYNC would make presence.get() wait forever.
-        members = [m.to_wire(PresenceAction.PRESENT) for m in channel.members.values()]
-        size = self.config.sync_page_size
-        pages = [members[i:i + size] for i in range(0, len(members), size)] or [[]]
+        # Pages are cut by member count and by bytes, and each page counts its bytes against
+        # the connection's send queue like any other frame.
+        pages: list[tuple[list[dict[str, Any]], int]] = []
+        page: list[dict[str, Any]] = []
+        page_bytes = 0
+        for member in channel.members.values():
+            wire = member.to_wire(PresenceAction.PRESENT)
+            size = _payload_size(wire) + _MEMBER_OVERHEAD_BYTES
+            if page and (len(page) >= self.config.sync_page_size
+                         or page_bytes + size > self.config.sync_page_max_bytes):
+                pages.append((page, page_bytes))
+                page, page_bytes = [], 0
+            page.append(wire)
+            page_bytes += size
+        pages.append((page, page_bytes))
         sync_id = f"sync{next(self._sync_ids)}"
-        for index, page in enumerate(pages):
+        self.counters["sync_pages"] += len(pages)
+        for index, (members, size) in enumerate(pages):
             cursor = str(index + 1) if index < len(pages) - 1 else ""
             self.send(conn, OutFrame({
                 "action": Action.SYNC, "channel": channel.name,
-                "channelSerial": f"{sync_id}:{cursor}", "presence": page,
-            }))
+                "channelSerial": f"{sync_id}:{cursor}", "presence": members,
+            }, size=size + _FRAME_OVERHEAD_BYTES))
 
     def detach(self, conn: Connection, name: str, *, reply: bool = True) -> None:
         """DETACH (RTL5d): members of this connection leave the channel; reply DETACHED."""
@@ -611,6 +666,11 @@ class HubState:
                 raise HubError(INVALID_CLIENT_ID, 400, "presence clientId not allowed")
             if _payload_size(item) > self.config.max_message_size:
                 raise HubError(MESSAGE_TOO_LARGE, 400, "maximum message size exceeded")
+            if _payload_size(item) > self.config.max_presence_data_bytes:
+                self.counters["presence_data_refused"] += 1
+                raise HubError(MESSAGE_TOO_LARGE, 400,
+                               f"presence data over {self.config.max_presence_data_bytes} "
+                               "bytes")
             resolved.append((item, client_id))
         channel = self.channel(name)
         joining = {
