@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.relay.local_hub import hub  # noqa: F401 (fixture: a bare hub)
-from tests.relay.relay_fixtures import quiet_sandbox
 from tests.sandbox_fixtures import running_sandbox
 from wardsync.sandbox.server import Sandbox
 

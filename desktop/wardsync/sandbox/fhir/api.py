@@ -30,6 +30,8 @@ from wardsync.sandbox.fhir.errors import (
     InvalidSearch,
     Issue,
     ResourceNotFound,
+    SearchTimedOut,
+    SearchTooCostly,
     UnknownResourceType,
     VersionConflict,
 )
@@ -37,7 +39,8 @@ from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.fhir_dates import format_instant, http_date, parse_date_range
 from wardsync.sandbox.fhir.outcome import operation_outcome
 from wardsync.sandbox.fhir.search_params import SUPPORTED_TYPES
-from wardsync.sandbox.fhir.search_query import TRANSPORT_PARAMETERS
+from wardsync.sandbox.fhir.search_query import MAX_PARAMETERS, TRANSPORT_PARAMETERS
+from wardsync.sandbox.fhir.search_runner import SEARCH_TIME_LIMIT_S, SearchRunner
 from wardsync.sandbox.fhir.store import FhirStore, ResourceGone, SearchPage
 from wardsync.sandbox.fhir.subscriptions.access import SUBSCRIPTION, permits_subscription
 from wardsync.sandbox.fhir.subscriptions.model import (
@@ -62,6 +65,8 @@ ACCEPT_RANGES = frozenset({
 })
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 MAX_FORM_FIELDS = 200
+# After a search stopped at the time limit (HTTP 503, RFC 9110 §10.2.3).
+SEARCH_RETRY_AFTER_S = 5
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,12})"$')
 
 _GRANT = web.RequestKey("grant", Grant)
@@ -99,8 +104,10 @@ class FhirApi:
         wall_clock: Callable[[], float] = time.time,
         subscriptions: SubscriptionService | None = None,
         fault_exempt_clients: frozenset[str] = frozenset(),
+        search_time_limit_s: float = SEARCH_TIME_LIMIT_S,
     ) -> None:
         self._store = store
+        self._searches = SearchRunner(store, time_limit_s=search_time_limit_s)
         # Clients the injected faults leave alone (the sandbox's own relay: the faults model
         # the server failing its workstations, docs/relay.md "The sandbox's relay").
         self._fault_exempt = fault_exempt_clients
@@ -134,7 +141,11 @@ class FhirApi:
         router.add_get("/{type}/{id}/_history", self._history)
         router.add_get("/{type}/{id}/_history/{vid}", self._vread)
         sub.on_shutdown.append(self._release_held_requests)
+        sub.on_cleanup.append(self._stop_searches)
         app.add_subapp(sub[_PREFIX], sub)
+
+    async def _stop_searches(self, _app: web.Application) -> None:
+        await self._searches.aclose()
 
     async def _release_held_requests(self, _app: web.Application) -> None:
         # A `hang` fault would otherwise hold shutdown for the rest of its period.
@@ -422,10 +433,12 @@ class FhirApi:
             if not _encodable(key) or not _encodable(value):
                 raise InvalidSearch("search parameters must be valid UTF-8 text")
         strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
-        page = self._store.search(
+        # Off the event loop with a time limit (search_runner.py, docs/security.md §3).
+        page = await self._searches.search(
             rtype, [(k, v) for k, v in pairs if k not in TRANSPORT_PARAMETERS], strict=strict
         )
-        return self._json(request, 200, self._searchset(request, rtype, page))
+        bundle = self._searchset(request, rtype, page)
+        return await self._searches.off_loop(lambda: self._json(request, 200, bundle))
 
     # ------------------------------------------------------------------ helpers
 
@@ -476,6 +489,8 @@ class FhirApi:
         if request.content_type != "application/x-www-form-urlencoded":
             raise _Problem(415, Issue("not-supported", "POST _search takes "
                                       "application/x-www-form-urlencoded parameters"))
+        if raw.count(b"&") >= MAX_PARAMETERS:
+            raise SearchTooCostly(f"a search may have at most {MAX_PARAMETERS} parameters")
         try:
             return parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict",
                              max_num_fields=MAX_FORM_FIELDS)
@@ -608,6 +623,9 @@ class FhirApi:
             return self._outcome(request, 422, exc.issues)
         if isinstance(exc, InvalidRequest | InvalidSearch):
             return self._outcome(request, 400, exc.issues)
+        if isinstance(exc, SearchTimedOut):
+            return self._outcome(request, 503, (Issue("too-costly", str(exc)),),
+                                 {"Retry-After": str(SEARCH_RETRY_AFTER_S)})
         return self._outcome(request, 400, (Issue("invalid", str(exc)),))
 
     def _outcome(self, request: web.Request, status: int, issues: tuple[Issue, ...],
