@@ -49,6 +49,12 @@ from wardsync.sandbox.fhir.subscriptions.model import (
     parse_subscription,
 )
 from wardsync.sandbox.fhir.subscriptions.service import SubscriptionService, UnknownSubscription
+from wardsync.sandbox.fhir.write_policy import (
+    PolicyRefused,
+    PreconditionRequired,
+    check_if_match,
+    check_write,
+)
 from wardsync.sandbox.grants import Grant
 
 logger = logging.getLogger(__name__)
@@ -288,6 +294,8 @@ class FhirApi:
         body = await self._body(request, rtype)
         if rtype == SUBSCRIPTION:
             self._check_subscription(request, body)
+        # What scopes cannot say (write_policy.py, docs/security.md §4).
+        check_write(request[_GRANT], "create", rtype, body, None)
         stored = self._store.create(body)
         return self._resource(request, 201, stored, location=True)
 
@@ -300,10 +308,15 @@ class FhirApi:
         if "id" not in body:
             # R4 http.html#update: the body SHALL carry the id of the URL.
             raise InvalidRequest("the resource must carry the id of the URL", f"{rtype}.id")
-        current = self._current_version(rtype, id)
-        if_match = _if_match(request.headers.get("If-Match"), current)
+        stored = self._current_resource(rtype, id)
+        current = None if stored is None else str(stored["meta"]["versionId"])
         if current is None and not self._permits(request[_GRANT], rtype, "c"):
             raise self._forbidden(rtype, "c")
+        # docs/security.md §4: no blind overwrite (428), no write beyond the caller's role.
+        check_if_match(request.headers.get("If-Match"), current)
+        if_match = _if_match(request.headers.get("If-Match"), current)
+        check_write(request[_GRANT], "create" if stored is None else "update", rtype, body,
+                    stored)
         if rtype == SUBSCRIPTION:
             self._check_subscription(request, body)
         change = self._store.update_change(rtype, id, body, if_match=if_match)
@@ -315,6 +328,7 @@ class FhirApi:
         """R4 http.html#delete: 204 whether or not there was anything to delete."""
         rtype = self._type(request, "d")
         id = self._path_id(request, rtype)
+        check_write(request[_GRANT], "delete", rtype, None, self._current_resource(rtype, id))
         self._store.delete(rtype, id)
         return web.Response(status=204)
 
@@ -474,9 +488,10 @@ class FhirApi:
             raise ResourceNotFound(rtype, "?")
         return id
 
-    def _current_version(self, rtype: str, id: str) -> str | None:
+    def _current_resource(self, rtype: str, id: str) -> dict[str, Any] | None:
+        """The current version, or None if there is none (never written, or deleted)."""
         try:
-            return str(self._store.read(rtype, id)["meta"]["versionId"])
+            return self._store.read(rtype, id)
         except ResourceNotFound:
             return None
 
@@ -623,6 +638,10 @@ class FhirApi:
             return self._outcome(request, 422, exc.issues)
         if isinstance(exc, InvalidRequest | InvalidSearch):
             return self._outcome(request, 400, exc.issues)
+        if isinstance(exc, PolicyRefused):
+            return self._outcome(request, 403, exc.issues)
+        if isinstance(exc, PreconditionRequired):
+            return self._outcome(request, 428, exc.issues)
         if isinstance(exc, SearchTimedOut):
             return self._outcome(request, 503, (Issue("too-costly", str(exc)),),
                                  {"Retry-After": str(SEARCH_RETRY_AFTER_S)})

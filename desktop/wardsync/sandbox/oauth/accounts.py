@@ -32,6 +32,32 @@ RELAY_SCOPES = (
     "system/Subscription.cruds",
 )
 
+# What the public desktop client may be granted: exactly what the app uses (its default
+# request, infra/settings_schema.py DEFAULT_SCOPES), never a wildcard. A public client's
+# id is no secret: anything allowed here, anyone who signs in can do from any HTTP client
+# (docs/security.md §4). A request for `user/*.cruds` is narrowed to these.
+DESKTOP_SCOPES = (
+    "openid",
+    "fhirUser",
+    "offline_access",
+    "user/Patient.rs",
+    "user/AllergyIntolerance.rs",
+    "user/Observation.rs",
+    "user/Observation.cu",  # nursing notes (laboratory results: never, write_policy.py)
+    "user/DiagnosticReport.rs",
+    "user/Encounter.rs",
+    "user/Location.rs",
+    "user/Condition.rs",
+    "user/Immunization.rs",
+    "user/MedicationRequest.rs",
+    "user/Task.rs",
+    "user/Task.cu",  # status, owner, notes; escalation of an unacknowledged critical result
+    "user/Communication.rs",
+    "user/Communication.c",  # critical-result acknowledgements, sent as oneself
+    "user/Practitioner.rs",
+    "user/AuditEvent.c",
+)
+
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
@@ -176,7 +202,7 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
             client_id=DESKTOP_CLIENT_ID,
             secret=None,
             grant_types=frozenset({GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN}),
-            allowed_scopes=("openid", "fhirUser", "offline_access", "user/*.cruds"),
+            allowed_scopes=DESKTOP_SCOPES,
             # Loopback IP literals, any port (RFC 8252 §7.3); both address families (§8.3).
             redirect_uris=(
                 "http://127.0.0.1/callback",
