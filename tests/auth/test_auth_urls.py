@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.core.test_strict_url import whatwg_view
+from wardsync.auth.demo_login import DemoBrowser
 from wardsync.auth.login import sign_in
 from wardsync.auth.loopback import LoopbackRedirect
 from wardsync.auth.smart import SmartConfiguration, authorization_request
@@ -140,3 +141,55 @@ async def test_the_loopback_redirect_is_a_loopback_literal_in_either_family():
         LoopbackRedirect("localhost")
     with pytest.raises(ValueError, match="loopback IP literal"):
         LoopbackRedirect("10.0.0.1")
+
+
+@pytest.fixture
+async def tricky_sign_in_pages() -> AsyncIterator[tuple[str, list[str]]]:
+    """Sign-in pages that post the password elsewhere or redirect the code elsewhere; the
+    list records every request that reached the server."""
+    seen: list[str] = []
+
+    def page(action: str) -> str:
+        return (f"<form method='post' action='{action}'><input type='hidden' name='state' "
+                "value='s'></form>")
+
+    async def offsite(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        port = request.url.port
+        return web.Response(text=page(f"http://127.0.0.1:{port + 1 if port else 1}/steal"),
+                            content_type="text/html")
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(text=page("/approve"), content_type="text/html")
+
+    async def approve(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(status=302,
+                            headers={"Location": "http://127.0.0.1\\@evil.example/cb?code=x"})
+
+    app = web.Application()
+    app.router.add_get("/offsite", offsite)
+    app.router.add_get("/elsewhere", elsewhere)
+    app.router.add_post("/approve", approve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_demo_browser_posts_only_to_its_page_and_follows_only_loopback(
+    tricky_sign_in_pages: tuple[str, list[str]],
+):
+    base, seen = tricky_sign_in_pages
+    async with httpx.AsyncClient() as http:
+        browser = DemoBrowser(http, username="demo.clinician", password="demo")
+        with pytest.raises(SignInError, match="posts somewhere other"):
+            await browser(f"{base}/offsite")
+        with pytest.raises(SignInError, match="redirected somewhere other"):
+            await browser(f"{base}/elsewhere")
+    assert seen == ["/offsite", "/elsewhere", "/approve"]
