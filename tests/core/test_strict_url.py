@@ -149,6 +149,28 @@ def test_whatever_is_accepted_a_browser_reads_as_python_does(url: str):
     assert urlsplit(url).port == parsed.port
 
 
+_HOSTS = st.sampled_from(["127.0.0.1", "[::1]", "fhir.example", "10.0.0.1", "a-b.example"])
+_INSERTS = st.sampled_from(["\\", "@", "evil.example@", "\t", "%2e", "..", ".", ":", "%40",
+                            "0x7f.", "\n", "#", "?", "//", "[", "%"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_HOSTS, st.sampled_from(["", ":80", ":1234", ":0", ":01234"]),
+       st.lists(st.sampled_from(["callback", "a", "fhir", "x%20y", "~u"]), max_size=3),
+       st.integers(min_value=0, max_value=60), _INSERTS)
+def test_one_hostile_character_in_a_good_url_is_refused_or_harmless(
+        host, port, segments, at, insert):
+    good = f"http://{host}{port}/" + "/".join(segments)
+    at = min(at, len(good))
+    url = good[:at] + insert + good[at:]
+    try:
+        parsed = parse_strict_url(url)
+    except UnsafeUrl:
+        return
+    assert whatwg_view(url) == python_view(url)
+    assert parsed.host == whatwg_view(url)[1]
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=60))
 def test_arbitrary_text_is_either_refused_or_read_alike(url: str):

@@ -141,8 +141,9 @@ async def test_metadata_stays_fast_while_the_worst_allowed_searches_run(
         await searching
 
     assert len(latencies) >= 20, "the probe must overlap the searches"
-    # Real work: on the event loop, each of these searches would hold most probes past 100 ms.
-    assert one_search_s * 1000 > 2 * MAX_METADATA_P90_MS
+    # Real work: run back to back on the event loop, searches this long would hold most
+    # probes past the bound.
+    assert one_search_s * 1000 > MAX_METADATA_P90_MS
     assert statistics.quantiles(latencies, n=10)[-1] < MAX_METADATA_P90_MS, latencies
     assert max(latencies) < MAX_METADATA_MS, latencies
 
