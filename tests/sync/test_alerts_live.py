@@ -293,7 +293,9 @@ async def test_a_critical_poke_for_a_patient_outside_the_census_is_still_raised(
     async with station(sandbox, clinician, http, "ws-1") as (ws, center, metrics):
         # A patient with no stay on this ward yet (transfer in progress): the backend still
         # announces the result on this ward's channel.
-        newcomer = await ws.fhir.create({
+        # Registered by the hospital's patient administration (a clinician's token may not
+        # create patients, docs/security.md §4).
+        newcomer = sandbox.store.create({
             "resourceType": "Patient", "name": [{"family": "Zzexample", "given": ["Transfer"]}]})
         assert newcomer["id"] not in center.feed_key.patient_ids  # type: ignore[union-attr]
         report, _ = await sandbox.lab.post_panel(

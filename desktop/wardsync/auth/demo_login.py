@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 import httpx
 
 from wardsync.core.errors import SignInError
+from wardsync.core.strict_url import UnsafeUrl, parse_strict_url
 
 
 class _Form(HTMLParser):
@@ -51,12 +52,35 @@ class DemoBrowser:
             fields = dict(form.hidden)
             fields.update(username=self._username, password=self._password,
                           decision=self._decision)
-            resp = await self._http.post(urljoin(str(page.url), form.action), data=fields,
-                                         follow_redirects=False)
+            action = _same_origin(str(page.url), urljoin(str(page.url), form.action))
+            resp = await self._http.post(action, data=fields, follow_redirects=False)
             location = resp.headers.get("location")
             if resp.status_code not in (302, 303) or not location:
                 raise SignInError("demo sign-in was not accepted")
-            # The browser would now load the loopback redirect URI: do the same.
-            await self._http.get(location)
+            # The browser would now load the loopback redirect URI: do the same, and only
+            # that (the code goes nowhere else, docs/security.md §2).
+            await self._http.get(_loopback(location))
         except httpx.HTTPError as exc:
             raise SignInError(f"demo sign-in failed ({type(exc).__name__})") from exc
+
+
+def _same_origin(page_url: str, target: str) -> str:
+    """`target` if the password may be posted there: the sign-in page's own origin."""
+    try:
+        same = parse_strict_url(target).origin == parse_strict_url(page_url).origin
+    except UnsafeUrl:
+        same = False
+    if not same:
+        raise SignInError("the demo sign-in form posts somewhere other than its own server")
+    return target
+
+
+def _loopback(location: str) -> str:
+    """`location` if it is a loopback redirect URI (RFC 8252 §7.3) read alike by every parser."""
+    try:
+        url = parse_strict_url(location)
+    except UnsafeUrl:
+        url = None
+    if url is None or url.scheme != "http" or not url.is_loopback_literal:
+        raise SignInError("the demo sign-in redirected somewhere other than this computer")
+    return location

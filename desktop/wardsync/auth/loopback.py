@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 from urllib.parse import parse_qs, urlsplit
 
 from wardsync.core.errors import SignInError
@@ -34,7 +35,15 @@ class LoopbackRedirect:
     """`async with LoopbackRedirect() as r: ... code = await r.wait_for_code(state)`."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
+        # RFC 8252 §7.3/§8.3: a loopback IP literal, never a name that may resolve elsewhere.
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError("the loopback redirect needs a loopback IP literal") from None
+        if not address.is_loopback:
+            raise ValueError("the loopback redirect needs a loopback IP literal")
         self._host = host
+        self._uri_host = f"[{address.compressed}]" if address.version == 6 else str(address)
         self._server: asyncio.Server | None = None
         self._result: asyncio.Future[dict[str, str]] | None = None
         self._state: str | None = None
@@ -43,7 +52,7 @@ class LoopbackRedirect:
 
     @property
     def redirect_uri(self) -> str:
-        return f"http://{self._host}:{self.port}{CALLBACK_PATH}"
+        return f"http://{self._uri_host}:{self.port}{CALLBACK_PATH}"
 
     async def __aenter__(self) -> LoopbackRedirect:
         self._result = asyncio.get_running_loop().create_future()

@@ -15,12 +15,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
 from wardsync.core.errors import SignInError
-from wardsync.fhir.smart_configuration import fetch_smart_configuration, optional_string
+from wardsync.core.strict_url import UnsafeUrl, parse_strict_url
+from wardsync.fhir.smart_configuration import fetch_smart_configuration
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +35,25 @@ class SmartConfiguration:
     capabilities: tuple[str, ...] = ()
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> SmartConfiguration:
+    def from_json(
+        cls, doc: Mapping[str, Any], *, fhir_base: str | None = None,
+    ) -> SmartConfiguration:
+        """Read the discovery document. Every endpoint the app sends a code, a verifier or a
+        token to must be a URL that Python and the browser read alike (`checked_endpoint`)."""
         try:
             methods = doc.get("code_challenge_methods_supported") or []
             if "S256" not in methods:
                 raise SignInError("the sign-in server does not support PKCE S256")
+            revocation = doc.get("revocation_endpoint")
             return cls(
                 issuer=str(doc.get("issuer", "")),
-                authorization_endpoint=str(doc["authorization_endpoint"]),
-                token_endpoint=str(doc["token_endpoint"]),
-                revocation_endpoint=optional_string(doc, "revocation_endpoint"),
+                authorization_endpoint=checked_endpoint(
+                    "authorization_endpoint", doc["authorization_endpoint"], fhir_base),
+                token_endpoint=checked_endpoint("token_endpoint", doc["token_endpoint"], fhir_base),
+                revocation_endpoint=(
+                    None if revocation is None
+                    else checked_endpoint("revocation_endpoint", revocation, fhir_base)
+                ),
                 scopes_supported=tuple(doc.get("scopes_supported") or ()),
                 capabilities=tuple(doc.get("capabilities") or ()),
             )
@@ -52,10 +61,40 @@ class SmartConfiguration:
             raise SignInError(f"sign-in configuration lacks {exc.args[0]}") from None
 
 
+def checked_endpoint(name: str, value: object, fhir_base: str | None) -> str:
+    """`value` if it is an endpoint the app may send secrets to, else SignInError.
+
+    It must be in the subset of URLs Python and a browser read alike (core/strict_url.py): a
+    discovery document saying `https://idp.example\\@evil.example/authorize` would otherwise
+    send the browser (and the user's password) to a host the app never checked. No fragment
+    (RFC 6749 §3.1), and TLS (RFC 6749 §3.1, §3.2) unless the endpoint is a loopback IP
+    literal or on the very host the FHIR base names (a site's own choice, e.g. a demo on a
+    ward network).
+    """
+    if not isinstance(value, str):
+        raise SignInError(f"sign-in configuration: {name} is not a URL")
+    try:
+        url = parse_strict_url(value)
+        base_host = parse_strict_url(fhir_base).host if fhir_base is not None else None
+    except UnsafeUrl as exc:
+        raise SignInError(
+            f"sign-in configuration: {name} is not a safe URL ({exc.reason})"
+        ) from None
+    if url.fragment is not None:
+        raise SignInError(f"sign-in configuration: {name} has a fragment")
+    if url.scheme != "https" and not url.is_loopback_literal and url.host != base_host:
+        raise SignInError(f"sign-in configuration: {name} does not use https")
+    return value
+
+
 async def discover(http: httpx.AsyncClient, fhir_base: str) -> SmartConfiguration:
     """GET {fhir_base}/.well-known/smart-configuration (SMART 2.0 §2.2)."""
-    return SmartConfiguration.from_json(await fetch_smart_configuration(http, fhir_base,
-                                                                        SignInError))
+    try:
+        parse_strict_url(fhir_base)
+    except UnsafeUrl as exc:
+        raise SignInError(f"the FHIR base URL is not a safe URL ({exc.reason})") from None
+    return SmartConfiguration.from_json(
+        await fetch_smart_configuration(http, fhir_base, SignInError), fhir_base=fhir_base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +138,14 @@ def authorization_request(
         "code_challenge": pkce.challenge,
         "code_challenge_method": "S256",
     }
-    return AuthorizationRequest(
-        f"{config.authorization_endpoint}?{urlencode(query)}", state, redirect_uri, pkce
-    )
+    # Appended to the endpoint's own query, if any, from the strictly parsed URL: a naive
+    # `endpoint + "?" + query` would put a second "?" into an endpoint that has one.
+    try:
+        endpoint = parse_strict_url(config.authorization_endpoint)
+    except UnsafeUrl as exc:
+        raise SignInError(f"authorization endpoint is not a safe URL ({exc.reason})") from None
+    url = endpoint.with_query_params(list(query.items()))
+    return AuthorizationRequest(url, state, redirect_uri, pkce)
 
 
 def _jwt_claims(token: str | None) -> dict[str, Any]:

@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ESCALATION_AFTER_MIN = rules.DEFAULT_ESCALATION_AFTER_S / 60.0
 ESCALATION_RETRY_S = 30.0
-# A FHIR server answers a create racing ours with 409 (HAPI FHIR) or 412 (If-Match style).
-ALREADY_EXISTS_STATUSES = frozenset({409, 412})
+# A FHIR server answers a create racing ours with 409 (HAPI FHIR), 412 (If-Match style) or,
+# when it requires If-Match on every update of an existing resource, 428 (RFC 6585 §3;
+# docs/security.md §4).
+ALREADY_EXISTS_STATUSES = frozenset({409, 412, 428})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS escalations (

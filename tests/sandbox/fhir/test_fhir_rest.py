@@ -74,12 +74,15 @@ async def test_scopes_are_enforced_per_type_and_interaction(
     assert_outcome(await anon.get(f"/Observation/{oid}", headers=search_only), 403)
     assert (await anon.get("/Observation", headers=search_only)).status_code == 200
     # Update-as-create needs the create permission too.
+    # (Vital signs: laboratory results are the laboratory's whatever the scopes,
+    # docs/security.md §4.)
     no_create = auth("writer-no-create")
-    new = {**observation(pid), "id": "obs-new"}
+    new = {**observation(pid, category="vital-signs"), "id": "obs-new"}
     assert_outcome(await anon.put("/Observation/obs-new", json=new, headers=no_create), 403)
-    existing = (await client.get(f"/Observation/{oid}")).json()
-    r = await anon.put(f"/Observation/{oid}", json={**existing, "status": "amended"},
-                       headers=no_create)
+    existing = (await client.post("/Observation",
+                                  json=observation(pid, category="vital-signs"))).json()
+    r = await anon.put(f"/Observation/{existing['id']}", json={**existing, "status": "amended"},
+                       headers={**no_create, "If-Match": 'W/"1"'})
     assert r.status_code == 200
 
 
@@ -142,7 +145,8 @@ async def test_if_match_mismatch_is_412_and_leaves_the_resource_alone(
 ) -> None:
     created = (await client.post("/Observation", json=observation("p1"))).json()
     oid = created["id"]
-    await client.put(f"/Observation/{oid}", json={**created, "status": "amended"})
+    await client.put(f"/Observation/{oid}", json={**created, "status": "amended"},
+                     headers={"If-Match": 'W/"1"'})
     r = await client.put(f"/Observation/{oid}", json={**created, "status": "cancelled"},
                          headers={"If-Match": 'W/"1"'})
     body = assert_outcome(r, 412)
@@ -191,7 +195,8 @@ async def test_malformed_requests_are_400(client: httpx.AsyncClient) -> None:
     assert "does not match" in body["issue"][0]["diagnostics"]
     created = (await client.post("/Patient", json=patient())).json()
     body = assert_outcome(await client.put(f"/Patient/{created['id']}",
-                                           json={**created, "id": "other"}), 400)
+                                           json={**created, "id": "other"},
+                                           headers={"If-Match": 'W/"1"'}), 400)
     assert "does not match" in body["issue"][0]["diagnostics"]
     no_id = {k: v for k, v in created.items() if k != "id"}
     assert_outcome(await client.put(f"/Patient/{created['id']}", json=no_id), 400)

@@ -305,3 +305,35 @@ async def test_tampered_form_fields_are_revalidated_on_post(oauth: OAuthBed):
     response = await oauth.http.post("/oauth/authorize", data=data)
     assert response.status_code == 400
     assert "Location" not in response.headers
+
+
+async def test_a_redirect_uri_a_browser_reads_as_another_host_gets_no_code(oauth: OAuthBed):
+    """The attack: urlsplit sees 127.0.0.1, a browser sees evil.example (WHATWG treats "\\"
+    as "/"), so the code would go to whoever holds the PKCE verifier. Neither the authorize
+    page nor a forged form post redirects anywhere."""
+    evil = "http://evil.example\\@127.0.0.1:53123/callback"
+    auth, params = oauth.authorize_params(redirect_uri=evil)
+    page = await oauth.http.get("/oauth/authorize", params=params)
+    assert page.status_code == 400
+    assert "Location" not in page.headers
+    assert "redirect_uri" in page.text
+
+    form_post = await oauth.http.post("/oauth/authorize", data={
+        **params, "username": "demo.clinician", "password": "demo", "decision": "approve",
+    })
+    assert form_post.status_code == 400
+    assert "Location" not in form_post.headers
+    assert auth.state not in form_post.text
+
+
+async def test_error_redirects_keep_the_registered_query_and_encode_every_value(oauth: OAuthBed):
+    _auth, params = oauth.authorize_params(
+        redirect_uri="http://127.0.0.1:53123/callback", state="s&code=forged#x",
+        code_challenge_method="plain",
+    )
+    response = await oauth.http.get("/oauth/authorize", params=params)
+    got = redirect_params(response)
+    assert got["state"] == "s&code=forged#x"
+    assert "code" not in got
+    assert got["error"] == "invalid_request"
+    assert "#" not in response.headers["Location"]

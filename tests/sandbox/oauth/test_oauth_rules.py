@@ -67,6 +67,19 @@ def desktop() -> OAuthClient:
         ("http://[::1/callback", False),
         ("http://10.0.0.1:51234/callback", False),
         ("", False),
+        # Read differently by urlsplit and by a browser (core/strict_url.py): the browser
+        # would take the code to evil.example.
+        ("http://evil.example\\@127.0.0.1:51234/callback", False),
+        ("http://evil.example@127.0.0.1:51234/callback", False),
+        ("http://127.0.0.1:51234\\@evil.example/callback", False),
+        ("http://127.0.0.1:51234/call\tback", False),
+        ("http://127.0.0.1:51234/callback\n", False),
+        ("http://127.1:51234/callback", False),
+        ("http://0x7f.0.0.1:51234/callback", False),
+        ("http://127.0.0.1:51234/x/../callback", False),
+        ("http://127.0.0.1:51234/%2e/callback", False),
+        ("http://[0:0:0:0:0:0:0:1]:51234/callback", False),
+        ("http://127.0.0.1:051234/callback", False),
     ],
 )
 def test_loopback_redirects_match_any_port_and_nothing_else(desktop: OAuthClient, uri, ok):

@@ -57,9 +57,10 @@ async def test_each_version_is_sent_in_commit_order(bed: SubsBed, endpoint: Endp
     await until(lambda: bed.service.spec(sub_id).status == "active",  # type: ignore[union-attr]
                 bed.timer)
     obs_id = await bed.write_observation()
-    for value in (5.0, 6.0):
+    for version, value in ((1, 5.0), (2, 6.0)):
         body = {**observation(value=value), "id": obs_id}
-        assert (await bed.writer.put(f"/Observation/{obs_id}", json=body)).status_code == 200
+        assert (await bed.writer.put(f"/Observation/{obs_id}", json=body,
+                                     headers={"If-Match": f'W/"{version}"'})).status_code == 200
     await until(lambda: len(endpoint.received) >= 3, bed.timer)
     assert [r.json()["meta"]["versionId"] for r in endpoint.received] == ["1", "2", "3"]
 

@@ -228,7 +228,8 @@ async def test_updates_and_deletes_are_reported_with_their_method(
     await active_subscription(bed, endpoint)
     obs_id = await bed.write_observation()
     body = {**observation(), "id": obs_id, "status": "amended"}
-    assert (await bed.writer.put(f"/Observation/{obs_id}", json=body)).status_code == 200
+    assert (await bed.writer.put(f"/Observation/{obs_id}", json=body,
+                                 headers={"If-Match": 'W/"1"'})).status_code == 200
     assert (await bed.writer.delete(f"/Observation/{obs_id}")).status_code == 204
     await until(lambda: len(endpoint.event_numbers()) >= 3, bed.timer)
     methods = [e["request"]["method"] for b in endpoint.bundles("event-notification")

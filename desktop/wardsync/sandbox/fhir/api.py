@@ -30,6 +30,8 @@ from wardsync.sandbox.fhir.errors import (
     InvalidSearch,
     Issue,
     ResourceNotFound,
+    SearchTimedOut,
+    SearchTooCostly,
     UnknownResourceType,
     VersionConflict,
 )
@@ -37,7 +39,8 @@ from wardsync.sandbox.fhir.faults import FhirFaults
 from wardsync.sandbox.fhir.fhir_dates import format_instant, http_date, parse_date_range
 from wardsync.sandbox.fhir.outcome import operation_outcome
 from wardsync.sandbox.fhir.search_params import SUPPORTED_TYPES
-from wardsync.sandbox.fhir.search_query import TRANSPORT_PARAMETERS
+from wardsync.sandbox.fhir.search_query import MAX_PARAMETERS, TRANSPORT_PARAMETERS
+from wardsync.sandbox.fhir.search_runner import SEARCH_TIME_LIMIT_S, SearchRunner
 from wardsync.sandbox.fhir.store import FhirStore, HistoryEntry, ResourceGone, SearchPage
 from wardsync.sandbox.fhir.subscriptions.access import SUBSCRIPTION, permits_subscription
 from wardsync.sandbox.fhir.subscriptions.model import (
@@ -46,6 +49,12 @@ from wardsync.sandbox.fhir.subscriptions.model import (
     parse_subscription,
 )
 from wardsync.sandbox.fhir.subscriptions.service import SubscriptionService, UnknownSubscription
+from wardsync.sandbox.fhir.write_policy import (
+    PolicyRefused,
+    PreconditionRequired,
+    check_if_match,
+    check_write,
+)
 from wardsync.sandbox.grants import Grant
 
 logger = logging.getLogger(__name__)
@@ -62,6 +71,8 @@ ACCEPT_RANGES = frozenset({
 })
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
 MAX_FORM_FIELDS = 200
+# After a search stopped at the time limit (HTTP 503, RFC 9110 §10.2.3).
+SEARCH_RETRY_AFTER_S = 5
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,12})"$')
 
 # `GET [type]/_history` (R4 http.html#history): what it takes, and its page sizes.
@@ -104,8 +115,10 @@ class FhirApi:
         wall_clock: Callable[[], float] = time.time,
         subscriptions: SubscriptionService | None = None,
         fault_exempt_clients: frozenset[str] = frozenset(),
+        search_time_limit_s: float = SEARCH_TIME_LIMIT_S,
     ) -> None:
         self._store = store
+        self._searches = SearchRunner(store, time_limit_s=search_time_limit_s)
         # Clients the injected faults leave alone (the sandbox's own relay: the faults model
         # the server failing its workstations, docs/relay.md "The sandbox's relay").
         self._fault_exempt = fault_exempt_clients
@@ -140,7 +153,11 @@ class FhirApi:
         router.add_get("/{type}/{id}/_history", self._history)
         router.add_get("/{type}/{id}/_history/{vid}", self._vread)
         sub.on_shutdown.append(self._release_held_requests)
+        sub.on_cleanup.append(self._stop_searches)
         app.add_subapp(sub[_PREFIX], sub)
+
+    async def _stop_searches(self, _app: web.Application) -> None:
+        await self._searches.aclose()
 
     async def _release_held_requests(self, _app: web.Application) -> None:
         # A `hang` fault would otherwise hold shutdown for the rest of its period.
@@ -300,6 +317,8 @@ class FhirApi:
         body = await self._body(request, rtype)
         if rtype == SUBSCRIPTION:
             self._check_subscription(request, body)
+        # What scopes cannot say (write_policy.py, docs/security.md §4).
+        check_write(request[_GRANT], "create", rtype, body, None)
         stored = self._store.create(body)
         return self._resource(request, 201, stored, location=True)
 
@@ -312,10 +331,15 @@ class FhirApi:
         if "id" not in body:
             # R4 http.html#update: the body SHALL carry the id of the URL.
             raise InvalidRequest("the resource must carry the id of the URL", f"{rtype}.id")
-        current = self._current_version(rtype, id)
-        if_match = _if_match(request.headers.get("If-Match"), current)
+        stored = self._current_resource(rtype, id)
+        current = None if stored is None else str(stored["meta"]["versionId"])
         if current is None and not self._permits(request[_GRANT], rtype, "c"):
             raise self._forbidden(rtype, "c")
+        # docs/security.md §4: no blind overwrite (428), no write beyond the caller's role.
+        check_if_match(request.headers.get("If-Match"), current)
+        if_match = _if_match(request.headers.get("If-Match"), current)
+        check_write(request[_GRANT], "create" if stored is None else "update", rtype, body,
+                    stored)
         if rtype == SUBSCRIPTION:
             self._check_subscription(request, body)
         change = self._store.update_change(rtype, id, body, if_match=if_match)
@@ -327,6 +351,7 @@ class FhirApi:
         """R4 http.html#delete: 204 whether or not there was anything to delete."""
         rtype = self._type(request, "d")
         id = self._path_id(request, rtype)
+        check_write(request[_GRANT], "delete", rtype, None, self._current_resource(rtype, id))
         self._store.delete(rtype, id)
         return web.Response(status=204)
 
@@ -445,10 +470,12 @@ class FhirApi:
             if not _encodable(key) or not _encodable(value):
                 raise InvalidSearch("search parameters must be valid UTF-8 text")
         strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
-        page = self._store.search(
+        # Off the event loop with a time limit (search_runner.py, docs/security.md §3).
+        page = await self._searches.search(
             rtype, [(k, v) for k, v in pairs if k not in TRANSPORT_PARAMETERS], strict=strict
         )
-        return self._json(request, 200, self._searchset(request, rtype, page))
+        bundle = self._searchset(request, rtype, page)
+        return await self._searches.off_loop(lambda: self._json(request, 200, bundle))
 
     # ------------------------------------------------------------------ helpers
 
@@ -484,9 +511,10 @@ class FhirApi:
             raise ResourceNotFound(rtype, "?")
         return id
 
-    def _current_version(self, rtype: str, id: str) -> str | None:
+    def _current_resource(self, rtype: str, id: str) -> dict[str, Any] | None:
+        """The current version, or None if there is none (never written, or deleted)."""
         try:
-            return str(self._store.read(rtype, id)["meta"]["versionId"])
+            return self._store.read(rtype, id)
         except ResourceNotFound:
             return None
 
@@ -499,6 +527,8 @@ class FhirApi:
         if request.content_type != "application/x-www-form-urlencoded":
             raise _Problem(415, Issue("not-supported", "POST _search takes "
                                       "application/x-www-form-urlencoded parameters"))
+        if raw.count(b"&") >= MAX_PARAMETERS:
+            raise SearchTooCostly(f"a search may have at most {MAX_PARAMETERS} parameters")
         try:
             return parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict",
                              max_num_fields=MAX_FORM_FIELDS)
@@ -631,6 +661,13 @@ class FhirApi:
             return self._outcome(request, 422, exc.issues)
         if isinstance(exc, InvalidRequest | InvalidSearch):
             return self._outcome(request, 400, exc.issues)
+        if isinstance(exc, PolicyRefused):
+            return self._outcome(request, 403, exc.issues)
+        if isinstance(exc, PreconditionRequired):
+            return self._outcome(request, 428, exc.issues)
+        if isinstance(exc, SearchTimedOut):
+            return self._outcome(request, 503, (Issue("too-costly", str(exc)),),
+                                 {"Retry-After": str(SEARCH_RETRY_AFTER_S)})
         return self._outcome(request, 400, (Issue("invalid", str(exc)),))
 
     def _outcome(self, request: web.Request, status: int, issues: tuple[Issue, ...],

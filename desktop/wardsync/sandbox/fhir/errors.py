@@ -84,3 +84,17 @@ class InvalidSearch(FhirStoreError):
         super().__init__(message)
         self.parameter = parameter
         self.issues = (Issue("invalid", message, parameter),)
+
+
+class SearchTooCostly(InvalidSearch):
+    """A search over the server's caps on sort keys, criteria or values (HTTP 400 with issue
+    code `too-costly`, R4 valueset-issue-type: "stopped to protect server resources")."""
+
+    def __init__(self, message: str, parameter: str = "") -> None:
+        super().__init__(message, parameter)
+        self.issues = (Issue("too-costly", message, parameter),)
+
+
+class SearchTimedOut(FhirStoreError):
+    """A search ran past the server's time limit and was stopped (HTTP 503 `too-costly`):
+    the server stays responsive to everyone else, and the client may retry later."""

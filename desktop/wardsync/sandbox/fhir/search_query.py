@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from wardsync.sandbox.fhir.errors import InvalidSearch
+from wardsync.sandbox.fhir.errors import InvalidSearch, SearchTooCostly
 from wardsync.sandbox.fhir.fhir_dates import MicroRange, parse_date_range
 from wardsync.sandbox.fhir.search_params import (
     SUPPORTED_TYPES,
@@ -25,6 +25,18 @@ from wardsync.sandbox.fhir.search_params import (
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
+# Caps on what one search may ask for (docs/security.md §3): every sort key on a date adds a
+# correlated subquery per candidate row and every value an OR term per probe, so an uncapped
+# query held the server for a minute. The largest legitimate searches are far below them:
+# the desktop's ward alerts ask for 50 patients in one `patient=` list (core/queries.py
+# MAX_PATIENTS_PER_SEARCH), the relay sorts on one key (relay/reconcile.py).
+MAX_PARAMETERS = 64  # every name=value pair, including unknown and ignored ones
+MAX_PARAMETER_CHARS = 8192  # one parameter's value
+MAX_CRITERIA = 20  # search criteria (ANDed)
+MAX_VALUES_PER_CRITERION = 100  # comma-separated values of one criterion (ORed)
+MAX_VALUES = 200  # values over all criteria
+MAX_SORT_KEYS = 4
+MAX_INCLUDES = 4
 # R4 search.html#prefix
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 SORTABLE_COMMON = ("_lastUpdated", "_id")
@@ -119,6 +131,14 @@ def parse_search(
     count, offset, snapshot, summary_count = DEFAULT_COUNT, 0, None, False
     ignored: list[str] = []
     echo: list[tuple[str, str]] = []
+    params = list(params)
+    if len(params) > MAX_PARAMETERS:
+        raise SearchTooCostly(f"a search may have at most {MAX_PARAMETERS} parameters")
+    for key, value in params:
+        if len(value) > MAX_PARAMETER_CHARS:
+            raise SearchTooCostly(
+                f"a search parameter's value may be at most {MAX_PARAMETER_CHARS} characters",
+                key.partition(":")[0])
     for key, value in params:
         name, _, modifier = key.partition(":")
         if name in TRANSPORT_PARAMETERS:
@@ -137,11 +157,16 @@ def parse_search(
             echo.append((key, value))
         elif name == "_sort":
             _no_modifier(key, modifier)
-            sort = _sort(resource_type, value)
+            sort = sort + _sort(resource_type, value)
+            if len(sort) > MAX_SORT_KEYS:
+                raise SearchTooCostly(f"_sort may have at most {MAX_SORT_KEYS} keys", "_sort")
             echo.append((key, value))
         elif name == "_include":
             _no_modifier(key, modifier)
             includes.append(_include(resource_type, value))
+            if len(includes) > MAX_INCLUDES:
+                raise SearchTooCostly(f"a search may have at most {MAX_INCLUDES} _include",
+                                      "_include")
             echo.append((key, value))
         else:
             param = search_param(resource_type, name)
@@ -153,7 +178,16 @@ def parse_search(
                 continue
             if value == "":
                 continue  # R4 search.html#search: a parameter with no value is ignored
+            if len(criteria) == MAX_CRITERIA:
+                raise SearchTooCostly(f"a search may have at most {MAX_CRITERIA} criteria", key)
+            if len(_split(value, ",")) > MAX_VALUES_PER_CRITERION:
+                raise SearchTooCostly(
+                    f"{name} may have at most {MAX_VALUES_PER_CRITERION} comma-separated values",
+                    key)
             criteria.append(Criterion(param, _values(param, key, modifier, value)))
+            if sum(len(c.values) for c in criteria) > MAX_VALUES:
+                raise SearchTooCostly(f"a search may have at most {MAX_VALUES} values in all",
+                                      key)
             echo.append((key, value))
     if strict and ignored:
         # R4 search.html#errors: with Prefer: handling=strict unknown parameters are errors.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wardsync.core.resources import is_fhir_id
-from wardsync.infra.sqlite_db import open_database
+from wardsync.infra.sqlite_db import MEMORY, open_database
 from wardsync.sandbox.fhir.errors import (
     InvalidRequest,
     InvalidResource,
     InvalidSearch,
     Issue,
     ResourceNotFound,
+    SearchTimedOut,
     UnknownResourceType,
     VersionConflict,
 )
@@ -183,6 +185,10 @@ class FhirStore:
         self._clock_us = clock_us
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._path = path
+        self._on_disk = str(path) != MEMORY
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
         self._conn = open_database(path, _SCHEMA, what="FHIR store",
                                    schema_version=SCHEMA_VERSION, synchronous="NORMAL",
                                    any_thread=True)
@@ -563,34 +569,74 @@ class FhirStore:
         (and for unknown ones when `strict`). Pass the page's `snapshot` back as `_snapshot`
         with a new `_offset` to read the next page of the same result set.
         """
+        return self.run_search(self.parse_search(resource_type, params, strict=strict))
+
+    def parse_search(
+        self,
+        resource_type: str,
+        params: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        *,
+        strict: bool = False,
+    ) -> SearchQuery:
+        """The parsed search, or UnknownResourceType / InvalidSearch (SearchTooCostly over the
+        caps of search_query.py). Pure Python and cheap: no database access."""
         self._check_type(resource_type)
         pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
-        query = parse_search(resource_type, pairs, strict=strict)
-        with self._lock:
-            self._ensure_open()
-            latest = self._conn.execute("SELECT IFNULL(MAX(seq), 0) FROM version").fetchone()[0]
-            snapshot = latest if query.snapshot is None else query.snapshot
-            if snapshot > latest:
-                raise InvalidSearch("_snapshot is not one this server has issued", "_snapshot")
-            where, args = where_clause(query, snapshot)
-            total = self._conn.execute(
-                f"SELECT COUNT(*) FROM version v WHERE {where}", args
-            ).fetchone()[0]
-            matches: list[dict[str, Any]] = []
-            includes: list[dict[str, Any]] = []
-            if query.count > 0 and not query.summary_count:
-                order, order_args = order_clause(query.sort, resource_type)
-                rows = self._conn.execute(
-                    f"SELECT v.json FROM version v WHERE {where} ORDER BY {order} "
-                    "LIMIT ? OFFSET ?",
-                    [*args, *order_args, query.count, query.offset],
-                ).fetchall()
-                matches = [json.loads(r[0]) for r in rows]
-                includes = self._includes(query, matches, snapshot)
+        return parse_search(resource_type, pairs, strict=strict)
+
+    def run_search(self, query: SearchQuery, *, deadline: float | None = None) -> SearchPage:
+        """Run a parsed search; stop it with SearchTimedOut once `time.monotonic()` passes
+        `deadline`.
+
+        Safe to call from any thread. A file store runs it on a read-only connection of the
+        calling thread, so a search never holds the writers' lock (WAL readers and the writer
+        do not block each other, sqlite.org/wal.html); ":memory:" has one connection and uses
+        it under the lock.
+        """
+        reader = self._reader()
+        if reader is None:
+            with self._lock:
+                self._ensure_open()
+                return _timed(self._conn, deadline, lambda: self._run(self._conn, query))
+        self._ensure_open()
+        return _timed(reader, deadline, lambda: self._run(reader, query))
+
+    def _reader(self) -> sqlite3.Connection | None:
+        if not self._on_disk:
+            return None
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            with self._lock:
+                self._ensure_open()
+                conn = sqlite3.connect(str(self._path), isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA query_only = ON")
+                self._reader_conns.append(conn)
+            self._readers.conn = conn
+        return conn
+
+    def _run(self, conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
+        latest = conn.execute("SELECT IFNULL(MAX(seq), 0) FROM version").fetchone()[0]
+        snapshot = latest if query.snapshot is None else query.snapshot
+        if snapshot > latest:
+            raise InvalidSearch("_snapshot is not one this server has issued", "_snapshot")
+        where, args = where_clause(query, snapshot)
+        total = conn.execute(f"SELECT COUNT(*) FROM version v WHERE {where}", args).fetchone()[0]
+        matches: list[dict[str, Any]] = []
+        includes: list[dict[str, Any]] = []
+        if query.count > 0 and not query.summary_count:
+            order, order_args = order_clause(query.sort, query.resource_type)
+            rows = conn.execute(
+                f"SELECT v.json FROM version v WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*args, *order_args, query.count, query.offset],
+            ).fetchall()
+            matches = [json.loads(r[0]) for r in rows]
+            includes = self._includes(conn, query, matches, snapshot)
         return SearchPage(query, total, matches, includes, snapshot)
 
     def _includes(
-        self, query: SearchQuery, matches: list[dict[str, Any]], snapshot: int
+        self, conn: sqlite3.Connection, query: SearchQuery, matches: list[dict[str, Any]],
+        snapshot: int,
     ) -> list[dict[str, Any]]:
         if not query.includes:
             return []
@@ -607,7 +653,7 @@ class FhirStore:
                     if include.target_type and key.target_type != include.target_type:
                         continue
                     seen.add(target)
-                    row = self._conn.execute(
+                    row = conn.execute(
                         f"SELECT v.json FROM version v WHERE v.type = ? AND v.id = ? "
                         f"AND {VISIBLE_AT}",
                         (*target, snapshot, snapshot),
@@ -629,6 +675,9 @@ class FhirStore:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                for reader in self._reader_conns:
+                    reader.interrupt()
+                    reader.close()
                 self._conn.close()
 
     def __enter__(self) -> FhirStore:
@@ -645,6 +694,34 @@ class FhirStore:
     def _check_type(resource_type: str) -> None:
         if resource_type not in SEARCH_PARAMETERS:
             raise UnknownResourceType(resource_type)
+
+
+# How often (SQLite virtual machine instructions) a running search checks its deadline: about
+# every 0.1-1 ms, cheap beside the work and prompt enough for a time limit in seconds.
+PROGRESS_CHECK_EVERY = 100_000
+
+
+def _timed(conn: sqlite3.Connection, deadline: float | None, body: Callable[[], _T]) -> _T:
+    """Run `body` on `conn`, interrupting SQLite once `deadline` (monotonic) has passed
+    (sqlite.org/c3ref/progress_handler.html: a non-zero return interrupts the statement)."""
+    if deadline is None:
+        return body()
+    expired = False
+
+    def check() -> int:
+        nonlocal expired
+        expired = time.monotonic() > deadline
+        return 1 if expired else 0
+
+    conn.set_progress_handler(check, PROGRESS_CHECK_EVERY)
+    try:
+        return body()
+    except sqlite3.OperationalError:
+        if expired:
+            raise SearchTimedOut("the search took longer than the server allows") from None
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
 
 
 def _resource_type(resource: object) -> str:

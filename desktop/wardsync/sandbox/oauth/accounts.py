@@ -7,10 +7,10 @@ directory and print the lab client's secret in its ready line.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from wardsync.core.strict_url import UnsafeUrl, parse_strict_url
 
 #: Where a client secret comes from: a function of the client id, or a mapping keyed by it.
 SecretSource = Callable[[str], str] | Mapping[str, str]
@@ -30,6 +30,32 @@ RELAY_SCOPES = (
     "system/Patient.rs",
     "system/Location.rs",
     "system/Subscription.cruds",
+)
+
+# What the public desktop client may be granted: exactly what the app uses (its default
+# request, infra/settings_schema.py DEFAULT_SCOPES), never a wildcard. A public client's
+# id is no secret: anything allowed here, anyone who signs in can do from any HTTP client
+# (docs/security.md §4). A request for `user/*.cruds` is narrowed to these.
+DESKTOP_SCOPES = (
+    "openid",
+    "fhirUser",
+    "offline_access",
+    "user/Patient.rs",
+    "user/AllergyIntolerance.rs",
+    "user/Observation.rs",
+    "user/Observation.cu",  # nursing notes (laboratory results: never, write_policy.py)
+    "user/DiagnosticReport.rs",
+    "user/Encounter.rs",
+    "user/Location.rs",
+    "user/Condition.rs",
+    "user/Immunization.rs",
+    "user/MedicationRequest.rs",
+    "user/Task.rs",
+    "user/Task.cu",  # status, owner, notes; escalation of an unacknowledged critical result
+    "user/Communication.rs",
+    "user/Communication.c",  # critical-result acknowledgements, sent as oneself
+    "user/Practitioner.rs",
+    "user/AuditEvent.c",
 )
 
 GRANT_AUTHORIZATION_CODE = "authorization_code"
@@ -84,42 +110,35 @@ class OAuthClient:
     def accepts_redirect_uri(self, redirect_uri: str) -> bool:
         """True if `redirect_uri` is one registered for this client.
 
-        Exact string match (RFC 6749 §3.1.2.3), except for loopback redirects: a registered
-        `http://127.0.0.1/callback` accepts `http://127.0.0.1:<any port>/callback`, because a
-        native app binds an ephemeral port at login time (RFC 8252 §7.3).
+        Only URLs that Python and a browser read alike are considered at all
+        (core/strict_url.py: no backslash, userinfo, whitespace, control character, odd IPv4
+        form or dot segment), so the host checked here is the host the browser will be sent
+        to with the code. Then exact string match (RFC 6749 §3.1.2.3), except for loopback
+        redirects: a registered `http://127.0.0.1/callback` accepts
+        `http://127.0.0.1:<any port>/callback`, because a native app binds an ephemeral port
+        at login time (RFC 8252 §7.3).
         """
+        try:
+            asked = parse_strict_url(redirect_uri)
+        except UnsafeUrl:
+            return False
+        if asked.fragment is not None:
+            return False  # RFC 6749 §3.1.2: "MUST NOT include a fragment component"
         if redirect_uri in self.redirect_uris:
             return True
-        try:
-            asked = urlsplit(redirect_uri)
-            asked_port = asked.port
-        except ValueError:
-            return False
-        if asked.scheme != "http" or not _is_loopback_literal(asked.hostname) or asked.fragment:
+        if asked.scheme != "http" or not asked.is_loopback_literal or asked.port is None:
             return False
         for registered in self.redirect_uris:
-            reg = urlsplit(registered)
+            reg = parse_strict_url(registered)
             if (
                 reg.scheme == "http"
-                and _is_loopback_literal(reg.hostname)
+                and reg.is_loopback_literal
                 and reg.port is None
-                and reg.hostname == asked.hostname
+                and reg.host == asked.host
                 and reg.path == asked.path
                 and reg.query == asked.query
-                and asked_port is not None
             ):
                 return True
-        return False
-
-
-def _is_loopback_literal(host: str | None) -> bool:
-    """True for 127.0.0.0/8 and ::1 written as IP literals; `localhost` is not one
-    (RFC 8252 §8.3: the name may resolve elsewhere)."""
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
         return False
 
 
@@ -183,7 +202,7 @@ def default_clients(secret_source: SecretSource) -> list[OAuthClient]:
             client_id=DESKTOP_CLIENT_ID,
             secret=None,
             grant_types=frozenset({GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN}),
-            allowed_scopes=("openid", "fhirUser", "offline_access", "user/*.cruds"),
+            allowed_scopes=DESKTOP_SCOPES,
             # Loopback IP literals, any port (RFC 8252 §7.3); both address families (§8.3).
             redirect_uris=(
                 "http://127.0.0.1/callback",

@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from wardsync.core.strict_url import parse_strict_url
 from wardsync.sandbox.grants import Grant
 from wardsync.sandbox.oauth import login_page, pkce, signed_tokens
 from wardsync.sandbox.oauth.accounts import (
@@ -114,11 +115,14 @@ def _as_supplier(value: str | Callable[[], str]) -> Callable[[], str]:
 
 
 def _append_query(uri: str, params: Mapping[str, str]) -> str:
-    """Add parameters to a redirect URI, keeping its own query (RFC 6749 §3.1.2)."""
-    parts = urlsplit(uri)
-    extra = urlencode(params)
-    query = f"{parts.query}&{extra}" if parts.query else extra
-    return urlunsplit(parts._replace(query=query))
+    """Add parameters to a redirect URI, keeping its own query (RFC 6749 §3.1.2).
+
+    The URI is re-read strictly (core/strict_url.py) rather than split and re-joined: a
+    `urlsplit`/`urlunsplit` round trip can turn a string a browser reads one way into one it
+    reads another. Only a redirect URI already accepted by `accepts_redirect_uri` gets here;
+    anything else raises UnsafeUrl instead of being sent.
+    """
+    return parse_strict_url(uri).with_query_params(list(params.items()))
 
 
 @dataclass(slots=True)
