@@ -73,11 +73,10 @@ def forged(token: str) -> str:
 @pytest.fixture
 async def training_ward(keycloak: kc.Keycloak, seeded_data_dir: Path,
                         tmp_path: Path) -> AsyncIterator[Sandbox]:
-    """The sandbox trusting Keycloak instead of its own sign-in."""
+    """The sandbox trusting Keycloak instead of its own sign-in, without its own relay: the
+    relay under test is the only one poking."""
     async with running_sandbox(seeded_data_dir, tmp_path, auth_issuer=keycloak.issuer,
-                               auth_audience=kc.FHIR_AUDIENCE) as sb:
-        assert sb.publisher is not None
-        await sb.publisher.stop()  # the relay under test is the only publisher
+                               auth_audience=kc.FHIR_AUDIENCE, relay=False) as sb:
         yield sb
 
 
@@ -174,7 +173,9 @@ async def test_the_relay_verifies_keycloak_tokens(
 
 async def test_wardsync_sandbox_auth_issuer_flags(keycloak: kc.Keycloak, tmp_path: Path,
                                                   http: httpx.AsyncClient) -> None:
-    """The command line: `wardsync sandbox --auth-issuer URL --auth-audience AUD`."""
+    """The command line: `wardsync sandbox --auth-issuer URL --auth-audience AUD`, with its
+    own relay, which gets its client's token from the sandbox and verifies the workstations'
+    Keycloak tokens by Keycloak's JWKS."""
     proc, info = start_sandbox("--port", "0", "--data-dir", str(tmp_path / "d"),
                                "--no-simulator", "--auth-issuer", keycloak.issuer,
                                "--auth-audience", kc.FHIR_AUDIENCE)
@@ -182,5 +183,15 @@ async def test_wardsync_sandbox_auth_issuer_flags(keycloak: kc.Keycloak, tmp_pat
         smart = (await http.get(info["smart_config"])).json()
         assert smart["issuer"] == keycloak.issuer
         assert smart["jwks_uri"] == keycloak.openid_configuration()["jwks_uri"]
+        assert info["ably_token_url"] == info["relay"]["token_url"]
+        browser = KeycloakBrowser(http, kc.USERNAME, kc.PASSWORD)
+        _, tokens = await sign_in(http, fhir_base=info["fhir_base"], client_id=kc.DESKTOP_CLIENT,
+                                  scopes=kc.SCOPES, open_url=browser, timeout_s=30)
+        bearer = {"Authorization": f"Bearer {tokens.access_token}"}
+        realtime = await http.post(info["ably_token_url"], headers=bearer)
+        assert realtime.status_code == 200, realtime.text
+        assert realtime.json()["clientId"] == "demo-clinician"
+        forged_token = {"Authorization": f"Bearer {forged(tokens.access_token)}"}
+        assert (await http.post(info["ably_token_url"], headers=forged_token)).status_code == 401
     finally:
         assert stop_sandbox(proc) == 0

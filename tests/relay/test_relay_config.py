@@ -92,6 +92,17 @@ def test_validation_names_every_problem(tmp_path: Path):
     assert "ably.endpoint must be HOST[:PORT], got 'https://rest.ably.io/'" in problems
 
 
+def test_the_token_url_defaults_to_discovery_and_must_be_safe(files: dict[str, Path]):
+    assert load(config_file=files["config"], env={}).fhir.token_url is None
+    env = {"WARDSYNC_RELAY_FHIR_TOKEN_URL": "http://idp.example.org/token"}
+    problems = load(config_file=files["config"], env=env).validate({})
+    assert problems == ["fhir.token_url: idp.example.org must be reached over https: clinical "
+                        "data is never sent unencrypted over a network"]
+    env = {"WARDSYNC_RELAY_FHIR_TOKEN_URL": "https://idp.example.org/token"}
+    config = load(config_file=files["config"], env=env)
+    assert config.fhir.token_url == "https://idp.example.org/token" and config.validate({}) == []
+
+
 def test_relay_check_command(files: dict[str, Path], tmp_path: Path, capsys):
     assert main(["relay", "check", str(files["config"])]) == 0
     assert "ok" in capsys.readouterr().out

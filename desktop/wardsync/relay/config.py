@@ -4,7 +4,7 @@ File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
 
     [relay]      listen, public_url, data_dir, default_ward, log_level,
                  database_url, database_password_file
-    [fhir]       base, client_id, client_secret_file, scope, ca_bundle
+    [fhir]       base, client_id, client_secret_file, scope, ca_bundle, token_url
     [ably]       endpoint, key_file, tls, max_pokes_per_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
     [tokens]     max_ttl_s, jwt_audience, jwt_issuer
@@ -74,6 +74,9 @@ class FhirSection:
     client_secret_file: Path | None = None
     scope: str | None = None
     ca_bundle: Path | None = None
+    # Where the relay's client_credentials are exchanged; unset: the token_endpoint of the FHIR
+    # server's SMART configuration (set it when backend services are registered elsewhere).
+    token_url: str | None = None
 
 
 @dataclass
@@ -168,6 +171,11 @@ class RelayConfig:
                 require_secure_url(self.fhir.base)
             except InsecureServer as exc:
                 problems.append(f"fhir.base: {exc}")
+        if self.fhir.token_url is not None:
+            try:
+                require_secure_url(self.fhir.token_url)
+            except InsecureServer as exc:
+                problems.append(f"fhir.token_url: {exc}")
         if self.fhir.ca_bundle is not None and not Path(self.fhir.ca_bundle).is_file():
             problems.append(f"fhir.ca_bundle: {self.fhir.ca_bundle} is not a readable file")
         if not self.fhir.client_id:

@@ -107,7 +107,8 @@ class Relay:
         self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, verify=tls_context(ca_bundle))
         self.endpoints = await discover(self._http, cfg.fhir.base)
         tokens = ClientCredentials(
-            token_url=self.endpoints.token_endpoint, client_id=cfg.fhir.client_id,
+            token_url=cfg.fhir.token_url or self.endpoints.token_endpoint,
+            client_id=cfg.fhir.client_id,
             client_secret=cfg.client_secret(), http=self._http, scope=cfg.fhir.scope,
             monotonic=self._timer.monotonic,
         )

@@ -40,10 +40,17 @@ def _secret_file(directory: Path, name: str, value: str) -> Path:
     return path
 
 
-def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, client_id: str,
-                         client_secret: str, hub_endpoint: str, hub_key: str,
-                         ward: str, realtime_token_ttl_s: float) -> RelayConfig:
-    """A relay configuration for the sandbox's own FHIR server and hub."""
+def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, token_url: str,
+                         client_id: str, client_secret: str, hub_endpoint: str, hub_key: str,
+                         ward: str, realtime_token_ttl_s: float,
+                         auth_issuer: str | None = None,
+                         auth_audience: str | None = None) -> RelayConfig:
+    """A relay configuration for the sandbox's own FHIR server and hub.
+
+    The relay's client is the sandbox's own (`token_url`, its OAuth server), also when the
+    FHIR server trusts an external issuer for people (`auth_issuer`, `auth_audience`): then
+    the relay verifies the workstations' tokens as that issuer's JWTs by its JWKS, as a site's
+    relay beside a training ward would."""
     relay_dir = data_dir / RELAY_DIR
     ensure_private_data_dir(relay_dir)
     config = RelayConfig()
@@ -52,6 +59,7 @@ def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, client_id
     config.relay.default_ward = ward
     config.fhir.base = fhir_base
     config.fhir.client_id = client_id
+    config.fhir.token_url = token_url
     config.fhir.client_secret_file = _secret_file(relay_dir, "client-secret", client_secret)
     config.ably.endpoint = hub_endpoint
     config.ably.key_file = _secret_file(relay_dir, "ably-key", hub_key)
@@ -62,6 +70,9 @@ def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, client_id
     # The seeded ward is history, not news: a first start announces nothing before it.
     config.reconcile.initial_lookback_s = 0.0
     config.tokens.max_ttl_s = realtime_token_ttl_s
+    if auth_issuer is not None:
+        config.tokens.jwt_issuer = auth_issuer
+        config.tokens.jwt_audience = auth_audience
     config.subscriptions.mode = "topic"
     config.subscriptions.heartbeat_s = SANDBOX_HEARTBEAT_S
     return config
@@ -74,7 +85,12 @@ async def start_relay(config: RelayConfig) -> Relay:
     try:
         await relay.start()
         assert relay.subscriptions is not None
-        await asyncio.wait_for(relay.subscriptions.ready.wait(), READY_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(relay.subscriptions.ready.wait(), READY_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError(
+                f"the relay could not set up its FHIR Subscriptions within {READY_TIMEOUT_S:.0f}"
+                " s (its warnings above say why)") from None
     except BaseException:
         await relay.stop(drain_s=0)
         raise

@@ -214,9 +214,11 @@ class Sandbox:
         if cfg.relay:
             self.relay = await start_relay(sandbox_relay_config(
                 data_dir=data_dir, host=cfg.host, fhir_base=self.fhir_base,
-                client_id=RELAY_CLIENT_ID, client_secret=self._secrets[RELAY_CLIENT_ID],
+                token_url=self.token_url, client_id=RELAY_CLIENT_ID,
+                client_secret=self._secrets[RELAY_CLIENT_ID],
                 hub_endpoint=self.hub.endpoint, hub_key=self.hub_key, ward=self.ward,
                 realtime_token_ttl_s=cfg.realtime_token_ttl_s,
+                auth_issuer=cfg.auth_issuer, auth_audience=cfg.auth_audience,
             ))
 
         self._http = httpx.AsyncClient(timeout=10.0)
