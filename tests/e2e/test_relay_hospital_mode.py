@@ -172,6 +172,7 @@ async def hospital(tmp_path: Path, mode: str) -> AsyncIterator[Hospital]:
         writers = await stack.enter_async_context(WardWriters.connect(info))
         yield Hospital(sandbox, relay, app, writers, http)
         assert await app.stop() == 0, app.stderr_tail()
+        assert "Traceback" not in app.stderr_path.read_text(errors="replace")
         assert await relay.terminate() == 0, relay.log_tail()  # SIGTERM drains, exit 0
 
 
