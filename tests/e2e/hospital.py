@@ -4,7 +4,7 @@ it, and the desktop app (`wardsync`, not `--demo`) configured for that server th
 documented `WARDSYNC_*` settings (docs/architecture.md §7), signing in through the browser.
 
 The app is watched through its metrics log (docs/architecture.md §3.4), as the benchmarks
-watch it (`benchmarks.common.read_metrics`).
+watch it, but while it runs: read on as it grows.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from benchmarks.common import read_metrics
 
 from wardsync.infra.sandbox_process import SandboxProcess
 
@@ -65,6 +63,9 @@ class HospitalApp:
         self.stderr_path = work / "app.stderr.log"
         self.settings = settings
         self.proc: asyncio.subprocess.Process | None = None
+        self._read_to = 0
+        self._events: list[dict[str, Any]] = []
+        self._rendered: dict[tuple[str, str], float] = {}
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WARDSYNC_")}
@@ -91,8 +92,24 @@ class HospitalApp:
             stderr.close()  # the child has its own copy
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        events = read_metrics(self.metrics_path)
-        return events if name is None else [e for e in events if e["event"] == name]
+        """The app's metrics events so far, read on from where the last call stopped (a line
+        the app is still writing is left for the next call)."""
+        try:
+            with open(self.metrics_path, "rb") as log:
+                log.seek(self._read_to)
+                chunk = log.read()
+        except FileNotFoundError:
+            chunk = b""
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self._read_to += len(complete)
+        for line in complete.decode("utf-8").splitlines():
+            if line.strip():
+                event = json.loads(line)
+                self._events.append(event)
+                if event["event"] == "rendered":
+                    for ref, version in event.get("versions", {}).items():
+                        self._rendered.setdefault((ref, str(version)), float(event["t_wall"]))
+        return self._events if name is None else [e for e in self._events if e["event"] == name]
 
     def stderr_tail(self) -> str:
         try:
@@ -126,10 +143,8 @@ class HospitalApp:
 
     def rendered_at(self, ref: str, version: str) -> float | None:
         """When a window first showed this resource version (`rendered`, wall clock)."""
-        for event in self.events("rendered"):
-            if event.get("versions", {}).get(ref) == version:
-                return float(event["t_wall"])
-        return None
+        self.events()
+        return self._rendered.get((ref, version))
 
     async def stop(self) -> int:
         """SIGTERM, as a logout does: the app closes its windows and sync stack; exit 0."""
