@@ -136,6 +136,12 @@ class HospitalApp:
         busy = [e["t_wall"] for e in self.events() if e["event"] in ("pull_done", "rendered")]
         return bool(busy) and time.time() - max(busy) >= seconds
 
+    def past_start_up(self, after_s: float) -> bool:
+        """`after_s` have passed since the first window showed data (the app schedules its
+        start-up garbage collection just before: ui/app.py FREEZE_AFTER_START_S)."""
+        rendered = self.events("rendered")
+        return bool(rendered) and time.time() - float(rendered[0]["t_wall"]) >= after_s
+
     def state(self) -> str | None:
         """The last connection state the app reported (`connection_state`)."""
         states = self.events("connection_state")

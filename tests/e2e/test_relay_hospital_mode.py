@@ -46,8 +46,9 @@ from tests.waiting import wait_for
 from wardsync.auth.demo_login import DemoBrowser
 from wardsync.core import codes
 from wardsync.station.services import DEMO_PASSWORD, DEMO_USER
+from wardsync.ui.app import FREEZE_AFTER_START_S
 
-pytestmark = pytest.mark.slow  # four real processes, about half a minute each
+pytestmark = pytest.mark.slow  # four real processes, 30-45 s each
 
 SHOWN_WITHIN_S = 1.0  # issue 15: a lab result written to FHIR is shown within 1 s
 SIGN_IN_TIMEOUT_S = 60.0  # the app's start (Qt, imports) up to opening the browser
@@ -163,9 +164,12 @@ async def hospital(tmp_path: Path, mode: str) -> AsyncIterator[Hospital]:
         await app.start()
         await browser_signs_in(inbox, app, http, info["fhir_base"])
         await app.wait_until(lambda: app.state() == "live", LIVE_TIMEOUT_S, "live realtime")
-        # A workstation in use, not one still loading its ward: the 1 s is measured from here.
-        await app.wait_until(lambda: app.quiet_for(SETTLED_AFTER_S), LIVE_TIMEOUT_S,
-                             "the ward overview loaded")
+        # A workstation in use, not one still starting: its ward loaded and its one start-up
+        # full garbage collection done (FREEZE_AFTER_START_S after the first window, hundreds
+        # of ms on a loaded machine). The 1 s is measured from here.
+        await app.wait_until(
+            lambda: app.past_start_up(FREEZE_AFTER_START_S + 1.0)
+            and app.quiet_for(SETTLED_AFTER_S), LIVE_TIMEOUT_S, "the app past its start-up")
         assert not app.events("sandbox_ready")  # hospital mode: no embedded sandbox
         # Realtime on a token the relay minted for the signed-in clinician.
         assert await scrape(http, ready["metrics_url"], "wardsync_relay_token_exchanges_total",
@@ -187,9 +191,11 @@ async def results_are_shown_within_a_second(h: Hospital, count: int) -> None:
         await app.wait_until(
             lambda: all(app.rendered_at(r.report_ref, r.report_version) for r in written),
             10, "every result on screen")
+    shown = {r.report_ref: (app.rendered_at(r.report_ref, r.report_version) or 0) - r.committed
+             for r in written}
+    print("commit -> rendered (s):", sorted(round(s, 3) for s in shown.values()))
     slow = {r.report_ref: breakdown(app, r, hub) for r in written
-            if (app.rendered_at(r.report_ref, r.report_version) or 0) - r.committed
-            > SHOWN_WITHIN_S}
+            if shown[r.report_ref] > SHOWN_WITHIN_S}
     if slow:
         acked = await h.metric("wardsync_relay_change_to_poke_seconds_count")
         mean = await h.metric("wardsync_relay_change_to_poke_seconds_sum") / max(acked, 1)
