@@ -138,7 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
             "realtime (polling) on a hospital server.", http_url, tls_checked=True),
     Setting("realtime.endpoint", OPTIONAL_STR, None,
             "Realtime hub as host[:port] (TLS unless loopback) or a ws(s):// URL; "
-            "unset = the sandbox hub.", realtime_endpoint, tls_checked=True),
+            "unset = the demo sandbox's hub, or no realtime (polling) on a hospital server.",
+            realtime_endpoint, tls_checked=True),
     Setting("realtime.ward", OPTIONAL_STR, None,
             "Ward (FHIR Location id) whose channel ward:<id> this workstation follows; "
             "unset = chosen at login.", fhir_id),
