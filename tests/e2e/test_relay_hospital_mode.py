@@ -50,7 +50,7 @@ from wardsync.ui.app import FREEZE_AFTER_START_S
 
 pytestmark = pytest.mark.slow  # four real processes, 30-45 s each
 
-SHOWN_WITHIN_S = 1.0  # issue 15: a lab result written to FHIR is shown within 1 s
+SHOWN_WITHIN_S = 1.0  # a lab result written to FHIR is on screen within 1 s (docs/relay.md)
 SIGN_IN_TIMEOUT_S = 60.0  # the app's start (Qt, imports) up to opening the browser
 LIVE_TIMEOUT_S = 30.0
 CATCH_UP_TIMEOUT_S = 30.0
@@ -169,7 +169,8 @@ async def hospital(tmp_path: Path, mode: str) -> AsyncIterator[Hospital]:
         # of ms on a loaded machine). The 1 s is measured from here.
         await app.wait_until(
             lambda: app.past_start_up(FREEZE_AFTER_START_S + 1.0)
-            and app.quiet_for(SETTLED_AFTER_S), LIVE_TIMEOUT_S, "the app past its start-up")
+            and app.quiet_for(SETTLED_AFTER_S), FREEZE_AFTER_START_S + LIVE_TIMEOUT_S,
+            "the app past its start-up")
         assert not app.events("sandbox_ready")  # hospital mode: no embedded sandbox
         # Realtime on a token the relay minted for the signed-in clinician.
         assert await scrape(http, ready["metrics_url"], "wardsync_relay_token_exchanges_total",
