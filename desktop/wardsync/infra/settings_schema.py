@@ -26,6 +26,7 @@ from wardsync.infra.settings_types import (
     ValueType,
     at_least,
     between,
+    browser_command,
     choice,
     existing_file,
     fhir_id,
@@ -126,12 +127,19 @@ SETTINGS: tuple[Setting, ...] = (
             non_empty),
     Setting("auth.scopes", STR_LIST, DEFAULT_SCOPES,
             "SMART scopes requested at login: the narrow set the desktop needs.", oauth_scopes),
+    Setting("auth.browser", STR_LIST, (),
+            "Program and arguments that open the sign-in page, run without a shell, %s "
+            "standing for its address (added last when absent), e.g. [\"firefox\", "
+            "\"--new-window\", \"%s\"]; empty = the system's default browser.",
+            browser_command),
     Setting("realtime.token_url", OPTIONAL_STR, None,
-            "URL that exchanges the FHIR access token for a short-lived realtime token; "
-            "unset = discovered from the sandbox.", http_url, tls_checked=True),
+            "URL that exchanges the FHIR access token for a short-lived realtime token: the "
+            "WardSync relay's token_url (docs/relay.md); unset = the demo sandbox's, or no "
+            "realtime (polling) on a hospital server.", http_url, tls_checked=True),
     Setting("realtime.endpoint", OPTIONAL_STR, None,
             "Realtime hub as host[:port] (TLS unless loopback) or a ws(s):// URL; "
-            "unset = the sandbox hub.", realtime_endpoint, tls_checked=True),
+            "unset = the demo sandbox's hub, or no realtime (polling) on a hospital server.",
+            realtime_endpoint, tls_checked=True),
     Setting("realtime.ward", OPTIONAL_STR, None,
             "Ward (FHIR Location id) whose channel ward:<id> this workstation follows; "
             "unset = chosen at login.", fhir_id),

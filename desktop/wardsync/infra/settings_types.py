@@ -232,6 +232,12 @@ def oauth_scopes(value: tuple[str, ...]) -> None:
             raise InvalidValue(f"{scope!r} is not a scope token (RFC 6749 §3.3)")
 
 
+def browser_command(value: tuple[str, ...]) -> None:
+    """Validator for `auth.browser`: empty (the system's browser), or a program and arguments."""
+    if value and not value[0].strip():
+        raise InvalidValue("the first item must name the browser program")
+
+
 def fhir_id(value: str | None) -> None:
     if value is not None and not is_fhir_id(value):
         raise InvalidValue(f"{value!r} is not a FHIR logical id ([A-Za-z0-9-.], 1-64 chars)")

@@ -69,7 +69,7 @@ class AppController:
         self.layouts = layouts
         from wardsync.ui.sign_in_dialog import BrowserSignIn
 
-        self.browser = BrowserSignIn()
+        self.browser = BrowserSignIn(command=settings["auth.browser"])
         self.services = AppServices(settings, self.metrics, demo=demo, open_url=self.browser,
                                     on_signed_out=self._on_session_signed_out)
         self.windows: list = []

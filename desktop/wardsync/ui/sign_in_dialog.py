@@ -4,13 +4,15 @@ Native apps sign in through the user's browser, never an embedded web view (RFC 
 On a workstation where no browser can be launched (a locked-down kiosk profile, a missing
 default handler) WardSync shows the sign-in address in a dialog to open in any browser on this
 workstation — the loopback redirect (§7.3) still completes the sign-in — with a button to copy
-it and a plain explanation.
+it and a plain explanation. A site may name the browser program itself (`auth.browser`,
+`auth/browser_command.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -23,6 +25,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from wardsync.auth.browser_command import open_with_command
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +63,21 @@ class SignInLinkDialog(QDialog):
 
 
 class BrowserSignIn:
-    """An `open_url` for `auth.login.sign_in`: the system browser, else the address dialog."""
+    """An `open_url` for `auth.login.sign_in`: the site's browser command (`auth.browser`)
+    when one is set, else the system browser; the address dialog when neither opens."""
 
-    def __init__(self, opener: Callable[[QUrl], bool] = QDesktopServices.openUrl) -> None:
+    def __init__(self, opener: Callable[[QUrl], bool] = QDesktopServices.openUrl,
+                 command: Sequence[str] = ()) -> None:
         self._opener = opener
+        self._command = tuple(command)
         self.dialog: SignInLinkDialog | None = None
 
     async def __call__(self, url: str) -> None:
-        if self._opener(QUrl(url)):
+        if self._command:
+            opened = await asyncio.to_thread(open_with_command, self._command, url)
+        else:
+            opened = self._opener(QUrl(url))
+        if opened:
             return
         self.close()
         log.warning("no web browser could be opened: showing the sign-in address")
