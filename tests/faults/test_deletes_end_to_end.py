@@ -31,9 +31,10 @@ async def test_a_deleted_observation_disappears_from_every_workstation_within_a_
         await eventually(lambda: all(obs_ref in s.ws.store and report_ref in s.ws.store
                                      for s in bed.stations), 5.0, "the result on screen")
         await bed.settle()
-        clinician = bed.stations[0]
         started = time.monotonic()
-        await clinician.ws.fhir.delete("Observation", obs_ref.split("/")[1])  # REST DELETE
+        # Deleted on the server (no clinician may delete a laboratory result: the write
+        # policy, docs/security.md §4); the server's Subscriptions carry it as any change.
+        bed.sandbox.store.delete("Observation", obs_ref.split("/")[1])
         took = await eventually(lambda: all(obs_ref not in s.ws.store for s in bed.stations),
                                 5.0, "the deleted result gone from every workstation")
         assert time.monotonic() - started < GONE_BOUND_S, f"took {took:.2f} s"

@@ -15,6 +15,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,10 +75,10 @@ def record_pull_times(monkeypatch: pytest.MonkeyPatch
     times: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     pull_once = PullLoop._pull_once
 
-    async def timed(self: PullLoop, urgent: bool, wanted: set[int] | None = None) -> None:
+    async def timed(self: PullLoop, *args: Any, **kwargs: Any) -> None:
         start = time.monotonic()
         try:
-            await pull_once(self, urgent, wanted)
+            await pull_once(self, *args, **kwargs)
         finally:
             times[(id(self._owner), self.key.label())].append((start, time.monotonic()))
 
