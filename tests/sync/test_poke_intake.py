@@ -370,4 +370,4 @@ def test_a_bad_heartbeat_is_rejected_and_counted_like_a_bad_poke_without_content
     assert rig.intake.heartbeat is None and rig.intake.last_heard is None
     assert [e for e in rig.events if isinstance(e, PokeRejectedEvent)] == [
         PokeRejectedEvent("heartbeat_unknown_field"), PokeRejectedEvent("heartbeat_bad_json")]
-    assert not any(PHI[0] in m for m in log.messages + [json.dumps(rig.metrics.events)])
+    assert not any(PHI[0] in m for m in [*log.messages, json.dumps(rig.metrics.events)])

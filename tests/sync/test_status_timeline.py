@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-
 from ably import AblyRest
 
 from tests.faults.proxy import FaultProxy
@@ -355,7 +354,7 @@ async def test_a_heartbeat_naming_a_seq_never_received_catches_up_after_the_gap_
     async with station(sandbox, clinician, http) as (ws, timer, _):
         await send_heartbeat(sandbox, ws, last_seq(sandbox))
         # A real poke from the sandbox's relay, received and pulled.
-        report, _ = await sandbox.lab.post_panel(
+        await sandbox.lab.post_panel(
             "pat-03", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 2.2})
         await all_poked(sandbox, ws)
         await eventually(lambda: ws.queries.state(KEY).loading_since is None, what="pulled")
