@@ -15,7 +15,8 @@ only ever skipped when the hub refuses them for good (a 4xx other than auth or r
 limiting), which leaves a seq gap clients catch up on.
 
 Heartbeats (`heartbeat_s`, core/heartbeats.py): every ward channel the relay serves (every
-ward in the store's `ward_seq`, the configured `wards`, any ward a poke is queued for) gets
+ward in the store's `ward_seq`, the configured `wards`, any ward a poke is queued for, any
+ward a workstation asked this relay a realtime token for: `watch_ward`) gets
 a `heartbeat` message every `heartbeat_s`, the first as soon as the relay starts leading,
 idle wards included. It goes out from the ward's own publish loop between two publishes, so
 its `seq` (the highest seq settled on the ward: acknowledged, or refused for good) never
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -74,6 +76,8 @@ FENCE_RECHECK_S = 0.5
 # A heartbeat held back because the relay cannot vouch for the channel is tried again this
 # soon (so heartbeats resume promptly once it can).
 VOUCH_RECHECK_S = 1.0
+# Wards learnt from token exchanges are remembered up to this many (memory bound).
+MAX_WATCHED_WARDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +141,9 @@ class PokePublisher:
         if heartbeat_s is not None and heartbeat_s <= 0:
             raise ValueError("heartbeat_s must be positive (None: no heartbeats)")
         self._heartbeat_s = heartbeat_s
-        self._wards = tuple(wards)
+        self._wards = set(wards)
         self._vouch = vouch
+        self._started = False
         self._state = state
         self._metrics = metrics
         self._timer = timer
@@ -165,6 +170,7 @@ class PokePublisher:
     # ------------------------------------------------------------------ intake
     def start(self) -> int:
         """Queue what a previous run numbered but never saw acknowledged; returns how many."""
+        self._started = True
         pending = self._state.pending()
         for stored in pending:
             self._enqueue(stored)
@@ -188,6 +194,23 @@ class PokePublisher:
                 self._changed_at[stored.message_id] = changed_at
             self._enqueue(stored)
         return stored
+
+    def watch_ward(self, ward: str) -> None:
+        """A workstation of `ward` is about to listen (its realtime token was issued): give
+        the ward's channel heartbeats from now on, even before its first poke."""
+        if self._heartbeat_s is None or ward in self._wards:
+            return
+        if len(self._wards) >= MAX_WATCHED_WARDS:
+            return
+        self._wards.add(ward)
+        try:
+            self._state.remember_ward(ward)  # so the next start (or leader) knows it too
+        except (sqlite3.Error, ConnectionError) as exc:
+            log.warning("could not record ward %s for heartbeats (%s)", ward,
+                        type(exc).__name__)
+        if self._started and ward not in self._queues:
+            # No queue means nothing pending here: the ward's last seq is settled.
+            self._open_queue(ward, acked=self._state.last_seq(ward))
 
     def _open_queue(self, ward: str, *, acked: int) -> _WardQueue:
         queue = self._queues[ward] = _WardQueue(
@@ -223,6 +246,7 @@ class PokePublisher:
         """Stop publishing and forget the queues (the lease was lost); the pokes stay
         pending in the store. `start()` resumes from the store."""
         await self._tasks.cancel_all()
+        self._started = False
         self._queues.clear()
         self._changed_at.clear()
         self._idle.set()

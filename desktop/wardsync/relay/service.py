@@ -163,7 +163,7 @@ class Relay:
                 introspector=introspector,
                 ably=self.publisher.ably, metrics=self.metrics,
                 default_ward=cfg.relay.default_ward, max_ttl_s=cfg.tokens.max_ttl_s,
-                timer=self._timer,
+                timer=self._timer, on_ward=self.publisher.watch_ward,
             )
             app.router.add_post("/realtime/token", exchange.handle)
         else:
