@@ -143,3 +143,24 @@ async def test_none_while_the_relay_cannot_vouch_for_the_channel(
         await timer.advance(VOUCH_RECHECK_S)
         await wait_for(lambda: publisher.heartbeats_sent == 1, 10, "heartbeats resume")
         await wait_for(lambda: timer.pending() == [EVERY_S], 10, "the next one scheduled")
+
+
+async def test_a_ward_a_token_was_issued_for_gets_heartbeats_now_and_after_a_restart(
+        hub: Hub, tmp_path: Path) -> None:
+    timer = FakeTimer()
+    async with publishing(hub, tmp_path, timer) as (publisher, state):
+        publisher.watch_ward("w9")  # before leading: remembered, nothing sent yet
+        assert publisher.heartbeats_sent == 0 and state.wards() == {"w9": 0}
+        publisher.start()
+        await wait_for(lambda: publisher.heartbeats_sent == 1, 10, "w9's first heartbeat")
+        publisher.watch_ward("w10")  # while leading: at once
+        await wait_for(lambda: publisher.heartbeats_sent == 2, 10, "w10's first heartbeat")
+        assert [b.seq for b in await heartbeats(hub, "w10")] == [0]
+    # The next run (or the next leader) knows both wards from the store alone.
+    timer2 = FakeTimer()
+    async with publishing(hub, tmp_path, timer2) as (again, state):
+        assert state.wards() == {"w9": 0, "w10": 0}
+        again.start()
+        await wait_for(lambda: again.heartbeats_sent == 2, 10, "heartbeats after a restart")
+        stored, _ = state.number("w9", draft("first"))  # numbering still starts at 1
+        assert stored.poke.seq == 1
