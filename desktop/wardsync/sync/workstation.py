@@ -330,22 +330,31 @@ class Workstation:
         return since + heartbeat.silence_limit_s
 
     def _arm_relay_silence(self) -> None:
+        """Keep one timer for the relay's silence deadline. Lazily: a poke or heartbeat only
+        moves the deadline later, so an armed timer stays and re-arms itself when it fires
+        early (no timer churn under a poke flood)."""
         due = self._relay_deadline()
-        if due == self._relay_due:
+        if due is None:
+            if self._relay_timer is not None:
+                self._relay_timer.cancel()
+            self._relay_timer, self._relay_due = None, None
+            return
+        if self._relay_timer is not None and self._relay_due is not None \
+                and self._relay_due <= due:
             return
         if self._relay_timer is not None:
             self._relay_timer.cancel()
-            self._relay_timer = None
         self._relay_due = due
-        if due is not None:
-            delay = max(0.0, due - self.timer.monotonic())
-            self._relay_timer = self.timer.call_later(delay, self._on_relay_due)
+        self._relay_timer = self.timer.call_later(
+            max(0.0, due - self.timer.monotonic()), self._on_relay_due)
 
     def _on_relay_due(self) -> None:
-        self._relay_timer = None
-        due, self._relay_due = self._relay_due, None
-        if due is None or self._relay_deadline() != due:
-            self._arm_relay_silence()  # heard meanwhile, or the link changed
+        self._relay_timer, self._relay_due = None, None
+        due = self._relay_deadline()
+        if due is None:
+            return
+        if due > self.timer.monotonic():
+            self._arm_relay_silence()  # heard since it was armed: wait for the new deadline
             return
         heartbeat = self.intake.heartbeat
         log.warning("no relay heartbeat for %.0f s on a live link: polling",
