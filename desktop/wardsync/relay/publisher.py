@@ -18,9 +18,10 @@ Heartbeats (`heartbeat_s`, core/heartbeats.py): every ward channel the relay ser
 ward in the store's `ward_seq`, the configured `wards`, any ward a poke is queued for, any
 ward a workstation asked this relay a realtime token for: `watch_ward`) gets
 a `heartbeat` message every `heartbeat_s`, the first as soon as the relay starts leading,
-idle wards included. It goes out from the ward's own publish loop between two publishes, so
-its `seq` (the highest seq settled on the ward: acknowledged, or refused for good) never
-names a poke before the hub acknowledged it; it counts against the per-channel rate like a
+idle wards included. It goes out from the ward's own publish loop once the pokes queued
+before it are out (a poke never waits for a heartbeat), so its `seq` (the highest seq
+settled on the ward: acknowledged, or refused for good) never names a poke before the hub
+acknowledged it; it counts against the per-channel rate like a
 poke, is sent only through the fence and only while `vouch()` says the relay's view of the
 FHIR server is current (a relay cut off from it goes quiet, and workstations say so), and a
 failed heartbeat is not retried: the next is due `heartbeat_s` later.
@@ -261,7 +262,9 @@ class PokePublisher:
         channel = self.ably.channels.get(f"ward:{ward}")
         attempt = 0
         while True:
-            if (self._heartbeat_s is not None
+            # A due heartbeat waits for the pokes queued before it (they are signs of life
+            # themselves, and a poke is never held up by a heartbeat's round trip).
+            if (self._heartbeat_s is not None and not queue.items
                     and self._timer.monotonic() >= queue.heartbeat_at):
                 await self._heartbeat(ward, queue, channel, self._heartbeat_s)
                 continue
