@@ -11,8 +11,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.relay.local_hub import KEY, channel_history, draft
 from tests.waiting import wait_for
 from wardsync.core.backoff import Backoff, Jitter
