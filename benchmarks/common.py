@@ -36,6 +36,7 @@ from wardsync.auth.login import sign_in
 from wardsync.auth.session import Session
 from wardsync.core import codes
 from wardsync.core.fhirtime import parse_instant
+from wardsync.core.heartbeats import HEARTBEAT_MESSAGE_NAME
 from wardsync.core.queries import PatientVitals
 from wardsync.fhir.client import FhirClient
 from wardsync.infra.sandbox_process import SandboxProcess
@@ -349,6 +350,8 @@ class PokeWatcher:
         self._realtime: AblyRealtime | None = None
 
     def _on_message(self, message: Any) -> None:
+        if getattr(message, "name", None) == HEARTBEAT_MESSAGE_NAME:
+            return  # the relay's liveness, not a poke
         data = message.data
         if isinstance(data, str | bytes):
             data = json.loads(data)

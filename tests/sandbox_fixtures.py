@@ -48,8 +48,10 @@ async def running_sandbox(
     """A sandbox on a copy of the seeded ward; `overrides` go to SandboxConfig."""
     data = tmp_path / f"sandbox-{uuid.uuid4().hex[:6]}"
     shutil.copytree(seeded_data_dir, data)
+    # No relay heartbeats unless a test asks: on fake time, real-time heartbeats would make
+    # a workstation's timeline depend on how fast the machine runs.
     config = {"data_dir": data, "simulator": False, "seed": SEED,
-              "hub_config": fast_hub_config(), **overrides}
+              "hub_config": fast_hub_config(), "relay_heartbeat_s": 0.0, **overrides}
     sb = Sandbox(SandboxConfig(**config))
     await sb.start()
     try:

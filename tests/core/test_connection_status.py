@@ -24,10 +24,13 @@ from wardsync.core.connection_status import (
     PollingStopped,
     RealtimeChanged,
     RealtimeState,
+    RelayHeard,
+    RelaySilent,
     Tick,
     initial_status,
     next_status,
     polling_reason,
+    relay_silent_reason,
 )
 
 DEGRADED_AFTER_S = 30.0
@@ -290,3 +293,21 @@ class StatusMachine(RuleBasedStateMachine):
 
 TestStatusMachine = StatusMachine.TestCase
 TestStatusMachine.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+
+
+def test_a_silent_relay_degrades_a_live_link_in_plain_words_until_it_is_heard() -> None:
+    s = next_status(initial_status(0.0), RealtimeChanged(RT.CONNECTED), 1.0)
+    s = next_status(s, PollingStarted(15.0), 46.0)
+    assert (s.state, s.reason) == (LIVE, REASON_LIVE)  # polling alone says nothing
+    s = next_status(s, RelaySilent(), 46.0)
+    assert (s.state, s.reason, s.since) == (
+        DEGRADED, "Ward updates delayed — checking the server for new data every 15 s", 46.0)
+    # The link dropping meanwhile is shown as such; back up, the relay is still not heard.
+    s = next_status(s, RealtimeChanged(RT.DISCONNECTED), 50.0)
+    assert s.state is RECONNECTING
+    s = next_status(s, RealtimeChanged(RT.CONNECTED), 51.0)
+    assert (s.state, s.reason) == (DEGRADED, relay_silent_reason(15.0))
+    s = next_status(s, RelayHeard(), 52.0)
+    assert (s.state, s.reason, s.since) == (LIVE, REASON_LIVE, 52.0)
+    assert next_status(s, PollingStopped(), 52.5).state is LIVE
+    assert relay_silent_reason(None) == "Ward updates delayed — data may be out of date"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from ably import AblyRest
 
+from wardsync.core.heartbeats import POKE_MESSAGE_NAME
 from wardsync.core.pokes import Poke
 from wardsync.sandbox.hub import Hub
 
@@ -31,13 +32,15 @@ async def hub() -> AsyncIterator[Hub]:
         await running.stop()
 
 
-async def channel_history(hub: Hub, channel: str, key: str = KEY) -> list[Any]:
-    """Every message the hub kept on `channel`, oldest first (the real SDK's REST history);
-    `key`: an API key of that hub (the sandbox's `hub_key` for the sandbox's hub)."""
+async def channel_history(hub: Hub, channel: str, key: str = KEY,
+                          name: str | None = POKE_MESSAGE_NAME) -> list[Any]:
+    """Every message named `name` (None: any) the hub kept on `channel`, oldest first (the
+    real SDK's REST history); `key`: an API key of that hub (the sandbox's `hub_key` for the
+    sandbox's hub). Pokes by default: relay heartbeats are left out."""
     rest = AblyRest(key=key, use_token_auth=True, endpoint="127.0.0.1", port=hub.port,
                     tls=False)
     try:
         page = await rest.channels.get(channel).history(direction="forwards", limit=1000)
-        return list(page.items)
+        return [m for m in page.items if name is None or m.name == name]
     finally:
         await rest.close()

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sandbox_fixtures import demo_sign_in
 from wardsync.auth.session import Session
+from wardsync.core.heartbeats import HEARTBEAT_MESSAGE_NAME
 from wardsync.relay.config import RelayConfig, load
 from wardsync.relay.service import Relay
 from wardsync.sandbox.server import Sandbox
@@ -93,8 +94,12 @@ class PokeWatcher:
     client: AblyRealtime
     pokes: list[dict[str, Any]] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
+    heartbeats: list[dict[str, Any]] = field(default_factory=list)
 
     def on_message(self, message: Any) -> None:
+        if message.name == HEARTBEAT_MESSAGE_NAME:  # the relay's liveness, not a poke
+            self.heartbeats.append(message.data)
+            return
         self.pokes.append(message.data)
         self.message_ids.append(message.id)
 

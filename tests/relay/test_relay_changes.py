@@ -13,6 +13,7 @@ from ably import AblyRest
 from tests.relay.relay_fixtures import relay_config, running_relay, scrape
 from tests.waiting import wait_for
 from wardsync.core import codes
+from wardsync.core.heartbeats import POKE_MESSAGE_NAME
 from wardsync.relay import reconcile
 from wardsync.relay.service import Relay
 from wardsync.sandbox.server import Sandbox
@@ -29,7 +30,7 @@ async def _ward_history(ward: Sandbox, channel: str) -> list:
         # The hub keeps the last 200 messages per channel; the start-up round may have
         # announced recent seed writes, so ask for all of them.
         page = await rest.channels.get(channel).history(direction="forwards", limit=1000)
-        return page.items
+        return [m for m in page.items if m.name == POKE_MESSAGE_NAME]  # not heartbeats
     finally:
         await rest.close()
 

@@ -92,6 +92,21 @@ def test_validation_names_every_problem(tmp_path: Path):
     assert "ably.endpoint must be HOST[:PORT], got 'https://rest.ably.io/'" in problems
 
 
+@pytest.mark.parametrize(("value", "ok"), [
+    (None, True), ("0", True), ("1", True), ("30.5", True), ("3600", True),
+    ("0.5", False), ("-15", False), ("3601", False)])
+def test_the_heartbeat_period_is_off_or_within_what_workstations_accept(
+        tmp_path: Path, value: str | None, ok: bool) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text("" if value is None else f"[ably]\nheartbeat_s = {value}\n")
+    config = load(config_file=path, env={})
+    if value is None:
+        assert config.ably.heartbeat_s == 15.0
+    problems = [p for p in config.validate({}) if "heartbeat_s" in p]
+    assert problems == ([] if ok else [
+        "ably.heartbeat_s must be 0 (no heartbeats) or in [1, 3600]"])
+
+
 def test_the_token_url_defaults_to_discovery_and_must_be_safe(files: dict[str, Path]):
     assert load(config_file=files["config"], env={}).fhir.token_url is None
     env = {"WARDSYNC_RELAY_FHIR_TOKEN_URL": "http://idp.example.org/token"}

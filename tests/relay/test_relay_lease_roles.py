@@ -35,6 +35,7 @@ async def test_one_leader_one_standby_and_a_takeover(ward: Sandbox, tmp_path: Pa
     data_dir = tmp_path / "shared"
     first = relay_config(ward, tmp_path, data_dir)
     second = relay_config(ward, tmp_path, data_dir)
+    first.ably.heartbeat_s = second.ably.heartbeat_s = 1.0
     async with httpx.AsyncClient(timeout=10) as http, running_relay(first) as leader:
         session = await clinician_session(ward, http)
         standby = Relay(second)
@@ -58,6 +59,9 @@ async def test_one_leader_one_standby_and_a_takeover(ward: Sandbox, tmp_path: Pa
                 await wait_for(lambda: (ref, "1") in w.per_version(), 15, "the leader's poke")
                 assert standby.publisher is not None and standby.publisher.published == 0
                 assert standby.reconciler is not None and standby.reconciler.rounds == 0
+                # Heartbeats on the ward channel come from the leader alone.
+                await wait_for(lambda: len(w.heartbeats) >= 2, 10, "the leader's heartbeats")
+                assert standby.publisher.heartbeats_sent == 0
                 assert await standby.on_change(ref, "1") is None  # a standby ignores it
                 seq_before = max(w.seqs())
 
@@ -69,6 +73,9 @@ async def test_one_leader_one_standby_and_a_takeover(ward: Sandbox, tmp_path: Pa
                 ref2 = f"DiagnosticReport/{report2['id']}"
                 await wait_for(lambda: (ref2, "1") in w.per_version(), 15, "the new poke")
                 assert standby.publisher.published >= 1
+                await wait_for(lambda: standby.publisher is not None
+                               and standby.publisher.heartbeats_sent >= 1, 10,
+                               "the new leader's heartbeats")
                 assert all(n == 1 for n in w.per_version().values()), w.per_version()
                 assert w.seqs() == list(range(w.seqs()[0], w.seqs()[0] + len(w.seqs())))
                 assert max(w.seqs()) > seq_before

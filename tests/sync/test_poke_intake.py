@@ -328,3 +328,46 @@ def test_duplicates_and_rejections_open_no_gap() -> None:
     rig.send(3)
     rig.clock.advance(60.0)
     assert rig.intake.check_gaps() is False and rig.catch_ups == 0
+
+
+# ---------------------------------------------------------------------------- heartbeats
+
+
+def heartbeat(seq: int, every_s: int = 15) -> Message:
+    return Message({"seq": seq, "at": 1_765_000_000_000, "every_s": every_s}, name="heartbeat")
+
+
+def test_a_heartbeat_is_life_not_a_poke_and_its_seq_closes_the_tail() -> None:
+    heard: list[float] = []
+    rig = Rig()
+    rig.intake._on_heard = lambda: heard.append(rig.clock.monotonic())
+    assert rig.intake.heartbeat is None and rig.intake.last_heard is None
+    rig.send(1, 2)
+    rig.clock.advance(1.0)
+    rig.intake.on_message(heartbeat(2))
+    assert rig.intake.heartbeat is not None and rig.intake.heartbeat.every_s == 15.0
+    assert (rig.intake.accepted, rig.intake.heartbeats, rig.intake.rejected_total) == (2, 1, 0)
+    assert heard == [0.0, 0.0, 1.0] and rig.intake.last_heard == 1.0
+    assert not rig.intake.check_gaps()
+    # Poke 3 was the last of a burst and got lost: the next heartbeat says so.
+    rig.clock.advance(14.0)
+    rig.intake.on_message(heartbeat(3))
+    rig.clock.advance(SEQ_GAP_GRACE_S - 0.001)
+    assert not rig.intake.check_gaps()
+    rig.clock.advance(0.001)
+    assert rig.intake.check_gaps() and rig.catch_ups == 1
+    assert rig.invalidated == [rig.invalidated[0], rig.invalidated[1]]  # pokes only
+    assert [e["event"] for e in rig.metrics.events] == ["poke_received"] * 2
+
+
+def test_a_bad_heartbeat_is_rejected_and_counted_like_a_bad_poke_without_content() -> None:
+    rig = Rig()
+    with intake_log() as log:
+        rig.intake.on_message(Message({"seq": 1, "at": 1, "every_s": 15,
+                                       "patient": PHI[0]}, name="heartbeat"))
+        rig.intake.on_message(Message("not json", name="heartbeat"))
+    assert rig.intake.rejected == {"heartbeat_unknown_field": 1, "heartbeat_bad_json": 1}
+    assert rig.intake.heartbeat is None and rig.intake.last_heard is None
+    assert [e for e in rig.events if isinstance(e, PokeRejectedEvent)] == [
+        PokeRejectedEvent("heartbeat_unknown_field"), PokeRejectedEvent("heartbeat_bad_json")]
+    assert not any(PHI[0] in m for m in [*log.messages, json.dumps(rig.metrics.events)])

@@ -9,6 +9,16 @@ advances its timer, so every state change, poll and catch-up happens at a stated
     degraded_after_s later (first poll) -> a poll exactly every polling_interval_s ->
     link healed: live at that instant, polling stops, exactly one catch-up.
 
+The relay's heartbeats (core/heartbeats.py) are published here by the test itself, on the
+real hub through the real SDK, at stated fake instants (the sandbox's own relay sends none in
+these tests, and its pokes are real):
+
+    no heartbeat ever seen: live however long the channel stays quiet (an older relay) ->
+    first heartbeat at HEARD_AT -> 3 x every_s of silence later: "degraded", "Ward updates
+    delayed", polling at that very moment -> a heartbeat: live at that instant, one catch-up,
+    polling stops; and a heartbeat naming a seq never received: a catch-up exactly
+    gap_grace_s later (tail loss).
+
 Pull loops run without a debounce here, so a poll's pull starts in the same instant; the pull
 itself is real HTTP and is awaited in real time (`pulled`).
 """
@@ -21,6 +31,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from ably import AblyRest
 
 from tests.faults.proxy import FaultProxy
 from tests.waiting import wait_for as eventually
@@ -34,7 +45,9 @@ from wardsync.core.connection_status import (
     REASON_SERVER_UNREACHABLE,
     ConnectionState,
     polling_reason,
+    relay_silent_reason,
 )
+from wardsync.core.heartbeats import HEARTBEAT_MESSAGE_NAME
 from wardsync.core.metrics import MemoryMetrics
 from wardsync.core.queries import PatientLabs
 from wardsync.core.timer import FakeTimer
@@ -42,6 +55,7 @@ from wardsync.sandbox.server import Sandbox
 from wardsync.sync.workstation import (
     DEGRADED_AFTER_S,
     POLLING_INTERVAL_S,
+    SEQ_GAP_GRACE_S,
     Workstation,
     WorkstationConfig,
 )
@@ -239,3 +253,124 @@ async def test_a_failing_fhir_server_shows_offline_until_the_retry_after_its_bac
         await pulled(ws, 3)  # the retry, exactly one backoff later
         assert (ws.status.state, ws.status.since) == (LIVE, 2.0 + backoff)
         assert [s.state for s in ws.status_history][-2:] == [ConnectionState.OFFLINE, LIVE]
+
+
+# ---------------------------------------------------------------------------- relay heartbeats
+EVERY_S = 5
+SILENCE_S = 3 * EVERY_S
+RELAY_SILENT = relay_silent_reason(POLLING_INTERVAL_S)
+
+
+async def send_heartbeat(sandbox: Sandbox, ws: Workstation, seq: int) -> None:
+    """Publish a relay heartbeat on the workstation's ward channel (the hub's REST API, the
+    real SDK) and wait (real time) until the workstation has taken it."""
+    info = sandbox.ready_info()
+    host, port = info["ably_endpoint"].rsplit(":", 1)
+    rest = AblyRest(key=info["ably_key"], use_token_auth=True, endpoint=host, port=int(port),
+                    tls=False)
+    before = ws.intake.heartbeats
+    try:
+        await rest.channels.get(f"ward:{info['ward']}").publish(
+            HEARTBEAT_MESSAGE_NAME, {"seq": seq, "at": 1_765_000_000_000, "every_s": EVERY_S})
+    finally:
+        await rest.close()
+    await eventually(lambda: ws.intake.heartbeats == before + 1, timeout_s=10.0,
+                     what="the heartbeat received")
+
+
+async def all_poked(sandbox: Sandbox, ws: Workstation) -> None:
+    """Wait (real time) until the sandbox's relay has published every poke of the writes so
+    far and the workstation has received them all (a panel is a report and its results)."""
+    await eventually(lambda: sandbox.pokes_pending() == 0 and ws.intake.accepted > 0
+                     and ws.intake.seq.highest == last_seq(sandbox),
+                     timeout_s=10.0, what="the writes' pokes received")
+
+
+def last_seq(sandbox: Sandbox) -> int:
+    assert sandbox.relay is not None and sandbox.relay.state is not None
+    return sandbox.relay.state.last_seq(sandbox.ward)
+
+
+async def test_a_silent_relay_degrades_a_live_link_after_three_heartbeats_then_live_again(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    async with station(sandbox, clinician, http) as (ws, timer, _):
+        # No heartbeat seen on the channel yet (a relay that sends none): never expected.
+        await advance_to(timer, 100.0)
+        assert ws.status.state is LIVE and ws.polls == 0
+
+        heard_at = 100.0
+        await send_heartbeat(sandbox, ws, last_seq(sandbox))
+        silent_at = heard_at + SILENCE_S
+        await advance_to(timer, silent_at - 0.001)
+        assert ws.status.state is LIVE and ws.polls == 0
+        await advance_to(timer, silent_at)
+        assert (ws.status.state, ws.status.reason, ws.status.since) == (
+            DEGRADED, RELAY_SILENT, silent_at)
+        assert ws.status.realtime.value == "connected", "the link itself is up"
+        assert ws.polls == 1
+        await pulled(ws, 2)  # the first poll, at the very moment of degrading
+        await advance_to(timer, silent_at + POLLING_INTERVAL_S)
+        assert ws.polls == 2
+        await pulled(ws, 3)
+
+        back_at = silent_at + POLLING_INTERVAL_S + 2.0
+        await advance_to(timer, back_at)
+        await send_heartbeat(sandbox, ws, last_seq(sandbox))
+        assert (ws.status.state, ws.status.reason, ws.status.since) == (LIVE, REASON_LIVE, back_at)
+        assert ws.catch_ups == 1, "exactly one catch-up when the relay is heard again"
+        assert not ws.status.polling
+        await pulled(ws, 4)
+        assert timeline(ws)[2:] == [(DEGRADED, RELAY_SILENT, silent_at),
+                                    (LIVE, REASON_LIVE, back_at)]
+        assert [e["state"] for e in ws.metrics.of("connection_state")] == [
+            "live", "degraded", "live"]
+
+        # Polling has stopped, and the silence is counted again from the last heartbeat.
+        await advance_to(timer, back_at + SILENCE_S - 0.001)
+        assert ws.polls == 2 and ws.status.state is LIVE
+        await advance_to(timer, back_at + SILENCE_S)
+        assert (ws.status.state, ws.polls) == (DEGRADED, 3)
+
+
+async def test_a_poke_is_a_sign_of_life_too(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    async with station(sandbox, clinician, http) as (ws, timer, _):
+        await send_heartbeat(sandbox, ws, last_seq(sandbox))
+        await advance_to(timer, SILENCE_S - 1.0)
+        await sandbox.lab.post_panel("pat-03", codes.LACTATE_PANEL.code,
+                                     {codes.LACTATE.code: 1.9})
+        await all_poked(sandbox, ws)
+        await advance_to(timer, 2 * SILENCE_S - 1.001)
+        assert ws.status.state is LIVE and ws.polls == 0
+        await advance_to(timer, 2 * SILENCE_S - 1.0)
+        assert (ws.status.state, ws.status.since) == (DEGRADED, 2 * SILENCE_S - 1.0)
+
+
+async def test_a_heartbeat_naming_a_seq_never_received_catches_up_after_the_gap_grace(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    async with station(sandbox, clinician, http) as (ws, timer, _):
+        await send_heartbeat(sandbox, ws, last_seq(sandbox))
+        # A real poke from the sandbox's relay, received and pulled.
+        await sandbox.lab.post_panel(
+            "pat-03", codes.LACTATE_PANEL.code, {codes.LACTATE.code: 2.2})
+        await all_poked(sandbox, ws)
+        await eventually(lambda: ws.queries.state(KEY).loading_since is None, what="pulled")
+        seen = last_seq(sandbox)
+        await advance_to(timer, 3.0)
+        await send_heartbeat(sandbox, ws, seen)  # nothing missing: nothing to do
+        await advance_to(timer, 3.0 + SEQ_GAP_GRACE_S)
+        assert ws.catch_ups == 0 and ws.intake.gaps == 0
+
+        # The next poke (the last of a burst) was lost on its way: only the heartbeat says so.
+        await send_heartbeat(sandbox, ws, seen + 1)
+        gap_at = 3.0 + SEQ_GAP_GRACE_S
+        pulls = ws.queries.state(KEY).pulls
+        await advance_to(timer, gap_at + SEQ_GAP_GRACE_S - 0.5)
+        assert ws.catch_ups == 0
+        await advance_to(timer, gap_at + SEQ_GAP_GRACE_S)
+        assert ws.catch_ups == 1 and ws.intake.gaps == 1
+        await pulled(ws, pulls + 1)  # the catch-up's pull
+        assert ws.status.state is LIVE  # a tail gap is caught up, not a reason to degrade

@@ -8,7 +8,9 @@ The output is one of four states with a reason in plain words for clinicians:
 - live: realtime connected and the FHIR server answering;
 - reconnecting: the realtime link dropped recently and the SDK is retrying;
 - degraded: realtime has been down for `degraded_after_s` (or is suspended / failed) and
-  the app checks for new data by polling;
+  the app checks for new data by polling; or the link is up but the relay that publishes
+  the ward's updates has not been heard for three of its heartbeat periods (it is down or
+  cut off from the FHIR server, docs/relay.md), and the app polls the server meanwhile;
 - offline: the FHIR server cannot be reached, or realtime is down with no polling, so what
   is on screen may be out of date.
 """
@@ -63,6 +65,13 @@ REASON_SERVER_UNREACHABLE: Final = "Server not reachable"
 REASON_NO_UPDATES: Final = "Live updates unavailable — data may be out of date"
 
 
+def relay_silent_reason(interval_s: float | None) -> str:
+    """The degraded-state reason while the link is up but the relay is not heard."""
+    if interval_s is None:
+        return "Ward updates delayed — data may be out of date"
+    return f"Ward updates delayed — checking the server for new data every {interval_s:g} s"
+
+
 def polling_reason(interval_s: float) -> str:
     """The degraded-state reason, e.g. "... checking for new data every 15 s"."""
     return f"Live updates unavailable — checking for new data every {interval_s:g} s"
@@ -101,12 +110,23 @@ class FhirOk:
 
 
 @dataclass(frozen=True, slots=True)
+class RelaySilent:
+    """The relay's heartbeats (and pokes) stopped on a live link (core/heartbeats.py)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayHeard:
+    """A heartbeat or poke from the relay arrived."""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed (the reducer takes `now` separately; a tick just re-evaluates)."""
 
 
 ConnectionSignal = (
-    RealtimeChanged | PollingStarted | PollingStopped | FhirUnreachable | FhirOk | Tick
+    RealtimeChanged | PollingStarted | PollingStopped | FhirUnreachable | FhirOk | RelaySilent
+    | RelayHeard | Tick
 )
 
 
@@ -126,6 +146,7 @@ class ConnectionStatus:
     ever_connected: bool = False
     polling_interval_s: float | None = None
     fhir_reachable: bool = True
+    relay_silent: bool = False
     detail: str = ""
 
     @property
@@ -149,6 +170,8 @@ def _derive(
     if not facts.fhir_reachable:
         return ConnectionState.OFFLINE, REASON_SERVER_UNREACHABLE
     if facts.realtime is RealtimeState.CONNECTED:
+        if facts.relay_silent:
+            return ConnectionState.DEGRADED, relay_silent_reason(facts.polling_interval_s)
         return ConnectionState.LIVE, REASON_LIVE
     down_since = now if facts.realtime_down_since is None else facts.realtime_down_since
     within_grace = now - down_since < degraded_after_s
@@ -189,6 +212,10 @@ def next_status(
             facts = replace(facts, fhir_reachable=False, detail=why)
         case FhirOk():
             facts = replace(facts, fhir_reachable=True)
+        case RelaySilent():
+            facts = replace(facts, relay_silent=True)
+        case RelayHeard():
+            facts = replace(facts, relay_silent=False)
         case Tick():
             pass
         case _:

@@ -127,8 +127,14 @@ def _reject_constant(_name: str) -> Any:
 
 
 def _decode(data: str | bytes | bytearray) -> object:
+    return decode_strict_json(data, MAX_POKE_BYTES)
+
+
+def decode_strict_json(data: str | bytes | bytearray, max_bytes: int) -> object:
+    """Strict JSON for channel messages: at most `max_bytes` of UTF-8, no duplicate keys,
+    no NaN/Infinity; raises `PokeRejected` with a reason code (also for heartbeats)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if len(raw) > MAX_POKE_BYTES:
+    if len(raw) > max_bytes:
         raise PokeRejected("too_large")
     try:
         text = raw.decode("utf-8")

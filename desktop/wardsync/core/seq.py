@@ -93,6 +93,20 @@ class SeqTracker:
         self._remember(seq)
         return "accept"
 
+    def announced(self, seq: int, now: float) -> bool:
+        """The publisher says `seq` and everything below it went out (a relay heartbeat):
+        numbers above the highest seen up to `seq` that never arrived are a gap opened at
+        `now` (tail loss), handled like any other. Before any number was seen, `seq` becomes
+        the baseline (numbers after it are news). True if a gap opened."""
+        if self._baseline is None:
+            self._baseline, self._highest, self._seen = seq + 1, seq, set()
+            return False
+        if seq <= self._highest:
+            return False
+        self._open_gap(Gap(self._highest + 1, seq, now))
+        self._highest = seq
+        return True
+
     def due_gaps(self, now: float, grace_s: float) -> list[Gap]:
         """Gaps open for at least `grace_s` at `now`; each gap is reported once."""
         due = [g for g in self._gaps if now - g.opened_at >= grace_s]

@@ -5,7 +5,7 @@ File (default `/etc/wardsync/relay.toml`, keys in docs/relay.md):
     [relay]      listen, public_url, data_dir, default_ward, log_level,
                  database_url, database_password_file
     [fhir]       base, client_id, client_secret_file, scope, ca_bundle, token_url
-    [ably]       endpoint, key_file, tls, max_pokes_per_s
+    [ably]       endpoint, key_file, tls, max_pokes_per_s, heartbeat_s
     [reconcile]  interval_s, overlap_s, initial_lookback_s, types
     [tokens]     max_ttl_s, jwt_audience, jwt_issuer
     [alerts]     escalate, escalation_after_min
@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from wardsync.core.alerts import DEFAULT_ESCALATION_AFTER_S
+from wardsync.core.heartbeats import MAX_HEARTBEAT_S, MIN_HEARTBEAT_S
 from wardsync.core.pokes import POKE_RESOURCE_TYPES
 from wardsync.fhir.client import InsecureServer, require_secure_url
 
@@ -85,6 +86,8 @@ class AblySection:
     key_file: Path | None = None
     tls: bool | None = None
     max_pokes_per_s: float = 40.0
+    # Relay heartbeat on every ward channel (core/heartbeats.py); 0 sends none.
+    heartbeat_s: float = 15.0
 
 
 @dataclass
@@ -205,6 +208,10 @@ class RelayConfig:
             problems.append(f"reconcile.types: not announced on the ward channel: {unknown}")
         if not 0 < self.ably.max_pokes_per_s <= 50:
             problems.append("ably.max_pokes_per_s must be in (0, 50] (Ably's channel limit)")
+        if self.ably.heartbeat_s != 0 and not (
+                MIN_HEARTBEAT_S <= self.ably.heartbeat_s <= MAX_HEARTBEAT_S):
+            problems.append(f"ably.heartbeat_s must be 0 (no heartbeats) or in "
+                            f"[{MIN_HEARTBEAT_S:g}, {MAX_HEARTBEAT_S:g}]")
         subs = self.subscriptions
         if subs.mode not in SUBSCRIPTION_MODES:
             problems.append(f"subscriptions.mode must be one of {', '.join(SUBSCRIPTION_MODES)}")

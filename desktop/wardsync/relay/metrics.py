@@ -25,6 +25,10 @@ class RelayMetrics:
         self.publish_failures = Counter(
             "wardsync_relay_publish_failures", "Publish attempts that will be retried",
             registry=r)
+        self.ward_heartbeats = Counter(
+            "wardsync_relay_ward_heartbeats",
+            "Heartbeats published on ward channels, by outcome (sent, failed)", ["outcome"],
+            registry=r)
         self.pokes_pending = Gauge(
             "wardsync_relay_pokes_pending", "Numbered pokes not yet acknowledged", registry=r)
         self.changes = Counter(

@@ -14,6 +14,18 @@ the hub could not take is retried with capped backoff until it is acknowledged: 
 only ever skipped when the hub refuses them for good (a 4xx other than auth or rate
 limiting), which leaves a seq gap clients catch up on.
 
+Heartbeats (`heartbeat_s`, core/heartbeats.py): every ward channel the relay serves (every
+ward in the store's `ward_seq`, the configured `wards`, any ward a poke is queued for, any
+ward a workstation asked this relay a realtime token for: `watch_ward`) gets
+a `heartbeat` message every `heartbeat_s`, the first as soon as the relay starts leading,
+idle wards included. It goes out from the ward's own publish loop once the pokes queued
+before it are out (a poke never waits for a heartbeat), so its `seq` (the highest seq
+settled on the ward: acknowledged, or refused for good) never names a poke before the hub
+acknowledged it; it counts against the per-channel rate like a
+poke, is sent only through the fence and only while `vouch()` says the relay's view of the
+FHIR server is current (a relay cut off from it goes quiet, and workstations say so), and a
+failed heartbeat is not retried: the next is due `heartbeat_s` later.
+
 `fence` (the leader lease, lease.py) is asked before every publish: a relay that is not
 certainly the leader publishes nothing; `suspend` drops the queues when the lease is lost
 (what they held stays pending in the store for whoever leads next).
@@ -27,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +51,12 @@ from ably.types.message import Message
 from ably.util.exceptions import AblyException
 
 from wardsync.core.backoff import Backoff
+from wardsync.core.heartbeats import (
+    HEARTBEAT_MESSAGE_NAME,
+    POKE_MESSAGE_NAME,
+    Heartbeat,
+    heartbeat_to_dict,
+)
 from wardsync.core.pokes import Poke, poke_to_dict
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import SYSTEM_TIMER, Timer
@@ -46,7 +65,6 @@ from wardsync.relay.state import ABANDONED, PUBLISHED, RelayStore, StoredPoke
 
 log = logging.getLogger(__name__)
 
-POKE_MESSAGE_NAME = "poke"
 # Ably limits a channel to 50 messages/s; stay well under it.
 MAX_POKES_PER_S_PER_CHANNEL = 40.0
 # Pokes in one publish: what queued while the previous publish was in flight, up to this many
@@ -56,6 +74,11 @@ RETRY_INITIAL_S = 0.25
 RETRY_CAP_S = 5.0
 RELAY_CLIENT_ID = "wardsync-relay"
 FENCE_RECHECK_S = 0.5
+# A heartbeat held back because the relay cannot vouch for the channel is tried again this
+# soon (so heartbeats resume promptly once it can).
+VOUCH_RECHECK_S = 1.0
+# Wards learnt from token exchanges are remembered up to this many (memory bound).
+MAX_WATCHED_WARDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +110,12 @@ def _retryable(exc: AblyException) -> bool:
 
 
 class _WardQueue:
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, *, acked: int, heartbeat_at: float) -> None:
         self.items: deque[StoredPoke] = deque()
         self.wake = asyncio.Event()
         self.sent: deque[float] = deque(maxlen=window)  # the last `window` publish times
+        self.acked = acked  # highest seq settled on the ward (acknowledged or refused)
+        self.heartbeat_at = heartbeat_at  # monotonic time the next heartbeat is due
 
 
 class PokePublisher:
@@ -108,9 +133,18 @@ class PokePublisher:
         max_per_s: float = MAX_POKES_PER_S_PER_CHANNEL,
         use_binary_protocol: bool = True,
         fence: Callable[[], bool] | None = None,
+        heartbeat_s: float | None = None,
+        wards: Iterable[str] = (),
+        vouch: Callable[[], bool] | None = None,
     ) -> None:
         if max_per_s <= 0:
             raise ValueError("max_per_s must be positive")
+        if heartbeat_s is not None and heartbeat_s <= 0:
+            raise ValueError("heartbeat_s must be positive (None: no heartbeats)")
+        self._heartbeat_s = heartbeat_s
+        self._wards = set(wards)
+        self._vouch = vouch
+        self._started = False
         self._state = state
         self._metrics = metrics
         self._timer = timer
@@ -132,15 +166,24 @@ class PokePublisher:
         self._idle.set()
         self._changed_at: dict[str, float] = {}
         self.published = 0
+        self.heartbeats_sent = 0
 
     # ------------------------------------------------------------------ intake
     def start(self) -> int:
         """Queue what a previous run numbered but never saw acknowledged; returns how many."""
+        self._started = True
         pending = self._state.pending()
         for stored in pending:
             self._enqueue(stored)
         if pending:
             log.info("republishing %d poke(s) left pending by the previous run", len(pending))
+        if self._heartbeat_s is not None:
+            # Idle wards get heartbeats too: every ward ever numbered, and the configured ones.
+            known = {ward: 0 for ward in self._wards}
+            known.update(self._state.wards())
+            for ward, last_seq in sorted(known.items()):
+                if ward not in self._queues:
+                    self._open_queue(ward, acked=last_seq)
         return len(pending)
 
     def submit(self, ward: str, draft: Poke, *, changed_at: float | None = None) -> StoredPoke:
@@ -153,11 +196,35 @@ class PokePublisher:
             self._enqueue(stored)
         return stored
 
+    def watch_ward(self, ward: str) -> None:
+        """A workstation of `ward` is about to listen (its realtime token was issued): give
+        the ward's channel heartbeats from now on, even before its first poke."""
+        if self._heartbeat_s is None or ward in self._wards:
+            return
+        if len(self._wards) >= MAX_WATCHED_WARDS:
+            return
+        self._wards.add(ward)
+        try:
+            self._state.remember_ward(ward)  # so the next start (or leader) knows it too
+        except (sqlite3.Error, ConnectionError) as exc:
+            log.warning("could not record ward %s for heartbeats (%s)", ward,
+                        type(exc).__name__)
+        if self._started and ward not in self._queues:
+            # No queue means nothing pending here: the ward's last seq is settled.
+            self._open_queue(ward, acked=self._state.last_seq(ward))
+
+    def _open_queue(self, ward: str, *, acked: int) -> _WardQueue:
+        queue = self._queues[ward] = _WardQueue(
+            self._max_per_window, acked=acked, heartbeat_at=self._timer.monotonic())
+        self._tasks.spawn(self._run(ward, queue), name=f"publish ward:{ward}")
+        return queue
+
     def _enqueue(self, stored: StoredPoke) -> None:
         queue = self._queues.get(stored.ward)
         if queue is None:
-            queue = self._queues[stored.ward] = _WardQueue(self._max_per_window)
-            self._tasks.spawn(self._run(stored.ward, queue), name=f"publish ward:{stored.ward}")
+            # Every pending poke of the ward is queued in seq order (start(), or nothing
+            # was pending): everything below the first one is settled.
+            queue = self._open_queue(stored.ward, acked=stored.poke.seq - 1)
         queue.items.append(stored)
         queue.wake.set()
         self._idle.clear()
@@ -180,6 +247,7 @@ class PokePublisher:
         """Stop publishing and forget the queues (the lease was lost); the pokes stay
         pending in the store. `start()` resumes from the store."""
         await self._tasks.cancel_all()
+        self._started = False
         self._queues.clear()
         self._changed_at.clear()
         self._idle.set()
@@ -194,11 +262,25 @@ class PokePublisher:
         channel = self.ably.channels.get(f"ward:{ward}")
         attempt = 0
         while True:
+            # A due heartbeat waits for the pokes queued before it (they are signs of life
+            # themselves, and a poke is never held up by a heartbeat's round trip).
+            if (self._heartbeat_s is not None and not queue.items
+                    and self._timer.monotonic() >= queue.heartbeat_at):
+                await self._heartbeat(ward, queue, channel, self._heartbeat_s)
+                continue
             if not queue.items:
                 queue.wake.clear()
                 if not any(q.items for q in self._queues.values()):
                     self._idle.set()
-                await queue.wake.wait()
+                alarm = None
+                if self._heartbeat_s is not None:
+                    alarm = self._timer.call_later(
+                        queue.heartbeat_at - self._timer.monotonic(), queue.wake.set)
+                try:
+                    await queue.wake.wait()
+                finally:
+                    if alarm is not None:
+                        alarm.cancel()
                 continue
             # At most `max_per_s` messages in any one-second window (Ably counts messages
             # per channel per second): a burst goes out at once, a flood at the limit.
@@ -243,6 +325,39 @@ class PokePublisher:
                 if changed_at is not None:
                     self._metrics.lag.observe(max(0.0, acked_at - changed_at))
             self._done(queue, len(batch))
+
+    async def _heartbeat(self, ward: str, queue: _WardQueue, channel: Any,
+                         every_s: float) -> None:
+        """Publish the ward's heartbeat now (between two publishes of its loop), or put it
+        off while this relay is not certainly the leader or cannot vouch for the channel."""
+        await self._allowance(queue)  # it counts against the channel's rate like a poke
+        if self._fence is not None and not self._fence():
+            await self._timer.sleep(FENCE_RECHECK_S)
+            return
+        now = self._timer.monotonic()
+        if self._vouch is not None and not self._vouch():
+            queue.heartbeat_at = now + VOUCH_RECHECK_S
+            return
+        queue.heartbeat_at += every_s
+        if queue.heartbeat_at <= now:
+            queue.heartbeat_at = now + every_s
+        beat = Heartbeat(seq=queue.acked, at_ms=int(self._timer.wall() * 1000), every_s=every_s)
+        queue.sent.append(now)
+        try:
+            await channel.publish(messages=[
+                Message(name=HEARTBEAT_MESSAGE_NAME, data=heartbeat_to_dict(beat))])
+        except AblyException as exc:
+            self._metrics.ward_heartbeats.labels("failed").inc()
+            log.warning("heartbeat on ward:%s failed (%s %s); the next is due in %.0f s",
+                        ward, exc.status_code, exc.code, every_s)
+            return
+        except (httpx.HTTPError, OSError) as exc:
+            self._metrics.ward_heartbeats.labels("failed").inc()
+            log.warning("heartbeat on ward:%s failed (%s); the next is due in %.0f s",
+                        ward, type(exc).__name__, every_s)
+            return
+        self.heartbeats_sent += 1
+        self._metrics.ward_heartbeats.labels("sent").inc()
 
     async def _allowance(self, queue: _WardQueue) -> int:
         """How many messages may go now under the per-second limit, waiting for one at least."""
@@ -289,7 +404,9 @@ class PokePublisher:
 
     def _done(self, queue: _WardQueue, count: int) -> None:
         for _ in range(count):
-            self._changed_at.pop(queue.items.popleft().message_id, None)
+            stored = queue.items.popleft()
+            queue.acked = max(queue.acked, stored.poke.seq)
+            self._changed_at.pop(stored.message_id, None)
         self._metrics.pokes_pending.set(self.pending)
 
     async def _retry_later(self, ward: str, attempt: int, why: str) -> int:

@@ -119,6 +119,12 @@ class Relay:
             hub=HubAddress.parse(cfg.ably.endpoint, tls=cfg.ably.tls),
             max_per_s=cfg.ably.max_pokes_per_s, use_binary_protocol=self._binary,
             fence=lambda: self.lease is not None and self.lease.held,
+            # Heartbeats on every ward channel while this relay leads and its poll of the
+            # FHIR server is current (what /readyz says), so workstations notice a relay
+            # that is down or cut off (docs/relay.md "Heartbeats").
+            heartbeat_s=cfg.ably.heartbeat_s or None,
+            wards=[cfg.relay.default_ward] if cfg.relay.default_ward else [],
+            vouch=lambda: self.is_leader and self.not_ready_reason() is None,
             backoff=(Backoff(RETRY_INITIAL_S, cap_s=self._retry_cap_s)
                      if self._retry_cap_s is not None else None),
         )
@@ -157,7 +163,7 @@ class Relay:
                 introspector=introspector,
                 ably=self.publisher.ably, metrics=self.metrics,
                 default_ward=cfg.relay.default_ward, max_ttl_s=cfg.tokens.max_ttl_s,
-                timer=self._timer,
+                timer=self._timer, on_ward=self.publisher.watch_ward,
             )
             app.router.add_post("/realtime/token", exchange.handle)
         else:

@@ -219,6 +219,18 @@ class PgRelayState:
         return int(row[0]) if row else 0
 
     @store_call
+    def wards(self) -> dict[str, int]:
+        rows = self._db().execute("SELECT ward, last_seq FROM relay_ward_seq").fetchall()
+        return {str(w): int(s) for w, s in rows}
+
+    @store_call
+    def remember_ward(self, ward: str) -> None:
+        db = self._db()
+        with db.transaction():
+            db.execute("INSERT INTO relay_ward_seq (ward, last_seq) VALUES (%s, 0)"
+                       " ON CONFLICT (ward) DO NOTHING", (ward,))
+
+    @store_call
     def count(self, state: int | None = None) -> int:
         if state is None:
             row = self._db().execute("SELECT count(*) FROM relay_pokes").fetchone()

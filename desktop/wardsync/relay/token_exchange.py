@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -116,6 +116,7 @@ class TokenExchangeEndpoint:
         default_ward: str | None = None,
         max_ttl_s: float = MAX_REALTIME_TOKEN_TTL_S,
         timer: Timer = SYSTEM_TIMER,
+        on_ward: Callable[[str], None] | None = None,
     ) -> None:
         self._introspector = introspector
         self._ably = ably
@@ -123,6 +124,7 @@ class TokenExchangeEndpoint:
         self._default_ward = default_ward
         self._max_ttl_s = max_ttl_s
         self._timer = timer
+        self._on_ward = on_ward  # told each ward a token is issued for (relay heartbeats)
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -175,6 +177,8 @@ class TokenExchangeEndpoint:
         except (AblyException, httpx.HTTPError, OSError) as exc:
             log.warning("could not mint a realtime token (%s)", type(exc).__name__)
             raise _Refused(503, "temporarily_unavailable", "hub_failed") from exc
+        if self._on_ward is not None:
+            self._on_ward(ward)
         # TokenDetails as Ably's REST API sends it (TD1): capability as JSON text.
         return {
             "token": details.token, "expires": details.expires, "issued": details.issued,

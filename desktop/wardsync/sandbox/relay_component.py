@@ -44,7 +44,8 @@ def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, token_url
                          client_id: str, client_secret: str, hub_endpoint: str, hub_key: str,
                          ward: str, realtime_token_ttl_s: float,
                          auth_issuer: str | None = None,
-                         auth_audience: str | None = None) -> RelayConfig:
+                         auth_audience: str | None = None,
+                         heartbeat_s: float = 15.0) -> RelayConfig:
     """A relay configuration for the sandbox's own FHIR server and hub.
 
     The relay's client is the sandbox's own (`token_url`, its OAuth server), also when the
@@ -65,6 +66,7 @@ def sandbox_relay_config(*, data_dir: Path, host: str, fhir_base: str, token_url
     config.ably.key_file = _secret_file(relay_dir, "ably-key", hub_key)
     config.ably.tls = False
     config.ably.max_pokes_per_s = 50.0  # Ably's per-channel limit, which the hub enforces
+    config.ably.heartbeat_s = heartbeat_s
     config.reconcile.interval_s = SANDBOX_POLL_INTERVAL_S
     config.reconcile.types = list(SANDBOX_POKED_TYPES)
     # The seeded ward is history, not news: a first start announces nothing before it.

@@ -84,6 +84,8 @@ class SandboxConfig:
     auth_issuer: str | None = None
     auth_audience: str | None = None
     relay: bool = True  # run the WardSync relay (`--no-relay`: leave it out)
+    # Its heartbeat on the ward channel (the relay's `ably.heartbeat_s`; 0: none).
+    relay_heartbeat_s: float = 15.0
 
 
 class _Secrets:
@@ -219,6 +221,7 @@ class Sandbox:
                 hub_endpoint=self.hub.endpoint, hub_key=self.hub_key, ward=self.ward,
                 realtime_token_ttl_s=cfg.realtime_token_ttl_s,
                 auth_issuer=cfg.auth_issuer, auth_audience=cfg.auth_audience,
+                heartbeat_s=cfg.relay_heartbeat_s,
             ))
 
         self._http = httpx.AsyncClient(timeout=10.0)

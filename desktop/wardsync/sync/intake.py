@@ -4,6 +4,12 @@ A poke is a hint, never data (docs/architecture.md §2). A message that is not e
 rejected, counted and logged by reason only — its content could carry patient data if a relay
 misbehaved — and the connection stays up. A sequence gap that is still open after a short grace
 period (pokes may arrive out of order) triggers a catch-up pull of every open query.
+
+Relay heartbeats (message name `heartbeat`, core/heartbeats.py) are checked as strictly and
+rejected alike; a good one is a sign of life (`last_heard`, `on_heard`) and its `seq` closes
+the tail: a seq above the highest poke seen opens a gap exactly as a missing number does.
+Pokes are signs of life too. `heartbeat` stays None until the channel's first heartbeat: a
+relay that never sends them (an older one) never makes the workstation expect them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 from wardsync.core.clock import Clock
 from wardsync.core.defaults import SEQ_GAP_GRACE_S
 from wardsync.core.events import Event, PokeAccepted, PokeRejectedEvent
+from wardsync.core.heartbeats import HEARTBEAT_MESSAGE_NAME, Heartbeat, parse_heartbeat
 from wardsync.core.metrics import MetricsSink, NullMetrics
 from wardsync.core.pokes import Poke, PokeRejected, parse_poke
 from wardsync.core.seq import SeqTracker
@@ -36,6 +43,7 @@ class PokeIntake:
         clock: Clock | None = None,
         metrics: MetricsSink | None = None,
         gap_grace_s: float = SEQ_GAP_GRACE_S,
+        on_heard: Callable[[], None] | None = None,
     ) -> None:
         self._invalidate = invalidate
         self._on_gap = on_gap
@@ -48,6 +56,10 @@ class PokeIntake:
         self.duplicates = 0
         self.rejected: Counter[str] = Counter()
         self.gaps = 0
+        self._on_heard = on_heard
+        self.heartbeats = 0
+        self.heartbeat: Heartbeat | None = None  # the latest; None: none seen on the channel
+        self.last_heard: float | None = None  # monotonic time of the latest poke or heartbeat
 
     def on_message(self, message: Any) -> None:
         """Realtime listener: `message` is an ably Message (its `data`) or raw data."""
@@ -56,6 +68,9 @@ class PokeIntake:
             self._reject(message.reason)
             return
         data = getattr(message, "data", message)
+        if getattr(message, "name", None) == HEARTBEAT_MESSAGE_NAME:
+            self._on_heartbeat(data)
+            return
         try:
             poke = parse_poke(data)
         except PokeRejected as exc:
@@ -72,6 +87,24 @@ class PokeIntake:
         if self._publish is not None:
             self._publish(PokeAccepted(poke=poke))
         self._invalidate(poke)
+        self._heard()
+
+    def _on_heartbeat(self, data: Any) -> None:
+        try:
+            heartbeat = parse_heartbeat(data)
+        except PokeRejected as exc:
+            self._reject(exc.reason)
+            return
+        self.heartbeats += 1
+        self.heartbeat = heartbeat
+        if self.seq.announced(heartbeat.seq, self._clock.monotonic()):
+            log.info("relay heartbeat names a seq not received: a gap at the tail")
+        self._heard()
+
+    def _heard(self) -> None:
+        self.last_heard = self._clock.monotonic()
+        if self._on_heard is not None:
+            self._on_heard()
 
     def _reject(self, reason: str) -> None:
         self.rejected[reason] += 1

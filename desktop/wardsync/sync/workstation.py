@@ -9,6 +9,13 @@ query; when realtime has been down for `degraded_after_s` the workstation polls,
 moment and then every `polling_interval_s`, and the status says so ("degraded: polling"); the
 first live moment after that catches up once more and stops polling.
 
+The relay's heartbeats (core/heartbeats.py) cover what the link cannot show: once a heartbeat
+has been seen on the ward channel, a live link on which neither a heartbeat nor a poke
+arrives for 3 × its `every_s` (counted from the later of the last one and the link coming
+up) means the relay is down or cut off, so the status says "degraded" ("Ward updates
+delayed") and the workstation polls; the next heartbeat or poke makes it live again with
+one catch-up. A relay that never sends heartbeats never triggers this.
+
 Time comes from ONE `Timer` (docs/architecture.md §6), handed to every component built here
 (pull loops, poke intake, the realtime silence check), so the whole timeline runs on a
 `FakeTimer` in tests with exact timestamps (tests/sync/test_status_timeline.py).
@@ -35,6 +42,8 @@ from wardsync.core.connection_status import (
     PollingStopped,
     RealtimeChanged,
     RealtimeState,
+    RelayHeard,
+    RelaySilent,
     Tick,
     initial_status,
     next_status,
@@ -135,6 +144,7 @@ class Workstation:
         self.intake = PokeIntake(
             invalidate=self._on_poke, on_gap=self.catch_up, publish=self.bus.publish,
             clock=self.timer, metrics=self.metrics, gap_grace_s=config.gap_grace_s,
+            on_heard=self._on_relay_heard,
         )
         self.status: ConnectionStatus = initial_status(self.timer.monotonic())
         self.status_history: list[ConnectionStatus] = [self.status]
@@ -145,6 +155,9 @@ class Workstation:
         self._poll_timer: TimerHandle | None = None
         self._degrade_timer: TimerHandle | None = None
         self._degrade_due: float | None = None  # the realtime_down_since it was armed for
+        self._relay_timer: TimerHandle | None = None
+        self._relay_due: float | None = None  # when the relay counts as silent (monotonic)
+        self._link_up_at: float | None = None
         self.catch_ups = 0
         self.polls = 0
         self._closed = False
@@ -176,10 +189,10 @@ class Workstation:
         if self._closed:
             return
         self._closed = True
-        for handle in (self._poll_timer, self._degrade_timer):
+        for handle in (self._poll_timer, self._degrade_timer, self._relay_timer):
             if handle is not None:
                 handle.cancel()
-        self._poll_timer = self._degrade_timer = None
+        self._poll_timer = self._degrade_timer = self._relay_timer = None
         await self._tasks.aclose()
         await self.queries.aclose()
         if self.realtime is not None:
@@ -284,11 +297,77 @@ class Workstation:
         except ValueError:
             return  # "update" and other non-state events
         was_live = self.status.realtime is RealtimeState.CONNECTED
+        if rt is RealtimeState.CONNECTED and not was_live:
+            self._link_up_at = self.timer.monotonic()
         self._signal(RealtimeChanged(rt, reason))
-        if rt is RealtimeState.CONNECTED and self._polling:
+        # While the relay is not heard the polling goes on over a live link.
+        if rt is RealtimeState.CONNECTED and self._polling and not self.status.relay_silent:
             self._stop_polling()
             if not was_live:
                 self.catch_up()
+        self._arm_relay_silence()
+
+    # ------------------------------------------------------------------ relay heartbeats
+    def _on_relay_heard(self) -> None:
+        """A heartbeat or poke arrived on the ward channel (PokeIntake)."""
+        if self._closed:
+            return
+        if self.status.relay_silent:
+            log.info("the relay is heard again: live, catching up")
+            self._signal(RelayHeard())
+            if self._polling and self.status.realtime is RealtimeState.CONNECTED:
+                self._stop_polling()
+            self.catch_up()
+        self._arm_relay_silence()
+
+    def _relay_deadline(self) -> float | None:
+        """When the relay counts as silent, if heartbeats are expected on a live link."""
+        heartbeat, heard = self.intake.heartbeat, self.intake.last_heard
+        if (heartbeat is None or heard is None or self._closed or self.status.relay_silent
+                or self.status.realtime is not RealtimeState.CONNECTED):
+            return None
+        since = heard if self._link_up_at is None else max(heard, self._link_up_at)
+        return since + heartbeat.silence_limit_s
+
+    def _arm_relay_silence(self) -> None:
+        """Keep one timer for the relay's silence deadline. Lazily: a poke or heartbeat only
+        moves the deadline later, so an armed timer stays and re-arms itself when it fires
+        early (no timer churn under a poke flood)."""
+        due = self._relay_deadline()
+        if due is None:
+            if self._relay_timer is not None:
+                self._relay_timer.cancel()
+            self._relay_timer, self._relay_due = None, None
+            return
+        if self._relay_timer is not None and self._relay_due is not None \
+                and self._relay_due <= due:
+            return
+        if self._relay_timer is not None:
+            self._relay_timer.cancel()
+        self._relay_due = due
+        self._relay_timer = self.timer.call_later(
+            max(0.0, due - self.timer.monotonic()), self._on_relay_due)
+
+    def _on_relay_due(self) -> None:
+        self._relay_timer, self._relay_due = None, None
+        due = self._relay_deadline()
+        if due is None:
+            return
+        if due > self.timer.monotonic():
+            self._arm_relay_silence()  # heard since it was armed: wait for the new deadline
+            return
+        heartbeat = self.intake.heartbeat
+        log.warning("no relay heartbeat for %.0f s on a live link: polling",
+                    heartbeat.silence_limit_s if heartbeat else 0.0)
+        if not self._polling:
+            # Polling first, so the status goes straight to "Ward updates delayed —
+            # checking the server ..." in one step.
+            self._polling = True
+            self._signal(PollingStarted(self.config.polling_interval_s))
+            self._signal(RelaySilent())
+            self._poll_now()
+        else:
+            self._signal(RelaySilent())
 
     def _on_continuity_lost(self, channel: str) -> None:
         if channel.startswith("ward:"):
