@@ -334,6 +334,18 @@ async def test_acknowledging_completes_a_task_written_elsewhere_and_creates_none
         tasks = server_search(sandbox, "Task", ("code", f"{ALERT_CODE_SYSTEM}|{ESCALATION_CODE}"))
         assert [t["id"] for t in tasks] == [task["id"]]
 
+        # The relay checked for an acknowledgement just before it was stored and writes its
+        # Task just after: the acknowledging workstation completes that late Task as well.
+        late_record = center.get(ids[1])
+        assert late_record is not None
+        late = escalation_resource(late_record.alert, after_s=900, ward_id=center.ward)
+        sandbox.store.update("Task", late["id"], late)
+        await eventually(
+            lambda: sandbox.store.read("Task", late["id"])["status"] == "completed",  # type: ignore[union-attr]
+            timeout_s=5, what="late escalation Task completed")
+        assert center.escalations_completed == 2
+        assert sandbox.store.read("Task", late["id"])["meta"]["versionId"] == "2"
+
 
 async def test_a_critical_poke_for_a_patient_outside_the_census_is_still_raised(
     sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient

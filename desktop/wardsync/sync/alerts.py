@@ -166,6 +166,7 @@ class AlertCenter:
         self._tasks = TaskOwner("alert centre", logger=log, timer=workstation.timer)
         self.escalations_written = 0
         self.escalations_completed = 0
+        self._completing: set[AlertId] = set()
         self._closed = False
 
     # ------------------------------------------------------------------ lifetime
@@ -366,6 +367,7 @@ class AlertCenter:
                 if esc is not None:
                     self.escalation_problems.pop(esc.alert_id, None)
                     changes += self.ledger.observe_escalation(esc)
+                    self._complete_late_escalation(esc)
             elif rtype == "DiagnosticReport":
                 reports[ref] = None
             elif rtype == "Observation":
@@ -373,6 +375,29 @@ class AlertCenter:
         for ref in reports:
             changes += self._evaluate_report(ref)
         self._announce(changes)
+
+    def _complete_late_escalation(self, esc: rules.Escalation) -> None:
+        """Complete an escalation Task written after this workstation's acknowledgement.
+
+        The relay (or a workstation that had not yet seen the acknowledgement) may have
+        checked for one just before it was stored, then written the Task just after this
+        workstation looked for it; the acknowledging workstation closes that Task too.
+        """
+        record = self.ledger.get(esc.alert_id)
+        ack = record.acknowledgement if record is not None else None
+        if (self._closed or ack is None or ack.ref not in self._written_acks
+                or esc.status in rules.TASK_TERMINAL_STATUSES
+                or esc.alert_id in self._completing):
+            return
+        self._completing.add(esc.alert_id)
+
+        async def complete() -> None:
+            try:
+                await self._complete_escalation(esc.alert_id, ack.ref)
+            finally:
+                self._completing.discard(esc.alert_id)
+
+        self._tasks.spawn(complete(), name="complete escalation Task")
 
     def _in_scope(self, patient_id: str | None, report_ref: str) -> bool:
         return patient_id is not None and (
