@@ -24,6 +24,7 @@ from wardsync.core.alerts import (
     ESCALATION_CODE,
     AlertId,
     AlertStatus,
+    escalation_resource,
     escalation_task_id,
 )
 from wardsync.core.connection_status import ConnectionState
@@ -285,6 +286,65 @@ async def test_an_unacknowledged_alert_escalates_exactly_once_across_workstation
         assert record.status is AlertStatus.ACKNOWLEDGED
         comm = server_search(sandbox, "Communication", ("patient", f"Patient/{PATIENT}"))[0]
         assert comm["basedOn"] == [{"reference": f"Task/{escalation_task_id(alert_id)}"}]
+
+        # The loop closes: the nurse's workstation completed the paging chain's Task through
+        # the FHIR API under the write policy (an update with If-Match by a person), citing
+        # the acknowledgement.
+        assert b.escalations_completed == 1 and a.escalations_completed == 0
+        task = sandbox.store.read("Task", escalation_task_id(alert_id))
+        assert task["status"] == "completed"
+        assert task["output"][0]["valueReference"] == {"reference": f"Communication/{comm['id']}"}
+        history = sandbox.store.history_entries("Task", task["id"])
+        assert [h.change.interaction for h in history].count("update") == 1
+        # Every workstation reads the completed Task as the same escalation, still closed.
+        await eventually(lambda: a.get(alert_id).escalation is not None  # type: ignore[union-attr]
+                         and a.get(alert_id).escalation.status == "completed",  # type: ignore[union-attr]
+                         timeout_s=5, what="completed Task reaches the other workstation")
+        assert a.get(alert_id).status is AlertStatus.ACKNOWLEDGED  # type: ignore[union-attr]
+
+
+async def test_acknowledging_completes_a_task_written_elsewhere_and_creates_none(
+    sandbox: Sandbox, clinician: Session, http: httpx.AsyncClient
+) -> None:
+    async with station(sandbox, clinician, http, "ws-a") as (_, center, _metrics):
+        first, _ = await sandbox.lab.post_panel(
+            PATIENT, codes.ELECTROLYTES_PANEL.code, CRITICAL_LYTES)
+        second, _ = await sandbox.lab.post_panel(
+            "pat-05", codes.ELECTROLYTES_PANEL.code, CRITICAL_LYTES)
+        ids = alert_of(first), alert_of(second)
+        await eventually(lambda: all(center.get(i) is not None for i in ids), timeout_s=5)
+        # The relay escalated the first one server-side, moments before the read-back: the
+        # workstation has not pulled that Task yet, and the paging chain has accepted it.
+        assert sandbox.store is not None
+        record = center.get(ids[0])
+        assert record is not None
+        task = escalation_resource(record.alert, after_s=900, ward_id=center.ward)
+        sandbox.store.update("Task", task["id"], task | {"status": "accepted"})
+
+        await center.acknowledge(ids[0], ReadBack(BED, value_confirmed=True))
+        stored = sandbox.store.read("Task", task["id"])
+        assert stored["status"] == "completed"
+        assert stored["meta"]["versionId"] == "2"
+        comm = server_search(sandbox, "Communication", ("patient", f"Patient/{PATIENT}"))[0]
+        assert stored["output"][-1]["valueReference"]["reference"] == f"Communication/{comm['id']}"
+
+        # An alert that never escalated has no paging work: nothing is created.
+        await center.acknowledge(ids[1], ReadBack("Bed 05", value_confirmed=True))
+        assert center.escalations_completed == 1
+        tasks = server_search(sandbox, "Task", ("code", f"{ALERT_CODE_SYSTEM}|{ESCALATION_CODE}"))
+        assert [t["id"] for t in tasks] == [task["id"]]
+
+        # The relay checked for an acknowledgement just before it was stored and writes its
+        # Task just after: the acknowledging workstation completes that late Task as well.
+        late_record = center.get(ids[1])
+        assert late_record is not None
+        late = escalation_resource(late_record.alert, after_s=900, ward_id=center.ward)
+        sandbox.store.update("Task", late["id"], late)
+        await eventually(
+            lambda: sandbox.store.read("Task", late["id"])["status"] == "completed",  # type: ignore[union-attr]
+            timeout_s=5, what="late escalation Task completed")
+        assert center.escalations_completed == 2
+        assert sandbox.store.read("Task", late["id"])["meta"]["versionId"] == "2"
 
 
 async def test_a_critical_poke_for_a_patient_outside_the_census_is_still_raised(

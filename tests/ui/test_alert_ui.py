@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
 from tests.sandbox_fixtures import demo_sign_in, running_sandbox
@@ -188,10 +189,18 @@ async def test_acknowledging_with_read_back_in_the_dialog_clears_every_banner(
         await wait_for(lambda: dialog.error.isVisible(), what="read-back refused")
         assert "not this patient's bed or MRN" in dialog.error.text()
         assert center.get(alert_id).status is AlertStatus.OPEN  # type: ignore[union-attr]
+        # The text is kept and focus is back in the field (not on Cancel): the next Enter
+        # tries again with the corrected text rather than cancelling.
+        assert dialog.read_back.text() == "Bed 05"
+        assert dialog.focusWidget() is dialog.read_back
+        assert dialog.acknowledge_button.isDefault()
+        # Nothing is clipped: every value line has at least the height its text needs.
+        for value in dialog.findChildren(QLabel, "ackValue"):
+            assert value.height() >= value.heightForWidth(value.width()) > 0
 
         sandbox.faults.fail(503, for_s=30)
         dialog.read_back.setText("bed 4")
-        dialog.acknowledge_button.click()
+        qtbot.keyClick(dialog.read_back, Qt.Key.Key_Return)  # Enter in the field tries again
         await wait_for(lambda: dialog.error.isVisible(), what="write failure shown")
         sandbox.faults.clear()
         assert "could not be recorded" in dialog.error.text()

@@ -28,6 +28,9 @@ reads the deterministic escalation Task: if it exists another workstation escala
 it is adopted; if not it is created with PUT. Either way the Task goes into the store and the
 alert becomes escalated on every workstation. A failed write is shown on the alert and retried
 after `escalation_retry_s`.
+
+Acknowledging completes the escalation Task, if there is one, with an update under If-Match
+that references the acknowledgement (`core.alerts.escalation_completed`).
 """
 
 from __future__ import annotations
@@ -56,10 +59,10 @@ from wardsync.core.events import PokeAccepted, ResourcesChanged
 from wardsync.core.fhirtime import format_instant
 from wardsync.core.pokes import CRITICAL_LAB_RESULT
 from wardsync.core.queries import LabReport, WardAlerts, WardCensus
-from wardsync.core.resources import relative_ref
+from wardsync.core.resources import relative_ref, version_id
 from wardsync.core.tasks import TaskOwner
 from wardsync.core.timer import wait_until_set
-from wardsync.fhir.errors import FhirError, NotFound
+from wardsync.fhir.errors import Conflict, FhirError, NotFound
 from wardsync.sync.pull import QueryLease
 from wardsync.sync.workstation import Workstation
 
@@ -162,6 +165,8 @@ class AlertCenter:
         self._wake = asyncio.Event()
         self._tasks = TaskOwner("alert centre", logger=log, timer=workstation.timer)
         self.escalations_written = 0
+        self.escalations_completed = 0
+        self._completing: set[AlertId] = set()
         self._closed = False
 
     # ------------------------------------------------------------------ lifetime
@@ -263,10 +268,47 @@ class AlertCenter:
                 f"The acknowledgement could not be recorded ({exc.user_message}). The alert "
                 "stays open; try again, and phone the laboratory if it keeps failing."
             ) from exc
-        self._written_acks.add(f"Communication/{stored.get('id')}")
+        ack_ref = f"Communication/{stored.get('id')}"
+        self._written_acks.add(ack_ref)
         if not self._closed:
             self._ws.store.apply([stored], urgent=True)
+        await self._complete_escalation(alert_id, ack_ref)
         return self.ledger.get(alert_id) or record
+
+    async def _complete_escalation(self, alert_id: AlertId, ack_ref: str) -> None:
+        """Complete the alert's escalation Task, if one was written, citing `ack_ref`.
+
+        Read from the server (the Task may have been written by the relay or another
+        workstation and not be pulled here yet), then updated with If-Match of that version
+        (docs/security.md §4). A concurrent change (412) is re-read and retried. A failure
+        leaves the acknowledgement standing (it is the record); it is logged by reference.
+        """
+        fhir = self._ws.fhir
+        task_id = rules.escalation_task_id(alert_id)
+        for _ in range(3):
+            try:
+                task = await fhir.read("Task", task_id)
+            except NotFound:
+                return  # never escalated: no paging work to close
+            except FhirError as exc:
+                log.warning("escalation Task of %s not read: %s", alert_id, exc)
+                return
+            done = rules.escalation_completed(
+                task, ack_ref, datetime.fromtimestamp(self.now(), UTC))
+            if done is None:
+                return  # completed or cancelled already
+            try:
+                stored = await fhir.update(done, if_match_version=version_id(task))
+            except Conflict:
+                continue  # the paging chain changed it meanwhile: complete the new version
+            except FhirError as exc:
+                log.warning("escalation Task of %s not completed: %s", alert_id, exc)
+                return
+            self.escalations_completed += 1
+            if not self._closed:
+                self._ws.store.apply([stored], urgent=True)
+            return
+        log.warning("escalation Task of %s not completed: it kept changing", alert_id)
 
     def _require_active(self, alert_id: AlertId) -> AlertRecord:
         record = self.ledger.get(alert_id)
@@ -325,6 +367,7 @@ class AlertCenter:
                 if esc is not None:
                     self.escalation_problems.pop(esc.alert_id, None)
                     changes += self.ledger.observe_escalation(esc)
+                    self._complete_late_escalation(esc)
             elif rtype == "DiagnosticReport":
                 reports[ref] = None
             elif rtype == "Observation":
@@ -332,6 +375,29 @@ class AlertCenter:
         for ref in reports:
             changes += self._evaluate_report(ref)
         self._announce(changes)
+
+    def _complete_late_escalation(self, esc: rules.Escalation) -> None:
+        """Complete an escalation Task written after this workstation's acknowledgement.
+
+        The relay (or a workstation that had not yet seen the acknowledgement) may have
+        checked for one just before it was stored, then written the Task just after this
+        workstation looked for it; the acknowledging workstation closes that Task too.
+        """
+        record = self.ledger.get(esc.alert_id)
+        ack = record.acknowledgement if record is not None else None
+        if (self._closed or ack is None or ack.ref not in self._written_acks
+                or esc.status in rules.TASK_TERMINAL_STATUSES
+                or esc.alert_id in self._completing):
+            return
+        self._completing.add(esc.alert_id)
+
+        async def complete() -> None:
+            try:
+                await self._complete_escalation(esc.alert_id, ack.ref)
+            finally:
+                self._completing.discard(esc.alert_id)
+
+        self._tasks.spawn(complete(), name="complete escalation Task")
 
     def _in_scope(self, patient_id: str | None, report_ref: str) -> bool:
         return patient_id is not None and (

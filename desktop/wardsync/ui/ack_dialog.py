@@ -222,6 +222,15 @@ class AcknowledgeDialog(QDialog):
         self.error.setText(message)
         self.error.show()
         self._show_state()
+        # Back to the field, text kept, so the clinician corrects it and Enter (the default
+        # Acknowledge button) tries again: focus left where it fell while the fields were
+        # disabled would land on Cancel, and the next Enter would cancel.
+        if self.read_back.isEnabled():
+            self.read_back.setFocus(Qt.FocusReason.OtherFocusReason)
+            self.read_back.deselect()
+            self.read_back.end(False)
+        # The error line takes room: grow to fit rather than clip the critical value.
+        self.adjustSize()
 
     @property
     def busy(self) -> bool:

@@ -37,6 +37,9 @@ carries `sender` (the Practitioner), `sent` (when), the workstation (extension
 exact report version (a versioned reference, references.html#versions) and its critical
 Observations, and a payload stating the read-back. Other workstations find it by
 `Communication?patient=…&category=ACK`.
+The workstation that records an acknowledgement then completes the escalation Task, if one
+was written, with an update under If-Match (`escalation_completed`: status completed, the
+Communication as its output), so the paging chain's work item closes with the loop.
 
 Escalation = a FHIR `Task` (intent order, priority stat, status requested) for the paging
 chain: work somebody must now do, which the paging system takes over by updating its status
@@ -84,9 +87,11 @@ from wardsync.core.alerts.records import (
     ESCALATION_CODE,
     ESCALATION_ID_PREFIX,
     READ_BACK_EXTENSION,
+    TASK_TERMINAL_STATUSES,
     WORKSTATION_EXTENSION,
     acknowledgement_from,
     acknowledgement_resource,
+    escalation_completed,
     escalation_from,
     escalation_resource,
     escalation_task_id,
@@ -100,11 +105,13 @@ from wardsync.core.resources import last_updated_s
 __all__ = [
     "ACK_CODE", "ACTIVE_STATUSES", "ALERT_CODE_SYSTEM", "DEFAULT_ESCALATION_AFTER_S",
     "ESCALATION_CODE", "ESCALATION_ID_PREFIX", "READ_BACK_EXTENSION", "REBUILD_LOOKBACK_S",
-    "RELEASED_REPORT_STATUSES", "WORKSTATION_EXTENSION", "Acknowledgement", "AlertChanges",
+    "RELEASED_REPORT_STATUSES", "TASK_TERMINAL_STATUSES", "WORKSTATION_EXTENSION",
+    "Acknowledgement", "AlertChanges",
     "AlertId", "AlertLedger", "AlertPatient", "AlertRecord", "AlertStatus", "AlertsChanged",
     "CriticalAlert", "CriticalFinding", "Escalation", "ReadBackKind", "acknowledgement_from",
     "acknowledgement_resource", "alert_key", "alert_patient", "critical_alert",
-    "escalation_from", "escalation_resource", "escalation_task_id", "is_correction",
+    "escalation_completed", "escalation_from", "escalation_resource", "escalation_task_id",
+    "is_correction",
     "is_withdrawn", "last_updated_s", "read_back_match", "report_patient_id", "value_text",
     "version_newer", "ward_patient_ids",
 ]

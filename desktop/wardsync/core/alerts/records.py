@@ -158,3 +158,32 @@ def escalation_from(resource: Resource) -> Escalation | None:
         return None
     at = instant_seconds(resource.get("authoredOn")) or last_updated_s(resource) or 0.0
     return Escalation(alert_id, f"Task/{resource.get('id')}", at, status)
+
+
+# Task states in which the paging chain's work is over (R4 valueset-task-status: the Task
+# state machine's terminal states); a Task in any other state is completed on acknowledgement.
+TASK_TERMINAL_STATUSES: Final = frozenset(
+    {"completed", "cancelled", "failed", "rejected", "entered-in-error"})
+
+
+def escalation_completed(task: Resource, acknowledgement_ref: str,
+                         at: datetime) -> dict[str, Any] | None:
+    """The escalation Task completed by the acknowledgement `Communication/<id>`, or None.
+
+    None when `task` is not an escalation Task or its work is over already. The paging chain
+    may have set `owner` or moved the Task on (accepted, in-progress): everything it wrote is
+    kept; only `status`, `lastModified` and an `output` referencing the acknowledgement
+    (task.html#outputs: "Task.output.valueReference") are set. The caller sends it with
+    If-Match of the version read, so a concurrent change is never overwritten.
+    """
+    if escalation_from(task) is None or task.get("status") in TASK_TERMINAL_STATUSES:
+        return None
+    done = {k: v for k, v in task.items() if k != "meta"}
+    done["status"] = "completed"
+    done["lastModified"] = _instant(at.astimezone(UTC))
+    outputs = [o for o in task.get("output") or () if isinstance(o, Mapping)
+               and not _has_code(o.get("type"), ACK_CODE)]
+    outputs.append({"type": _coding(ACK_CODE, "Critical result acknowledgement"),
+                    "valueReference": {"reference": acknowledgement_ref}})
+    done["output"] = outputs
+    return done
