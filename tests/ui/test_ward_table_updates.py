@@ -49,6 +49,16 @@ def test_a_vital_sign_repaints_its_row_only(qapp: object) -> None:
     assert model.index(6, 5).data() == "135"
 
 
+def test_a_new_row_that_shows_the_same_cells_repaints_nothing(qapp: object) -> None:
+    model, spy = _model()
+    model.rows[6].news2 = NEWS
+    same = _row(7, news2=NEWS, refs={"Task/t9": "2"})  # e.g. a task that is not open
+    model.update_rows({"Patient/p7": same})
+    assert model.rows[6] is same, "the row holds the new versions"
+    assert spy.changed == [] and spy.resets == 0
+    assert "Patient/p7" not in model._changed_at, "nothing to highlight"
+
+
 def test_an_alert_repaints_one_cell_and_says_so(qapp: object) -> None:
     model, spy = _model()
     assert model.set_alert_counts({"p3": 1}) is True

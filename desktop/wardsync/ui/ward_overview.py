@@ -169,15 +169,24 @@ class WardTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def update_rows(self, rows: dict[str, WardRow]) -> None:
-        """Replace the rows of these patients in place and highlight them."""
+        """Replace the rows of these patients in place; highlight and repaint those whose
+        cells changed (a task or reading that changes nothing on screen repaints nothing)."""
         now = time.monotonic()
         for i, row in enumerate(self.rows):
             new = rows.get(row.patient_ref)
-            if new is not None:
-                if row.news2 is not None:  # an update, not the first vitals to arrive
-                    self._changed_at[row.patient_ref] = now
-                self.rows[i] = new
-                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+            if new is None:
+                continue
+            self.rows[i] = new
+            if self._looks_the_same(row, new):
+                continue
+            if row.news2 is not None:  # an update, not the first vitals to arrive
+                self._changed_at[row.patient_ref] = now
+            self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+
+    def _looks_the_same(self, old: WardRow, new: WardRow) -> bool:
+        """Every cell's text and colour would be what it was."""
+        return (old.news2 == new.news2 and old.alerts == new.alerts
+                and all(self._text(old, c) == self._text(new, c) for c in range(len(COLUMNS))))
 
     def set_viewers(self, patient_id: str, viewers: tuple[str, ...]) -> bool:
         """Who else has the patient open; True when a cell changed (it alone is repainted)."""
