@@ -468,6 +468,42 @@ async def test_an_urgent_poke_promotes_a_key_already_waiting_for_a_slot(make_rig
     assert rig.calls[-1].param("patient") == "Patient/first"
 
 
+async def test_a_loaded_keys_poke_is_pulled_before_queued_cold_loads_and_urgent_first(
+        make_rig) -> None:
+    """Fresh beats cold: the start-up queue of first loads does not hold up a change to a key
+    already on screen; an urgent key still goes before both."""
+    rig = make_rig(hold=True, max_concurrent=1)
+    loaded = PatientVitals("loaded")
+    rig.cache.open(loaded)
+    await rig.time.advance(DEBOUNCE_S)
+    rig.fetcher.held()[0].succeed(obs("v1", 1, "2026-01-01T10:00:00Z", patient="loaded"))
+    await settle()
+    assert rig.cache.state(loaded).status == "ok"
+    # Start-up: many cold keys open at once; the first takes the slot, the rest queue.
+    cold = [PatientVitals(f"cold{i}") for i in range(6)]
+    for key in cold:
+        rig.cache.open(key)
+    await rig.time.advance(DEBOUNCE_S)
+    assert [c.param("patient") for c in rig.fetcher.held()] == ["Patient/cold0"]
+    # Now a vital sign for the loaded patient, then a critical result for another cold key.
+    rig.cache.invalidate([loaded])
+    await rig.time.advance(DEBOUNCE_S)
+    urgent = PatientRecord("crit")
+    rig.cache.open(urgent, urgent=True)
+    await settle()
+    assert rig.cache.gate.waiting == 7, "cold1..cold5, the loaded key and the urgent key wait"
+
+    while rig.fetcher.held():
+        rig.fetcher.held()[0].succeed()
+        await settle()
+    sent = rig.calls
+    first_loaded_repull = sent.index(rig.fetcher.of(loaded)[1])
+    first_urgent = sent.index(rig.fetcher.of(urgent)[0])
+    later_cold = [sent.index(rig.fetcher.of(k)[0]) for k in cold[1:]]
+    assert first_urgent < first_loaded_repull < min(later_cold)
+    assert all(rig.cache.state(k).status == "ok" for k in cold)
+
+
 async def test_a_closed_key_waiting_for_a_slot_does_not_leak_it(make_rig) -> None:
     rig = make_rig(hold=True, max_concurrent=1)
     a, b, c = (PatientVitals(p) for p in ("a", "b", "c"))

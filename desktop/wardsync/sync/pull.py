@@ -5,7 +5,9 @@ pulls; pokes that arrive before the pull is admitted are answered by it, and pok
 during it schedule exactly one more. Errors back off exponentially up to a cap and the key keeps
 retrying, each retry after exactly the backoff delay. Urgent requests (critical results) skip or
 cut short the debounce and go to the front of the queue for the limited pull slots, even if the
-key was already waiting there. Pulls are incremental: each search remembers the newest
+key was already waiting there. Behind them, incremental pulls of keys already loaded go before
+the cold first loads of other keys, so a change to what is on screen is not held up by the
+start-up queue (docs/architecture.md §6). Pulls are incremental: each search remembers the newest
 `meta.lastUpdated` of its matches and asks only for resources updated after it (R4 search.html
 `_lastUpdated`), so a catch-up after a reconnect is the same operation as a normal pull; a
 search marked `incremental=False` is pulled in full. A search never returns a deleted resource,
@@ -59,16 +61,21 @@ class Fetcher(Protocol):
     ) -> SearchResult: ...
 
 
+# Admission order at the pull gate: lower first.
+URGENT, FRESH, COLD = 0, 1, 2
+
+
 @dataclass(order=True)
 class _Waiter:
-    priority: int  # 0 urgent, 1 routine; lowered in place by `promote`
+    priority: int  # URGENT, FRESH or COLD; lowered to URGENT in place by `promote`
     order: int
     future: asyncio.Future[None] = field(compare=False)
     holder: object = field(compare=False, default=None)
 
 
 class PriorityGate:
-    """At most `limit` pulls run at once; waiting urgent pulls are admitted first.
+    """At most `limit` pulls run at once; waiting urgent pulls are admitted first, then the
+    incremental pulls of loaded keys (`fresh`), then cold first loads.
 
     Waiters are admitted by priority, then in arrival order. A waiter cancelled in the queue
     leaves a cancelled future that `release` skips; one cancelled in the same turn as it was
@@ -93,13 +100,15 @@ class PriorityGate:
         """Pulls queued for a slot (cancelled ones not counted)."""
         return sum(1 for w in self._waiters if not w.future.done())
 
-    async def acquire(self, urgent: bool, *, holder: object = None) -> None:
-        """Wait for a slot; `holder` names the request so `promote` can find it."""
+    async def acquire(self, urgent: bool, *, holder: object = None, fresh: bool = False) -> None:
+        """Wait for a slot; `holder` names the request so `promote` can find it; `fresh` says
+        the key is already loaded (its pull is incremental), which goes before cold loads."""
         if self._active < self._limit and not self._waiters:
             self._active += 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, _Waiter(0 if urgent else 1, next(self._order), fut, holder))
+        priority = URGENT if urgent else FRESH if fresh else COLD
+        heapq.heappush(self._waiters, _Waiter(priority, next(self._order), fut, holder))
         try:
             await fut
         except asyncio.CancelledError:
@@ -111,7 +120,7 @@ class PriorityGate:
         """Make `holder`'s queued request urgent (a critical poke came while it waited)."""
         for waiter in self._waiters:
             if waiter.holder is holder and waiter.priority and not waiter.future.done():
-                waiter.priority = 0
+                waiter.priority = URGENT
                 heapq.heapify(self._waiters)
                 return True
         return False
@@ -196,7 +205,8 @@ class PullLoop:
             if not retrying:  # after a backoff the burst has had time to gather already
                 await self._debounce()
             urgent = self._urgent.is_set()
-            await o.gate.acquire(urgent, holder=self)
+            # A key that has loaded once pulls only what changed: it goes before cold loads.
+            await o.gate.acquire(urgent, holder=self, fresh=self.state.last_ok_wall is not None)
             wanted: set[int] | None = None  # all searches, should the pull fail at once
             gone: set[str] = set()
             try:

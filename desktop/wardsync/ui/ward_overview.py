@@ -169,31 +169,63 @@ class WardTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def update_rows(self, rows: dict[str, WardRow]) -> None:
-        """Replace the rows of these patients in place and highlight them."""
+        """Replace the rows of these patients in place; highlight and repaint those whose
+        cells changed (a task or reading that changes nothing on screen repaints nothing)."""
         now = time.monotonic()
         for i, row in enumerate(self.rows):
             new = rows.get(row.patient_ref)
-            if new is not None:
-                if row.news2 is not None:  # an update, not the first vitals to arrive
-                    self._changed_at[row.patient_ref] = now
-                self.rows[i] = new
-                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+            if new is None:
+                continue
+            self.rows[i] = new
+            if self._looks_the_same(row, new):
+                continue
+            if row.news2 is not None:  # an update, not the first vitals to arrive
+                self._changed_at[row.patient_ref] = now
+            self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
 
-    def set_viewers(self, patient_id: str, viewers: tuple[str, ...]) -> None:
+    def _looks_the_same(self, old: WardRow, new: WardRow) -> bool:
+        """Every cell's text and colour would be what it was."""
+        return (old.news2 == new.news2 and old.alerts == new.alerts
+                and all(self._text(old, c) == self._text(new, c) for c in range(len(COLUMNS))))
+
+    def set_viewers(self, patient_id: str, viewers: tuple[str, ...]) -> bool:
+        """Who else has the patient open; True when a cell changed (it alone is repainted)."""
+        changed = False
         for i, row in enumerate(self.rows):
             if row.patient_id == patient_id and row.viewers != viewers:
                 row.viewers = viewers
                 cell = self.index(i, VIEWING_COLUMN)
                 self.dataChanged.emit(cell, cell)
+                changed = True
+        return changed
 
-    def set_alert_counts(self, counts: dict[str, int]) -> None:
-        """Unacknowledged alerts per patient id; repaints only the rows whose count moved."""
+    def set_alert_counts(self, counts: dict[str, int]) -> bool:
+        """Unacknowledged alerts per patient id; repaints only the cells whose count moved
+        and says whether any did."""
+        changed = False
         for i, row in enumerate(self.rows):
             n = counts.get(row.patient_id, 0)
             if n != row.alerts:
                 row.alerts = n
                 cell = self.index(i, ALERT_COLUMN)
                 self.dataChanged.emit(cell, cell)
+                changed = True
+        return changed
+
+    def expire_highlights(self, now: float | None = None) -> float | None:
+        """Repaint only the rows whose highlight has just ended (a whole-table dataChanged
+        makes every window ask `data()` of every cell); the seconds until the next highlight
+        ends, or None when none is left."""
+        now = time.monotonic() if now is None else now
+        ended = {ref for ref, at in self._changed_at.items() if now - at >= HIGHLIGHT_S}
+        for ref in ended:
+            del self._changed_at[ref]
+        for i, row in enumerate(self.rows):
+            if row.patient_ref in ended:
+                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+        if not self._changed_at:
+            return None
+        return max(0.0, min(self._changed_at.values()) + HIGHLIGHT_S - now)
 
     def row_of(self, patient_ref: str) -> WardRow | None:
         return next((r for r in self.rows if r.patient_ref == patient_ref), None)
@@ -251,6 +283,13 @@ class WardOverviewWindow(PanelWindow):
         self._highlight_timer = QTimer(self)
         self._highlight_timer.setSingleShot(True)
         self._highlight_timer.timeout.connect(self._on_highlight_timer_timeout)
+        # Column fits asked for by alert, presence and row changes in one event-loop turn
+        # are done once, after them (an alert reaches every window in the same turn).
+        self._fit_pending: set[int] = set()
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(0)
+        self._fit_timer.timeout.connect(self._on_fit_timer_timeout)
         self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
         self.subscribe(QueryStateChanged, self._on_bus_query_state)
         self.subscribe(AlertsChanged, self._on_bus_alerts_changed)
@@ -289,18 +328,21 @@ class WardOverviewWindow(PanelWindow):
         for pid in wanted:
             self._show_viewers(pid)
 
-    def _show_viewers(self, patient_id: str) -> None:
+    def _show_viewers(self, patient_id: str) -> bool:
         handle = self._watches.get(patient_id)
-        if handle is not None:
-            names = tuple(sorted({m.name for m in handle.others()}))
-            self.model.set_viewers(patient_id, names)
+        if handle is None:
+            return False
+        names = tuple(sorted({m.name for m in handle.others()}))
+        return self.model.set_viewers(patient_id, names)
 
     def _on_bus_presence_changed(self, events: list[PresenceChanged]) -> None:
         channels = {e.channel for e in events}
+        changed = False
         for pid, handle in self._watches.items():
             if handle.channel in channels:
-                self._show_viewers(pid)
-        self.table.resizeColumnToContents(VIEWING_COLUMN)
+                changed = self._show_viewers(pid) or changed
+        if changed:
+            self._fit_soon(VIEWING_COLUMN)
 
     def release(self) -> None:
         for handle in self._watches.values():
@@ -309,8 +351,8 @@ class WardOverviewWindow(PanelWindow):
         super().release()
 
     def _on_bus_alerts_changed(self, events: list) -> None:
-        self.model.set_alert_counts(self.ward.alert_counts())
-        self.table.resizeColumnToContents(ALERT_COLUMN)  # "1 URGENT" must never be cut
+        if self.model.set_alert_counts(self.ward.alert_counts()):
+            self._fit_soon(ALERT_COLUMN)  # "1 URGENT" must never be cut
 
     def held_vitals(self, patient_ref: str) -> list[str]:
         """References of the vital-sign readings this window holds for one patient."""
@@ -331,7 +373,8 @@ class WardOverviewWindow(PanelWindow):
         else:
             new_rows, visible = self.ward.changed_rows(refs, self.model.row_of)
             self.model.update_rows(new_rows)
-            if new_rows:
+            if new_rows and not self._highlight_timer.isActive():
+                # Fires when the oldest highlight ends; it re-arms for the next one.
                 self._highlight_timer.start(int(HIGHLIGHT_S * 1000) + 50)
         # Every version new on screen, not only the changed refs: a reading leaving the
         # store brings the one before it back, and a rebuild shows a new bed whole.
@@ -368,6 +411,18 @@ class WardOverviewWindow(PanelWindow):
 
     def _size_columns(self) -> None:
         fit_columns(self.table.horizontalHeader(), self.table.resizeColumnToContents)
+        self._fit_pending.clear()  # every column was just fitted
+
+    def _fit_soon(self, column: int) -> None:
+        """Fit `column` once this event-loop turn's changes are in."""
+        self._fit_pending.add(column)
+        if not self._fit_timer.isActive():
+            self._fit_timer.start()
+
+    def _on_fit_timer_timeout(self) -> None:
+        pending, self._fit_pending = self._fit_pending, set()
+        for column in sorted(pending):
+            self.table.resizeColumnToContents(column)
 
     def _on_table_current_row_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid() and current.row() < len(self.model.rows):
@@ -381,8 +436,6 @@ class WardOverviewWindow(PanelWindow):
         self._refresh_message()
 
     def _on_highlight_timer_timeout(self) -> None:
-        if self.model.rows:
-            self.model.dataChanged.emit(
-                self.model.index(0, 0),
-                self.model.index(len(self.model.rows) - 1, len(COLUMNS) - 1),
-            )
+        left = self.model.expire_highlights()
+        if left is not None:
+            self._highlight_timer.start(int(left * 1000) + 50)
