@@ -6,9 +6,11 @@ draft until it succeeds."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 
+from tests.sandbox_fixtures import demo_sign_in, running_sandbox
 from tests.sync.test_sync_live import eventually, workstation
 from wardsync.auth.session import Session
 from wardsync.core.queries import PatientRecord
@@ -198,3 +200,24 @@ async def test_nursing_notes_are_observations_created_amended_and_guarded(
         assert "too long" in too_long.user_message
         assert desk.drafts.get(ref, NOTE_COMPONENT) is None
         await asyncio.sleep(0)
+
+
+async def test_a_workstation_reads_its_own_writes_without_waiting_for_a_poke(
+        seeded_data_dir: Path, tmp_path: Path, http: httpx.AsyncClient) -> None:
+    """A saved note is in the workstation's store (so in its notes list) as soon as the save
+    returns, even with no poke at all (a sandbox without its relay: nobody announces it)."""
+    async with running_sandbox(seeded_data_dir, tmp_path, relay=False) as quiet:
+        nurse = await demo_sign_in(quiet, http, "demo.nurse")
+        try:
+            async with workstation(quiet, nurse, http) as (ws, metrics):
+                key = NursingNotes(PATIENT)
+                ws.open(key)
+                await eventually(lambda: ws.queries.state(key).status == "ok",
+                                 what="notes query")
+                saved = await editor(ws, nurse).save_note(NoteDraft(PATIENT, "Walked to bay."))
+                assert isinstance(saved, Saved), saved
+                held = ws.store.get(f"Observation/{saved.resource['id']}")
+                assert held is not None and held["valueString"] == "Walked to bay."
+                assert metrics.of("poke_received") == []  # no poke did it
+        finally:
+            await nurse.aclose()

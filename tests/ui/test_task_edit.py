@@ -238,6 +238,8 @@ async def test_nursing_notes_are_written_from_the_chart_and_amended_only_by_thei
         editor.save_button.click()
         await wait_until(lambda: editor.mode == "view" and editor.ref is not None, what="saved")
         mine = editor.ref
+        # The list shows it after the workstation's own pull (not waiting for a poke).
+        await wait_until(lambda: panel.table.item_for(mine) is not None, what="in the list")
         assert not panel.empty_hint.isVisibleTo(panel)
         assert panel.table.row_texts(mine)[1:3] == ("Dr Demo Clinician",
                                                     "Comfortable, eating and drinking.")
