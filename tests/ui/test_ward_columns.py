@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFontMetricsF
 from PySide6.QtWidgets import QStyle
 from pytestqt.qtbot import QtBot
@@ -89,5 +90,28 @@ async def test_identity_and_risk_cells_never_truncate_at_1100_px(
         rect = ward.table.visualRect(ward.model.index(0, NEWS2_COLUMN))
         inside = image.pixelColor(rect.left() + 4, rect.center().y())
         assert inside == QColor(BAND_COLOURS[RiskBand.HIGH]), inside.name()
+    finally:
+        await controller.aclose()
+
+
+async def test_tab_leaves_the_ward_table_without_moving_the_selection(
+    qtbot: QtBot, settings: Settings, metrics: MemoryMetrics
+) -> None:
+    controller = AppController(settings, metrics, demo=True)
+    await controller.start()
+    try:
+        ward = controller.open_ward_overview()
+        qtbot.addWidget(ward)
+        await wait_for(lambda: len(ward.model.rows) == 24, what="the ward")
+        selected: list[str] = []
+        ward.patient_selected.connect(selected.append)
+        ward.table.setFocus()
+        ward.table.setCurrentIndex(ward.model.index(0, 0))
+        first = list(selected)
+        for _ in range(len(ward.model.rows) * 2):
+            qtbot.keyClick(ward.table, Qt.Key.Key_Tab)
+        assert ward.table.currentIndex().row() == 0
+        assert selected == first  # no linked chart was told to switch patient
+        assert not ward.table.tabKeyNavigation()
     finally:
         await controller.aclose()

@@ -267,6 +267,9 @@ class WardOverviewWindow(PanelWindow):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setItemDelegate(BandKeepingDelegate(self.table))
+        # Tab leaves the table: walking its cells would move the selection, and a chart
+        # following the ward selection would switch patient silently.
+        self.table.setTabKeyNavigation(False)
         # Columns are sized when the rows change, not on every repaint: ResizeToContents
         # would make Qt measure every cell each time one vital sign changes. Changed cells are
         # measured alone and widen their column when they no longer fit (`_on_model_changed`);
