@@ -22,6 +22,7 @@ from wardsync.ui.gc_guard import MainThreadGarbageCollector
 from wardsync.ui.lab_report import LabReportWindow
 from wardsync.ui.patient_chart import TABS, PatientChartWindow
 from wardsync.ui.stylesheets import load_stylesheet
+from wardsync.ui.ward_overview import WardOverviewWindow
 
 CRITICAL_POTASSIUM = 6.9  # mmol/L, above the 6.2 critical limit: shows a corrected, critical line
 
@@ -53,12 +54,29 @@ async def shoot(out: Path, theme: str) -> None:
         await asyncio.sleep(0.5)  # let the window manager-less X server map and paint
         shot = app.primaryScreen().grabWindow(ward.winId())
         shot.save(str(out / f"ward-overview-{theme}.png"))
+        await shoot_ward_at_1100(app, ward, out, theme)
         await shoot_patient_windows(controller, ward, out, theme)
         await shoot_presence(controller, ward, out, theme)
         await shoot_diagnostics(controller, activity, out, theme)
         await shoot_alerts(controller, ward, out, theme)
     finally:
         await controller.aclose()
+
+
+async def shoot_ward_at_1100(app: QApplication, ward: WardOverviewWindow, out: Path,
+                             theme: str) -> None:
+    """The ward at the default 1100 px with the highest-NEWS2 bed selected: name, NEWS2 and
+    BP whole, the selected row keeping its band colour."""
+    ward.resize(1100, 700)
+    rows = ward.model.rows
+    top = max(range(len(rows)), key=lambda i: getattr(rows[i].news2, "partial_total", -1))
+    ward.table.selectRow(top)
+    await asyncio.sleep(0.5)
+    app.primaryScreen().grabWindow(ward.winId()).save(
+        str(out / f"ward-overview-1100-{theme}.png"))
+    ward.table.clearSelection()
+    ward.resize(1400, 820)
+    await asyncio.sleep(0.3)
 
 
 async def shoot_patient_windows(controller: AppController, ward, out: Path, theme: str) -> None:

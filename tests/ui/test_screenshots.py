@@ -49,6 +49,8 @@ def assert_painted_window(path: Path, min_width: int, min_height: int) -> QImage
 @pytest.mark.parametrize("theme", THEMES)
 def test_ward_overview_screenshots_under_xvfb(screenshots: Path, theme: str) -> None:
     assert_painted_window(screenshots / f"ward-overview-{theme}.png", 1200, 700)
+    # At the default width too (never-truncated cells are measured in test_ward_columns.py).
+    assert_painted_window(screenshots / f"ward-overview-1100-{theme}.png", 1100, 600)
 
 
 @pytest.mark.parametrize("theme", THEMES)

@@ -72,6 +72,7 @@ class AlertsWindow(PanelWindow):
         self.message.setWordWrap(True)
         self.message.hide()
         self.table = QTableWidget(0, len(OPEN_COLUMNS), self)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table, never moves the row
         self.table.setObjectName("openAlerts")
         self.table.setAccessibleName("Critical results waiting for acknowledgement")
         self.table.setHorizontalHeaderLabels(OPEN_COLUMNS)
@@ -94,6 +95,7 @@ class AlertsWindow(PanelWindow):
         self.closed_heading = QLabel("Closed during this session", self)
         self.closed_heading.setObjectName("sectionHeading")
         self.closed_table = QTableWidget(0, len(CLOSED_COLUMNS), self)
+        self.closed_table.setTabKeyNavigation(False)
         self.closed_table.setObjectName("closedAlerts")
         self.closed_table.setAccessibleName("Critical results closed during this session")
         self.closed_table.setHorizontalHeaderLabels(CLOSED_COLUMNS)

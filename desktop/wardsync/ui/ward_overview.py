@@ -18,8 +18,17 @@ from PySide6.QtCore import (
     QTimer,
     Signal,
 )
-from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
+from PySide6.QtGui import QBrush, QColor, QPainter, QPen
+from PySide6.QtWidgets import (
+    QHeaderView,
+    QLabel,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from wardsync.core.alerts import AlertsChanged
 from wardsync.core.events import QueryStateChanged, ResourcesChanged
@@ -28,7 +37,7 @@ from wardsync.core.presence import PresenceChanged, initials
 from wardsync.core.queries import PatientVitals, WardTasks
 from wardsync.station.workspace import PanelContext, Workspace
 from wardsync.sync.presence import PresenceHandle, PresenceService
-from wardsync.ui.columns import fit_columns
+from wardsync.ui.columns import fit_columns, widen_to_fit
 from wardsync.ui.window_base import PanelWindow
 from wardsync.viewmodels.ward_overview import WardOverview, newly_visible_rows
 from wardsync.viewmodels.ward_rows import WardRow
@@ -51,6 +60,39 @@ BAND_WORDS = {RiskBand.LOW: "", RiskBand.LOW_MEDIUM: "low-med", RiskBand.MEDIUM:
               RiskBand.HIGH: "HIGH"}
 HIGHLIGHT_COLOUR = QColor("#cfe8ff")
 BAND_TEXT = QColor("#000000")
+NEWS2_COLUMN = 4
+BP_COLUMN = 9
+# Identity and risk: sized to their text, never elided (the spare width goes to "Viewing").
+NEVER_TRUNCATED = (1, NEWS2_COLUMN, BP_COLUMN)
+SELECTED_FRAME_PX = 2
+
+
+class BandKeepingDelegate(QStyledItemDelegate):
+    """Paints a selected cell that has its own colour (NEWS2 band, URGENT) in that colour with
+    a frame in the selection colour: selection must never hide the risk colour."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        brush = index.data(Qt.ItemDataRole.BackgroundRole)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if not (selected and isinstance(brush, QBrush)):
+            super().paint(painter, option, index)
+            return
+        plain = QStyleOptionViewItem(option)
+        plain.state &= ~QStyle.StateFlag.State_Selected
+        rect = option.rect
+        painter.save()
+        painter.fillRect(rect, brush)
+        painter.restore()
+        super().paint(painter, plain, index)
+        painter.save()
+        highlight = option.palette.highlight().color()
+        pen = QPen(highlight, SELECTED_FRAME_PX)
+        pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+        painter.setPen(pen)
+        half = SELECTED_FRAME_PX // 2
+        painter.drawRect(rect.adjusted(half, half, -half, -half))
+        painter.restore()
 
 
 def _fmt(value: float | None, places: int = 0) -> str:
@@ -118,7 +160,7 @@ class WardTableModel(QAbstractTableModel):
                 return "NEWS2 incomplete: missing " + ", ".join(
                     str(m) for m in row.news2.missing)
             return f"NEWS2 {row.news2.total}: {row.news2.band} clinical risk"
-        if role == Qt.ItemDataRole.TextAlignmentRole and col >= 4:
+        if role == Qt.ItemDataRole.TextAlignmentRole and col >= NEWS2_COLUMN:
             return int(Qt.AlignmentFlag.AlignCenter)
         return None
 
@@ -222,7 +264,10 @@ class WardTableModel(QAbstractTableModel):
             del self._changed_at[ref]
         for i, row in enumerate(self.rows):
             if row.patient_ref in ended:
-                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1))
+                # Colours only: nothing to measure (WardOverviewWindow._on_model_changed).
+                self.dataChanged.emit(self.index(i, 0), self.index(i, len(COLUMNS) - 1),
+                                      [Qt.ItemDataRole.BackgroundRole,
+                                       Qt.ItemDataRole.ForegroundRole])
         if not self._changed_at:
             return None
         return max(0.0, min(self._changed_at.values()) + HIGHLIGHT_S - now)
@@ -256,11 +301,19 @@ class WardOverviewWindow(PanelWindow):
         self.table.setSelectionBehavior(QTableView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
+        self.table.setItemDelegate(BandKeepingDelegate(self.table))
+        # Tab leaves the table: walking its cells would move the selection, and a chart
+        # following the ward selection would switch patient silently.
+        self.table.setTabKeyNavigation(False)
         # Columns are sized when the rows change, not on every repaint: ResizeToContents
-        # would make Qt measure every cell each time one vital sign changes.
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setSectionResizeMode(
-            1, QHeaderView.ResizeMode.Stretch)  # the patient's name takes the spare width
+        # would make Qt measure every cell each time one vital sign changes. Changed cells are
+        # measured alone and widen their column when they no longer fit (`_on_model_changed`);
+        # the last column ("Viewing") takes the spare width, so name, NEWS2 and BP keep theirs.
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        header.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.model.dataChanged.connect(self._on_model_changed)
         self.table.activated.connect(self._on_table_activated)
         self.table.selectionModel().currentRowChanged.connect(self._on_table_current_row_changed)
         self.table.setToolTip("Enter or double-click opens the patient's chart")
@@ -283,13 +336,6 @@ class WardOverviewWindow(PanelWindow):
         self._highlight_timer = QTimer(self)
         self._highlight_timer.setSingleShot(True)
         self._highlight_timer.timeout.connect(self._on_highlight_timer_timeout)
-        # Column fits asked for by alert, presence and row changes in one event-loop turn
-        # are done once, after them (an alert reaches every window in the same turn).
-        self._fit_pending: set[int] = set()
-        self._fit_timer = QTimer(self)
-        self._fit_timer.setSingleShot(True)
-        self._fit_timer.setInterval(0)
-        self._fit_timer.timeout.connect(self._on_fit_timer_timeout)
         self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
         self.subscribe(QueryStateChanged, self._on_bus_query_state)
         self.subscribe(AlertsChanged, self._on_bus_alerts_changed)
@@ -337,12 +383,9 @@ class WardOverviewWindow(PanelWindow):
 
     def _on_bus_presence_changed(self, events: list[PresenceChanged]) -> None:
         channels = {e.channel for e in events}
-        changed = False
         for pid, handle in self._watches.items():
             if handle.channel in channels:
-                changed = self._show_viewers(pid) or changed
-        if changed:
-            self._fit_soon(VIEWING_COLUMN)
+                self._show_viewers(pid)
 
     def release(self) -> None:
         for handle in self._watches.values():
@@ -351,8 +394,7 @@ class WardOverviewWindow(PanelWindow):
         super().release()
 
     def _on_bus_alerts_changed(self, events: list) -> None:
-        if self.model.set_alert_counts(self.ward.alert_counts()):
-            self._fit_soon(ALERT_COLUMN)  # "1 URGENT" must never be cut
+        self.model.set_alert_counts(self.ward.alert_counts())  # "1 URGENT" widens its column
 
     def held_vitals(self, patient_ref: str) -> list[str]:
         """References of the vital-sign readings this window holds for one patient."""
@@ -411,18 +453,8 @@ class WardOverviewWindow(PanelWindow):
 
     def _size_columns(self) -> None:
         fit_columns(self.table.horizontalHeader(), self.table.resizeColumnToContents)
-        self._fit_pending.clear()  # every column was just fitted
-
-    def _fit_soon(self, column: int) -> None:
-        """Fit `column` once this event-loop turn's changes are in."""
-        self._fit_pending.add(column)
-        if not self._fit_timer.isActive():
-            self._fit_timer.start()
-
-    def _on_fit_timer_timeout(self) -> None:
-        pending, self._fit_pending = self._fit_pending, set()
-        for column in sorted(pending):
-            self.table.resizeColumnToContents(column)
+        if self.model.rows:  # then whole text, not the size hint (a pixel short at times)
+            widen_to_fit(self.table, 0, len(self.model.rows) - 1, range(len(COLUMNS)))
 
     def _on_table_current_row_changed(self, current: QModelIndex, previous: QModelIndex) -> None:
         if current.isValid() and current.row() < len(self.model.rows):
@@ -434,6 +466,14 @@ class WardOverviewWindow(PanelWindow):
 
     def _on_loading_timer_timeout(self) -> None:
         self._refresh_message()
+
+    def _on_model_changed(self, top_left: QModelIndex, bottom_right: QModelIndex,
+                          roles: list[int] = ()) -> None:  # type: ignore[assignment]
+        """Widen a column only when a changed cell's text no longer fits (ui/columns.py)."""
+        if roles and Qt.ItemDataRole.DisplayRole not in roles:
+            return  # colours only (the highlight fading)
+        widen_to_fit(self.table, top_left.row(), bottom_right.row(),
+                     range(top_left.column(), bottom_right.column() + 1))
 
     def _on_highlight_timer_timeout(self) -> None:
         left = self.model.expire_highlights()

@@ -11,12 +11,13 @@ font, never fixed pixels, so the charts scale on high-DPI screens.
 from __future__ import annotations
 
 from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QValueAxis
-from PySide6.QtCore import QDateTime, QMargins, QPointF, Qt, QTimer
-from PySide6.QtGui import QBrush, QColor, QPainter, QPen
+from PySide6.QtCore import QDateTime, QMargins, QPointF, QRectF, Qt, QTimer
+from PySide6.QtGui import QBrush, QColor, QFontMetricsF, QPainter, QPen
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from wardsync.ui.chart_widgets.grouped_table import HIGHLIGHT_S
 from wardsync.ui.chart_widgets.theme_colours import colour_property
+from wardsync.viewmodels.axis_ticks import fitting_ticks, max_ticks
 from wardsync.viewmodels.vital_series import TRENDS, Trend, TrendSpec, VitalTrends, format_clock
 
 NEWS2_THRESHOLDS = ((5.0, "NEWS2 5: urgent response threshold"),
@@ -106,6 +107,10 @@ class VitalTrendCard(QFrame):
         layout.addWidget(self.heading)
         layout.addWidget(self.view, 1)
         self.trend: Trend | None = None
+        self._y_wanted: tuple[float, float] | None = None  # the range before rounding
+        self._fitted_height = -1.0  # the plot height the y ticks were fitted to
+        self._fitting = False
+        self.chart.plotAreaChanged.connect(self._on_chart_plot_area_changed)
         self.redraws = 0
         self.highlighted = False
         self._highlight_timer = QTimer(self)
@@ -197,10 +202,36 @@ class VitalTrendCard(QFrame):
         if values:  # the usual range, widened (never below zero) to fit unusual values
             low = max(0.0, min(low, min(values) - 2))
             high = max(high, max(values) + 2)
-        self.y_axis.setRange(low, high)
-        self.y_axis.applyNiceNumbers()
+        self._y_wanted = (low, high)
+        self._fit_y_ticks()
         for line, (value, _name) in zip(self.thresholds, NEWS2_THRESHOLDS, strict=False):
             line.replace([QPointF(lo_t, value), QPointF(hi_t, value)])
+
+    def _fit_y_ticks(self) -> None:
+        """Round ticks, no more than the plot's height holds: Qt Charts elides every label to
+        "…" when too many are asked for (viewmodels/axis_ticks.py)."""
+        if self._y_wanted is None:
+            return
+        low, high = self._y_wanted
+        height = self.chart.plotArea().height() or self.view.height() * 0.6
+        self._fitted_height = self.chart.plotArea().height()
+        most = max_ticks(height, QFontMetricsF(self.y_axis.labelsFont()).height())
+        lo, hi, ticks = fitting_ticks(low, high, most)
+        if (self.y_axis.min(), self.y_axis.max()) != (lo, hi):
+            self.y_axis.setRange(lo, hi)
+        if self.y_axis.tickCount() != ticks:
+            self.y_axis.setTickCount(ticks)
+
+    def _on_chart_plot_area_changed(self, area: QRectF) -> None:
+        # Only a new height changes what fits; new ticks change the labels' width, and with
+        # it the plot area, synchronously (so width changes are not followed, no recursion).
+        if self._y_wanted is not None and area.height() != self._fitted_height \
+                and not self._fitting:
+            self._fitting = True  # a height change from our own ticks is not followed
+            try:
+                self._fit_y_ticks()
+            finally:
+                self._fitting = False
 
     def _highlight(self) -> None:
         self.highlighted = True
