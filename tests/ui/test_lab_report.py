@@ -59,7 +59,14 @@ async def test_detail_shows_the_report_its_results_and_its_release(
         assert [window.history.row_texts(k)[1:] for k in window.history.row_keys()] == [
             ("report v1", "Report released: final")]
         assert window.report_message.shown_text == ""
+        # The title names both the report and the patient, whichever was painted last.
+        await wait_until(lambda: window.banner.texts()["name"] in window.windowTitle(),
+                         what="the patient's name in the title")
         assert "Electrolytes" in window.windowTitle()
+        window.render_banner()
+        window.render_sections(None)
+        assert "Electrolytes" in window.windowTitle()
+        assert window.banner.texts()["name"] in window.windowTitle()
 
 
 async def test_a_correction_appears_in_the_open_detail_window_and_chart(

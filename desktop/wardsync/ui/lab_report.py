@@ -206,8 +206,7 @@ class LabReportWindow(PatientWindow):
             rows.append(result_row(obs) if obs is not None else
                         Row(ref, ("Result not loaded yet", "", "", "", "", ""), level="muted"))
         self.results.set_rows(rows)
-        self.title = f"Lab result — {summary.panel}"
-        self.setWindowTitle(self._window_title())
+        self.set_base_title(f"Lab result — {summary.panel}")
         shown = {self.report_ref: str((report.get("meta") or {}).get("versionId", ""))}
         shown.update({r.key: r.version for r in rows if r.version})
         return shown

@@ -53,7 +53,8 @@ class PatientWindow(PanelWindow):
         self.status_lines: list[QueryStatusLine] = []
         self.shown: dict[str, dict[str, str]] = {}  # section -> ref -> version on screen
         self.repaints = 0  # repaints caused by new data (each emits one `rendered`)
-        self._base_title = self.title
+        self._base_title = self.title  # what the window shows, before the patient's name
+        self._patient_name: str | None = None
         self.presence_handle: PresenceHandle | None = None
         self.presence_avatars: PresenceAvatars | None = None
         self.subscribe(ResourcesChanged, self._on_bus_resources_changed)
@@ -132,12 +133,22 @@ class PatientWindow(PanelWindow):
                              allergies=allergies, allergies_message=allergies_msg)
         self.banner.show_facts(facts)
         if self.panel.store.get(self.patient_ref) is not None:
-            title = f"{self._base_title} — {facts.name}"
-            if title != self.title:
-                self.title = title
-                self.setWindowTitle(self._window_title())
+            self._patient_name = facts.name
+            self._apply_title()
         self.shown["banner"] = dict(facts.refs)
         return self.shown["banner"]
+
+    def set_base_title(self, base: str) -> None:
+        """What the window shows (e.g. the lab panel); the patient's name is always added."""
+        self._base_title = base
+        self._apply_title()
+
+    def _apply_title(self) -> None:
+        name = self._patient_name
+        title = f"{self._base_title} — {name}" if name else self._base_title
+        if title != self.title:
+            self.title = title
+            self.setWindowTitle(self._window_title())
 
     def render_sections(self, refs: set[str] | None) -> dict[str, str]:
         """Repaint the panels `refs` touch (all when None); return newly visible versions.
