@@ -214,6 +214,28 @@ def test_poke_to_screen_latency_from_rendered_versions(
     assert snap.poke_to_screen.p50 == pytest.approx(0.3)
 
 
+def test_a_version_already_held_when_its_poke_arrives_took_no_time(
+    rec: ActivityRecorder, clock: FakeClock
+) -> None:
+    # An earlier poke's pull brought version 3, which was shown before its own poke came.
+    pull(rec, "Observation/a", "3")
+    rec.emit("rendered", window="ward-1", refs=["Observation/a"],
+             versions={"Observation/a": "3"})
+    clock.advance(0.05)
+    poke(rec, "Observation/a", "3")
+    poke(rec, "Observation/a", "2")  # older: covered too
+    snap = rec.snapshot()
+    assert (snap.poke_to_pull.count, snap.poke_to_screen.count) == (2, 2)
+    assert snap.poke_to_pull.p99 == 0.0 and snap.poke_to_screen.p99 == 0.0
+    assert snap.pending_pokes == 0
+    # A newer version is not held yet: it waits as before.
+    poke(rec, "Observation/a", "4")
+    clock.advance(0.2)
+    pull(rec, "Observation/a", "4")
+    snap = rec.snapshot()
+    assert snap.poke_to_pull.count == 3 and snap.poke_to_pull.max == pytest.approx(0.2)
+
+
 def test_unanswered_pokes_expire_and_are_counted(clock: FakeClock) -> None:
     rec = ActivityRecorder(clock, pending_ttl_s=60.0)
     poke(rec, "Observation/a", "1")

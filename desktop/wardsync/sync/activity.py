@@ -227,6 +227,26 @@ class _PendingPokes:
         self.dropped += 1
 
 
+class _Held:
+    """The newest version of each resource already pulled (or shown), bounded: a poke that
+    arrives for a version held before it is answered at once. Through a relay, one poke's
+    pull often brings the versions written just after it before their own pokes arrive."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._by_ref: OrderedDict[str, str] = OrderedDict()
+
+    def record(self, ref: str, version: str) -> None:
+        held = self._by_ref.pop(ref, None)
+        self._by_ref[ref] = held if held is not None and _covers(held, version) else version
+        while len(self._by_ref) > self._max:
+            self._by_ref.popitem(last=False)
+
+    def covers(self, ref: str, version: str) -> bool:
+        held = self._by_ref.get(ref)
+        return held is not None and _covers(held, version)
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -265,6 +285,8 @@ class ActivityRecorder:
         self._to_screen: deque[float] = deque(maxlen=latency_samples_max)
         self._awaiting_pull = _PendingPokes(pending_max, pending_ttl_s)
         self._awaiting_screen = _PendingPokes(pending_max, pending_ttl_s)
+        self._pulled = _Held(pending_max)
+        self._shown = _Held(pending_max)
 
     # ------------------------------------------------------------------ MetricsSink
     def emit(self, event: str, **fields: Any) -> None:
@@ -300,14 +322,23 @@ class ActivityRecorder:
                                       _text(fields.get("priority"))) if p)
         self._recent.append(UpdateEntry(wall, "poke", ref, version, detail))
         if ref and version:
-            self._awaiting_pull.add(ref, version, now)
-            self._awaiting_screen.add(ref, version, now)
+            # Already held when its poke came (an earlier poke's pull brought it): no wait.
+            if self._pulled.covers(ref, version):
+                self._to_pull.append(0.0)
+            else:
+                self._awaiting_pull.add(ref, version, now)
+            if self._shown.covers(ref, version):
+                self._to_screen.append(0.0)
+            else:
+                self._awaiting_screen.add(ref, version, now)
 
     def _on_pull(self, now: float, wall: float, fields: Mapping[str, Any]) -> None:
         ref, version = _text(fields.get("ref")), _text(fields.get("versionId"))
         self._pulls_total += 1
         self._pull_rate.add(now)
         key = _text(fields.get("key"))
+        if ref and version:
+            self._pulled.record(ref, version)
         answered = self._awaiting_pull.resolve(ref, version) if ref and version else []
         self._to_pull.extend(now - t for t in answered)
         last = self._recent[-1] if self._recent else None
@@ -325,6 +356,7 @@ class ActivityRecorder:
             return
         for ref, version in versions.items():
             if isinstance(ref, str) and isinstance(version, str):
+                self._shown.record(ref, version)
                 self._to_screen.extend(
                     now - t for t in self._awaiting_screen.resolve(ref, version))
 
