@@ -246,6 +246,21 @@ class WardTraffic:
         self.log.ack(stored)
 
 
+# A relay beside the sandbox as the relay fault tests run it: topic Subscriptions, and a
+# one-second poll as the safety net.
+TOPIC_RELAY_CONFIG = """
+[reconcile]
+interval_s = 1.0
+overlap_s = 1.0
+initial_lookback_s = 0
+types = ["DiagnosticReport", "Observation"]
+
+[subscriptions]
+mode = "topic"
+heartbeat_s = 60
+"""
+
+
 @dataclass(frozen=True)
 class RelayBeside:
     """A `wardsync relay` process to run beside a `--no-relay` sandbox (module docstring).

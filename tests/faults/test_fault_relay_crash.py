@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import (
+    TOPIC_RELAY_CONFIG,
     RelayBeside,
     assert_contiguous,
     assert_poked_once,
@@ -44,17 +45,6 @@ from wardsync.core.connection_status import ConnectionState
 
 pytestmark = pytest.mark.slow  # a relay process killed and restarted: about 20 s
 
-RELAY_CONFIG = """
-[reconcile]
-interval_s = 1.0
-overlap_s = 1.0
-initial_lookback_s = 0
-types = ["DiagnosticReport", "Observation"]
-
-[subscriptions]
-mode = "topic"
-heartbeat_s = 60
-"""
 OUTAGE_S = 2.0
 # Bounds: what the module docstring states (measured here, with margin).
 RESTART_BOUND_S = 20.0
@@ -64,8 +54,9 @@ CONVERGE_BOUND_S = 5.0  # from the last write
 
 async def test_relay_killed_mid_stream_and_restarted(seeded_data_dir: Path,
                                                      tmp_path: Path) -> None:
-    async with fault_bed(seeded_data_dir, tmp_path,
-                         relay=RelayBeside(RELAY_CONFIG)) as bed, bare_subscriber(bed) as bare:
+    async with (fault_bed(seeded_data_dir, tmp_path,
+                          relay=RelayBeside(TOPIC_RELAY_CONFIG)) as bed,
+                bare_subscriber(bed) as bare):
         assert bed.relay is not None
         traffic = bed.traffic()
         traffic.start()

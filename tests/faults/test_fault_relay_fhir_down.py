@@ -43,6 +43,7 @@ import httpx
 import pytest
 
 from tests.faults.harness import (
+    TOPIC_RELAY_CONFIG,
     RelayBeside,
     assert_contiguous,
     assert_poked_once,
@@ -57,17 +58,6 @@ from wardsync.core.connection_status import ConnectionState
 
 pytestmark = pytest.mark.slow  # live fault injection: 15-60 s a test
 
-RELAY_CONFIG = """
-[reconcile]
-interval_s = 1.0
-overlap_s = 1.0
-initial_lookback_s = 0
-types = ["DiagnosticReport", "Observation"]
-
-[subscriptions]
-mode = "topic"
-heartbeat_s = 60
-"""
 READY_LIMIT_S = 30.0  # max(30 s, 3 x interval): docs/relay.md "Endpoints and metrics"
 # Bounds: what the module docstring states (measured here, with margin).
 NOT_READY_BOUND_S = READY_LIMIT_S + 5.0
@@ -85,7 +75,7 @@ def log_messages(relay: RelayProcess) -> list[str]:
 
 async def test_fhir_server_unreachable_for_the_relay(seeded_data_dir: Path,
                                                      tmp_path: Path) -> None:
-    async with (fault_bed(seeded_data_dir, tmp_path, relay=RelayBeside(RELAY_CONFIG)) as bed,
+    async with (fault_bed(seeded_data_dir, tmp_path, relay=RelayBeside(TOPIC_RELAY_CONFIG)) as bed,
                 bare_subscriber(bed) as bare, httpx.AsyncClient(timeout=5) as http):
         relay, cut = bed.relay, bed.relay_fhir_proxy
         assert relay is not None and cut is not None
@@ -165,7 +155,7 @@ ERROR_S = 5.0
 
 async def test_fhir_server_erroring_for_everyone(seeded_data_dir: Path,
                                                  tmp_path: Path) -> None:
-    async with (fault_bed(seeded_data_dir, tmp_path, relay=RelayBeside(RELAY_CONFIG)) as bed,
+    async with (fault_bed(seeded_data_dir, tmp_path, relay=RelayBeside(TOPIC_RELAY_CONFIG)) as bed,
                 bare_subscriber(bed) as bare, httpx.AsyncClient(timeout=5) as http):
         relay = bed.relay
         assert relay is not None

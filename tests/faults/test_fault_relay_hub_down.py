@@ -44,6 +44,7 @@ import pytest
 
 from tests.faults.harness import (
     DEGRADED_AFTER_S,
+    TOPIC_RELAY_CONFIG,
     RelayBeside,
     assert_states,
     bare_subscriber,
@@ -62,17 +63,6 @@ from wardsync.sync.workstation import WATCHDOG_TICK_S
 
 pytestmark = pytest.mark.slow  # live fault injection with a relay restart: about 25 s
 
-RELAY_CONFIG = """
-[reconcile]
-interval_s = 1.0
-overlap_s = 1.0
-initial_lookback_s = 0
-types = ["DiagnosticReport", "Observation"]
-
-[subscriptions]
-mode = "topic"
-heartbeat_s = 60
-"""
 DEGRADED_BOUND_S = DEGRADED_AFTER_S + 2 * WATCHDOG_TICK_S
 # Bounds: what the module docstring states (measured here, with margin).
 PUBLISHED_BOUND_S = RETRY_CAP_S + 5.0  # one capped backoff (full jitter) and the backlog
@@ -98,7 +88,7 @@ def pokes_by_version(messages: Iterable[tuple[dict[str, Any], str]]
 async def test_hub_down_pokes_wait_on_disk_and_go_out_when_it_is_back(
     seeded_data_dir: Path, tmp_path: Path
 ) -> None:
-    async with (fault_bed(seeded_data_dir, tmp_path, relay=RelayBeside(RELAY_CONFIG)) as bed,
+    async with (fault_bed(seeded_data_dir, tmp_path, relay=RelayBeside(TOPIC_RELAY_CONFIG)) as bed,
                 bare_subscriber(bed) as bare, httpx.AsyncClient(timeout=10) as http):
         relay, hub = bed.relay, bed.sandbox.hub
         assert relay is not None and hub is not None
